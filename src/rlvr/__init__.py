@@ -1,0 +1,3 @@
+"""rlvr: reinforcement-learning post-training of language models with verifiable rewards."""
+
+__version__ = "0.1.0"

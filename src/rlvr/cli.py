@@ -1,0 +1,178 @@
+"""The ``rlvr`` command line: train, eval, base."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rlvr.train.config import apply_overrides, config_from_dict, load_config
+    from rlvr.train.trainer import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg_file = run_dir / "config.toml"
+        if not cfg_file.exists():
+            raise FileNotFoundError(f"{run_dir} is not a run directory: no config.toml")
+        import tomllib
+
+        data = tomllib.loads(cfg_file.read_text())
+        cfg = config_from_dict(apply_overrides(data, args.overrides))
+        summary = train(cfg, run_dir=run_dir, resume=True, progress=not args.quiet)
+    else:
+        overrides = list(args.overrides)
+        if args.model:
+            overrides.append(f"model.path={json.dumps(args.model)}")
+        if args.steps is not None:
+            overrides.append(f"train.steps={args.steps}")
+        if args.seed is not None:
+            overrides.append(f"train.seed={args.seed}")
+        cfg = load_config(args.recipe, overrides)
+        summary = train(cfg, run_dir=args.run_dir, runs_root=args.runs_root, progress=not args.quiet)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    from rlvr.utils import console
+
+    if "after" in summary and "before" in summary:
+        b, a = summary["before"], summary["after"]
+        lo, hi = summary["pass@1_gain_ci"]
+        ks = sorted(int(k.split("@")[1]) for k in a if k.startswith("pass@") and "_ci" not in k)
+        kmax = ks[-1]
+        console.print(
+            f"[bold]held-out pass@1 {100 * b['pass@1']:.1f}% → {100 * a['pass@1']:.1f}% "
+            f"(gain {100 * summary['pass@1_gain']:+.1f} points, 95% CI "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}]), pass@{kmax} {100 * b[f'pass@{kmax}']:.1f}% → "
+            f"{100 * a[f'pass@{kmax}']:.1f}%; run dir: {summary['run_dir']}"
+        )
+    else:
+        console.print(f"run dir: {summary['run_dir']}")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rlvr.data.tasks import ReasoningGymTask
+    from rlvr.eval import evaluate
+    from rlvr.models.tiny import ensure_base, load_model
+    from rlvr.rewards import make_task_reward
+    from rlvr.train.config import load_config
+    from rlvr.utils import console, pick_device
+
+    cfg = load_config(args.recipe, args.overrides)
+    model_path = Path(args.model) if args.model else ensure_base()
+    model, tok = load_model(model_path, device=pick_device(cfg.model.device))
+    t = cfg.task
+    task = ReasoningGymTask(t.name, seed=cfg.train.seed, heldout_size=t.heldout_size, **t.kwargs)
+    res = evaluate(
+        model,
+        tok,
+        task.heldout,
+        make_task_reward(),
+        n=args.samples,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        temperature=cfg.eval.temperature,
+        top_p=cfg.eval.top_p,
+        seed=cfg.train.seed,
+    )
+    s = res.summary()
+    for k in sorted(res.pass_at):
+        lo, hi = res.ci[k]
+        console.print(
+            f"pass@{k:<4d} {100 * res.pass_at[k]:5.1f}%  (95% CI {100 * lo:.1f}–{100 * hi:.1f})"
+        )
+    console.print(
+        f"mean length {s['mean_length']:.2f} tokens over {len(task.heldout)} problems "
+        f"× {args.samples} samples ({model_path})"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": s, "correct": res.correct}, indent=2))
+    return 0
+
+
+def _base(args: argparse.Namespace) -> int:
+    from rlvr.models.tiny import TinyRecipe, build_base, cache_dir, ensure_base
+    from rlvr.utils import console
+
+    recipe = TinyRecipe()
+    if args.out:
+        path = build_base(recipe, args.out)
+    elif args.force:
+        path = build_base(recipe, cache_dir() / "base" / recipe.key())
+    else:
+        path = ensure_base(recipe)
+    console.print(f"base model: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlvr", description="Reinforcement-learning post-training with verifiable rewards."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "train",
+        help="train a policy with a recipe",
+        description="Train a policy. Overrides are section.field=value "
+        "(TOML values), e.g. algo.clip_high=0.28 optim.lr=1e-4.",
+    )
+    p.add_argument("--recipe", default="grpo", help="shipped recipe name or .toml/.yaml path")
+    p.add_argument("--model", help="local Hugging Face causal-LM directory (default: embedded)")
+    p.add_argument("--steps", type=int, help="training steps (train.steps)")
+    p.add_argument("--seed", type=int, help="seed (train.seed)")
+    p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/<recipe>-<time>)")
+    p.add_argument("--runs-root", default="runs", help="where new run directories go")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="section.field=value")
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="held-out pass@k of a model",
+        description="Sample n completions per held-out problem; print pass@k.",
+    )
+    p.add_argument("--model", help="local Hugging Face causal-LM directory (default: embedded)")
+    p.add_argument("--recipe", default="grpo", help="recipe whose task and eval settings to use")
+    p.add_argument("--samples", "-n", type=int, default=8, help="samples per problem")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("overrides", nargs="*", help="section.field=value")
+    p.set_defaults(fn=_eval)
+
+    p = sub.add_parser(
+        "base",
+        help="build (or reuse) the embedded tiny base model",
+        description="Build the embedded tiny base model, cached by recipe hash.",
+    )
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--out", help="build into this directory instead of the cache")
+    p.set_defaults(fn=_base)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlvr.registry import UnknownComponentError
+    from rlvr.train.config import ConfigError
+    from rlvr.utils import console
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, UnknownComponentError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

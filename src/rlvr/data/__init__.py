@@ -1,0 +1,5 @@
+"""Prompts, answers and the order in which training sees them."""
+
+from rlvr.data.tasks import Problem, ReasoningGymTask
+
+__all__ = ["Problem", "ReasoningGymTask"]

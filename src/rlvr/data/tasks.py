@@ -1,0 +1,89 @@
+"""Procedural reasoning tasks from reasoning-gym, with a held-out split that never leaks into training.
+
+reasoning-gym builds item ``i`` of a dataset from ``Random(seed + i)``, so a task is fully described by
+its name, its generation knobs and a seed. The held-out set is generated from a far-away seed, and any
+training item whose question also appears in the held-out set is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import reasoning_gym
+
+__all__ = ["Problem", "ReasoningGymTask"]
+
+_HELDOUT_SEED_OFFSET = 1_000_003  # far from any training index stream
+_TRAIN_SIZE = 2**31 - 1  # training items are generated on demand; this only bounds the index
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One prompt with its reference answer and the task's metadata (the scorer needs the entry)."""
+
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The reasoning-gym entry (question, answer, metadata) that the task's scorer expects."""
+        return {"question": self.question, "answer": self.answer, "metadata": self.meta}
+
+
+class ReasoningGymTask:
+    """A reasoning-gym task: a deterministic stream of training problems and a held-out set.
+
+    ``position`` is the index of the next training item; it is the whole state of the stream, so saving
+    it in a checkpoint resumes the data exactly.
+    """
+
+    def __init__(self, name: str, *, seed: int = 0, heldout_size: int = 256, **task_kwargs: Any) -> None:
+        self.name = name
+        self.seed = seed
+        self.task_kwargs = dict(task_kwargs)
+        try:
+            self._train = reasoning_gym.create_dataset(name, seed=seed, size=_TRAIN_SIZE, **task_kwargs)
+            held = reasoning_gym.create_dataset(
+                name, seed=seed + _HELDOUT_SEED_OFFSET, size=_TRAIN_SIZE, **task_kwargs
+            )
+        except (KeyError, ValueError, TypeError, AssertionError) as e:
+            raise ValueError(
+                f"cannot create reasoning-gym task {name!r} with {task_kwargs}: {e}"
+            ) from None
+        # held-out problems are distinct questions; give up if the task has too few of them
+        self.heldout: list[Problem] = []
+        self._heldout_questions: set[str] = set()
+        for i in range(50 * heldout_size):
+            if len(self.heldout) == heldout_size:
+                break
+            p = self._problem(held[i])
+            if p.question not in self._heldout_questions:
+                self._heldout_questions.add(p.question)
+                self.heldout.append(p)
+        else:
+            raise ValueError(
+                f"task {name!r} with {task_kwargs} has fewer than {heldout_size} distinct questions"
+            )
+        self.position = 0
+
+    @staticmethod
+    def _problem(item: dict[str, Any]) -> Problem:
+        return Problem(question=item["question"], answer=str(item["answer"]), meta=item["metadata"])
+
+    def next(self, b: int) -> list[Problem]:
+        """The next ``b`` training problems (never one of the held-out questions)."""
+        out: list[Problem] = []
+        while len(out) < b:
+            item = self._train[self.position]
+            self.position += 1
+            if item["question"] not in self._heldout_questions:
+                out.append(self._problem(item))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])

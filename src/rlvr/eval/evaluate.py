@@ -1,0 +1,114 @@
+"""Sample n completions per held-out problem and report pass@k for every power of two k <= n."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlvr.data.prompts import format_prompt
+from rlvr.data.tasks import Problem
+from rlvr.eval.passk import bootstrap_ci, mean_pass_at_k
+from rlvr.rollout.sampler import generate
+
+__all__ = ["EvalResult", "evaluate"]
+
+
+@dataclass
+class EvalResult:
+    """pass@k (mean over problems) with a 95% bootstrap interval, per-problem correct counts."""
+
+    n: int
+    correct: list[int]  # per problem, out of n
+    pass_at: dict[int, float]  # k -> mean pass@k
+    ci: dict[int, tuple[float, float]]  # k -> (low, high)
+    mean_length: float
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        out: dict[str, float] = {"mean_length": self.mean_length}
+        for k, v in self.pass_at.items():
+            out[f"pass@{k}"] = v
+            out[f"pass@{k}_ci_low"], out[f"pass@{k}_ci_high"] = self.ci[k]
+        return out
+
+
+def evaluate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    problems: Sequence[Problem],
+    reward_fn: Callable[..., float],
+    *,
+    n: int = 8,
+    max_new_tokens: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_prompts: int = 64,
+    seed: int = 0,
+    keep_samples: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Sample ``n`` completions for each problem; a sample is correct when ``reward_fn`` gives 1."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    correct: list[int] = []
+    lengths: list[float] = []
+    samples: list[dict[str, Any]] = []
+    for start in range(0, len(problems), batch_prompts):
+        chunk = problems[start : start + batch_prompts]
+        prompts = [format_prompt(tokenizer, p.question) for p in chunk]
+        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        roll = generate(
+            model,
+            ids,
+            num_samples=n,
+            max_new_tokens=max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            temperature=temperature,
+            top_p=top_p,
+            generator=gen,
+        )
+        texts = tokenizer.batch_decode(
+            [row[: int(ln)] for row, ln in zip(roll.completion_ids.tolist(), roll.lengths, strict=True)],
+            skip_special_tokens=True,
+        )
+        lengths.extend(roll.lengths.float().tolist())
+        for i, p in enumerate(chunk):
+            ok = 0
+            for j in range(n):
+                text = texts[i * n + j]
+                r = reward_fn(p.question, text, p.answer, **p.meta)
+                ok += int(r >= 1.0)
+                if len(samples) < keep_samples and j == 0:
+                    samples.append(
+                        {
+                            "question": p.question,
+                            "answer": p.answer,
+                            "completion": text,
+                            "reward": r,
+                        }
+                    )
+            correct.append(ok)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    if was_training:
+        model.train()
+    ks = [2**i for i in range(int(np.log2(n)) + 1)]
+    pass_at, ci = {}, {}
+    for k in ks:
+        per = mean_pass_at_k(correct, n, k)
+        pass_at[k] = float(np.mean(per))
+        ci[k] = bootstrap_ci(per, seed=seed)
+    return EvalResult(
+        n=n,
+        correct=correct,
+        pass_at=pass_at,
+        ci=ci,
+        mean_length=float(np.mean(lengths)),
+        samples=samples,
+    )

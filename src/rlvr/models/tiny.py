@@ -1,0 +1,234 @@
+"""Build the embedded tiny base model, a real Hugging Face checkpoint, from nothing.
+
+The model is a small Qwen2 decoder (``Qwen2ForCausalLM``) with a byte-level BPE tokenizer trained with
+``tokenizers`` on the task's own text (digits kept one per token), a chat template, and weights
+warm-started by supervised training on reasoning-gym samples of the default task. The result loads with
+``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` like any other model.
+
+Building is deterministic given the recipe, and the result is cached under
+``$RLVR_CACHE`` (default ``~/.cache/rlvr``) in ``base/<hash of the recipe>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from rlvr.data.prompts import format_prompt
+from rlvr.data.tasks import ReasoningGymTask
+from rlvr.utils import atomic_dir, console, seed_everything
+
+__all__ = ["TinyRecipe", "build_base", "cache_dir", "ensure_base", "load_model"]
+
+PAD, EOS, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Everything that determines the base model; its hash names the cache entry."""
+
+    task: str = "chain_sum"
+    task_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+    )
+    heldout_size: int = 256  # the same held-out split as training uses, so SFT never sees it
+    seed: int = 0
+    vocab_size: int = 400
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 256
+    sft_steps: int = 600
+    sft_batch: int = 64
+    sft_lr: float = 3e-3
+    sft_warmup: int = 50
+    tokenizer_corpus: int = 4000
+    version: int = 1  # bump when the build code changes what it produces
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RLVR_CACHE", Path.home() / ".cache" / "rlvr"))
+
+
+def _completion(answer: str) -> str:
+    return f"<answer>{answer}</answer>"
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS, USER, ASSISTANT, SYSTEM],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="left"
+    )
+    fast.add_tokens(["<answer>", "</answer>"])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _lr_at(step: int, *, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Build the tiny base model described by ``recipe`` into ``out_dir`` (written atomically)."""
+    seed_everything(recipe.seed)
+    task = ReasoningGymTask(
+        recipe.task, seed=recipe.seed, heldout_size=recipe.heldout_size, **recipe.task_kwargs
+    )
+    t0 = time.perf_counter()
+
+    # 1. tokenizer, trained on prompts and answers of training problems only
+    corpus_problems = task.next(recipe.tokenizer_corpus)
+    plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()))
+    plain.chat_template = CHAT_TEMPLATE
+    texts = [format_prompt(plain, p.question) + _completion(p.answer) for p in corpus_problems]
+    tokenizer = _train_tokenizer(texts, recipe.vocab_size)
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    pad_id = tokenizer.convert_tokens_to_ids(PAD)
+
+    # 2. architecture
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_heads,
+        max_position_embeddings=recipe.max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        bos_token_id=None,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    model.train()
+
+    # 3. supervised warm start: loss on the answer tokens (and EOS) only
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.sft_lr, weight_decay=0.0)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [
+        TextColumn("[bold]base model"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        job = bar.add_task("sft", total=recipe.sft_steps, loss=float("nan"))
+        for step in range(recipe.sft_steps):
+            batch = task.next(recipe.sft_batch)
+            prompts = tokenizer(
+                [format_prompt(tokenizer, p.question) for p in batch], add_special_tokens=False
+            )["input_ids"]
+            answers = tokenizer([_completion(p.answer) for p in batch], add_special_tokens=False)[
+                "input_ids"
+            ]
+            seqs = [pr + an + [eos_id] for pr, an in zip(prompts, answers, strict=True)]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [b, L] right-padded
+            labels = torch.full((len(seqs), width), -100, dtype=torch.long)  # [b, L]
+            attn = torch.zeros((len(seqs), width), dtype=torch.long)  # [b, L]
+            for i, (pr, s) in enumerate(zip(prompts, seqs, strict=True)):
+                ids[i, : len(s)] = torch.tensor(s)
+                labels[i, len(pr) : len(s)] = torch.tensor(s[len(pr) :])
+                attn[i, : len(s)] = 1
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(
+                    step, total=recipe.sft_steps, warmup=recipe.sft_warmup, peak=recipe.sft_lr
+                )
+            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            bar.update(job, advance=1, loss=loss.item())
+
+    model.eval()
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "rlvr_base.json").write_text(
+            json.dumps(
+                {
+                    "recipe": asdict(recipe),
+                    "key": recipe.key(),
+                    "build_seconds": round(time.perf_counter() - t0, 1),
+                },
+                indent=2,
+            )
+        )
+    return out_dir
+
+
+def ensure_base(recipe: TinyRecipe | None = None, *, progress: bool = True) -> Path:
+    """The cached base model for ``recipe``, building it first if it is not cached yet."""
+    recipe = recipe or TinyRecipe()
+    path = cache_dir() / "base" / recipe.key()
+    if (path / "model.safetensors").exists() and (path / "rlvr_base.json").exists():
+        if progress:
+            console.print(f"base model: reusing cached {path}")
+        return path
+    if progress:
+        console.print(f"base model: building {path} (cached for later runs)")
+    return build_base(recipe, path, progress=progress)
+
+
+def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """Load any local Hugging Face causal LM directory: (model, tokenizer)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory: no config.json")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise FileNotFoundError(f"{path} has no weights (*.safetensors or *.bin)")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

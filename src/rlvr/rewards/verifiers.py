@@ -1,0 +1,63 @@
+"""Answer extraction, format check and the reasoning-gym task verifier."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import reasoning_gym
+
+from rlvr.registry import Registry
+
+__all__ = ["REWARDS", "RewardFn", "extract_answer", "format_reward", "make_task_reward"]
+
+RewardFn = Callable[..., float]
+
+REWARDS = Registry("reward")
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_FORMAT = re.compile(r"^\s*<answer>[^<>]*</answer>\s*$", re.DOTALL)
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text inside the last ``<answer>...</answer>`` of a completion, stripped; None if absent."""
+    found = _ANSWER.findall(completion)
+    return found[-1].strip() if found else None
+
+
+def format_reward(prompt: str, completion: str, answer: str, **meta: Any) -> float:
+    """1.0 when the completion is exactly one ``<answer>...</answer>`` block, else 0.0."""
+    return 1.0 if _FORMAT.match(completion) else 0.0
+
+
+@REWARDS.register("format")
+def make_format_reward() -> RewardFn:
+    """Factory for :func:`format_reward`."""
+    return format_reward
+
+
+@REWARDS.register("answer")
+def make_task_reward(*, partial_credit: bool = False) -> RewardFn:
+    """Factory for the reasoning-gym verifier of the problem's own task.
+
+    The extracted answer is scored by the task's ``score_answer``. Scoring is strict by default:
+    1.0 only for full credit, else 0.0 (some tasks, such as ``chain_sum``, give partial credit when the
+    right number appears inside a longer output, which a policy learns to exploit). With
+    ``partial_credit=True`` the task's score is returned as it is.
+    """
+
+    def task_reward(prompt: str, completion: str, answer: str, **meta: Any) -> float:
+        extracted = extract_answer(completion)
+        if extracted is None:
+            return 0.0
+        source = meta.get("source_dataset")
+        if source is None:
+            raise ValueError("answer reward: problem metadata has no 'source_dataset'")
+        score = reasoning_gym.get_score_answer_fn(source)(
+            extracted, {"question": prompt, "answer": answer, "metadata": meta}
+        )
+        score = float(score)
+        return score if partial_credit else (1.0 if score >= 1.0 else 0.0)
+
+    return task_reward

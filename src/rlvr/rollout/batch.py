@@ -1,0 +1,60 @@
+"""The Rollout batch: everything one training step knows about its N = B*G sampled sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+__all__ = ["Rollout"]
+
+
+@dataclass
+class Rollout:
+    """N sampled completions. Prompts are left-padded, completions right-padded.
+
+    Tensors are on one device. ``finish`` is ``"eos"`` when the completion ended with the EOS token and
+    ``"length"`` when it hit the token limit.
+    """
+
+    prompt_ids: Tensor  # [N, P] left-padded
+    prompt_mask: Tensor  # [N, P] 1 on real prompt tokens
+    completion_ids: Tensor  # [N, T] right-padded
+    mask: Tensor  # [N, T] float, 1 on completion tokens that count (EOS included)
+    old_logp: Tensor  # [N, T] behaviour log-probs of the sampled tokens
+    lengths: Tensor  # [N] completion lengths in tokens
+    finish: list[str]  # N entries: "eos" | "length"
+    group: Tensor  # [N] prompt index in 0..B-1
+    rewards: Tensor | None = None  # [N]
+    reward_parts: Tensor | None = None  # [N, K]
+    ref_logp: Tensor | None = None  # [N, T]
+    values: Tensor | None = None  # [N, T]
+    entropy: Tensor | None = None  # [N, T]
+    policy_version: int = 0
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def select(self, idx: Tensor) -> Rollout:
+        """The sub-batch of sequences ``idx`` (a 1-D index tensor)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                out[f.name] = v[idx.to(v.device)]
+            elif isinstance(v, list):
+                out[f.name] = [v[i] for i in idx.tolist()]
+            else:
+                out[f.name] = v
+        return replace(self, **out)
+
+    def to(self, device: torch.device | str) -> Rollout:
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), Tensor)
+            },
+        )

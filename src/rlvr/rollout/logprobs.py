@@ -1,0 +1,96 @@
+"""Log-probabilities of sampled completions under a causal LM, computed in row chunks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["sequence_logp", "token_logp"]
+
+
+def token_logp(logits: Tensor, ids: Tensor, *, chunk: int = 16) -> tuple[Tensor, Tensor]:
+    """log softmax(logits)[ids] and the entropy of softmax(logits), in chunks of rows.
+
+    logits [N, T, V], ids [N, T] -> (logp [N, T], entropy [N, T]). Chunking over rows keeps the
+    float32 [chunk, T, V] temporaries small when the vocabulary is large.
+    """
+    logps, ents = [], []
+    for lg, ix in zip(logits.split(chunk), ids.split(chunk), strict=True):
+        lg = lg.float()
+        lse = torch.logsumexp(lg, dim=-1)  # [c, T]
+        logps.append(lg.gather(-1, ix.unsqueeze(-1)).squeeze(-1) - lse)
+        p = torch.softmax(lg, dim=-1)
+        ents.append(lse - (p * lg).sum(-1))
+    return torch.cat(logps), torch.cat(ents)
+
+
+def sequence_logp(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    completion_mask: Tensor,
+    *,
+    temperature: float = 1.0,
+    share_prompts: bool | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-token log-probs and entropies of the completions under ``model``.
+
+    prompt_ids/prompt_mask [N, P] (left-padded), completion_ids/completion_mask [N, T] (right-padded)
+    -> (logp [N, T], entropy [N, T]). Logits are divided by ``temperature``, as in sampling, so that
+    at the first update the ratio to the behaviour policy is 1.
+
+    Shared prompts: the G completions of one prompt share its P prompt tokens, whose hidden states do
+    not depend on the completion (causal attention). The prompt is then run once per distinct prompt
+    (U rows instead of N), its key/value cache gathered to the N rows (a differentiable index), and
+    only the completions run per row. Gradients are exactly those of the full forward. By default this
+    path is taken when there are at most N/2 distinct prompts.
+    """
+    n, t = completion_ids.shape
+    key = torch.cat([prompt_ids, prompt_mask.long()], dim=1)  # [N, 2P]
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)  # [U, 2P], [N]
+    if share_prompts is None:
+        share_prompts = uniq.shape[0] * 2 <= n
+    if not share_prompts:
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+T]
+        attn = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)  # [N, P+T]
+        pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
+        logits = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            logits_to_keep=t + 1,
+            use_cache=False,
+        ).logits[:, :-1]  # [N, T, V]
+    else:
+        p = prompt_ids.shape[1]
+        u_ids, u_mask = uniq[:, :p], uniq[:, p:]  # [U, P]
+        u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
+        out = model(
+            input_ids=u_ids,
+            attention_mask=u_mask,
+            position_ids=u_pos,
+            logits_to_keep=1,
+            use_cache=True,
+        )
+        first = out.logits[:, -1][inverse].unsqueeze(1)  # [N, 1, V] predicts completion token 0
+        if t == 1:
+            logits = first
+        else:
+            cache = out.past_key_values
+            cache.reorder_cache(inverse)  # rows U -> N, differentiable index_select
+            attn = torch.cat(
+                [prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], dim=1
+            )  # [N, P+T-1]
+            pos = u_pos[inverse][:, -1:] + torch.arange(1, t, device=completion_ids.device)
+            rest = model(
+                input_ids=completion_ids[:, :-1],
+                attention_mask=attn,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits  # [N, T-1, V]
+            logits = torch.cat([first, rest], dim=1)  # [N, T, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return token_logp(logits, completion_ids)

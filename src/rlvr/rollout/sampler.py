@@ -1,0 +1,134 @@
+"""A batched sampler over any Hugging Face causal LM, with a KV cache and no ``generate`` overhead.
+
+One prefill over the left-padded prompts, then one forward per new token over the N live sequences.
+Sampling, log-probs and the finished-mask are tensor ops; the only Python per token is the loop itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rlvr.rollout.batch import Rollout
+
+__all__ = ["generate", "left_pad"]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token id lists -> (ids [B, P], mask [B, P]) left-padded to the longest."""
+    p = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), p), pad_id, dtype=torch.long)  # [B, P]
+    mask = torch.zeros((len(seqs), p), dtype=torch.long)  # [B, P]
+    for i, s in enumerate(seqs):
+        if len(s) == 0:
+            raise ValueError(f"prompt {i} is empty")
+        ids[i, p - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, p - len(s) :] = 1
+    return ids, mask
+
+
+def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Set to -inf the logits outside the smallest set whose probability mass reaches top_p."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [N, V]
+    cum = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample ``num_samples`` (G) completions for each of the B prompts: N = B * G sequences.
+
+    Sequences of prompt i are rows i*G .. i*G + G - 1. Sampling is from softmax(logits / temperature),
+    restricted to the top-p nucleus; ``old_logp`` is the log-prob of each sampled token under the full
+    temperature-scaled distribution (the one the learner recomputes). ``temperature=0`` is greedy.
+    """
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError("num_samples and max_new_tokens must be >= 1")
+    device = next(model.parameters()).device
+    b = len(prompts)
+    n = b * num_samples
+    b_ids, b_mask = left_pad(prompts, pad_id)
+    b_ids, b_mask = b_ids.to(device), b_mask.to(device)  # [B, P]
+    b_pos = (b_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
+    group = torch.arange(b, device=device).repeat_interleave(num_samples)  # [N]
+
+    # prefill each prompt once, then give each of its G samples a view of that cache
+    out = model(
+        input_ids=b_ids,
+        attention_mask=b_mask,
+        position_ids=b_pos,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    if num_samples > 1:
+        cache.reorder_cache(group)
+    logits = out.logits[:, -1][group]  # [N, V]
+    p_ids, p_mask = b_ids[group], b_mask[group]  # [N, P]
+    next_pos = b_pos[group][:, -1:] + 1  # [N, 1]
+    attn = p_mask
+
+    tokens = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)  # [N, T]
+    logps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)  # [N, T]
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
+    lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)  # [N]
+    steps = 0
+    for t in range(max_new_tokens):
+        steps = t + 1
+        logits = logits.float()
+        if temperature > 0:
+            logits = logits / temperature
+        logp_all = torch.log_softmax(logits, dim=-1)  # [N, V]
+        if temperature <= 0:
+            tok = logits.argmax(-1)  # [N]
+        else:
+            probs = (_top_p_filter(logits, top_p) if top_p < 1.0 else logits).softmax(-1)
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [N]
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tokens[:, t] = tok
+        logps[:, t] = torch.where(done, 0.0, logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
+        newly = ~done & (tok == eos_id)
+        lengths = torch.where(newly, t + 1, lengths)
+        done = done | newly
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
+        out = model(
+            input_ids=tok.unsqueeze(-1),
+            attention_mask=attn,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+
+    tokens, logps = tokens[:, :steps], logps[:, :steps]  # [N, T] with T = steps taken
+    mask = (torch.arange(steps, device=device).unsqueeze(0) < lengths.unsqueeze(1)).float()
+    finish = ["eos" if d else "length" for d in done.tolist()]
+    return Rollout(
+        prompt_ids=p_ids,
+        prompt_mask=p_mask,
+        completion_ids=tokens,
+        mask=mask,
+        old_logp=logps * mask,
+        lengths=torch.minimum(lengths, torch.tensor(steps, device=device)),
+        finish=finish,
+        group=group,
+    )

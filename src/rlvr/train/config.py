@@ -1,0 +1,360 @@
+"""Recipes: a named choice of components and numbers, validated on load.
+
+A recipe is a TOML (or YAML) file whose sections mirror the dataclasses below. Unknown fields, wrong
+types and out-of-range values are refused with a message that names the field and what was expected.
+Extra keys in ``[algo]`` are knobs of the chosen components (for example ``clip_high`` of ``ppo_clip``),
+routed by name to every chosen component whose signature accepts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
+from rlvr.registry import UnknownComponentError
+from rlvr.rewards import REWARDS
+
+__all__ = ["RECIPES_DIR", "Config", "ConfigError", "apply_overrides", "load_config", "recipe_names"]
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A bad recipe or command-line value; the message names the field."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""
+    """Local Hugging Face causal-LM directory; empty means the embedded tiny base model."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "chain_sum"
+    """reasoning-gym task name."""
+    kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+    )
+    """The task's generation knobs (its reasoning-gym config fields)."""
+    heldout_size: int = 256
+    """Held-out problems, never seen in training."""
+
+
+@dataclass
+class RolloutConfig:
+    prompts_per_step: int = 8
+    """B: prompts sampled per training step."""
+    samples_per_prompt: int = 8
+    """G: completions sampled per prompt."""
+    max_new_tokens: int = 12
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    objective: str = "ppo_clip"
+    aggregation: str = "token_mean"
+    kl: str = "k3"
+    """KL estimator used when beta > 0."""
+    beta: float = 0.0
+    """KL penalty coefficient; a reference model is loaded only when beta > 0."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (subtracted from the loss)."""
+    epochs: int = 1
+    """Passes over each rollout batch."""
+    minibatches: int = 1
+    """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
+    micro_batches: int = 1
+    """Gradient-accumulation chunks per mini-batch (exact for the linear aggregations)."""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    """Component knobs (extra keys of [algo]); filled on load."""
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    seed: int = 0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    """Print a metrics line every this many steps."""
+    samples_every: int = 20
+    """Write some rollouts to samples.jsonl every this many steps."""
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 8
+    """n completions per held-out problem (pass@k for every power of two k <= n)."""
+    max_new_tokens: int = 12
+    temperature: float = 1.0
+    top_p: float = 1.0
+    before: bool = True
+    after: bool = True
+    every: int = 0
+    """Also evaluate on the held-out set every this many steps (0: only before and after)."""
+
+
+@dataclass
+class Config:
+    name: str = "grpo"
+    """The recipe's name."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rewards: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"answer": {"weight": 1.0}, "format": {"weight": 0.1}}
+    )
+    """Reward components: name -> {weight, and the component's knobs}."""
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        knobs = d["algo"].pop("knobs")
+        d["algo"].update(knobs)
+        return d
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names or (cls is AlgoConfig and key == "knobs"):
+            if cls is AlgoConfig:
+                extra[key] = value
+                continue
+            raise ConfigError(f"unknown field {path!r}; valid fields: {', '.join(names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path!r} must be a table (section), got {value!r}")
+            kwargs[key] = _build(hint, value, path)
+        else:
+            if not _type_ok(value, hint):
+                raise ConfigError(f"{path!r} must be {_describe(hint)}, got {value!r}")
+            kwargs[key] = float(value) if hint is float else value
+    obj = cls(**kwargs)
+    if cls is AlgoConfig:
+        obj.knobs = extra
+    return obj
+
+
+def _check_range(path: str, value: float, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path!r} = {value!r} is out of range; expected {expected}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and component names; route component knobs. Returns ``cfg``."""
+    r, a, o, t, e = cfg.rollout, cfg.algo, cfg.optim, cfg.train, cfg.eval
+    _check_range("rollout.prompts_per_step", r.prompts_per_step, r.prompts_per_step >= 1, ">= 1")
+    _check_range("rollout.samples_per_prompt", r.samples_per_prompt, r.samples_per_prompt >= 1, ">= 1")
+    _check_range("rollout.max_new_tokens", r.max_new_tokens, r.max_new_tokens >= 1, ">= 1")
+    _check_range("rollout.temperature", r.temperature, r.temperature > 0, "> 0 for training")
+    _check_range("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]")
+    _check_range("algo.beta", a.beta, a.beta >= 0, ">= 0")
+    _check_range("algo.epochs", a.epochs, a.epochs >= 1, ">= 1")
+    _check_range("algo.minibatches", a.minibatches, a.minibatches >= 1, ">= 1")
+    _check_range("algo.micro_batches", a.micro_batches, a.micro_batches >= 1, ">= 1")
+    n = r.prompts_per_step * r.samples_per_prompt
+    if n % (a.minibatches * a.micro_batches) != 0:
+        raise ConfigError(
+            f"'algo.minibatches' x 'algo.micro_batches' = {a.minibatches * a.micro_batches} must "
+            f"divide the batch of B*G = {n} sequences"
+        )
+    _check_range("optim.lr", o.lr, o.lr > 0, "> 0")
+    _check_range("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0")
+    _check_range("optim.beta1", o.beta1, 0 <= o.beta1 < 1, "in [0, 1)")
+    _check_range("optim.beta2", o.beta2, 0 <= o.beta2 < 1, "in [0, 1)")
+    _check_range("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0 (0 disables)")
+    _check_range("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
+    _check_range("train.steps", t.steps, t.steps >= 0, ">= 0")
+    _check_range("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 1, ">= 1")
+    _check_range("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, ">= 1")
+    _check_range("train.log_every", t.log_every, t.log_every >= 1, ">= 1")
+    _check_range("train.samples_every", t.samples_every, t.samples_every >= 1, ">= 1")
+    _check_range("task.heldout_size", cfg.task.heldout_size, cfg.task.heldout_size >= 1, ">= 1")
+    _check_range("eval.samples", e.samples, e.samples >= 1, ">= 1")
+    _check_range("eval.every", e.every, e.every >= 0, ">= 0 (0 disables)")
+    _check_range("eval.max_new_tokens", e.max_new_tokens, e.max_new_tokens >= 1, ">= 1")
+    _check_range("eval.temperature", e.temperature, e.temperature >= 0, ">= 0 (0 is greedy)")
+    _check_range("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]")
+
+    chosen = {
+        "advantage": (ADVANTAGES, a.advantage),
+        "objective": (OBJECTIVES, a.objective),
+        "aggregation": (AGGREGATIONS, a.aggregation),
+        "kl": (KL_ESTIMATORS, a.kl),
+    }
+    for fld, (reg, name) in chosen.items():
+        if name not in reg:
+            raise ConfigError(
+                f"'algo.{fld}': unknown {reg.kind} {name!r}; valid names: {', '.join(reg.names())}"
+            )
+    accepted: dict[str, list[str]] = {}
+    for _, (reg, name) in chosen.items():
+        for knob in reg.knobs(name):
+            accepted.setdefault(knob, []).append(name)
+    for knob in a.knobs:
+        if knob not in accepted:
+            valid = ", ".join(sorted(accepted)) or "none"
+            raise ConfigError(
+                f"'algo.{knob}' is not a knob of the chosen components "
+                f"({a.advantage}, {a.objective}, {a.aggregation}, {a.kl}); their knobs: {valid}"
+            )
+    if a.advantage in ("grpo", "rloo", "dr_grpo") and r.samples_per_prompt < 2:
+        raise ConfigError(
+            f"'rollout.samples_per_prompt' = {r.samples_per_prompt}: the group estimator "
+            f"{a.advantage!r} needs at least 2 samples per prompt"
+        )
+
+    if not cfg.rewards:
+        raise ConfigError("'rewards' is empty; name at least one reward component")
+    for rname, spec in cfg.rewards.items():
+        if rname not in REWARDS:
+            raise ConfigError(
+                f"'rewards.{rname}': unknown reward; valid names: {', '.join(REWARDS.names())}"
+            )
+        if not isinstance(spec, dict):
+            raise ConfigError(f"'rewards.{rname}' must be a table like {{weight = 1.0}}")
+        w = spec.get("weight", 1.0)
+        if not _type_ok(w, float):
+            raise ConfigError(f"'rewards.{rname}.weight' must be a number, got {w!r}")
+        knobs = REWARDS.knobs(rname)
+        for k in spec:
+            if k != "weight" and k not in knobs:
+                raise ConfigError(
+                    f"'rewards.{rname}.{k}' is not a knob of reward {rname!r}; "
+                    f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
+                )
+    return cfg
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read recipe {path}: {err.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as err:  # parse errors of either format
+        raise ConfigError(f"recipe {path} is not valid {path.suffix.lstrip('.')}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a table of sections")
+    return data
+
+
+def resolve_recipe(recipe: str) -> Path:
+    """A recipe name (shipped in rlvr/train/recipes) or a path to a TOML/YAML file."""
+    p = Path(recipe)
+    if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"recipe file {p} does not exist")
+        return p
+    shipped = RECIPES_DIR / f"{recipe}.toml"
+    if not shipped.exists():
+        raise ConfigError(
+            f"unknown recipe {recipe!r}; shipped recipes: {', '.join(recipe_names())}"
+            " (or give a path to a .toml/.yaml file)"
+        )
+    return shipped
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted ``section.field=value`` overrides (values in TOML syntax) to a recipe dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(value.strip())
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    try:
+        return validate(_build(Config, data, ""))
+    except UnknownComponentError as err:
+        raise ConfigError(str(err)) from None
+
+
+def load_config(recipe: str = "grpo", overrides: list[str] | None = None) -> Config:
+    """Load a shipped recipe by name, or a TOML/YAML file, apply overrides, validate."""
+    data = _read(resolve_recipe(recipe))
+    return config_from_dict(apply_overrides(data, overrides or []))

@@ -1,0 +1,426 @@
+"""The training loop: sample, score, estimate advantages, update. One loop for every recipe.
+
+The loop knows components only through the registries: a recipe names them and the loop passes them
+numbers. Optional inputs (a reference model's log-probs) are computed only when a chosen component, or
+a KL coefficient > 0, needs them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
+
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
+from rlvr.data.prompts import format_prompt
+from rlvr.data.tasks import Problem, ReasoningGymTask
+from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k
+from rlvr.models.tiny import ensure_base, load_model
+from rlvr.rewards import REWARDS, make_task_reward
+from rlvr.rollout import Rollout, generate, sequence_logp
+from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rlvr.train.config import Config
+from rlvr.utils import append_jsonl, atomic_write_text, console, pick_device, seed_everything
+
+__all__ = ["Components", "build_components", "score", "train"]
+
+
+@dataclass
+class Components:
+    """The chosen algorithm components with the knobs routed to each."""
+
+    advantage: Callable[..., Tensor]
+    objective: Callable[..., Tensor]
+    aggregation: Callable[..., Tensor]
+    kl: Callable[..., Tensor]
+    kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return self.advantage.needs | self.objective.needs | self.aggregation.needs  # type: ignore
+
+
+def build_components(cfg: Config) -> Components:
+    a = cfg.algo
+    parts = {
+        "advantage": (ADVANTAGES, a.advantage),
+        "objective": (OBJECTIVES, a.objective),
+        "aggregation": (AGGREGATIONS, a.aggregation),
+        "kl": (KL_ESTIMATORS, a.kl),
+    }
+    kwargs = {
+        role: {k: v for k, v in a.knobs.items() if k in reg.knobs(name)}
+        for role, (reg, name) in parts.items()
+    }
+    fns = {role: reg[name] for role, (reg, name) in parts.items()}
+    return Components(**fns, kwargs=kwargs)
+
+
+def score(
+    problems: list[Problem], texts: list[str], g: int, reward_fns: list[tuple[str, float, Callable]]
+) -> tuple[Tensor, Tensor]:
+    """Score N = B*G completions with K reward components -> (rewards [N], reward_parts [N, K])."""
+    parts = torch.zeros((len(texts), len(reward_fns)))  # [N, K]
+    for i, text in enumerate(texts):
+        p = problems[i // g]
+        for k, (_, _, fn) in enumerate(reward_fns):
+            parts[i, k] = fn(p.question, text, p.answer, **p.meta)
+    weights = torch.tensor([w for _, w, _ in reward_fns])  # [K]
+    return parts @ weights, parts
+
+
+def _decode(tokenizer: Any, roll: Rollout) -> list[str]:
+    rows = [r[: int(n)] for r, n in zip(roll.completion_ids.tolist(), roll.lengths, strict=True)]
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def _learn(
+    model: torch.nn.Module,
+    ref: torch.nn.Module | None,
+    opt: torch.optim.Optimizer,
+    roll: Rollout,
+    adv: Tensor,
+    comps: Components,
+    cfg: Config,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """Several epochs of mini-batch updates on one rollout batch; returns averaged metrics."""
+    a, temp = cfg.algo, cfg.rollout.temperature
+    n = len(roll)
+    stats_acc: dict[str, list[float]] = {}
+
+    def note(key: str, value: float) -> None:
+        stats_acc.setdefault(key, []).append(value)
+
+    if ref is not None:
+        with torch.no_grad():
+            roll.ref_logp, _ = sequence_logp(
+                ref,
+                roll.prompt_ids,
+                roll.prompt_mask,
+                roll.completion_ids,
+                roll.mask,
+                temperature=temp,
+            )
+    mb_size = n // a.minibatches
+    micro = mb_size // a.micro_batches
+    for _epoch in range(a.epochs):
+        # shuffle whole groups, so that mini-batches keep a prompt's G samples together and the
+        # shared-prompt forward applies
+        g = cfg.rollout.samples_per_prompt
+        groups = torch.randperm(n // g, generator=gen) if a.minibatches > 1 else torch.arange(n // g)
+        order = (groups.unsqueeze(1) * g + torch.arange(g)).reshape(-1)  # [N]
+        for start in range(0, n, mb_size):
+            mb_idx = order[start : start + mb_size].to(adv.device)
+            mb = roll.select(mb_idx)
+            mb_adv = adv[mb_idx]  # [n_mb]
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for c in range(0, mb_size, micro):
+                rows = torch.arange(c, c + micro, device=adv.device)
+                sub = mb.select(rows)
+                logp, ent = sequence_logp(
+                    model,
+                    sub.prompt_ids,
+                    sub.prompt_mask,
+                    sub.completion_ids,
+                    sub.mask,
+                    temperature=temp,
+                )
+                stats: dict[str, float] = {}
+                loss_tok = comps.objective(
+                    logp,
+                    sub.old_logp,
+                    mb_adv[rows],
+                    sub.mask,
+                    stats=stats,
+                    **comps.kwargs["objective"],
+                )  # [m, T]
+                if a.beta > 0 and sub.ref_logp is not None:
+                    kl = comps.kl(logp, sub.ref_logp)  # [m, T]
+                    loss_tok = loss_tok + a.beta * kl
+                    note("kl", float((kl * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
+                if a.entropy_coef:
+                    loss_tok = loss_tok - a.entropy_coef * ent
+                # aggregations are linear: embedding each micro-batch in a zero [n_mb, T] tensor and
+                # summing gives exactly the mini-batch aggregate
+                full = torch.zeros_like(mb.old_logp).index_copy(0, rows, loss_tok)  # [n_mb, T]
+                loss = comps.aggregation(full, mb.mask, **comps.kwargs["aggregation"])
+                loss.backward()
+                total += float(loss.detach())
+                for k, v in stats.items():
+                    note(k, v)
+                note("entropy", float((ent.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
+            if cfg.optim.grad_clip > 0:
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            else:
+                gnorm = torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
+                )
+            if not torch.isfinite(gnorm):
+                note("skipped_updates", 1.0)
+                opt.zero_grad(set_to_none=True)
+                continue
+            opt.step()
+            note("loss", total)
+            note("grad_norm", float(gnorm))
+    return {k: float(np.mean(v)) for k, v in stats_acc.items()}
+
+
+def _new_run_dir(cfg: Config, root: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = root / f"{cfg.name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def _eval(
+    model: Any, tokenizer: Any, problems: list[Problem], cfg: Config, label: str, progress: bool
+) -> EvalResult:
+    e = cfg.eval
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        job = bar.add_task(label, total=len(problems))
+        return evaluate(
+            model,
+            tokenizer,
+            problems,
+            make_task_reward(),
+            n=e.samples,
+            max_new_tokens=e.max_new_tokens,
+            temperature=e.temperature,
+            top_p=e.top_p,
+            seed=cfg.train.seed,
+            keep_samples=8,
+            on_batch=lambda k: bar.update(job, advance=k),
+        )
+
+
+def _eval_record(res: EvalResult) -> dict[str, Any]:
+    return {"summary": res.summary(), "correct": res.correct, "n": res.n, "samples": res.samples}
+
+
+def train(
+    cfg: Config,
+    *,
+    run_dir: str | Path | None = None,
+    runs_root: str | Path = "runs",
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train with ``cfg``; write the run directory; return the summary (also in summary.json)."""
+    device = pick_device(cfg.model.device)
+    run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.train.seed)
+
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0")
+    base_path = Path(cfg.model.path) if cfg.model.path else ensure_base(progress=progress)
+    model, tokenizer = load_model(ckpt or base_path, device=device)
+    model.train()
+    comps = build_components(cfg)
+    need_ref = cfg.algo.beta > 0 or "ref_logp" in comps.needs
+    ref = None
+    if need_ref:
+        ref = load_model(base_path, device=device)[0].eval() if ckpt else copy.deepcopy(model).eval()
+        ref.requires_grad_(False)
+
+    t = cfg.task
+    task = ReasoningGymTask(t.name, seed=cfg.train.seed, heldout_size=t.heldout_size, **t.kwargs)
+    reward_fns = [
+        (
+            name,
+            float(spec.get("weight", 1.0)),
+            REWARDS[name](**{k: v for k, v in spec.items() if k != "weight"}),
+        )
+        for name, spec in cfg.rewards.items()
+    ]
+    o = cfg.optim
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+    )
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
+    start = 0
+    metrics_path = run_dir / "metrics.jsonl"
+    if ckpt is not None:
+        st = load_trainer_state(ckpt)
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        cpu_gen.set_state(st["cpu_generator"])
+        torch.set_rng_state(st["torch_rng"])
+        task.load_state_dict(st["task"])
+        start = int(st["step"])
+        if metrics_path.exists():  # drop metrics of steps after the checkpoint
+            kept = [
+                ln
+                for ln in metrics_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= start
+            ]
+            atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
+        console.print(f"resuming {run_dir} from {ckpt.name}")
+    else:
+        atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+        metrics_path.unlink(missing_ok=True)
+        (run_dir / "samples.jsonl").unlink(missing_ok=True)
+
+    console.print(f"run dir: {run_dir}  device: {device}  model: {base_path}")
+    before_path = run_dir / "eval_before.json"
+    if cfg.eval.before and not before_path.exists():
+        before = _eval(
+            model if ckpt is None else load_model(base_path, device=device)[0],
+            tokenizer,
+            task.heldout,
+            cfg,
+            "eval (base)",
+            progress,
+        )
+        atomic_write_text(before_path, json.dumps(_eval_record(before)))
+        console.print(_fmt_eval("base", before.summary()))
+
+    r, b, g = cfg.rollout, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt
+    answer_k = [i for i, (name, _, _) in enumerate(reward_fns) if name == "answer"]
+    columns = [
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "reward {task.fields[reward]:.3f} acc {task.fields[acc]:.3f} len {task.fields[len]:.1f}"
+        ),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        job = bar.add_task(
+            "train",
+            total=cfg.train.steps,
+            completed=start,
+            reward=math.nan,
+            acc=math.nan,
+            len=math.nan,
+        )
+        for step in range(start + 1, cfg.train.steps + 1):
+            t0 = time.perf_counter()
+            for grp in opt.param_groups:
+                grp["lr"] = o.lr * min(1.0, step / o.warmup_steps) if o.warmup_steps else o.lr
+            problems = task.next(b)
+            ids = tokenizer(
+                [format_prompt(tokenizer, p.question) for p in problems], add_special_tokens=False
+            )["input_ids"]
+            model.eval()
+            roll = generate(
+                model,
+                ids,
+                num_samples=g,
+                max_new_tokens=r.max_new_tokens,
+                eos_id=tokenizer.eos_token_id,
+                pad_id=tokenizer.pad_token_id,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                generator=gen,
+            )
+            model.train()
+            t_gen = time.perf_counter() - t0
+            texts = _decode(tokenizer, roll)
+            rewards, parts = score(problems, texts, g, reward_fns)
+            roll.rewards, roll.reward_parts = rewards.to(device), parts.to(device)
+            adv = comps.advantage(roll.rewards.view(b, g), **comps.kwargs["advantage"]).reshape(-1)
+            t_learn = time.perf_counter()
+            learn = _learn(model, ref, opt, roll, adv, comps, cfg, cpu_gen)
+            step_time = time.perf_counter() - t0
+            grouped = rewards.view(b, g)
+            m = {
+                "step": step,
+                "reward_mean": float(rewards.mean()),
+                "accuracy": float(parts[:, answer_k[0]].mean()) if answer_k else math.nan,
+                "adv_std": float(adv.std()),
+                "zero_var_frac": float((grouped.std(dim=1) == 0).float().mean()),
+                "response_length": float(roll.lengths.float().mean()),
+                "truncated_frac": roll.finish.count("length") / len(roll),
+                "tokens_per_s": float(roll.lengths.sum()) / max(t_gen, 1e-9),
+                "gen_time": t_gen,
+                "learn_time": time.perf_counter() - t_learn,
+                "step_time": step_time,
+                "lr": opt.param_groups[0]["lr"],
+                **learn,
+            }
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False)
+                m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
+                model.train()
+            append_jsonl(metrics_path, m)
+            if step % cfg.train.samples_every == 0 or step == 1:
+                for i in range(0, len(texts), g):
+                    append_jsonl(
+                        run_dir / "samples.jsonl",
+                        {
+                            "step": step,
+                            "question": problems[i // g].question,
+                            "answer": problems[i // g].answer,
+                            "completion": texts[i],
+                            "reward": float(rewards[i]),
+                        },
+                    )
+            bar.update(
+                job, advance=1, reward=m["reward_mean"], acc=m["accuracy"], len=m["response_length"]
+            )
+            if step % cfg.train.log_every == 0:
+                bar.console.print(
+                    f"step {step:5d}  reward {m['reward_mean']:.3f}  acc {m['accuracy']:.3f}  "
+                    f"len {m['response_length']:.1f}  entropy {m.get('entropy', math.nan):.3f}  "
+                    f"clip {m.get('clip_frac', 0.0):.3f}  {m['step_time'] * 1000:.0f} ms/step"
+                    + (f"  held-out pass@1 {m['heldout_pass@1']:.3f}" if "heldout_pass@1" in m else "")
+                )
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+                state = {
+                    "step": step,
+                    "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(),
+                    "cpu_generator": cpu_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "task": task.state_dict(),
+                }
+                save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "steps": cfg.train.steps,
+        "device": str(device),
+        "model": str(base_path),
+    }
+    if cfg.eval.after:
+        after = _eval(model, tokenizer, task.heldout, cfg, "eval (trained)", progress)
+        atomic_write_text(run_dir / "eval_after.json", json.dumps(_eval_record(after)))
+        summary["after"] = after.summary()
+        console.print(_fmt_eval("trained", after.summary()))
+        if before_path.exists():
+            before_rec = json.loads(before_path.read_text())
+            summary["before"] = before_rec["summary"]
+            diff = np.array(mean_pass_at_k(after.correct, after.n, 1)) - np.array(
+                mean_pass_at_k(before_rec["correct"], before_rec["n"], 1)
+            )
+            lo, hi = bootstrap_ci(diff, seed=cfg.train.seed)
+            summary["pass@1_gain"] = float(diff.mean())
+            summary["pass@1_gain_ci"] = [lo, hi]
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _fmt_eval(label: str, s: dict[str, float]) -> str:
+    ks = sorted(int(k.split("@")[1]) for k in s if k.startswith("pass@") and "_ci" not in k)
+    body = "  ".join(f"pass@{k} {100 * s[f'pass@{k}']:.1f}%" for k in ks)
+    return f"held-out ({label}): {body}  mean length {s['mean_length']:.1f}"
