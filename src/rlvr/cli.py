@@ -70,7 +70,13 @@ def _eval(args: argparse.Namespace) -> int:
     model_path = Path(args.model) if args.model else ensure_base()
     model, tok = load_model(model_path, device=pick_device(cfg.model.device))
     t = cfg.task
-    task = ReasoningGymTask(t.name, seed=cfg.train.seed, heldout_size=t.heldout_size, **t.kwargs)
+    task = ReasoningGymTask(
+        t.name,
+        seed=cfg.train.seed,
+        heldout_seed=t.split_seed,
+        heldout_size=t.heldout_size,
+        **t.kwargs,
+    )
     res = evaluate(
         model,
         tok,

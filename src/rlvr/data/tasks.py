@@ -46,7 +46,7 @@ class ReasoningGymTask:
         try:
             self._train = reasoning_gym.create_dataset(name, seed=seed, size=_TRAIN_SIZE, **task_kwargs)
             held = reasoning_gym.create_dataset(
-                name, seed=seed + _HELDOUT_SEED_OFFSET, size=_TRAIN_SIZE, **task_kwargs
+                name, seed=heldout_seed + _HELDOUT_SEED_OFFSET, size=_TRAIN_SIZE, **task_kwargs
             )
         except (KeyError, ValueError, TypeError, AssertionError) as e:
             raise ValueError(

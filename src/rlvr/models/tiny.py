@@ -59,7 +59,7 @@ class TinyRecipe:
     num_heads: int = 4
     intermediate_size: int = 384
     max_positions: int = 256
-    sft_steps: int = 600
+    sft_steps: int = 300
     sft_batch: int = 64
     sft_lr: float = 3e-3
     sft_warmup: int = 50

@@ -48,6 +48,9 @@ class TaskConfig:
     """The task's generation knobs (its reasoning-gym config fields)."""
     heldout_size: int = 256
     """Held-out problems, never seen in training."""
+    split_seed: int = 0
+    """Seed of the held-out set (independent of train.seed, so every seed is evaluated on the same
+    problems). Keep it equal to the base model's seed: the embedded base never saw these questions."""
 
 
 @dataclass
@@ -84,7 +87,7 @@ class AlgoConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4
+    lr: float = 1e-4
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99

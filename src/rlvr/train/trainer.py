@@ -26,6 +26,7 @@ from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k
+from rlvr.eval.report import write_report
 from rlvr.models.tiny import ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
@@ -241,7 +242,13 @@ def train(
         ref.requires_grad_(False)
 
     t = cfg.task
-    task = ReasoningGymTask(t.name, seed=cfg.train.seed, heldout_size=t.heldout_size, **t.kwargs)
+    task = ReasoningGymTask(
+        t.name,
+        seed=cfg.train.seed,
+        heldout_seed=t.split_seed,
+        heldout_size=t.heldout_size,
+        **t.kwargs,
+    )
     reward_fns = [
         (
             name,
@@ -417,6 +424,7 @@ def train(
             summary["pass@1_gain"] = float(diff.mean())
             summary["pass@1_gain_ci"] = [lo, hi]
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    summary["report"] = str(write_report(run_dir))
     return summary
 
 

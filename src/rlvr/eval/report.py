@@ -1,0 +1,141 @@
+"""A self-contained HTML report of one run: config, learning curves, pass@k before and after."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report"]
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _curves(rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = [
+        ("accuracy", "train accuracy"),
+        ("heldout_pass@1", "held-out pass@1"),
+        ("entropy", "entropy"),
+        ("response_length", "response length"),
+        ("kl", "KL to reference"),
+        ("clip_frac", "clip fraction"),
+    ]
+    keys = [(k, t) for k, t in keys if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, (k, title) in zip(axes[0], keys, strict=True):
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        x, y = np.array(pts).T
+        ax.plot(x, y, lw=0.6, alpha=0.4 if len(x) > 50 else 1.0)
+        if len(x) > 50:  # moving average over ~2% of the run
+            w = max(5, len(x) // 50)
+            ax.plot(x[w - 1 :], np.convolve(y, np.ones(w) / w, mode="valid"), lw=1.5)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def _passk_plot(before: dict[str, float] | None, after: dict[str, float] | None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for label, s in (("base", before), ("trained", after)):
+        if not s:
+            continue
+        ks = sorted(int(k.split("@")[1]) for k in s if k.startswith("pass@") and "_ci" not in k)
+        ys = [s[f"pass@{k}"] for k in ks]
+        lo = [s[f"pass@{k}"] - s[f"pass@{k}_ci_low"] for k in ks]
+        hi = [s[f"pass@{k}_ci_high"] - s[f"pass@{k}"] for k in ks]
+        ax.errorbar(ks, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (held-out)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; returns its path."""
+    run_dir = Path(run_dir)
+    rows = []
+    if (run_dir / "metrics.jsonl").exists():
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+
+    def load(name: str) -> dict[str, Any] | None:
+        p = run_dir / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    before, after = load("eval_before.json"), load("eval_after.json")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>rlvr run report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "font-size:13px}pre{background:#f6f6f6;padding:8px;font-size:12px}</style></head><body>",
+        f"<h1>rlvr run: {html.escape(run_dir.name)}</h1>",
+    ]
+    if before or after:
+        parts.append("<h2>Held-out pass@k</h2><table><tr><th>k</th><th>base</th><th>trained</th>")
+        ref = (after or before)["summary"]
+        ks = sorted(int(k.split("@")[1]) for k in ref if k.startswith("pass@") and "_ci" not in k)
+        for k in ks:
+            cells = []
+            for rec in (before, after):
+                if rec is None:
+                    cells.append("–")
+                    continue
+                s = rec["summary"]
+                cells.append(
+                    f"{100 * s[f'pass@{k}']:.1f}% [{100 * s[f'pass@{k}_ci_low']:.1f}, "
+                    f"{100 * s[f'pass@{k}_ci_high']:.1f}]"
+                )
+            parts.append(f"<tr><td>{k}</td><td>{cells[0]}</td><td>{cells[1]}</td></tr>")
+        parts.append("</table><p>95% bootstrap intervals over problems.</p>")
+        summaries = (before and before["summary"], after and after["summary"])
+        parts.append(f"<img alt='pass@k curves' src='data:image/png;base64,{_passk_plot(*summaries)}'>")
+    if rows:
+        parts.append("<h2>Learning curves</h2>")
+        parts.append(f"<img alt='learning curves' src='data:image/png;base64,{_curves(rows)}'>")
+    if after and after.get("samples"):
+        parts.append(
+            "<h2>Sample completions (trained)</h2><table><tr><th>question</th>"
+            "<th>answer</th><th>completion</th><th>reward</th></tr>"
+        )
+        for s in after["samples"]:
+            parts.append(
+                f"<tr><td>{html.escape(s['question'])}</td><td>{html.escape(s['answer'])}</td>"
+                f"<td><code>{html.escape(s['completion'])}</code></td><td>{s['reward']:.2f}</td></tr>"
+            )
+        parts.append("</table>")
+    if (run_dir / "config.toml").exists():
+        cfg = html.escape((run_dir / "config.toml").read_text())
+        parts.append(f"<h2>Config</h2><pre>{cfg}</pre>")
+    parts.append("</body></html>")
+    out = run_dir / "report.html"
+    from rlvr.utils import atomic_write_text
+
+    atomic_write_text(out, "\n".join(parts))
+    return out
