@@ -39,9 +39,20 @@ class ReasoningGymTask:
     it in a checkpoint resumes the data exactly.
     """
 
-    def __init__(self, name: str, *, seed: int = 0, heldout_size: int = 256, **task_kwargs: Any) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        seed: int = 0,
+        heldout_seed: int | None = None,
+        heldout_size: int = 256,
+        **task_kwargs: Any,
+    ) -> None:
+        """``seed`` orders the training stream; ``heldout_seed`` (default: ``seed``) fixes the
+        held-out set, so that runs with different seeds are evaluated on the same problems."""
         self.name = name
         self.seed = seed
+        heldout_seed = seed if heldout_seed is None else heldout_seed
         self.task_kwargs = dict(task_kwargs)
         try:
             self._train = reasoning_gym.create_dataset(name, seed=seed, size=_TRAIN_SIZE, **task_kwargs)
