@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -29,6 +29,7 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import ReasoningGymTask
@@ -37,6 +38,7 @@ from rlvr.utils import atomic_dir, console, seed_everything
 __all__ = ["TinyRecipe", "build_base", "cache_dir", "ensure_base", "load_model"]
 
 PAD, EOS, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
+UNK = "<|endoftext|>"  # Qwen2Tokenizer's unknown token; in the vocabulary so that it adds none
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -64,7 +66,7 @@ class TinyRecipe:
     sft_lr: float = 3e-3
     sft_warmup: int = 50
     tokenizer_corpus: int = 4000
-    version: int = 1  # bump when the build code changes what it produces
+    version: int = 2  # bump when the build code changes what it produces
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
@@ -81,22 +83,24 @@ def _completion(answer: str) -> str:
 
 def _train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
+    # Qwen2's own pre-tokenizer (one token per digit), so that AutoTokenizer, which loads this
+    # directory as a Qwen2Tokenizer, tokenizes exactly as the build did
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, EOS, USER, ASSISTANT, SYSTEM],
+        special_tokens=[PAD, EOS, USER, ASSISTANT, SYSTEM, UNK],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="left"
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, unk_token=UNK, padding_side="left"
     )
     fast.add_tokens(["<answer>", "</answer>"])
     fast.chat_template = CHAT_TEMPLATE
