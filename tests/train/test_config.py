@@ -50,7 +50,7 @@ def test_bad_values_name_the_field(override, message):
 def test_overrides_parse_toml_values():
     d = apply_overrides({}, ["a.b=3", "a.c=0.5", "a.d=true", "a.e='x'", "a.f=bare", "g=[1, 2]"])
     assert d == {"a": {"b": 3, "c": 0.5, "d": True, "e": "x", "f": "bare"}, "g": [1, 2]}
-    with pytest.raises(ConfigError, match="section.field=value"):
+    with pytest.raises(ConfigError, match=r"section\.field=value"):
         apply_overrides({}, ["novalue"])
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"a": 1}, ["a.b=2"])

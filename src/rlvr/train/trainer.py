@@ -151,7 +151,7 @@ def _learn(
                 if a.beta > 0 and sub.ref_logp is not None:
                     kl = comps.kl(logp, sub.ref_logp)  # [m, T]
                     loss_tok = loss_tok + a.beta * kl
-                    note("kl", float((kl * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
+                    note("kl", float((kl.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
                 if a.entropy_coef:
                     loss_tok = loss_tok - a.entropy_coef * ent
                 # aggregations are linear: embedding each micro-batch in a zero [n_mb, T] tensor and
