@@ -24,6 +24,8 @@ def test_grpo_invariants():
     a = ADVANTAGES["grpo"](r)
     torch.testing.assert_close(a.sum(1), torch.zeros(5), atol=1e-5, rtol=0)
     assert torch.equal(ADVANTAGES["grpo"](torch.full((2, 4), 3.0)), torch.zeros(2, 4))
+    # 0.1 has no exact float32 form: the group mean rounds, yet the advantage must be exactly 0
+    assert torch.equal(ADVANTAGES["grpo"](torch.full((3, 8), 0.1)), torch.zeros(3, 8))
     torch.testing.assert_close(ADVANTAGES["grpo"](r, scale="none"), ADVANTAGES["dr_grpo"](r))
     batch = ADVANTAGES["grpo"](r, scale="batch", eps=0.0)
     torch.testing.assert_close(batch, (r - r.mean(1, keepdim=True)) / r.std())

@@ -31,6 +31,10 @@ def grpo(rewards: Tensor, *, eps: float = 1e-6, scale: str = "group") -> Tensor:
     _check(rewards)
     r = rewards.float()
     centred = r - r.mean(dim=1, keepdim=True)  # [B, G]
+    # a constant group has exactly zero advantage (float32 rounding of the mean would otherwise
+    # leave ~1e-8 that the division by a ~1e-8 std turns into a visible, one-signed advantage)
+    constant = (r == r[:, :1]).all(dim=1, keepdim=True)  # [B, 1]
+    centred = centred.masked_fill(constant, 0.0)
     if scale == "group":
         return centred / (r.std(dim=1, keepdim=True) + eps)
     if scale == "batch":

@@ -31,4 +31,4 @@ def k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (always >= 0)."""
     log_ratio = ref_logp - logp  # [N, T]
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    return torch.expm1(log_ratio) - log_ratio  # expm1: no cancellation when log_ratio ~ 0
