@@ -41,12 +41,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict) -> None:
+    from rlvr.eval import summary_ks
     from rlvr.utils import console
 
     if "after" in summary and "before" in summary:
         b, a = summary["before"], summary["after"]
         lo, hi = summary["pass@1_gain_ci"]
-        ks = sorted(int(k.split("@")[1]) for k in a if k.startswith("pass@") and "_ci" not in k)
+        ks = summary_ks(a)
         kmax = ks[-1]
         console.print(
             f"[bold]held-out pass@1 {100 * b['pass@1']:.1f}% → {100 * a['pass@1']:.1f}% "
@@ -59,24 +60,17 @@ def _print_summary(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rlvr.data.tasks import ReasoningGymTask
     from rlvr.eval import evaluate
     from rlvr.models.tiny import ensure_base, load_model
     from rlvr.rewards import make_task_reward
     from rlvr.train.config import load_config
+    from rlvr.train.trainer import build_task
     from rlvr.utils import console, pick_device
 
     cfg = load_config(args.recipe, args.overrides)
     model_path = Path(args.model) if args.model else ensure_base()
     model, tok = load_model(model_path, device=pick_device(cfg.model.device))
-    t = cfg.task
-    task = ReasoningGymTask(
-        t.name,
-        seed=cfg.train.seed,
-        heldout_seed=t.split_seed,
-        heldout_size=t.heldout_size,
-        **t.kwargs,
-    )
+    task = build_task(cfg)
     res = evaluate(
         model,
         tok,

@@ -14,7 +14,12 @@ from rlvr.data.tasks import Problem
 from rlvr.eval.passk import bootstrap_ci, mean_pass_at_k
 from rlvr.rollout.sampler import generate
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "summary_ks"]
+
+
+def summary_ks(summary: dict[str, float]) -> list[int]:
+    """The k values of the ``pass@k`` entries of a summary dict (as written by EvalResult.summary)."""
+    return sorted(int(k.split("@")[1]) for k in summary if k.startswith("pass@") and "_ci" not in k)
 
 
 @dataclass
@@ -73,10 +78,7 @@ def evaluate(
             top_p=top_p,
             generator=gen,
         )
-        texts = tokenizer.batch_decode(
-            [row[: int(ln)] for row, ln in zip(roll.completion_ids.tolist(), roll.lengths, strict=True)],
-            skip_special_tokens=True,
-        )
+        texts = roll.texts(tokenizer)
         lengths.extend(roll.lengths.float().tolist())
         for i, p in enumerate(chunk):
             ok = 0

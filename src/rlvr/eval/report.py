@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlvr.eval.evaluate import summary_ks
+
 __all__ = ["write_report"]
 
 
@@ -61,7 +63,7 @@ def _passk_plot(before: dict[str, float] | None, after: dict[str, float] | None)
     for label, s in (("base", before), ("trained", after)):
         if not s:
             continue
-        ks = sorted(int(k.split("@")[1]) for k in s if k.startswith("pass@") and "_ci" not in k)
+        ks = summary_ks(s)
         ys = [s[f"pass@{k}"] for k in ks]
         lo = [s[f"pass@{k}"] - s[f"pass@{k}_ci_low"] for k in ks]
         hi = [s[f"pass@{k}_ci_high"] - s[f"pass@{k}"] for k in ks]
@@ -100,7 +102,7 @@ def write_report(run_dir: str | Path) -> Path:
     if before or after:
         parts.append("<h2>Held-out pass@k</h2><table><tr><th>k</th><th>base</th><th>trained</th>")
         ref = (after or before)["summary"]
-        ks = sorted(int(k.split("@")[1]) for k in ref if k.startswith("pass@") and "_ci" not in k)
+        ks = summary_ks(ref)
         for k in ks:
             cells = []
             for rec in (before, after):

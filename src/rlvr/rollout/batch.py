@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,6 +49,11 @@ class Rollout:
             else:
                 out[f.name] = v
         return replace(self, **out)
+
+    def texts(self, tokenizer: Any) -> list[str]:
+        """The N completions as text (up to and including EOS, special tokens dropped)."""
+        rows = [r[: int(n)] for r, n in zip(self.completion_ids.tolist(), self.lengths, strict=True)]
+        return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     def to(self, device: torch.device | str) -> Rollout:
         return replace(

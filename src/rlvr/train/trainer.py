@@ -25,7 +25,7 @@ from torch import Tensor
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
-from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k
+from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
 from rlvr.eval.report import write_report
 from rlvr.models.tiny import ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
@@ -68,6 +68,14 @@ def build_components(cfg: Config) -> Components:
     return Components(**fns, kwargs=kwargs)
 
 
+def build_task(cfg: Config) -> ReasoningGymTask:
+    """The recipe's task: training stream seeded by train.seed, held-out set by task.split_seed."""
+    t = cfg.task
+    return ReasoningGymTask(
+        t.name, seed=cfg.train.seed, heldout_seed=t.split_seed, heldout_size=t.heldout_size, **t.kwargs
+    )
+
+
 def score(
     problems: list[Problem], texts: list[str], g: int, reward_fns: list[tuple[str, float, Callable]]
 ) -> tuple[Tensor, Tensor]:
@@ -79,11 +87,6 @@ def score(
             parts[i, k] = fn(p.question, text, p.answer, **p.meta)
     weights = torch.tensor([w for _, w, _ in reward_fns])  # [K]
     return parts @ weights, parts
-
-
-def _decode(tokenizer: Any, roll: Rollout) -> list[str]:
-    rows = [r[: int(n)] for r, n in zip(roll.completion_ids.tolist(), roll.lengths, strict=True)]
-    return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
 def _learn(
@@ -241,14 +244,7 @@ def train(
         ref = load_model(base_path, device=device)[0].eval() if ckpt else copy.deepcopy(model).eval()
         ref.requires_grad_(False)
 
-    t = cfg.task
-    task = ReasoningGymTask(
-        t.name,
-        seed=cfg.train.seed,
-        heldout_seed=t.split_seed,
-        heldout_size=t.heldout_size,
-        **t.kwargs,
-    )
+    task = build_task(cfg)
     reward_fns = [
         (
             name,
@@ -342,7 +338,7 @@ def train(
             )
             model.train()
             t_gen = time.perf_counter() - t0
-            texts = _decode(tokenizer, roll)
+            texts = roll.texts(tokenizer)
             rewards, parts = score(problems, texts, g, reward_fns)
             roll.rewards, roll.reward_parts = rewards.to(device), parts.to(device)
             adv = comps.advantage(roll.rewards.view(b, g), **comps.kwargs["advantage"]).reshape(-1)
@@ -429,6 +425,6 @@ def train(
 
 
 def _fmt_eval(label: str, s: dict[str, float]) -> str:
-    ks = sorted(int(k.split("@")[1]) for k in s if k.startswith("pass@") and "_ci" not in k)
+    ks = summary_ks(s)
     body = "  ".join(f"pass@{k} {100 * s[f'pass@{k}']:.1f}%" for k in ks)
     return f"held-out ({label}): {body}  mean length {s['mean_length']:.1f}"
