@@ -1,21 +1,36 @@
 """Procedural reasoning tasks from reasoning-gym, with a held-out split that never leaks into training.
 
 reasoning-gym builds item ``i`` of a dataset from ``Random(seed + i)``, so a task is fully described by
-its name, its generation knobs and a seed. The held-out set is generated from a far-away seed, and any
-training item whose question also appears in the held-out set is skipped.
+its name, its generation knobs and a seed. Because of that ``seed + i`` form, the stream of seed ``s + 1``
+would be the stream of seed ``s`` shifted by one item; the training stream is therefore generated from a
+hash of the seed (:func:`stream_seed`), so runs with different seeds see independent data. The held-out
+set is generated from a far-away seed, and any training item whose question also appears in the held-out
+set is skipped.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import reasoning_gym
 
-__all__ = ["Problem", "ReasoningGymTask"]
+__all__ = ["Problem", "ReasoningGymTask", "stream_seed"]
 
 _HELDOUT_SEED_OFFSET = 1_000_003  # far from any training index stream
 _TRAIN_SIZE = 2**31 - 1  # training items are generated on demand; this only bounds the index
+
+
+def stream_seed(seed: int) -> int:
+    """The reasoning-gym seed of the training stream of run seed ``seed``.
+
+    ``blake2b("rlvr-train-<seed>") mod 2**30``: streams of different seeds start at unrelated points
+    of reasoning-gym's ``seed + i`` index space (two streams of 10^5 items overlap with probability
+    about 2e-4), and ``stream_seed + i`` stays below 2**32 for any index we reach.
+    """
+    digest = hashlib.blake2b(f"rlvr-train-{int(seed)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**30
 
 
 @dataclass(frozen=True)
@@ -48,14 +63,17 @@ class ReasoningGymTask:
         heldout_size: int = 256,
         **task_kwargs: Any,
     ) -> None:
-        """``seed`` orders the training stream; ``heldout_seed`` (default: ``seed``) fixes the
-        held-out set, so that runs with different seeds are evaluated on the same problems."""
+        """``seed`` picks the training stream (through :func:`stream_seed`); ``heldout_seed`` (default:
+        ``seed``) fixes the held-out set, so that runs with different seeds are evaluated on the same
+        problems."""
         self.name = name
         self.seed = seed
         heldout_seed = seed if heldout_seed is None else heldout_seed
         self.task_kwargs = dict(task_kwargs)
         try:
-            self._train = reasoning_gym.create_dataset(name, seed=seed, size=_TRAIN_SIZE, **task_kwargs)
+            self._train = reasoning_gym.create_dataset(
+                name, seed=stream_seed(seed), size=_TRAIN_SIZE, **task_kwargs
+            )
             held = reasoning_gym.create_dataset(
                 name, seed=heldout_seed + _HELDOUT_SEED_OFFSET, size=_TRAIN_SIZE, **task_kwargs
             )
