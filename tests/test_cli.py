@@ -32,3 +32,96 @@ def test_user_errors(argv, message, capsys):
     text = " ".join((out.out + out.err).split())
     assert "error:" in text and message in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["--help"], ["train", "eval", "base"]),
+        (
+            ["train", "--help"],
+            ["--recipe", "--model", "--steps", "--seed", "--run-dir", "--runs-root", "--resume"],
+        ),
+        (["eval", "--help"], ["--model", "--recipe", "--samples", "--json", "overrides"]),
+        (["base", "--help"], ["--force", "--out"]),
+    ],
+)
+def test_help_mentions_the_options(argv, options, capsys):
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    for opt in options:
+        assert opt in out, opt
+
+
+def _error_text(capsys):
+    out = capsys.readouterr()
+    text = " ".join((out.out + out.err).split())
+    assert "Traceback" not in text
+    return text
+
+
+def test_unknown_recipe_lists_every_shipped_recipe(capsys):
+    from rlvr.train.config import recipe_names
+
+    assert main(["train", "--recipe", "nope"]) == 2
+    text = _error_text(capsys)
+    assert text.startswith("error:") and "unknown recipe 'nope'" in text
+    for name in recipe_names():
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", 'algo.advantage="nope"'], "'algo.advantage': unknown advantage"),
+        (["train", "optim.lr=-1"], "'optim.lr' = -1.0 is out of range"),
+        (["train", "--recipe", "rloo", "algo.clip_high=0.3"], "'algo.clip_high' is not a knob"),
+        (["train", "--seed", "1", "rollout.samples_per_prompt=1"], "at least 2 samples"),
+        (["eval", "rollout.max_tokens=3"], "unknown field 'rollout.max_tokens'"),
+        (["eval", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["train", "rewards.answer.partial_credit=False"], "must be bool, got 'False'"),
+        (["train", "algo.dual_clip=0.5"], "'algo.dual_clip': 'dual_clip' of objective"),
+        (["eval", "task.name='no_such_task'"], "'task' (name = 'no_such_task'"),
+        (["eval", "task.kwargs.no_such_knob=1"], "cannot create reasoning-gym task 'chain_sum'"),
+    ],
+)
+def test_config_errors_exit_2_before_any_work(argv, message, capsys):
+    assert main(argv) == 2
+    text = _error_text(capsys)
+    assert "error:" in text and message in text
+
+
+def test_path_errors_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    assert main(["eval", "--model", str(missing)]) == 2
+    assert str(missing) in _error_text(capsys)
+    (tmp_path / "notamodel").mkdir()
+    assert main(["eval", "--model", str(tmp_path / "notamodel")]) == 2
+    assert "no config.json" in _error_text(capsys)
+    assert main(["train", "--resume", str(missing)]) == 2
+    assert "no config.toml" in _error_text(capsys)
+    (tmp_path / "run").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "is not a run directory" in _error_text(capsys)
+
+
+def test_argparse_errors_exit_2(capsys):
+    for argv in ([], ["fly"], ["train", "--steps", "many"]):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        assert ex.value.code == 2
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["task.name='no_such_task'", "task.kwargs.min_terms='x'", "task.heldout_size=100000"],
+)
+def test_a_bad_task_fails_before_a_run_dir_or_model_exists(override, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))  # a model build would land here
+    assert main(["train", "--runs-root", str(tmp_path / "runs"), override]) == 2
+    text = _error_text(capsys)
+    assert "error: 'task' (name = " in text and "Traceback" not in text
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()

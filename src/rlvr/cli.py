@@ -68,9 +68,9 @@ def _eval(args: argparse.Namespace) -> int:
     from rlvr.utils import console, pick_device
 
     cfg = load_config(args.recipe, args.overrides)
+    task = build_task(cfg)  # a bad task fails before any model is built or loaded
     model_path = Path(args.model) if args.model else ensure_base()
     model, tok = load_model(model_path, device=pick_device(cfg.model.device))
-    task = build_task(cfg)
     res = evaluate(
         model,
         tok,

@@ -1,16 +1,21 @@
 """Name registries for components.
 
 A component is a plain function registered under a name. Registries give errors that list the valid
-names, and can check keyword arguments against a component's signature before any work is done.
+names, and check knob values (keyword-only arguments) against a component's type hints and declared
+bounds before any work is done, so a bad value fails when the recipe loads, not at the first update.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["Registry", "UnknownComponentError"]
+__all__ = ["KnobError", "Registry", "UnknownComponentError", "parse_bound"]
 
 # keyword arguments that the trainer itself supplies; they are not user knobs
 RESERVED = frozenset({"stats"})
@@ -23,27 +28,117 @@ class UnknownComponentError(KeyError):
         return str(self.args[0])
 
 
+class KnobError(ValueError):
+    """A knob value of the wrong type or out of its component's declared bounds."""
+
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf"
+_REL = re.compile(rf"^\s*(>=|<=|>|<)\s*({_NUM})\s*$")
+_INTERVAL = re.compile(rf"^\s*([\[(])\s*({_NUM})\s*,\s*({_NUM})\s*([\])])\s*$")
+
+
+def parse_bound(text: str) -> Callable[[float], bool]:
+    """A predicate from a bound: ``"> 1"``, ``">= 0"``, ``"< 1"``, ``"<= 1"`` or ``"[0, 1)"``."""
+    if m := _REL.match(text):
+        op, x = m.group(1), float(m.group(2))
+        return {
+            ">": lambda v: v > x,
+            ">=": lambda v: v >= x,
+            "<": lambda v: v < x,
+            "<=": lambda v: v <= x,
+        }[op]
+    if m := _INTERVAL.match(text):
+        lo, hi = float(m.group(2)), float(m.group(3))
+        lo_ok = (lambda v: v >= lo) if m.group(1) == "[" else (lambda v: v > lo)
+        hi_ok = (lambda v: v <= hi) if m.group(4) == "]" else (lambda v: v < hi)
+        return lambda v: lo_ok(v) and hi_ok(v)
+    raise ValueError(f"bad bound {text!r}; write '> x', '>= x', '< x', '<= x' or '[a, b)'")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a knob value (as parsed from TOML/YAML) fits a type hint. Unknown hints accept."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type):
+        return isinstance(value, origin or hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
 class Registry:
     """A mapping from names to components of one kind (advantage estimators, objectives, ...).
 
     ``needs`` declares the optional inputs a component requires beyond the basics (for example
-    ``{"ref_logp"}``); the trainer computes an optional input only when a chosen component needs it.
+    ``{"ref_logp"}``); each one is a keyword-only argument of the component, which the trainer
+    computes and passes only when a chosen component needs it. Needed inputs are not knobs.
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str, *, needs: Iterable[str] = ()) -> Callable[[Callable], Callable]:
+    def register(
+        self, name: str, *, needs: Iterable[str] = (), bounds: Mapping[str, str] | None = None
+    ) -> Callable[[Callable], Callable]:
+        """Register a component. ``bounds`` maps a numeric knob to its valid range, e.g.
+        ``{"dual_clip": "> 1", "clip_low": "[0, 1)"}``; ``None`` values are not bound-checked."""
+
         def deco(fn: Callable) -> Callable:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             fn.needs = frozenset(needs)  # type: ignore[attr-defined]
+            params = inspect.signature(fn).parameters
+            for extra in fn.needs:  # type: ignore[attr-defined]
+                if extra not in params or params[extra].kind is not inspect.Parameter.KEYWORD_ONLY:
+                    raise ValueError(
+                        f"{self.kind} {name!r} needs {extra!r} but has no keyword-only argument "
+                        "of that name to receive it"
+                    )
             fn.registry_name = name  # type: ignore[attr-defined]
+            fn.bounds = dict(bounds or {})  # type: ignore[attr-defined]
+            for knob, text in fn.bounds.items():  # type: ignore[attr-defined]
+                parse_bound(text)  # a typo in a bound fails at import, not at use
+                if knob not in self._knob_params(fn):
+                    raise ValueError(f"{self.kind} {name!r}: bound for unknown knob {knob!r}")
             self._items[name] = fn
             return fn
 
         return deco
+
+    @staticmethod
+    def _knob_params(fn: Callable) -> dict[str, inspect.Parameter]:
+        """Keyword-only parameters that are neither reserved nor inputs the component ``needs``."""
+        supplied = RESERVED | getattr(fn, "needs", frozenset())
+        return {
+            p.name: p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in supplied
+        }
 
     def __getitem__(self, name: str) -> Callable[..., Any]:
         try:
@@ -67,12 +162,40 @@ class Registry:
 
     def knobs(self, name: str) -> dict[str, Any]:
         """Keyword-only parameters of a component with their defaults (its tunable knobs)."""
-        sig = inspect.signature(self[name])
-        return {
-            p.name: p.default
-            for p in sig.parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in RESERVED
-        }
+        return {k: p.default for k, p in self._knob_params(self[name]).items()}
+
+    def check_knobs(self, name: str, values: Mapping[str, Any]) -> None:
+        """Raise :class:`KnobError` unless every value fits its knob's type hint and bounds.
+
+        Types come from the component's annotations (``bool`` takes only true/false, so the string
+        ``'False'`` is refused; ``float`` takes ints; ``Literal[...]`` takes its listed values).
+        """
+        fn = self[name]
+        params = self._knob_params(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError):  # an annotation that cannot be resolved: check bounds only
+            hints = {}
+        for knob, value in values.items():
+            if knob not in params:
+                raise KnobError(
+                    f"{knob!r} is not a knob of {self.kind} {name!r}; "
+                    f"its knobs: {', '.join(sorted(params)) or 'none'}"
+                )
+            hint = hints.get(knob, inspect.Parameter.empty)
+            if not _matches(value, hint):
+                raise KnobError(
+                    f"{knob!r} of {self.kind} {name!r} must be {_describe(hint)}, got {value!r}"
+                )
+            bound = fn.bounds.get(knob)  # type: ignore[attr-defined]
+            if (
+                bound is not None
+                and value is not None
+                and ((isinstance(value, float) and math.isnan(value)) or not parse_bound(bound)(value))
+            ):
+                raise KnobError(
+                    f"{knob!r} of {self.kind} {name!r} = {value!r} is out of range; expected {bound}"
+                )
 
     def needs(self, name: str) -> frozenset[str]:
         return self[name].needs  # type: ignore[attr-defined]

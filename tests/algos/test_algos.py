@@ -191,7 +191,7 @@ def test_registry_errors_and_knobs():
     assert OBJECTIVES.knobs("ppo_clip") == {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None}
     assert ADVANTAGES.needs("grpo") == frozenset()
     reg = Registry("thing")
-    reg.register("a", needs={"ref_logp"})(lambda x: x)
+    reg.register("a", needs={"ref_logp"})(lambda x, *, ref_logp=None: x)
     assert reg.needs("a") == {"ref_logp"}
     with pytest.raises(ValueError, match="twice"):
         reg.register("a")(lambda x: x)

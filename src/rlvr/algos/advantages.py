@@ -6,6 +6,8 @@ B prompts, G sampled completions per prompt. Every estimator is a pure function 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor
 
 from rlvr.registry import Registry
@@ -18,8 +20,10 @@ def _check(rewards: Tensor) -> None:
         raise ValueError(f"rewards must have shape [B, G], got {tuple(rewards.shape)}")
 
 
-@ADVANTAGES.register("grpo")
-def grpo(rewards: Tensor, *, eps: float = 1e-6, scale: str = "group") -> Tensor:
+@ADVANTAGES.register("grpo", bounds={"eps": ">= 0"})
+def grpo(
+    rewards: Tensor, *, eps: float = 1e-6, scale: Literal["group", "batch", "none"] = "group"
+) -> Tensor:
     """Group-relative advantage (DeepSeekMath, GRPO).
 
     A_i = (r_i - mean_g(r)) / (std_g(r) + eps)

@@ -32,7 +32,7 @@ def seq_mean_token_sum(loss: Tensor, mask: Tensor) -> Tensor:
     return (loss * mask).sum(-1).mean()
 
 
-@AGGREGATIONS.register("constant")
+@AGGREGATIONS.register("constant", bounds={"max_tokens": ">= 1"})
 def constant(loss: Tensor, mask: Tensor, *, max_tokens: int | None = None) -> Tensor:
     """Sum_{i,t} L_it m_it / (N * T_max), a constant normaliser (Dr. GRPO).
 

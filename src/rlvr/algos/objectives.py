@@ -39,7 +39,7 @@ def reinforce(
     return -a * logp * mask  # [N, T]
 
 
-@OBJECTIVES.register("ppo_clip")
+@OBJECTIVES.register("ppo_clip", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0", "dual_clip": "> 1"})
 def ppo_clip(
     logp: Tensor,
     old_logp: Tensor,

@@ -1,11 +1,11 @@
 """Procedural reasoning tasks from reasoning-gym, with a held-out split that never leaks into training.
 
 reasoning-gym builds item ``i`` of a dataset from ``Random(seed + i)``, so a task is fully described by
-its name, its generation knobs and a seed. Because of that ``seed + i`` form, the stream of seed ``s + 1``
-would be the stream of seed ``s`` shifted by one item; the training stream is therefore generated from a
-hash of the seed (:func:`stream_seed`), so runs with different seeds see independent data. The held-out
-set is generated from a far-away seed, and any training item whose question also appears in the held-out
-set is skipped.
+its name, its generation knobs and a seed. Because of that ``seed + i`` form, the stream of seed
+``s + 1`` would be the stream of seed ``s`` shifted by one item; the training stream is therefore
+generated from a hash of the seed (:func:`stream_seed`), so runs with different seeds see independent
+data. The held-out set is generated from a far-away seed, and any training item whose question also
+appears in the held-out set is skipped.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import tomli_w
 
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
-from rlvr.registry import UnknownComponentError
+from rlvr.registry import KnobError, UnknownComponentError
 from rlvr.rewards import REWARDS
 
 __all__ = ["RECIPES_DIR", "Config", "ConfigError", "apply_overrides", "load_config", "recipe_names"]
@@ -260,6 +260,13 @@ def validate(cfg: Config) -> Config:
                 f"'algo.{knob}' is not a knob of the chosen components "
                 f"({a.advantage}, {a.objective}, {a.aggregation}, {a.kl}); their knobs: {valid}"
             )
+    for knob, value in a.knobs.items():
+        for reg, name in chosen.values():
+            if knob in reg.knobs(name):
+                try:
+                    reg.check_knobs(name, {knob: value})
+                except KnobError as err:
+                    raise ConfigError(f"'algo.{knob}': {err}") from None
     if a.advantage in ("grpo", "rloo", "dr_grpo") and r.samples_per_prompt < 2:
         raise ConfigError(
             f"'rollout.samples_per_prompt' = {r.samples_per_prompt}: the group estimator "
@@ -285,6 +292,11 @@ def validate(cfg: Config) -> Config:
                     f"'rewards.{rname}.{k}' is not a knob of reward {rname!r}; "
                     f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
                 )
+            if k != "weight":
+                try:
+                    REWARDS.check_knobs(rname, {k: spec[k]})
+                except KnobError as err:
+                    raise ConfigError(f"'rewards.{rname}.{k}': {err}") from None
     return cfg
 
 

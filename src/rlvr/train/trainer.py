@@ -31,7 +31,7 @@ from rlvr.models.tiny import ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from rlvr.train.config import Config
+from rlvr.train.config import Config, ConfigError
 from rlvr.utils import append_jsonl, atomic_write_text, console, pick_device, seed_everything
 
 __all__ = ["Components", "build_components", "score", "train"]
@@ -69,11 +69,22 @@ def build_components(cfg: Config) -> Components:
 
 
 def build_task(cfg: Config) -> ReasoningGymTask:
-    """The recipe's task: training stream seeded by train.seed, held-out set by task.split_seed."""
+    """The recipe's task: training stream seeded by train.seed, held-out set by task.split_seed.
+
+    Raises :class:`ConfigError` (naming ``task.name`` / ``task.kwargs``) for an unknown task, bad
+    generation knobs, or a task with fewer distinct questions than ``task.heldout_size``.
+    """
     t = cfg.task
-    return ReasoningGymTask(
-        t.name, seed=cfg.train.seed, heldout_seed=t.split_seed, heldout_size=t.heldout_size, **t.kwargs
-    )
+    try:
+        return ReasoningGymTask(
+            t.name,
+            seed=cfg.train.seed,
+            heldout_seed=t.split_seed,
+            heldout_size=t.heldout_size,
+            **t.kwargs,
+        )
+    except ValueError as err:
+        raise ConfigError(f"'task' (name = {t.name!r}, kwargs = {t.kwargs}): {err}") from None
 
 
 def score(
@@ -226,6 +237,7 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train with ``cfg``; write the run directory; return the summary (also in summary.json)."""
+    task = build_task(cfg)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +256,6 @@ def train(
         ref = load_model(base_path, device=device)[0].eval() if ckpt else copy.deepcopy(model).eval()
         ref.requires_grad_(False)
 
-    task = build_task(cfg)
     reward_fns = [
         (
             name,
