@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from rlvr.algos import ADVANTAGES
 from rlvr.cli import main
+from rlvr.train.config import recipe_names
 
 
 @pytest.mark.parametrize(
@@ -20,8 +22,8 @@ def test_help(argv, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--recipe", "nope"], "shipped recipes: dr_grpo, grpo, rloo"),
-        (["train", "algo.advantage=nope"], "valid names: dr_grpo, grpo, rloo"),
+        (["train", "--recipe", "nope"], "shipped recipes: " + ", ".join(recipe_names())),
+        (["train", "algo.advantage=nope"], "valid names: " + ", ".join(ADVANTAGES.names())),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
         (["eval", "--model", "/nonexistent/model"], "/nonexistent/model does not exist"),
     ],

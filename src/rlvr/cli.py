@@ -1,4 +1,4 @@
-"""The ``rlvr`` command line: train, eval, base."""
+"""The ``rlvr`` command line: train, eval, base, recipes."""
 
 from __future__ import annotations
 
@@ -112,6 +112,37 @@ def _base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from rlvr.train.config import load_config, recipe_names
+    from rlvr.utils import console
+
+    if args.action == "show":
+        if not args.name:
+            console.print("[red]error:[/red] `rlvr recipes show` needs a recipe name or path")
+            return 2
+        console.print(load_config(args.name, args.overrides).to_toml(), markup=False, end="")
+        return 0
+    if args.name or args.overrides:
+        console.print(
+            "[red]error:[/red] `rlvr recipes` takes no arguments; try `rlvr recipes show NAME`"
+        )
+        return 2
+    table = Table("recipe", "components", "what it does", "paper", show_lines=False)
+    for name in recipe_names():
+        cfg = load_config(name)
+        a = cfg.algo
+        parts = f"{a.credit or a.advantage} / {a.objective} / {a.aggregation}"
+        if a.token_weights != "none":
+            parts += f" / {a.token_weights}"
+        if a.beta > 0:
+            parts += f" / {a.kl} β={a.beta:g}"
+        table.add_row(name, parts, cfg.description, cfg.paper)
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlvr", description="Reinforcement-learning post-training with verifiable rewards."
@@ -155,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--out", help="build into this directory instead of the cache")
     p.set_defaults(fn=_base)
+
+    p = sub.add_parser(
+        "recipes",
+        help="list the shipped recipes, or show one resolved",
+        description="`rlvr recipes` lists the shipped recipes with their components and paper; "
+        "`rlvr recipes show NAME [section.field=value ...]` prints the resolved config as TOML.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="recipe name or .toml/.yaml path (for show)")
+    p.add_argument("overrides", nargs="*", help="section.field=value")
+    p.set_defaults(fn=_recipes)
     return parser
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pytest
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, INPUTS, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
 from rlvr.registry import KnobError, Registry, UnknownComponentError, parse_bound
 
 
@@ -45,10 +45,10 @@ def test_unknown_name_lists_valid_names_sorted():
 @pytest.mark.parametrize(
     ("reg", "bad", "listed"),
     [
-        (ADVANTAGES, "grpoo", "dr_grpo, grpo, rloo"),
-        (OBJECTIVES, "ppo", "ppo_clip, reinforce"),
+        (ADVANTAGES, "grpoo", ", ".join(ADVANTAGES.names())),
+        (OBJECTIVES, "ppo", ", ".join(OBJECTIVES.names())),
         (AGGREGATIONS, "mean", "constant, seq_mean_token_mean, seq_mean_token_sum, token_mean"),
-        (KL_ESTIMATORS, "k4", "k1, k2, k3"),
+        (KL_ESTIMATORS, "k4", ", ".join(KL_ESTIMATORS.names())),
     ],
 )
 def test_real_registries_list_their_names(reg, bad, listed):
@@ -130,10 +130,22 @@ def test_needs_default_to_empty_frozenset():
     assert isinstance(reg.needs("alpha"), frozenset)
 
 
-@pytest.mark.parametrize("reg", [ADVANTAGES, OBJECTIVES, AGGREGATIONS, KL_ESTIMATORS])
-def test_real_components_need_nothing_extra(reg):
+@pytest.mark.parametrize(
+    ("kind", "reg"),
+    [
+        ("advantage", ADVANTAGES),
+        ("objective", OBJECTIVES),
+        ("aggregation", AGGREGATIONS),
+        ("kl", KL_ESTIMATORS),
+        ("token_weights", TOKEN_WEIGHTS),
+    ],
+)
+def test_real_components_need_only_what_the_trainer_supplies(kind, reg):
     for name in reg:
-        assert reg.needs(name) == frozenset()
+        assert reg.needs(name) <= INPUTS.get(kind, frozenset()), (kind, name)
+    for name in ("grpo", "dr_grpo", "rloo", "ppo_clip", "reinforce", "token_mean", "k3", "none"):
+        if name in reg:
+            assert reg.needs(name) == frozenset()  # the defaults need nothing extra
 
 
 # ---------------------------------------------------------------- knob values: types and bounds

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from rlvr.algos import ADVANTAGES, KL_ESTIMATORS
 from rlvr.train.config import (
     ConfigError,
     apply_overrides,
@@ -33,7 +34,7 @@ def test_shipped_recipes_load_and_round_trip():
         ("rollout.top_p=0", "'rollout.top_p' = 0.0 is out of range"),
         ("rollout.samples_per_prompt=1", "needs at least 2 samples per prompt"),
         ("algo.minibatches=3", "must divide the batch of B*G = 64"),
-        ("algo.advantage='nope'", "valid names: dr_grpo, grpo, rloo"),
+        ("algo.advantage='nope'", "valid names: " + ", ".join(ADVANTAGES.names())),
         ("algo.clip_hi=0.3", "their knobs: clip_high, clip_low, dual_clip, eps, scale"),
         ("rewards.nope.weight=1", "'rewards.nope': unknown reward; valid names: answer, format"),
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
@@ -46,7 +47,10 @@ def test_shipped_recipes_load_and_round_trip():
         ("task.name=3", "'task.name' must be str, got 3"),
         ("task.kwargs=3", "'task.kwargs' must be dict"),
         ("optim=3", "'optim' must be a table (section), got 3"),
-        ("nosection.x=1", "unknown field 'nosection'; valid fields: name, model, task"),
+        (
+            "nosection.x=1",
+            "unknown field 'nosection'; valid fields: name, description, paper, model, task",
+        ),
         ("rollout.temperature=0", "'rollout.temperature' = 0.0 is out of range; expected > 0"),
         ("rollout.top_p=1.5", "'rollout.top_p' = 1.5 is out of range; expected in (0, 1]"),
         ("eval.top_p=0", "'eval.top_p' = 0.0 is out of range"),
@@ -57,7 +61,10 @@ def test_shipped_recipes_load_and_round_trip():
         ("optim.weight_decay=-1", "'optim.weight_decay' = -1.0 is out of range"),
         ("task.heldout_size=0", "'task.heldout_size' = 0 is out of range"),
         ("algo.objective='ppo'", "'algo.objective': unknown objective 'ppo'; valid names: "),
-        ("algo.kl='k9'", "'algo.kl': unknown KL estimator 'k9'; valid names: k1, k2, k3"),
+        (
+            "algo.kl='k9'",
+            "'algo.kl': unknown KL estimator 'k9'; valid names: " + ", ".join(KL_ESTIMATORS.names()),
+        ),
         ("rewards.answer.weight='big'", "'rewards.answer.weight' must be a number, got 'big'"),
         ("rewards.format.partial_credit=true", "its knobs: none"),
         ("rewards.answer=1", "'rewards.answer' must be a table"),
@@ -99,7 +106,7 @@ def test_yaml_recipe_equals_toml(tmp_path):
 def test_missing_and_unknown_recipes(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(tmp_path / "missing.toml"))
-    with pytest.raises(ConfigError, match="shipped recipes: dr_grpo, grpo, rloo"):
+    with pytest.raises(ConfigError, match="shipped recipes: " + ", ".join(recipe_names())):
         load_config("nope")
     (tmp_path / "bad.toml").write_text("[algo\n")
     with pytest.raises(ConfigError, match="not valid toml"):
@@ -147,7 +154,7 @@ def test_unknown_knob_lists_the_accepted_knobs_of_the_chosen_components():
         load_config("rloo", ["algo.clip_high=0.3"])  # rloo + reinforce take no clip knob
     msg = str(err.value)
     assert "'algo.clip_high' is not a knob" in msg
-    assert "(rloo, reinforce, seq_mean_token_mean, k3)" in msg
+    assert "(rloo, reinforce, seq_mean_token_mean, k3, none)" in msg
     for name in ("clip_low", "clip_high", "dual_clip", "scale", "eps"):
         assert name not in msg.split("their knobs:")[1]
 
@@ -201,7 +208,7 @@ def test_yaml_and_toml_agree_on_a_full_recipe(tmp_path):
     with pytest.raises(ConfigError, match="must be a table of sections"):
         load_config(str(tmp_path / "list.yaml"))
     (tmp_path / "empty.yaml").write_text("")
-    assert load_config(str(tmp_path / "empty.yaml")) == config_from_dict({})
+    assert load_config(str(tmp_path / "empty.yaml")) == config_from_dict({"name": "empty"})  # file stem
 
 
 def test_missing_yaml_and_unknown_name_list_shipped_recipes(tmp_path):
@@ -252,3 +259,15 @@ def test_knob_values_are_range_checked(override, expected):
     with pytest.raises(ConfigError) as err:
         load_config("grpo", [override])
     assert f"'{knob}': " in str(err.value) and str(err.value).endswith(expected)
+
+
+def test_components_needing_inputs_the_trainer_cannot_supply_are_refused():
+    with pytest.raises(ConfigError, match="'algo.credit': credit assigner 'gae' needs values"):
+        load_config("grpo", ["algo.credit='gae'"])
+    with pytest.raises(ConfigError, match="'algo.credit': unknown credit assigner 'nope'"):
+        load_config("grpo", ["algo.credit='nope'"])
+    # an objective that needs whole groups refuses micro-batches that split them
+    with pytest.raises(ConfigError, match="needs whole groups, but a micro-batch of 4 sequences"):
+        load_config("gtpo", ["algo.micro_batches=16"])
+    cfg = load_config("tempo", ["algo.td_coef=0.5"])
+    assert build_components(cfg).kwargs["credit"] == {"td_coef": 0.5}

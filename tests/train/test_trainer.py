@@ -138,3 +138,37 @@ def test_kl_penalty_loads_reference_and_logs_kl(micro_base, tmp_path):
     assert all("kl" in r for r in rows)
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before step 1
     assert rows[1]["kl"] >= 0.0  # k3 is non-negative
+
+
+def test_the_trainer_supplies_every_declared_input():
+    """Each optional input that a component may declare has a supplier in the trainer."""
+    from rlvr.algos import INPUTS
+    from rlvr.rollout import Rollout
+    from rlvr.train.trainer import advantage_inputs, token_inputs
+
+    b, g, t, k = 2, 3, 4, 2
+    n = b * g
+    roll = Rollout(
+        prompt_ids=torch.ones(n, 2, dtype=torch.long),
+        prompt_mask=torch.ones(n, 2),
+        completion_ids=torch.arange(n * t).view(n, t),
+        mask=torch.tensor([[1.0, 1.0, 0.0, 0.0]] * n),
+        old_logp=torch.full((n, t), -0.5),
+        lengths=torch.full((n,), 2),
+        finish=["eos"] * n,
+        group=torch.arange(b).repeat_interleave(g),
+        rewards=torch.arange(n, dtype=torch.float),
+        reward_parts=torch.ones(n, k),
+        ref_logp=torch.full((n, t), -1.0),
+    )
+    adv_in = advantage_inputs(roll, INPUTS["advantage"], b, g, torch.tensor([1.0, 0.1]))
+    assert set(adv_in) == INPUTS["advantage"]
+    assert adv_in["reward_parts"].shape == (b, g, k)
+    torch.testing.assert_close(adv_in["seq_logp"], torch.full((b, g), -1.0))  # 2 tokens x -0.5
+    torch.testing.assert_close(adv_in["seq_ref_logp"], torch.full((b, g), -2.0))
+    torch.testing.assert_close(adv_in["lengths"], torch.full((b, g), 2.0))
+    logp, ent = torch.zeros(n, t, requires_grad=True), torch.ones(n, t, requires_grad=True)
+    for kind in ("objective", "token_weights"):
+        tok_in = token_inputs(roll, INPUTS[kind], logp, ent)
+        assert set(tok_in) == INPUTS[kind]
+        assert all(not v.requires_grad for v in tok_in.values())

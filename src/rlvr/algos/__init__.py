@@ -1,11 +1,58 @@
 """Pure tensor math of RL post-training: no I/O, no config objects, no model.
 
-Every component is a plain function registered by name in one of the registries below.
+Every component is a plain function registered by name in one of the registries below. A component
+that needs more than the basic inputs of its kind declares it (``needs``) and receives it as a
+keyword argument; :data:`INPUTS` lists, per kind, the optional inputs the trainer can supply.
 """
 
 from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.aggregation import AGGREGATIONS
+from rlvr.algos.credit import CREDIT
 from rlvr.algos.kl import KL_ESTIMATORS
 from rlvr.algos.objectives import OBJECTIVES
+from rlvr.algos.weights import TOKEN_WEIGHTS
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "KL_ESTIMATORS", "OBJECTIVES"]
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "CREDIT",
+    "INPUTS",
+    "KL_ESTIMATORS",
+    "OBJECTIVES",
+    "TOKEN_WEIGHTS",
+]
+
+INPUTS: dict[str, frozenset[str]] = {
+    # advantage estimators: rewards [B, G] -> [B, G]
+    "advantage": frozenset(
+        {
+            "reward_parts",  # [B, G, K] unweighted reward components
+            "reward_weights",  # [K] their weights
+            "seq_logp",  # [B, G] log pi_old(y|x), summed over completion tokens
+            "seq_ref_logp",  # [B, G] log pi_ref(y|x) (loads a reference model)
+            "lengths",  # [B, G] completion lengths in tokens
+        }
+    ),
+    # objectives: (logp, old_logp, adv, mask) -> loss [N, T]
+    "objective": frozenset(
+        {
+            "ref_logp",  # [N, T] reference-model log-probs (loads a reference model)
+            "entropy",  # [N, T] current policy's token entropy, detached
+            "completion_ids",  # [N, T] sampled token ids
+            "group",  # [N] prompt index; whole groups, contiguous
+            "rewards",  # [N] scalar reward per sequence
+        }
+    ),
+    # token-level credit assigners: (rewards [B, G], mask [N, T]) -> advantages [N, T]; they replace the
+    # outcome-level estimator when a recipe sets `credit`. Not supplied yet: `values` (needs a critic)
+    # and `process_rewards` (needs a process reward model), so `gae` and `pure_min` cannot be chosen.
+    "credit": frozenset(
+        {
+            "kl",  # [N, T] the chosen KL estimator between behaviour and reference (loads a reference)
+            "old_logp",  # [N, T] behaviour log-probs
+            "completion_ids",  # [N, T] sampled token ids (prefix trees of a group)
+        }
+    ),
+    # token weights: mask -> weights [N, T] that multiply any objective's per-token loss
+    "token_weights": frozenset({"entropy", "logp", "group", "completion_ids"}),
+}

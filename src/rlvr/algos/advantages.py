@@ -6,8 +6,10 @@ B prompts, G sampled completions per prompt. Every estimator is a pure function 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from rlvr.registry import Registry
@@ -69,3 +71,376 @@ def rloo(rewards: Tensor) -> Tensor:
     r = rewards.float()
     loo_mean = (r.sum(dim=1, keepdim=True) - r) / (g - 1)  # [B, G]
     return r - loo_mean
+
+
+# ---------------------------------------------------------------- helpers of the catalogue below
+
+
+def _constant_groups(r: Tensor) -> Tensor:
+    """[B, 1] True where every reward of the group equals the first (such groups get zero advantage)."""
+    return (r == r[:, :1]).all(dim=1, keepdim=True)  # [B, 1]
+
+
+def _grpo_safe(rewards: Tensor, eps: float) -> Tensor:
+    """``grpo`` whose constant groups are zero also with eps = 0 (grpo gives 0/0 = nan there)."""
+    return grpo(rewards, eps=eps).masked_fill(_constant_groups(rewards.float()), 0.0)  # [B, G]
+
+
+def _base(rewards: Tensor, base: str, eps: float) -> Tensor:
+    """The base advantage of the composite estimators: ``grpo`` or ``dr_grpo``.
+
+    ``dr_grpo`` is computed as ``grpo(scale="none")``: the same r - mean_g, with constant groups
+    exactly zero.
+    """
+    if base == "grpo":
+        return _grpo_safe(rewards, eps)
+    if base == "dr_grpo":
+        return grpo(rewards, scale="none")
+    raise ValueError(f"base must be 'grpo' or 'dr_grpo', got {base!r}")
+
+
+def _whiten(a: Tensor, eps: float) -> Tensor:
+    """(a - mean) / (std + eps) over every entry of ``a`` (std unbiased); a single entry is returned
+    centred only."""
+    if a.numel() < 2:
+        return a - a.mean()
+    return (a - a.mean()) / (a.std() + eps)
+
+
+# ---------------------------------------------------------------- REINFORCE++
+
+
+@ADVANTAGES.register("reinforce_pp", bounds={"eps": ">= 0"})
+def reinforce_pp(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """REINFORCE++ with a group baseline ("REINFORCE++: A Simple and Efficient Approach for Aligning
+    Large Language Models", its REINFORCE++-baseline form for outcome rewards).
+
+    A'_i = r_i - mean_g(r);   A_i = (A'_i - mean_batch(A')) / (std_batch(A') + eps)
+
+    mean_batch and std_batch (unbiased) run over all B*G samples, one per completion (not weighted by
+    its token count). Every group's A' sums to zero, so mean_batch(A') is zero up to rounding; a
+    constant group keeps exactly zero advantage, and an all-constant batch gives zeros.
+    """
+    _check(rewards)
+    centred = grpo(rewards, scale="none")  # [B, G] r - mean_g, constant groups exactly 0
+    out = _whiten(centred, eps)  # [B, G]
+    return out.masked_fill(_constant_groups(rewards.float()), 0.0)
+
+
+# ---------------------------------------------------------------- BNPO
+
+
+@ADVANTAGES.register("bnpo", bounds={"norm_alpha": "> 0", "norm_beta": "> 0", "max_weight": "> 0"})
+def bnpo(
+    rewards: Tensor,
+    *,
+    norm_alpha: float | None = None,
+    norm_beta: float | None = None,
+    reward_min: float = 0.0,
+    reward_max: float = 1.0,
+    max_weight: float = 1e6,
+) -> Tensor:
+    """BNPO ("BNPO: Beta Normalization Policy Optimization").
+
+    s_i = (r_i - reward_min) / (reward_max - reward_min)   (binary rewards in the paper; in [0, 1])
+    p   = mean_g(s)                                         (the prompt's success rate)
+    A_i = (s_i - p) / f(p; alpha, beta),   1 / f clamped to at most ``max_weight``
+
+    f is the Beta(alpha, beta) density. Unless set by ``norm_alpha`` / ``norm_beta``, its parameters
+    come from a Beta(a, b) fitted online by the method of moments to the B success rates of the batch
+    (m = mean_B(p), v = var_B(p), unbiased): a = (m(1-m)/v - 1) m, b = (m(1-m)/v - 1)(1 - m), and
+    alpha = max(1 + a/3, 1), beta = max(1 + b/3, 1), the paper's variance-minimising normaliser (as in
+    its released code). With B < 2 or v = 0 the fit is undefined and alpha = beta = 1 is used.
+
+    Neutral settings: alpha = beta = 1 gives f = 1, i.e. REINFORCE with the group-mean baseline
+    (``dr_grpo`` on s); alpha = beta = 3/2 gives f(p) = (8/pi) sqrt(p(1-p)), i.e. (pi/8) times GRPO
+    with the population std for binary rewards. The paper's advantage decomposition for several
+    reward components is not included. Constant groups get exactly zero.
+    """
+    _check(rewards)
+    if not reward_max > reward_min:
+        raise ValueError(f"bnpo: reward_max must exceed reward_min, got {reward_min}, {reward_max}")
+    r = rewards.double()
+    s = (r - reward_min) / (reward_max - reward_min)  # [B, G]
+    if (s < 0).any() or (s > 1).any():
+        raise ValueError(
+            f"bnpo: rewards must lie in [reward_min, reward_max] = [{reward_min}, {reward_max}]"
+        )
+    p = s.mean(dim=1, keepdim=True)  # [B, 1]
+    alpha, beta = _bnpo_params(p.squeeze(1))
+    alpha = alpha if norm_alpha is None else float(norm_alpha)
+    beta = beta if norm_beta is None else float(norm_beta)
+    log_beta_fn = math.lgamma(alpha) + math.lgamma(beta) - math.lgamma(alpha + beta)
+    # xlogy: 0 * log(0) = 0, so alpha = 1 (or beta = 1) is finite at p = 0 (p = 1)
+    log_f = torch.xlogy(alpha - 1, p) + torch.xlogy(beta - 1, 1 - p) - log_beta_fn  # [B, 1]
+    weight = torch.exp(-log_f).clamp(max=max_weight)  # [B, 1] 1 / f(p)
+    out = (weight * (s - p)).masked_fill(_constant_groups(r), 0.0)  # [B, G]
+    return out.float()
+
+
+def _bnpo_params(p: Tensor) -> tuple[float, float]:
+    """BNPO's normaliser (alpha, beta) from the batch's success rates p [B]."""
+    if p.numel() < 2:
+        return 1.0, 1.0
+    m, v = float(p.mean()), float(p.var())
+    if v <= 0:
+        return 1.0, 1.0
+    common = m * (1 - m) / v - 1
+    return max(1 + common * m / 3, 1.0), max(1 + common * (1 - m) / 3, 1.0)
+
+
+# ---------------------------------------------------------------- GDPO
+
+
+@ADVANTAGES.register("gdpo", needs={"reward_parts", "reward_weights"}, bounds={"eps": ">= 0"})
+def gdpo(
+    rewards: Tensor,
+    *,
+    reward_parts: Tensor | None = None,
+    reward_weights: Tensor | None = None,
+    eps: float = 1e-6,
+    batch_norm: bool = True,
+) -> Tensor:
+    """GDPO ("GDPO: Group reward-Decoupled Normalization Policy Optimization for Multi-reward RL").
+
+    A^k_i = (x^k_i - mean_g(x^k)) / (std_g(x^k) + eps)   for each reward component k (grpo on it)
+    S_i   = sum_k w_k A^k_i
+    A_i   = (S_i - mean_batch(S)) / (std_batch(S) + eps)   (``batch_norm``; else A_i = S_i)
+
+    x^k = ``reward_parts[..., k]``, w = ``reward_weights`` (ones if None). Normalising each component
+    in its group keeps apart reward combinations that GRPO on the summed reward maps to the same
+    advantage. With K = 1 and w = 1, ``batch_norm=False`` is exactly ``grpo``. A group that is constant
+    in every component gets exactly zero. ``rewards`` is only checked for its shape.
+    """
+    _check(rewards)
+    if reward_parts is None:
+        raise ValueError("gdpo needs reward_parts [B, G, K]")
+    b, g = rewards.shape
+    if reward_parts.dim() != 3 or tuple(reward_parts.shape[:2]) != (b, g):
+        raise ValueError(
+            f"gdpo: reward_parts must have shape [B, G, K] = [{b}, {g}, K], "
+            f"got {tuple(reward_parts.shape)}"
+        )
+    k = reward_parts.shape[2]
+    parts = reward_parts.float()
+    w = (
+        torch.ones(k, device=parts.device)
+        if reward_weights is None
+        else reward_weights.float().to(parts.device)
+    )  # [K]
+    if tuple(w.shape) != (k,):
+        raise ValueError(f"gdpo: reward_weights must have shape [K] = [{k}], got {tuple(w.shape)}")
+    per_part = _grpo_safe(parts.permute(0, 2, 1).reshape(b * k, g), eps)  # [B*K, G]
+    per_part = per_part.reshape(b, k, g).permute(0, 2, 1)  # [B, G, K]
+    summed = (per_part * w).sum(dim=-1)  # [B, G]
+    if not batch_norm:
+        return summed
+    constant = (parts == parts[:, :1]).all(dim=2).all(dim=1, keepdim=True)  # [B, 1]
+    return _whiten(summed, eps).masked_fill(constant, 0.0)
+
+
+# ---------------------------------------------------------------- DGPO
+
+
+@ADVANTAGES.register("dgpo", bounds={"eps": ">= 0", "hard_temperature": "> 0"})
+def dgpo(
+    rewards: Tensor,
+    *,
+    eps: float = 1e-6,
+    balance: Literal["mad", "std", "none"] = "mad",
+    hard_temperature: float | None = 2.0,
+) -> Tensor:
+    """DGPO ("Harder Is Better: Boosting Mathematical Reasoning via Difficulty-Aware GRPO and
+    Multi-Aspect Question Reformulation").
+
+    Difficulty-balanced group advantage (DGAE), ``balance="mad"``:
+        A_i = (r_i - mean_g(r)) / (MAD_g(r) + eps),   MAD_g(r) = mean_g |r - mean_g(r)|
+    so every non-constant group has the same total update magnitude sum_i |A_i| = G (with GRPO's std
+    it is 2G sqrt(p(1-p)) for binary rewards, smaller for hard and easy prompts).
+    Difficulty-aware question weight (DQW), over the V non-constant groups of the batch:
+        lambda_q = V * softmax_q(-mean_g(r_q) / hard_temperature),   A_i <- lambda_q A_i
+    (lower mean reward = harder = larger weight; constant groups keep weight 1 and advantage 0).
+
+    Neutral settings: ``balance="std"`` with ``hard_temperature=None`` is ``grpo``; ``balance="none"``
+    with ``hard_temperature=None`` is ``dr_grpo``. Difficulty is the mean of the combined reward (the
+    paper uses the accuracy reward); its code's token-count rescalings belong to loss aggregation and
+    are left out. Default temperature 2.0 as in the paper's scripts.
+    """
+    _check(rewards)
+    r = rewards.float()
+    centred = grpo(r, scale="none")  # [B, G] r - mean_g, constant groups exactly 0
+    if balance == "mad":
+        mad = centred.abs().mean(dim=1, keepdim=True)  # [B, 1]
+        adv = (centred / (mad + eps)).masked_fill(mad == 0, 0.0)  # [B, G] (0/0 when eps = 0)
+    elif balance == "std":
+        adv = _grpo_safe(r, eps)
+    elif balance == "none":
+        adv = centred
+    else:
+        raise ValueError(f"dgpo: balance must be 'mad', 'std' or 'none', got {balance!r}")
+    if hard_temperature is None:
+        return adv
+    valid = ~_constant_groups(r).squeeze(1)  # [B]
+    weight = torch.ones(r.shape[0], device=r.device)  # [B]
+    if valid.any():
+        logits = -r.mean(dim=1)[valid] / hard_temperature  # [V]
+        weight[valid] = int(valid.sum()) * torch.softmax(logits, dim=0)
+    return adv * weight.unsqueeze(1)
+
+
+# ---------------------------------------------------------------- ACE
+
+
+@ADVANTAGES.register(
+    "ace",
+    needs={"seq_logp", "seq_ref_logp"},
+    bounds={"eps": ">= 0", "confidence_penalty": ">= 0"},
+)
+def ace(
+    rewards: Tensor,
+    *,
+    seq_logp: Tensor | None = None,
+    seq_ref_logp: Tensor | None = None,
+    base: Literal["grpo", "dr_grpo"] = "grpo",
+    eps: float = 1e-6,
+    confidence_penalty: float = 0.1,
+    confidence_gate: Literal["relu", "softplus"] = "relu",
+) -> Tensor:
+    """ACE ("Overconfident Errors Need Stronger Correction: Asymmetric Confidence Penalties for
+    Reinforcement Learning").
+
+    c_i = log pi_old(y_i|x) - log pi_ref(y_i|x)   (``seq_logp - seq_ref_logp``, sequence sums)
+    A_i = A^base_i * (1 + confidence_penalty * gate(c_i))   where A^base_i < 0,   A^base_i otherwise
+
+    gate = relu (only errors that the policy became more confident in than the reference are
+    penalised harder) or softplus (a smooth version, which the paper reports works better). Negative
+    advantage stands for "incorrect" (the same for binary rewards). ``confidence_penalty = 0`` is the
+    base estimator (``grpo`` or ``dr_grpo``). The abstract gives no penalty value; 0.1 is our choice.
+    """
+    _check(rewards)
+    if seq_logp is None or seq_ref_logp is None:
+        raise ValueError("ace needs seq_logp and seq_ref_logp [B, G]")
+    if seq_logp.shape != rewards.shape or seq_ref_logp.shape != rewards.shape:
+        raise ValueError(
+            f"ace: seq_logp and seq_ref_logp must have the shape of rewards {tuple(rewards.shape)}, "
+            f"got {tuple(seq_logp.shape)} and {tuple(seq_ref_logp.shape)}"
+        )
+    adv = _base(rewards, base, eps)  # [B, G]
+    shift = (seq_logp - seq_ref_logp).float().to(adv.device)  # [B, G] c_i
+    if confidence_gate == "relu":
+        gated = shift.clamp(min=0.0)  # [B, G]
+    elif confidence_gate == "softplus":
+        gated = torch.nn.functional.softplus(shift)  # [B, G]
+    else:
+        raise ValueError(f"ace: confidence_gate must be 'relu' or 'softplus', got {confidence_gate!r}")
+    scale = torch.where(adv < 0, 1.0 + confidence_penalty * gated, torch.ones_like(adv))  # [B, G]
+    return adv * scale
+
+
+# ---------------------------------------------------------------- NSR / PSR
+
+
+@ADVANTAGES.register(
+    "nsr_psr", bounds={"eps": ">= 0", "positive_weight": ">= 0", "negative_weight": ">= 0"}
+)
+def nsr_psr(
+    rewards: Tensor,
+    *,
+    base: Literal["grpo", "dr_grpo"] = "grpo",
+    eps: float = 1e-6,
+    positive_weight: float = 0.1,
+    negative_weight: float = 1.0,
+) -> Tensor:
+    """Weighted positive / negative sample reinforcement ("The Surprising Effectiveness of Negative
+    Reinforcement in LLM Reasoning", W-REINFORCE: lambda * PSR + NSR).
+
+    A_i = positive_weight * A^base_i  where A^base_i > 0,   negative_weight * A^base_i  otherwise
+
+    ``positive_weight = 1`` (with ``negative_weight = 1``) is the base estimator; ``positive_weight =
+    0`` is pure negative sample reinforcement (NSR). The paper applies the weights to REINFORCE with
+    +-1 rewards; here they apply to a ``grpo`` / ``dr_grpo`` advantage. Default 0.1 is the paper's
+    recommended lambda.
+    """
+    _check(rewards)
+    adv = _base(rewards, base, eps)  # [B, G]
+    return torch.where(adv > 0, positive_weight * adv, negative_weight * adv)
+
+
+# ---------------------------------------------------------------- CalibRL
+
+
+@ADVANTAGES.register("calibrl", bounds={"eps": ">= 0", "rareness_power": ">= 0"})
+def calibrl(
+    rewards: Tensor,
+    *,
+    base: Literal["grpo", "dr_grpo"] = "grpo",
+    eps: float = 1e-6,
+    rareness_power: float = 1.0,
+) -> Tensor:
+    """Distribution-aware advantage weighting of CalibRL ("Controllable Exploration in Hybrid-Policy
+    RLVR for Multi-Modal Reasoning").
+
+    f_i = |{j : r_j = r_i}| / G        (frequency of sample i's outcome in its group)
+    A_i = A^base_i * (1 - f_i) ** rareness_power
+
+    The rarer an outcome in its group, the larger its weight (for binary rewards with success rate p:
+    1 - p for successes, p for failures). Outcomes are compared by exact reward value, so continuous
+    rewards get a nearly uniform weight (G-1)/G. ``rareness_power = 0`` is the base estimator. The
+    abstract does not give the weight's form; this is the simplest one, not renormalised. CalibRL's
+    expert-guided (off-policy) terms belong to the objective and are not included.
+    """
+    _check(rewards)
+    adv = _base(rewards, base, eps)  # [B, G]
+    r = rewards.float()
+    freq = (r.unsqueeze(2) == r.unsqueeze(1)).float().mean(dim=2)  # [B, G]
+    return adv * (1.0 - freq).pow(rareness_power)
+
+
+# ---------------------------------------------------------------- pass@k
+
+
+@ADVANTAGES.register("passk", bounds={"pass_k": ">= 1", "eps": ">= 0"})
+def passk(
+    rewards: Tensor,
+    *,
+    pass_k: int = 4,
+    success_threshold: float = 0.5,
+    normalise: bool = True,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Analytic pass@k advantage ("Pass@k Training for Adaptively Balancing Exploration and
+    Exploitation of Large Reasoning Models").
+
+    Every size-k subset of the group is one "super-sample" whose reward is 1 if any member succeeds;
+    a sample's advantage is the mean group-normalised advantage of the subsets that contain it. With
+    G samples, N_neg failures and C(n, k) binomial coefficients:
+
+    R    = 1 - C(N_neg, k) / C(G, k)                   (mean subset reward: unbiased pass@k)
+    s    = sqrt(R (1 - R))                             (std of the subset rewards)
+    A_i  = (1 - R) / (s + eps)                                    for a success
+    A_i  = (1 - R - C(N_neg-1, k-1) / C(G-1, k-1)) / (s + eps)    for a failure
+
+    Success is r > ``success_threshold`` (binary {0, 1} rewards assumed). ``normalise=False`` drops
+    the division by s + eps. k = 1 gives R = p (the success rate) and A = (r - p) / (sqrt(p(1-p)) +
+    eps): ``grpo`` with the population instead of the sample std, i.e. grpo * sqrt(G / (G-1)) for
+    eps = 0; with ``normalise=False`` exactly ``dr_grpo``. Groups whose subsets all share one reward
+    (all fail, or N_neg < k) get exactly zero. Needs k <= G.
+    """
+    _check(rewards)
+    g = rewards.shape[1]
+    if not 1 <= pass_k <= g:
+        raise ValueError(f"passk: pass_k must be in [1, G] = [1, {g}], got {pass_k}")
+    success = rewards.double() > success_threshold  # [B, G]
+    n_neg = (~success).sum(dim=1, keepdim=True).double()  # [B, 1]
+    i = torch.arange(pass_k, dtype=torch.float64, device=rewards.device)  # [k]
+    # C(N_neg, k) / C(G, k) = prod_{i<k} (N_neg - i) / (G - i)  (0 when N_neg < k)
+    all_fail = ((n_neg - i).clamp(min=0) / (g - i)).prod(dim=1, keepdim=True)  # [B, 1]
+    mean = 1.0 - all_fail  # [B, 1]
+    j = i[: pass_k - 1]  # [k-1]
+    # C(N_neg-1, k-1) / C(G-1, k-1): the fraction of a failure's subsets that fail entirely
+    fail_with = ((n_neg - 1 - j).clamp(min=0) / (g - 1 - j)).prod(dim=1, keepdim=True)  # [B, 1]
+    num = torch.where(success, 1.0 - mean, 1.0 - fail_with - mean)  # [B, G]
+    degenerate = (mean == 0) | (mean == 1)  # [B, 1] every subset has the same reward
+    if normalise:
+        num = num / ((mean * (1 - mean)).sqrt() + eps)
+    return num.masked_fill(degenerate, 0.0).float()

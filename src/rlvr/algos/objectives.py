@@ -10,7 +10,10 @@ passes a dict; the trainer logs whatever appears there.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rlvr.registry import Registry
@@ -71,3 +74,513 @@ def ppo_clip(
             stats["clip_frac"] = _masked_mean((clipped > unclipped).float(), mask).item()
             stats["ratio_mean"] = _masked_mean(ratio, mask).item()
     return loss * mask
+
+
+# ---------------------------------------------------------------- helpers for the catalogue below
+
+
+def _where_mask(x: Tensor, mask: Tensor) -> Tensor:
+    """x on counted tokens, exactly 0 elsewhere (also where x is inf/nan on padding)."""
+    return torch.where(mask > 0, x, torch.zeros_like(x))
+
+
+def _seq_adv(adv: Tensor, mask: Tensor) -> Tensor:
+    """One advantage per sequence: ``adv`` if [N], else its mean over each row's counted tokens."""
+    if adv.dim() == 1:
+        return adv
+    a = _per_token(adv, mask)
+    return (a * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # [N]
+
+
+def _group_size(group: Tensor | None, n: int, who: str) -> int:
+    """G, checking that ``group`` [N] holds whole groups of equal size in contiguous rows."""
+    if group is None:
+        raise ValueError(f"{who} needs `group` (the prompt index of each row)")
+    if group.shape != (n,):
+        raise ValueError(f"{who}: group must be [N] = [{n}], got {tuple(group.shape)}")
+    values, counts = torch.unique_consecutive(group, return_counts=True)
+    g = int(counts[0])
+    if bool((counts != g).any()) or len(torch.unique(values)) != len(values):
+        raise ValueError(f"{who}: the rows of each group must be contiguous and groups of equal size")
+    return g
+
+
+def _seq_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """mean_t (logp - old_logp) over each row's counted tokens: log of GSPO's s_i. [N]"""
+    return _where_mask(logp - old_logp, mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def _gspo_token_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
+    """s_it = sg(s_i) * pi_t / sg(pi_t): value s_i on every token, d s_it / d logp_t = s_i. [N, T]"""
+    log_s = _seq_log_ratio(logp, old_logp, mask).detach()  # [N]
+    return torch.exp(log_s.unsqueeze(-1) + logp - logp.detach())  # [N, T]
+
+
+def _clipped_surrogate(ratio: Tensor, clipped: Tensor, a: Tensor) -> Tensor:
+    """-min(ratio * A, clipped * A), per token. [N, T]"""
+    return torch.maximum(-a * ratio, -a * clipped)
+
+
+def _cov_top(logp: Tensor, a: Tensor, mask: Tensor, fraction: float) -> Tensor:
+    """Boolean [N, T]: the floor(fraction * n_tokens) counted tokens with the largest positive
+    cov_t = (logp_t - mean(logp)) * (A_t - mean(A)), means over the counted tokens of the call."""
+    m = mask > 0
+    n_tok = int(m.sum())
+    k = int(fraction * n_tok)
+    sel = torch.zeros_like(m)
+    if k == 0:
+        return sel
+    lp = logp.detach()
+    mu_lp = _masked_mean(_where_mask(lp, mask), mask)
+    mu_a = _masked_mean(a, mask)
+    cov = (lp - mu_lp) * (a - mu_a)  # [N, T]
+    cand = m & (cov > 0)
+    k = min(k, int(cand.sum()))
+    if k == 0:
+        return sel
+    score = torch.where(cand, cov, torch.full_like(cov, -torch.inf)).flatten()  # [N*T]
+    top = torch.topk(score, k).indices
+    return sel.flatten().index_fill(0, top, True).view_as(m)
+
+
+# ---------------------------------------------------------------- sequence-ratio objectives
+
+
+@OBJECTIVES.register("gspo", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0"})
+def gspo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    stats: dict | None = None,
+) -> Tensor:
+    """Group Sequence Policy Optimization (GSPO): one length-normalised ratio per response.
+
+    s_i  = exp(mean_t (logp_it - old_logp_it))          (mean over the counted tokens of row i)
+    L_i  = -min(s_i * A_i, clip(s_i, 1 - clip_low, 1 + clip_high) * A_i)
+
+    Spread over the tokens in the "GSPO-token" form: s_it = sg(s_i) * exp(logp_t - sg(logp_t)), which
+    has the value s_i on every token and d s_it / d logp_t = s_i, and L_it = -min(s_it A_it,
+    clip(s_it) A_it). So every counted token of row i carries the value L_i, seq_mean_token_mean gives
+    mean_i L_i (the GSPO objective), and for any aggregation that weighs the tokens of one row alike
+    (all of AGGREGATIONS) value and gradient equal those of L_i placed on every token with the
+    gradient through s_i; the clip decision is per sequence. An [N, T] ``adv`` is used per token
+    (GSPO-token). Defaults are the paper's 3e-4 / 4e-4. With one token per row this is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    s = _gspo_token_ratio(logp, old_logp, mask)  # [N, T]
+    clipped = s.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = _clipped_surrogate(s, clipped, a)  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean((-a * clipped > -a * s).float(), mask).item()
+            stats["seq_ratio_mean"] = _masked_mean(s, mask).item()
+    return _where_mask(loss, mask)
+
+
+@OBJECTIVES.register("luspo", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0"})
+def luspo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    stats: dict | None = None,
+) -> Tensor:
+    """Length-Unbiased Sequence Policy Optimization (LUSPO): GSPO with each sequence's loss scaled by
+    its length, so that the sequence-mean aggregation no longer favours short responses.
+
+    L_it = GSPO_it * |y_i| / mean_j |y_j|         (|y_i| = counted tokens of row i, mean over the call)
+
+    With seq_mean_token_mean this gives sum_i |y_i| L_i / sum_j |y_j| (each sequence weighted by its
+    length, as LUSPO does), i.e. the value of gspo aggregated by token_mean. The paper multiplies by
+    |y_i|; dividing by the call's mean length is a positive constant per call that keeps the scale
+    (and learning rate) of GSPO: on equal lengths luspo == gspo. Use seq_mean_token_mean (token_mean
+    would weigh by |y_i|^2). The mean length is the call's (a micro-batch in the trainer).
+    """
+    loss = gspo(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    lengths = mask.sum(-1)  # [N]
+    present = lengths > 0
+    mean_len = lengths[present].mean() if bool(present.any()) else lengths.new_tensor(1.0)
+    return loss * (lengths / mean_len).unsqueeze(-1)  # [N, T]
+
+
+@OBJECTIVES.register(
+    "dhpo",
+    needs={"entropy"},
+    bounds={
+        "seq_weight": "[0, 1]",
+        "clip_low": "[0, 1]",
+        "clip_high": ">= 0",
+        "seq_clip_low": "[0, 1]",
+        "seq_clip_high": ">= 0",
+    },
+)
+def dhpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    mode: Literal["average", "entropy"] = "average",
+    seq_weight: float = 0.5,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    seq_clip_low: float = 3e-4,
+    seq_clip_high: float = 4e-4,
+    stats: dict | None = None,
+) -> Tensor:
+    """Dynamic Hybrid Policy Optimization (DHPO): one clipped surrogate on a mix of the token ratio
+    (GRPO) and the sequence ratio (GSPO), each clipped in its own trust region before mixing.
+
+    r_t = exp(logp_t - old_logp_t);  s_it = GSPO-token sequence ratio (see gspo)
+    rho_t  = w_t * s_it + (1 - w_t) * r_t
+    rho~_t = w_t * clip(s_it, 1 - seq_clip_low, 1 + seq_clip_high) + (1 - w_t) * clip(r_t, 1 - clip_low,
+             1 + clip_high)
+    L_t = -min(rho_t * A, rho~_t * A)
+
+    ``mode="average"``: w_t = ``seq_weight`` (0.5 is the averaged mixing; 0 gives ppo_clip, 1 gspo).
+    ``mode="entropy"`` (entropy-guided; our simplest form): high-entropy tokens lean on the token
+    ratio, confident ones on the sequence ratio, w_t = Hbar_i / (H_t + Hbar_i) with Hbar_i the mean
+    entropy of row i (0.5 where both are 0); a row of constant entropy gets w = 0.5, the average.
+    """
+    a = _per_token(adv, logp)
+    r = torch.exp(logp - old_logp)  # [N, T]
+    s = _gspo_token_ratio(logp, old_logp, mask)  # [N, T]
+    if mode == "average":
+        w = torch.full_like(r, seq_weight).detach()  # [N, T]
+    elif mode == "entropy":
+        if entropy is None:
+            raise ValueError("dhpo: mode='entropy' needs `entropy`")
+        h = _where_mask(entropy.detach(), mask)  # [N, T]
+        h_bar = (h.sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(-1)  # [N, 1]
+        den = h + h_bar
+        w = torch.where(den > 0, h_bar / den.clamp(min=1e-30), torch.full_like(h, 0.5))  # [N, T]
+    else:
+        raise ValueError(f"dhpo: mode must be 'average' or 'entropy', got {mode!r}")
+    rho = w * s + (1 - w) * r
+    rho_c = w * s.clamp(1.0 - seq_clip_low, 1.0 + seq_clip_high) + (1 - w) * r.clamp(
+        1.0 - clip_low, 1.0 + clip_high
+    )
+    loss = _clipped_surrogate(rho, rho_c, a)  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean((-a * rho_c > -a * rho).float(), mask).item()
+            stats["seq_weight_mean"] = _masked_mean(w, mask).item()
+    return _where_mask(loss, mask)
+
+
+# ---------------------------------------------------------------- token-ratio variants
+
+
+@OBJECTIVES.register("cispo", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0"})
+def cispo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 1.0,
+    clip_high: float = 0.28,
+    stats: dict | None = None,
+) -> Tensor:
+    """CISPO (MiniMax-M1): clip the importance weight, not the update, so no token's gradient is lost.
+
+    L_t = -sg(clip(rho_t, 1 - clip_low, 1 + clip_high)) * A * logp_t,   rho_t = exp(logp_t - old_logp_t)
+
+    The gradient of every token is -w_t * A * d logp_t with w_t in [1 - clip_low, 1 + clip_high];
+    at rho = 1 it is REINFORCE. MiniMax-M1 imposes no lower bound (clip_low = 1, the default) and
+    tunes the upper one. The loss value is, as for reinforce, meaningful only through its gradient.
+    """
+    a = _per_token(adv, logp)
+    ratio = torch.exp(logp - old_logp).detach()  # [N, T]
+    w = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = -w * a * logp
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean((w != ratio).float(), mask).item()
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+    return _where_mask(loss, mask)
+
+
+@OBJECTIVES.register(
+    "gtpo",
+    needs={"completion_ids", "group", "entropy"},
+    bounds={"amplify": ">= 1", "entropy_threshold": ">= 0", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+)
+def gtpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    group: Tensor | None = None,
+    entropy: Tensor | None = None,
+    amplify: float = 2.0,
+    entropy_threshold: float | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """GTPO (Group-relative Trajectory-based Policy Optimization): protect conflict tokens, drop
+    high-entropy completions.
+
+    A token (i, t) is a conflict token when another completion j of the same group has the same token
+    id at the same position t (both counted) and A_jt * A_it < 0. On conflict tokens the ppo_clip loss
+    is multiplied by 0 where A_it < 0 (negative update skipped) and by ``amplify`` where A_it > 0;
+    a completion whose mean entropy over its counted tokens exceeds ``entropy_threshold`` gets zero
+    loss (off when None). Base: ppo_clip; with no conflict tokens and no filter gtpo == ppo_clip
+    (with clip_high = inf and a ratio of 1, the REINFORCE gradient).
+    """
+    n, t = logp.shape
+    g = _group_size(group, n, "gtpo")
+    if completion_ids is None:
+        raise ValueError("gtpo needs `completion_ids`")
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    b = n // g
+    m = (mask > 0).view(b, g, t)  # [B, G, T]
+    ids = completion_ids.view(b, g, t)
+    sign = torch.sign(a.detach()).reshape(b, g, t) * m  # [B, G, T]
+    same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & m.unsqueeze(2) & m.unsqueeze(1)  # [B, G, G, T]
+    opposite = sign.unsqueeze(2) * sign.unsqueeze(1) < 0  # [B, G, G, T]
+    conflict = (same & opposite).any(dim=2).view(n, t)  # [N, T]
+    sgn = sign.view(n, t)
+    weight = torch.ones_like(loss)  # [N, T]
+    weight = torch.where(conflict & (sgn < 0), torch.zeros_like(weight), weight)
+    weight = torch.where(conflict & (sgn > 0), torch.full_like(weight, amplify), weight)
+    dropped = torch.zeros(n, dtype=torch.bool, device=logp.device)  # [N]
+    if entropy_threshold is not None:
+        if entropy is None:
+            raise ValueError("gtpo: entropy_threshold needs `entropy`")
+        h = _where_mask(entropy.detach(), mask).sum(-1) / mask.sum(-1).clamp(min=1)  # [N]
+        dropped = h > entropy_threshold
+        weight = weight * (~dropped).to(weight.dtype).unsqueeze(-1)
+    if stats is not None:
+        stats["conflict_frac"] = _masked_mean(conflict.float(), mask).item()
+        stats["dropped_frac"] = dropped.float().mean().item()
+    return loss * weight
+
+
+@OBJECTIVES.register(
+    "clip_cov", bounds={"fraction": "[0, 1]", "clip_low": "[0, 1]", "clip_high": ">= 0"}
+)
+def clip_cov(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    fraction: float = 2e-4,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """Clip-Cov ("The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models").
+
+    cov_t = (logp_t - mean(logp)) * (A_t - mean(A)), means over the counted tokens of the call
+    (logp detached). The floor(fraction * n_tokens) tokens of largest positive cov get no gradient
+    (their ppo_clip loss is detached: value kept, gradient 0); the rest is ppo_clip. The paper draws
+    them at random among tokens with cov in a band; we take the top ones, deterministically.
+    fraction = 0 is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    sel = _cov_top(logp, a.detach(), mask, fraction)  # [N, T]
+    if stats is not None:
+        stats["cov_frac"] = _masked_mean(sel.float(), mask).item()
+    return torch.where(sel, loss.detach(), loss)
+
+
+@OBJECTIVES.register(
+    "kl_cov",
+    bounds={"fraction": "[0, 1]", "coef": ">= 0", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+)
+def kl_cov(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    fraction: float = 2e-3,
+    coef: float = 1.0,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """KL-Cov ("The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models").
+
+    L_t = ppo_clip_t + 1[t in top] * coef * (logp_t - old_logp_t)^2 / 2
+
+    with "top" the floor(fraction * n_tokens) counted tokens of largest positive covariance cov_t (see
+    clip_cov). We use a k2 penalty to the behaviour policy (the authors' code uses |logp - old_logp|,
+    and no ratio clipping: clip_low = 1, clip_high = inf). fraction = 0 or coef = 0 is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    sel = _cov_top(logp, a.detach(), mask, fraction)  # [N, T]
+    penalty = coef * 0.5 * _where_mask(logp - old_logp, sel.to(logp.dtype)) ** 2  # [N, T]
+    if stats is not None:
+        stats["cov_frac"] = _masked_mean(sel.float(), mask).item()
+    return loss + penalty
+
+
+@OBJECTIVES.register(
+    "thr",
+    needs={"completion_ids", "group"},
+    bounds={"p": "[-1, 1]", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+)
+def thr(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    group: Tensor | None = None,
+    p: float = 0.2,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """Token Hidden Reward (THR): reweight each token's ppo_clip loss by the sign of its influence
+    on the likelihood of the group's correct responses.
+
+    L_t = (1 + p * sign(THR_t)) * ppo_clip_t
+
+    THR_it is approximated by A_it * c_it, with c_it the number of counted occurrences of the token
+    id y_it in the group's correct responses (rows whose mean advantage is > 0, row i itself
+    included), at any position: the hidden-state similarity of the paper is replaced by "same token
+    id", and only the sign of THR is used. So
+    tokens of correct responses have THR > 0; tokens of incorrect ones that also occur in a correct
+    response have THR < 0; other tokens 0 (weight 1). p > 0 amplifies positive THR and weakens
+    negative THR (exploitation, greedy accuracy); p < 0 the reverse (exploration, pass@k); p = 0 is
+    ppo_clip. The default 0.2 is our choice, not the paper's.
+    """
+    n, t = logp.shape
+    g = _group_size(group, n, "thr")
+    if completion_ids is None:
+        raise ValueError("thr needs `completion_ids`")
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    b = n // g
+    m = mask > 0  # [N, T]
+    correct = (_seq_adv(adv, mask).detach() > 0).unsqueeze(-1) & m  # [N, T]
+    ids = completion_ids.long().clamp(min=0)
+    vocab = int(ids.max()) + 1 if ids.numel() else 1
+    in_correct = torch.zeros(b, vocab, device=logp.device).scatter_add_(
+        1, ids.view(b, g * t), correct.view(b, g * t).float()
+    )  # [B, V] count of correct-response occurrences of each id
+    c = in_correct.gather(1, ids.view(b, g * t)).view(n, t)  # [N, T]
+    thr_sign = torch.sign(a.detach()) * (c > 0) * m  # [N, T]
+    weight = 1.0 + p * thr_sign
+    if stats is not None:
+        stats["thr_pos_frac"] = _masked_mean((thr_sign > 0).float(), mask).item()
+        stats["thr_neg_frac"] = _masked_mean((thr_sign < 0).float(), mask).item()
+    return loss * weight
+
+
+# ---------------------------------------------------------------- sequence-score objectives
+
+
+@OBJECTIVES.register("real", needs={"rewards", "group"}, bounds={"score_scale": "> 0"})
+def real(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    score_scale: float = 1.0,
+    loss: Literal["anchor", "bce"] = "anchor",
+    stats: dict | None = None,
+) -> Tensor:
+    """Rewards as Labels (REAL; also PACS): classify responses by their verifiable reward.
+
+    score  s_i = score_scale * sum_t (logp_it - old_logp_it)   (counted tokens; 0 on-policy)
+    label  y_i = 1[reward_i > 0.5]                        (binary rewards)
+    "bce":    L_i = -y_i log sigmoid(s_i) - (1 - y_i) log sigmoid(-s_i)
+    "anchor": per group, with one anchor logit 0 for each class,
+              L_g = log(1 + sum_{j: y_j = 0} exp(s_j)) + log(1 + sum_{i: y_i = 1} exp(-s_i)),
+              the positive term shared equally by the group's positives and the negative term by its
+              negatives (sum over the group's rows = L_g). Gradient weights are bounded in (0, 1).
+    ``adv`` is not used. Every counted token of row i carries L_i (gradient through s_i), so
+    seq_mean_token_mean gives mean_i L_i. On-policy the bce gradient is
+    score_scale * (sigmoid(0) - y_i) per token: REINFORCE with advantage score_scale * (y_i - 1/2).
+    """
+    if rewards is None:
+        raise ValueError("real needs `rewards`")
+    n = logp.shape[0]
+    s = score_scale * _where_mask(logp - old_logp, mask).sum(-1)  # [N]
+    y = (rewards.detach() > 0.5).to(s.dtype)  # [N]
+    if loss == "bce":
+        per_seq = y * F.softplus(-s) + (1 - y) * F.softplus(s)  # [N]
+    elif loss == "anchor":
+        g = _group_size(group, n, "real")
+        sb, yb = s.view(-1, g), y.view(-1, g)  # [B, G]
+        zero = torch.zeros_like(sb[:, :1])  # [B, 1], the anchor logit
+        neg = torch.where(yb == 0, sb, torch.full_like(sb, -torch.inf))
+        pos = torch.where(yb == 1, -sb, torch.full_like(sb, -torch.inf))
+        neg_term = torch.logsumexp(torch.cat([zero, neg], dim=1), dim=1, keepdim=True)  # [B, 1]
+        pos_term = torch.logsumexp(torch.cat([zero, pos], dim=1), dim=1, keepdim=True)  # [B, 1]
+        n_pos = yb.sum(1, keepdim=True)
+        n_neg = g - n_pos
+        share = torch.where(
+            yb == 1, pos_term / n_pos.clamp(min=1), neg_term / n_neg.clamp(min=1)
+        )  # [B, G]
+        per_seq = share.reshape(n)
+    else:
+        raise ValueError(f"real: loss must be 'anchor' or 'bce', got {loss!r}")
+    if stats is not None:
+        with torch.no_grad():
+            stats["score_mean"] = s.mean().item()
+    return _where_mask(per_seq.unsqueeze(-1).expand_as(logp), mask)
+
+
+@OBJECTIVES.register("copg", needs={"ref_logp", "group"}, bounds={"reg_beta": "> 0"})
+def copg(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    group: Tensor | None = None,
+    reg_beta: float = 0.1,
+    stats: dict | None = None,
+) -> Tensor:
+    """Contrastive Policy Gradient (CoPG): a least-squares, importance-free loss on pairs of responses
+    to one prompt, whose minimiser is the KL-regularised optimum pi_ref * exp(R / reg_beta).
+
+    l_i = sum_t (logp_it - ref_logp_it);   u_i = R_i - reg_beta * l_i;   R_i = A_i (the advantage)
+    L_i = 1 / (4 reg_beta (G - 1)) * sum_{j != i, same group} (u_i - u_j)^2
+
+    Only differences R_i - R_j enter, so any group-centred advantage works (dr_grpo gives the raw
+    reward differences; an [N, T] adv is averaged over each row's tokens). The gradient of sum_i L_i
+    on each token of row i is -(u_i - mean_{j != i} u_j): at pi = pi_ref the REINFORCE gradient with
+    the leave-one-out (RLOO) advantage, from any sampling policy (old_logp is not used). Every counted
+    token of row i carries L_i (gradient through l_i): seq_mean_token_mean gives mean_i L_i.
+    """
+    if ref_logp is None:
+        raise ValueError("copg needs `ref_logp`")
+    n = logp.shape[0]
+    g = _group_size(group, n, "copg")
+    if g < 2:
+        raise ValueError("copg needs at least 2 samples per prompt (G >= 2)")
+    r = _seq_adv(adv, mask).detach()  # [N]
+    l_seq = _where_mask(logp - ref_logp, mask).sum(-1)  # [N]
+    u = (r - reg_beta * l_seq).view(-1, g)  # [B, G]
+    diff = u.unsqueeze(2) - u.unsqueeze(1)  # [B, G, G], diagonal 0
+    per_seq = (diff**2).sum(2) / (4 * reg_beta * (g - 1))  # [B, G]
+    if stats is not None:
+        with torch.no_grad():
+            stats["seq_log_ratio_ref"] = l_seq.mean().item()
+    return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)

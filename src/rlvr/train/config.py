@@ -17,11 +17,27 @@ from typing import Any
 
 import tomli_w
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
+from rlvr.algos import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    CREDIT,
+    INPUTS,
+    KL_ESTIMATORS,
+    OBJECTIVES,
+    TOKEN_WEIGHTS,
+)
 from rlvr.registry import KnobError, UnknownComponentError
 from rlvr.rewards import REWARDS
 
-__all__ = ["RECIPES_DIR", "Config", "ConfigError", "apply_overrides", "load_config", "recipe_names"]
+__all__ = [
+    "RECIPES_DIR",
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "load_config",
+    "read_recipe",
+    "recipe_names",
+]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -71,6 +87,11 @@ class AlgoConfig:
     aggregation: str = "token_mean"
     kl: str = "k3"
     """KL estimator used when beta > 0."""
+    token_weights: str = "none"
+    """Token weighting that multiplies the objective's per-token loss ('none': all ones)."""
+    credit: str = ""
+    """Token-level credit assigner (e.g. 'tree_td'); when set it replaces the outcome-level
+    `advantage` estimator and gives every token its own advantage. Empty: outcome-level only."""
     beta: float = 0.0
     """KL penalty coefficient; a reference model is loaded only when beta > 0."""
     entropy_coef: float = 0.0
@@ -125,6 +146,10 @@ class EvalConfig:
 class Config:
     name: str = "grpo"
     """The recipe's name."""
+    description: str = ""
+    """One line on what the recipe does (shown by `rlvr recipes`)."""
+    paper: str = ""
+    """The paper the recipe follows (title)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -243,12 +268,29 @@ def validate(cfg: Config) -> Config:
         "objective": (OBJECTIVES, a.objective),
         "aggregation": (AGGREGATIONS, a.aggregation),
         "kl": (KL_ESTIMATORS, a.kl),
+        "token_weights": (TOKEN_WEIGHTS, a.token_weights),
     }
+    if a.credit:
+        chosen["credit"] = (CREDIT, a.credit)
     for fld, (reg, name) in chosen.items():
         if name not in reg:
             raise ConfigError(
                 f"'algo.{fld}': unknown {reg.kind} {name!r}; valid names: {', '.join(reg.names())}"
             )
+    for fld, (reg, name) in chosen.items():
+        missing = reg.needs(name) - INPUTS.get(fld, frozenset())
+        if missing:
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "
+                f"trainer cannot supply to a {fld} component"
+            )
+        if "group" in reg.needs(name):
+            rows = n // (a.minibatches * a.micro_batches)
+            if rows % r.samples_per_prompt:
+                raise ConfigError(
+                    f"'algo.micro_batches': {reg.kind} {name!r} needs whole groups, but a micro-batch "
+                    f"of {rows} sequences splits the groups of G = {r.samples_per_prompt}"
+                )
     accepted: dict[str, list[str]] = {}
     for _, (reg, name) in chosen.items():
         for knob in reg.knobs(name):
@@ -258,7 +300,7 @@ def validate(cfg: Config) -> Config:
             valid = ", ".join(sorted(accepted)) or "none"
             raise ConfigError(
                 f"'algo.{knob}' is not a knob of the chosen components "
-                f"({a.advantage}, {a.objective}, {a.aggregation}, {a.kl}); their knobs: {valid}"
+                f"({', '.join(name for _, name in chosen.values())}); their knobs: {valid}"
             )
     for knob, value in a.knobs.items():
         for reg, name in chosen.values():
@@ -369,7 +411,42 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(str(err)) from None
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, section by section (tables merge, other values replace)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_recipe(recipe: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The recipe's data with ``extends = "other"`` resolved: the other recipe's data, then this one's.
+
+    ``extends`` names a shipped recipe or a file path (relative paths from the extending file's folder).
+    """
+    path = resolve_recipe(recipe)
+    key = str(path.resolve())
+    if key in _seen:
+        raise ConfigError(f"recipe {path} extends itself (through {' -> '.join(_seen)})")
+    data = _read(path)
+    data.setdefault("name", path.stem)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"recipe {path}: 'extends' must be a recipe name or path, got {parent!r}")
+    if (path.parent / parent).suffix in (".toml", ".yaml", ".yml"):
+        parent = str(path.parent / parent)
+    base = read_recipe(parent, (*_seen, key))
+    for own in ("name", "description", "paper"):  # a recipe's identity is not inherited
+        base.pop(own, None)
+    return _merge(base, data)
+
+
 def load_config(recipe: str = "grpo", overrides: list[str] | None = None) -> Config:
     """Load a shipped recipe by name, or a TOML/YAML file, apply overrides, validate."""
-    data = _read(resolve_recipe(recipe))
+    data = read_recipe(recipe)
     return config_from_dict(apply_overrides(data, overrides or []))

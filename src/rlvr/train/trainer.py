@@ -1,8 +1,9 @@
 """The training loop: sample, score, estimate advantages, update. One loop for every recipe.
 
 The loop knows components only through the registries: a recipe names them and the loop passes them
-numbers. Optional inputs (a reference model's log-probs) are computed only when a chosen component, or
-a KL coefficient > 0, needs them.
+numbers. Optional inputs (a reference model's log-probs, entropies, reward components, ...; see
+``rlvr.algos.INPUTS``) are computed only when a chosen component, or a KL coefficient > 0, needs them,
+and are passed to the component as keyword arguments of the same name.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
@@ -34,7 +35,15 @@ from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_ch
 from rlvr.train.config import Config, ConfigError
 from rlvr.utils import append_jsonl, atomic_write_text, console, pick_device, seed_everything
 
-__all__ = ["Components", "build_components", "score", "train"]
+__all__ = [
+    "Components",
+    "advantage_inputs",
+    "build_components",
+    "credit_inputs",
+    "score",
+    "token_inputs",
+    "train",
+]
 
 
 @dataclass
@@ -45,11 +54,19 @@ class Components:
     objective: Callable[..., Tensor]
     aggregation: Callable[..., Tensor]
     kl: Callable[..., Tensor]
+    token_weights: Callable[..., Tensor]
+    credit: Callable[..., Tensor] | None = None
+    """Token-level credit assigner; when set it replaces ``advantage``."""
     kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def needs(self) -> frozenset[str]:
-        return self.advantage.needs | self.objective.needs | self.aggregation.needs  # type: ignore
+        fns = (self.advantage, self.objective, self.aggregation, self.token_weights, self.credit)
+        return frozenset().union(*(fn.needs for fn in fns if fn is not None))  # type: ignore[attr-defined]
+
+    @property
+    def needs_ref(self) -> bool:
+        return bool({"ref_logp", "seq_ref_logp", "kl"} & self.needs)
 
 
 def build_components(cfg: Config) -> Components:
@@ -59,7 +76,10 @@ def build_components(cfg: Config) -> Components:
         "objective": (OBJECTIVES, a.objective),
         "aggregation": (AGGREGATIONS, a.aggregation),
         "kl": (KL_ESTIMATORS, a.kl),
+        "token_weights": (TOKEN_WEIGHTS, a.token_weights),
     }
+    if a.credit:
+        parts["credit"] = (CREDIT, a.credit)
     kwargs = {
         role: {k: v for k, v in a.knobs.items() if k in reg.knobs(name)}
         for role, (reg, name) in parts.items()
@@ -85,6 +105,47 @@ def build_task(cfg: Config) -> ReasoningGymTask:
         )
     except ValueError as err:
         raise ConfigError(f"'task' (name = {t.name!r}, kwargs = {t.kwargs}): {err}") from None
+
+
+def advantage_inputs(
+    roll: Rollout, needs: frozenset[str], b: int, g: int, reward_weights: Tensor
+) -> dict[str, Tensor]:
+    """The optional inputs (``rlvr.algos.INPUTS["advantage"]``) that an advantage estimator needs."""
+    supply: dict[str, Callable[[], Tensor]] = {
+        "reward_parts": lambda: roll.reward_parts.view(b, g, -1),  # [B, G, K]
+        "reward_weights": lambda: reward_weights,  # [K]
+        "seq_logp": lambda: (roll.old_logp * roll.mask).sum(-1).view(b, g),  # [B, G]
+        "seq_ref_logp": lambda: (roll.ref_logp * roll.mask).sum(-1).view(b, g),  # [B, G]
+        "lengths": lambda: roll.lengths.float().view(b, g),  # [B, G]
+    }
+    return {k: supply[k]() for k in needs}
+
+
+def credit_inputs(
+    roll: Rollout, needs: frozenset[str], kl_estimator: Callable[..., Tensor]
+) -> dict[str, Tensor]:
+    """The optional inputs (``INPUTS["credit"]``) that a token-level credit assigner needs."""
+    supply: dict[str, Callable[[], Tensor]] = {
+        "kl": lambda: kl_estimator(roll.old_logp, roll.ref_logp) * roll.mask,  # [N, T]
+        "old_logp": lambda: roll.old_logp,  # [N, T]
+        "completion_ids": lambda: roll.completion_ids,  # [N, T]
+    }
+    return {k: supply[k]() for k in needs}
+
+
+def token_inputs(
+    sub: Rollout, needs: frozenset[str], logp: Tensor, entropy: Tensor
+) -> dict[str, Tensor]:
+    """The optional per-token inputs (``INPUTS["objective"]``, ``INPUTS["token_weights"]``)."""
+    supply: dict[str, Callable[[], Tensor]] = {
+        "ref_logp": lambda: sub.ref_logp,  # [m, T]
+        "entropy": lambda: entropy.detach(),  # [m, T]
+        "logp": lambda: logp.detach(),  # [m, T]
+        "completion_ids": lambda: sub.completion_ids,  # [m, T]
+        "group": lambda: sub.group,  # [m]
+        "rewards": lambda: sub.rewards,  # [m]
+    }
+    return {k: supply[k]() for k in needs}
 
 
 def score(
@@ -118,16 +179,6 @@ def _learn(
     def note(key: str, value: float) -> None:
         stats_acc.setdefault(key, []).append(value)
 
-    if ref is not None:
-        with torch.no_grad():
-            roll.ref_logp, _ = sequence_logp(
-                ref,
-                roll.prompt_ids,
-                roll.prompt_mask,
-                roll.completion_ids,
-                roll.mask,
-                temperature=temp,
-            )
     mb_size = n // a.minibatches
     micro = mb_size // a.micro_batches
     for _epoch in range(a.epochs):
@@ -160,8 +211,15 @@ def _learn(
                     mb_adv[rows],
                     sub.mask,
                     stats=stats,
+                    **token_inputs(sub, comps.objective.needs, logp, ent),  # type: ignore[attr-defined]
                     **comps.kwargs["objective"],
                 )  # [m, T]
+                weights = comps.token_weights(
+                    sub.mask,
+                    **token_inputs(sub, comps.token_weights.needs, logp, ent),  # type: ignore[attr-defined]
+                    **comps.kwargs["token_weights"],
+                )  # [m, T], no gradient
+                loss_tok = loss_tok * weights
                 if a.beta > 0 and sub.ref_logp is not None:
                     kl = comps.kl(logp, sub.ref_logp)  # [m, T]
                     loss_tok = loss_tok + a.beta * kl
@@ -250,7 +308,7 @@ def train(
     model, tokenizer = load_model(ckpt or base_path, device=device)
     model.train()
     comps = build_components(cfg)
-    need_ref = cfg.algo.beta > 0 or "ref_logp" in comps.needs
+    need_ref = cfg.algo.beta > 0 or comps.needs_ref
     ref = None
     if need_ref:
         ref = load_model(base_path, device=device)[0].eval() if ckpt else copy.deepcopy(model).eval()
@@ -264,6 +322,7 @@ def train(
         )
         for name, spec in cfg.rewards.items()
     ]
+    reward_weights = torch.tensor([w for _, w, _ in reward_fns], device=device)  # [K]
     o = cfg.optim
     opt = torch.optim.AdamW(
         model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
@@ -352,7 +411,29 @@ def train(
             texts = roll.texts(tokenizer)
             rewards, parts = score(problems, texts, g, reward_fns)
             roll.rewards, roll.reward_parts = rewards.to(device), parts.to(device)
-            adv = comps.advantage(roll.rewards.view(b, g), **comps.kwargs["advantage"]).reshape(-1)
+            if ref is not None:
+                with torch.no_grad():
+                    roll.ref_logp, _ = sequence_logp(
+                        ref,
+                        roll.prompt_ids,
+                        roll.prompt_mask,
+                        roll.completion_ids,
+                        roll.mask,
+                        temperature=r.temperature,
+                    )  # [N, T]
+            if comps.credit is not None:  # token-level credit: every token its own advantage
+                adv = comps.credit(
+                    roll.rewards.view(b, g),
+                    roll.mask,
+                    **credit_inputs(roll, comps.credit.needs, comps.kl),  # type: ignore[attr-defined]
+                    **comps.kwargs["credit"],
+                )  # [N, T]
+            else:
+                adv = comps.advantage(
+                    roll.rewards.view(b, g),
+                    **advantage_inputs(roll, comps.advantage.needs, b, g, reward_weights),  # type: ignore[attr-defined]
+                    **comps.kwargs["advantage"],
+                ).reshape(-1)  # [N]
             t_learn = time.perf_counter()
             learn = _learn(model, ref, opt, roll, adv, comps, cfg, cpu_gen)
             step_time = time.perf_counter() - t0

@@ -1,0 +1,698 @@
+"""Token-level credit assignment: scores of a step -> per-token advantages [N, T].
+
+B prompts, G samples each, N = B*G sequences in group-major order (row i*G + j is sample j of prompt
+i), T completion tokens. Every assigner is a pure function registered in ``CREDIT``:
+
+    assigner(rewards, mask, *, <needed inputs>, <knobs>) -> adv [N, T]
+
+``rewards`` is the outcome score of each completion, [B, G] (``gae`` and ``reinforce_pp_token`` also
+take [N], and ``gae`` per-token rewards [N, T]); ``mask`` [N, T] is 1 on the tokens that count, right
+padded. A sequence spans positions 0 .. L-1, L = 1 + the last position where ``mask`` is 1; masked
+positions inside that span (tool output) are part of the history but get no credit. Inputs taken from
+the rollout are keyword arguments declared in ``needs``: ``values``, ``kl``, ``old_logp``,
+``completion_ids``, ``process_rewards`` (all [N, T]). The output is 0 on masked positions and carries
+no gradient. ``gae`` returns the pair (advantages, returns).
+
+The tree-based assigners (``tree_td``, ``gigpo``, ``rover``, ``spo_segment(estimator="tree")``) read
+the prefix tree of each group's G completions (:func:`prefix_tree`): node = a prefix y_<=t shared by
+the completions whose first t+1 tokens are equal; the group's root is the prompt. With G independent
+samples that share no prefix the tree is G chains under the root and these assigners fall back to an
+outcome advantage; their token-level signal appears where completions share a prefix and then split
+(common opening tokens, or tree-structured sampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from rlvr.algos.advantages import grpo
+from rlvr.registry import Registry
+
+__all__ = [
+    "CREDIT",
+    "PrefixTree",
+    "gae",
+    "gigpo",
+    "prefix_tree",
+    "pure_min",
+    "reinforce_pp_token",
+    "rover",
+    "segment_ids",
+    "spo_segment",
+    "tree_td",
+]
+
+CREDIT = Registry("credit assigner")
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _check_mask(mask: Tensor) -> None:
+    if mask.dim() != 2:
+        raise ValueError(f"mask must have shape [N, T], got {tuple(mask.shape)}")
+
+
+def _check_groups(rewards: Tensor, mask: Tensor) -> None:
+    _check_mask(mask)
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must have shape [B, G], got {tuple(rewards.shape)}")
+    if rewards.numel() != mask.shape[0]:
+        raise ValueError(
+            f"rewards {tuple(rewards.shape)} has {rewards.numel()} completions but mask has "
+            f"{mask.shape[0]} rows"
+        )
+
+
+def _need(name: str, fn: str, x: Tensor | None, mask: Tensor) -> Tensor:
+    if x is None:
+        raise ValueError(f"{fn} needs {name!r} [N, T]")
+    if x.shape != mask.shape:
+        raise ValueError(
+            f"{fn}: {name} must have the shape of mask {tuple(mask.shape)}, got {tuple(x.shape)}"
+        )
+    return x.detach()
+
+
+def _lengths(mask: Tensor) -> Tensor:
+    """[N] L = 1 + the last position where mask is 1 (0 for a row without counted tokens)."""
+    pos = torch.arange(1, mask.shape[1] + 1, device=mask.device)  # [T]
+    return (mask.bool() * pos).amax(dim=1) if mask.shape[1] else mask.new_zeros(mask.shape[0]).long()
+
+
+def _token_rewards(rewards: Tensor, mask: Tensor) -> Tensor:
+    """[N, T] float64 rewards per token: [N, T] as given (zeroed on masked positions), or an outcome per
+    sequence ([B, G] or [N]) placed on its last counted token."""
+    m = mask.bool()
+    if rewards.shape == mask.shape:
+        return rewards.detach().double() * m
+    r = rewards.detach().double().reshape(-1)  # [N]
+    if r.numel() != mask.shape[0]:
+        raise ValueError(
+            f"rewards must be [N, T] = {tuple(mask.shape)} or hold one score per sequence "
+            f"(N = {mask.shape[0]}), got {tuple(rewards.shape)}"
+        )
+    lengths = _lengths(mask)  # [N]
+    out = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    has = lengths > 0
+    rows = torch.arange(mask.shape[0], device=mask.device)[has]
+    out[rows, lengths[has] - 1] = r[has]
+    return out
+
+
+def _backward_gae(rew: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
+    """[N, T] A_t = sum_k (gamma lam)^k delta_{t+k}, delta_t = r_t + gamma V_{t+1} - V_t over the counted
+    tokens of each row (a masked position is skipped: it is not a time step), V = 0 after the last."""
+    m = mask.bool()
+    if gamma == 1.0 and lam == 1.0:  # telescoped: A_t = sum_{k >= t} r_k - V_t, one reverse cumsum
+        future = (rew * m).flip(1).cumsum(1).flip(1)  # [N, T]
+        return torch.where(m, future - values, 0.0)
+    n, t_max = rew.shape
+    adv = torch.zeros_like(rew)  # [N, T]
+    next_v = rew.new_zeros(n)  # [N]
+    last = rew.new_zeros(n)  # [N]
+    for t in range(t_max - 1, -1, -1):
+        a = rew[:, t] + gamma * next_v - values[:, t] + gamma * lam * last  # [N]
+        mt = m[:, t]
+        last = torch.where(mt, a, last)
+        next_v = torch.where(mt, values[:, t], next_v)
+        adv[:, t] = torch.where(mt, a, 0.0)
+    return adv
+
+
+def _whiten_tokens(x: Tensor, mask: Tensor, eps: float) -> Tensor:
+    """(x - mean) / (std + eps) over the counted tokens of the batch (std unbiased); 0 elsewhere.
+    Equal values everywhere (or fewer than two tokens) give zeros."""
+    m = mask.bool()
+    vals = x[m]  # [K]
+    if vals.numel() < 2 or bool(vals.max() == vals.min()):
+        return torch.zeros_like(x)
+    return torch.where(m, (x - vals.mean()) / (vals.std() + eps), 0.0)
+
+
+def _constant(r: Tensor) -> Tensor:
+    """[B, 1] True where every reward of the group equals the first."""
+    return (r == r[:, :1]).all(dim=1, keepdim=True)
+
+
+def _outcome(rewards: Tensor, scale: str, eps: float) -> Tensor:
+    """[B, G] the outcome advantage: grpo's (r - mean_g) / (std_g + eps), or r - mean_g for
+    scale="none"; constant groups exactly 0 (also with eps = 0)."""
+    if scale not in ("group", "none"):
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    r = rewards.detach().float()
+    return grpo(r, eps=eps, scale=scale).masked_fill(_constant(r), 0.0)
+
+
+def _centred(rewards: Tensor) -> Tensor:
+    """[N] float64 r - mean_g(r), exactly 0 in constant groups."""
+    r = rewards.detach().double()
+    c = (r - r.mean(dim=1, keepdim=True)).masked_fill(_constant(r), 0.0)  # [B, G]
+    return c.reshape(-1)
+
+
+def _row_scale(rewards: Tensor, scale: str, eps: float) -> Tensor:
+    """[N, 1] float64 divisor per row: std_g + eps for scale="group", 1 for "none"."""
+    if scale not in ("group", "none"):
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    b, g = rewards.shape
+    if scale == "none" or g < 2:
+        return torch.ones(b * g, 1, dtype=torch.float64, device=rewards.device)
+    std = rewards.detach().double().std(dim=1) + eps  # [B]
+    return std.repeat_interleave(g).unsqueeze(1)  # [N, 1]
+
+
+def _div(x: Tensor, d: Tensor) -> Tensor:
+    """x / d with 0 where d is 0 (numerators there are 0: a constant group or a single sample)."""
+    return torch.where(d > 0, x / torch.where(d > 0, d, 1.0), 0.0)
+
+
+def _out(adv: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask.bool(), adv, 0.0).float()  # [N, T]
+
+
+# ---------------------------------------------------------------- GAE
+
+
+@CREDIT.register("gae", needs={"values"}, bounds={"gamma": "[0, 1]", "lam": "[0, 1]", "eps": ">= 0"})
+def gae(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    values: Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 1.0,
+    whiten: bool = False,
+    eps: float = 1e-8,
+) -> tuple[Tensor, Tensor]:
+    """Generalized Advantage Estimation for a PPO critic (Schulman et al., "High-Dimensional Continuous
+    Control Using Generalized Advantage Estimation"; PPO).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = sum_{k >= 0} (gamma * lam)^k * delta_{t+k},
+    returns_t = A_t + V_t (the value head's target)
+
+    over the counted tokens of each sequence; the value after the last token is 0 (no bootstrap). A
+    masked position inside a sequence is not a time step: it is skipped, and its reward and value are
+    ignored. ``rewards`` is [N, T] per-token rewards, or one outcome per sequence ([B, G] or [N]) placed
+    on its last counted token. gamma = lam = 1 gives A_t = sum_{k >= t} r_k - V_t. ``whiten``
+    normalises the advantages over the batch's counted tokens (returns are not whitened).
+
+    Returns (advantages [N, T], returns [N, T]), both 0 on masked positions.
+    """
+    _check_mask(mask)
+    v = _need("values", "gae", values, mask).double()
+    rew = _token_rewards(rewards, mask)  # [N, T]
+    adv = _backward_gae(rew, v, mask, gamma, lam)  # [N, T]
+    returns = torch.where(mask.bool(), adv + v, 0.0)  # [N, T]
+    if whiten:
+        adv = _whiten_tokens(adv, mask, eps)
+    return _out(adv, mask), _out(returns, mask)
+
+
+# ---------------------------------------------------------------- REINFORCE++
+
+
+@CREDIT.register(
+    "reinforce_pp_token", needs={"kl"}, bounds={"kl_coef": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"}
+)
+def reinforce_pp_token(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    kl: Tensor | None = None,
+    kl_coef: float = 0.01,
+    gamma: float = 1.0,
+    group_baseline: bool = False,
+    eps: float = 1e-8,
+) -> Tensor:
+    """REINFORCE++ with the KL penalty inside the reward ("REINFORCE++: A Simple and Efficient Approach
+    for Aligning Large Language Models").
+
+    r_t = 1[t = L-1] * R - kl_coef * kl_t,    G_t = sum_{k >= t} gamma^(k-t) * r_k,
+    A_t = (G_t - mean(G)) / (std(G) + eps)
+
+    R is the sequence's outcome (``rewards`` [B, G] or [N]); with ``group_baseline`` it is
+    R - mean_g(R) (REINFORCE++-baseline; needs [B, G]). ``kl`` [N, T] is the trainer's per-token KL
+    estimate to the reference policy (e.g. k1 = old_logp - ref_logp); it may be None only when
+    kl_coef = 0. mean and std (unbiased) run over every counted token of the batch (global whitening,
+    no critic); masked positions are skipped in the sums.
+    """
+    _check_mask(mask)
+    r = rewards.detach().double()
+    if group_baseline:
+        if r.dim() != 2:
+            raise ValueError("reinforce_pp_token: group_baseline needs rewards of shape [B, G]")
+        r = _centred(r)  # [N]
+    r = r.reshape(-1)  # [N]
+    if r.numel() != mask.shape[0]:
+        raise ValueError(
+            f"reinforce_pp_token: rewards must hold one outcome per sequence (N = {mask.shape[0]}), "
+            f"got {tuple(rewards.shape)}"
+        )
+    rew = _token_rewards(r, mask)  # [N, T]
+    if kl_coef != 0:
+        rew = rew - kl_coef * _need("kl", "reinforce_pp_token", kl, mask).double() * mask.bool()
+    ret = _backward_gae(rew, torch.zeros_like(rew), mask, gamma, 1.0)  # [N, T] discounted return
+    return _out(_whiten_tokens(ret, mask, eps), mask)
+
+
+# ---------------------------------------------------------------- PURE: min-form credit
+
+
+@CREDIT.register("pure_min", needs={"process_rewards"}, bounds={"vr_coef": ">= 0"})
+def pure_min(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    process_rewards: Tensor | None = None,
+    vr_coef: float = 0.0,
+) -> Tensor:
+    """Min-form credit assignment for process rewards (PURE, "Stop Summation: Min-Form Credit Assignment
+    Is All Process Reward Model Needs for Reasoning").
+
+    The value of a token is the minimum of the step rewards still ahead instead of their sum:
+
+    G_{i,t} = min { p_{i,k} : k >= t, k a step end }     (0 if no step end is left)
+    b_i     = mean_{j != i in the group} G_{j,0}          (leave-one-out, as PURE's RLOO baselines)
+    A_{i,t} = G_{i,t} - b_i + vr_coef * (R_i - mean_{j != i} R_j)
+
+    ``process_rewards`` [N, T] holds each step's PRM score on the step's last token and 0 elsewhere;
+    step ends are the counted positions where it is nonzero (a step scored exactly 0 cannot be told
+    from a non-step token and is ignored). G_{i,0} is the sequence's worst step. ``rewards`` [B, G]
+    are the verifiable outcomes, mixed in with ``vr_coef`` (0 = PRM only). Needs G >= 2.
+
+    Exact form, not PURE's released approximation: that code reweights the steps by
+    softmax(-p / 0.1) over the sequence and sums the weighted rewards ahead, which matches the min
+    up to the worst step and gives about 0 after it, where the exact form keeps the min of the
+    remaining steps.
+    """
+    _check_groups(rewards, mask)
+    b, g = rewards.shape
+    if g < 2:
+        raise ValueError("pure_min needs at least 2 samples per prompt (G >= 2)")
+    p = _need("process_rewards", "pure_min", process_rewards, mask).double()
+    step = (p != 0) & mask.bool()  # [N, T]
+    ahead = torch.where(step, p, math.inf).flip(1).cummin(1).values.flip(1)  # [N, T]
+    ahead = torch.where(torch.isinf(ahead), 0.0, ahead)  # no step end left
+    v0 = ahead[:, 0].view(b, g) if ahead.shape[1] else p.new_zeros(b, g)  # [B, G] worst step
+    loo = (v0.sum(1, keepdim=True) - v0) / (g - 1)  # [B, G]
+    adv = ahead - loo.reshape(-1, 1)  # [N, T]
+    if vr_coef != 0:
+        r = rewards.detach().double()
+        vr = r - (r.sum(1, keepdim=True) - r) / (g - 1)  # [B, G]
+        adv = adv + vr_coef * vr.reshape(-1, 1)
+    return _out(adv, mask)
+
+
+# ---------------------------------------------------------------- prefix tree of a group
+
+
+@dataclass(frozen=True)
+class PrefixTree:
+    """The prefix tree of each group's completions (P2T).
+
+    ``node[i, t]`` is the id of the prefix y_i[0..t] (rows of one group with equal first t+1 tokens
+    share it), ``parent[i, t]`` the id of y_i[0..t-1], the state from which token t was chosen; for
+    t = 0 that is the group's root, ids 0 .. B-1. Both are -1 at t >= L_i. ``num_nodes`` counts the
+    roots too.
+    """
+
+    node: Tensor  # [N, T] long
+    parent: Tensor  # [N, T] long
+    lengths: Tensor  # [N] L_i
+    num_nodes: int
+
+
+def prefix_tree(completion_ids: Tensor, mask: Tensor, group_size: int) -> PrefixTree:
+    """Build the prefix tree of every group (rows i*G .. i*G + G-1) from the sampled token ids.
+
+    Vectorised: sort each group's rows lexicographically, take the common-prefix length of every row
+    with the row before it; in column t a row opens a new node unless that length exceeds t.
+    """
+    _check_mask(mask)
+    if completion_ids.shape != mask.shape:
+        raise ValueError(
+            f"completion_ids must have the shape of mask {tuple(mask.shape)}, "
+            f"got {tuple(completion_ids.shape)}"
+        )
+    n, t_max = mask.shape
+    if group_size < 1 or n % group_size:
+        raise ValueError(f"{n} rows do not split into groups of {group_size}")
+    dev = mask.device
+    b = n // group_size
+    lengths = _lengths(mask)  # [N]
+    pos = torch.arange(t_max, device=dev)  # [T]
+    alive = pos < lengths[:, None]  # [N, T]
+    tok = completion_ids.detach().long().masked_fill(~alive, -1)  # [N, T]; -1 sorts before tokens
+    if bool((tok[alive] < 0).any()):
+        raise ValueError("completion_ids must be >= 0 on the tokens of a sequence")
+    grp = torch.arange(n, device=dev) // group_size  # [N]
+    _, rank = torch.unique(torch.cat([grp[:, None], tok], 1), dim=0, return_inverse=True)  # [N]
+    order = torch.argsort(rank, stable=True)  # [N] group-major, lexicographic within a group
+    s, sg, salive = tok[order], grp[order], alive[order]  # [N, T], [N], [N, T]
+    first = torch.ones(n, dtype=torch.bool, device=dev)  # [N]
+    first[1:] = sg[1:] != sg[:-1]
+    lcp = torch.zeros(n, dtype=torch.long, device=dev)  # [N] common prefix with the row before
+    if n > 1 and t_max:
+        lcp[1:] = (s[1:] == s[:-1]).long().cumprod(1).sum(1)
+    new = (first[:, None] | (lcp[:, None] <= pos)) & salive  # [N, T] row opens a node in column t
+    per_col = new.sum(0)  # [T]
+    offset = b + per_col.cumsum(0) - per_col  # [T] first id of each column
+    node_s = torch.where(salive, new.cumsum(0) - 1 + offset, -1)  # [N, T]
+    node = torch.empty_like(node_s)
+    node[order] = node_s
+    parent = torch.full_like(node, -1)  # [N, T]
+    if t_max:
+        parent[:, 0] = grp
+        parent[:, 1:] = node[:, :-1]
+        parent = parent.masked_fill(~alive, -1)
+    return PrefixTree(node=node, parent=parent, lengths=lengths, num_nodes=b + int(per_col.sum()))
+
+
+def _node_mean(tree: PrefixTree, vals: Tensor, group_size: int) -> Tensor:
+    """[num_nodes] mean of the rows' ``vals`` [N] over the completions through each node (the root:
+    all G of its group)."""
+    alive = tree.node >= 0  # [N, T]
+    idx = tree.node[alive]  # [K]
+    src = vals[:, None].expand_as(tree.node)[alive]  # [K]
+    tot = vals.new_zeros(tree.num_nodes).index_add_(0, idx, src)  # [M]
+    cnt = vals.new_zeros(tree.num_nodes).index_add_(0, idx, torch.ones_like(src))  # [M]
+    b = tree.node.shape[0] // group_size
+    tot[:b] = vals.view(b, group_size).sum(1)
+    cnt[:b] = group_size
+    return tot / cnt.clamp(min=1)
+
+
+def _tree(fn: str, completion_ids: Tensor | None, mask: Tensor, g: int) -> PrefixTree:
+    return prefix_tree(_need("completion_ids", fn, completion_ids, mask), mask, g)
+
+
+def _gather(table: Tensor, idx: Tensor) -> Tensor:
+    """table[idx] with idx = -1 read as 0 (masked later)."""
+    return table[idx.clamp(min=0)]
+
+
+# ---------------------------------------------------------------- TEMPO: tree TD
+
+
+@CREDIT.register("tree_td", needs={"completion_ids"}, bounds={"td_coef": ">= 0", "eps": ">= 0"})
+def tree_td(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    td_coef: float = 1.0,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+    root_td: bool = False,
+) -> Tensor:
+    """Outcome advantage plus TD corrections along the group's prefix tree (TEMPO, "Exploiting Tree
+    Structure for Credit Assignment in RL Training of LLMs").
+
+    V(s)      = mean outcome of the group's completions through prefix s (P2T; V(root) = mean_g)
+    delta_t   = V(y_<=t) - V(y_<t)
+    A_{i,t}   = A_i + td_coef * delta_{i,t} / d
+
+    A_i is the outcome advantage ``grpo`` with the same ``scale`` ("group": (R - mean_g)/(std_g + eps),
+    d = std_g + eps, i.e. V of the normalised rewards as in TEMPO; "none": R - mean_g, d = 1). delta
+    is 0 wherever the prefix does not branch (one continuation, no completion ending there): it is
+    branch-gated by construction, so tokens after a sequence's last branch point get A_i alone.
+    Along a sequence whose full text is unique the deltas telescope to R_i - V(s_0).
+
+    The root (the prompt) is a branch point as soon as two first tokens differ; its delta
+    V(y_0) - V(root) repeats the comparison from the prompt that A_i already makes, so it is left out
+    unless ``root_td``. With that default, completions that share no prefix get exactly A_i.
+    """
+    _check_groups(rewards, mask)
+    g = rewards.shape[1]
+    tree = _tree("tree_td", completion_ids, mask, g)
+    v = _node_mean(tree, _centred(rewards), g)  # [M]
+    alive = tree.node >= 0  # [N, T]
+    delta = torch.where(alive, _gather(v, tree.node) - _gather(v, tree.parent), 0.0)  # [N, T]
+    if not root_td and delta.shape[1]:
+        delta[:, 0] = 0.0
+    delta = _div(delta, _row_scale(rewards, scale, eps))
+    adv = _outcome(rewards, scale, eps).reshape(-1, 1).double() + td_coef * delta  # [N, T]
+    return _out(adv, mask)
+
+
+# ---------------------------------------------------------------- GiGPO
+
+
+@CREDIT.register(
+    "gigpo", needs={"completion_ids"}, bounds={"omega": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"}
+)
+def gigpo(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    omega: float = 1.0,
+    gamma: float = 1.0,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Episode-level plus step-level group advantage (GiGPO, "Group-in-Group Policy Optimization for
+    LLM Agent Training"), with tokens as steps.
+
+    A^E_i     = (R_i - mean_g R) / F                      (episode level: the group of G completions)
+    R_{i,t}   = gamma^(L_i - 1 - t) * R_i                 (return from step t; outcome at the end)
+    A^S_{i,t} = (R_{i,t} - mean_{S(i,t)} R) / F_S          (step level: the anchor-state group)
+    A_{i,t}   = A^E_i + omega * A^S_{i,t}
+
+    The anchor state of token t of completion i is its prefix y_i[0..t-1] (same position, same
+    history); S(i,t) = the completions of the group that reach that state and take an action there
+    (this one included). ``scale`` "group": F = std_g + eps, F_S = std_S + eps (unbiased std, as
+    GiGPO); "none": F = F_S = 1 (GiGPO's mean-only variant). Anchor groups with one member, or with
+    equal returns, give A^S = 0.
+
+    The prompt is the anchor state of token 0 and every completion reaches it, so for gamma = 1 its
+    A^S equals A^E: completions that share no prefix get (1 + omega) * A^E on token 0 and A^E on the
+    rest. omega = 0 gives the outcome advantage on every token (grpo, or dr_grpo for "none").
+    """
+    _check_groups(rewards, mask)
+    g = rewards.shape[1]
+    tree = _tree("gigpo", completion_ids, mask, g)
+    alive = tree.node >= 0  # [N, T]
+    n, t_max = mask.shape
+    pos = torch.arange(t_max, device=mask.device)  # [T]
+    steps_left = (tree.lengths[:, None] - 1 - pos).clamp(min=0).double()  # [N, T]
+    ret = rewards.detach().double().reshape(-1, 1) * gamma**steps_left  # [N, T] R_{i,t}
+    anchor = tree.parent[alive]  # [K]
+    x = ret[alive]  # [K]
+    m = tree.num_nodes
+    cnt = x.new_zeros(m).index_add_(0, anchor, torch.ones_like(x))  # [M]
+    mean = x.new_zeros(m).index_add_(0, anchor, x) / cnt.clamp(min=1)  # [M]
+    hi = x.new_full((m,), -math.inf).scatter_reduce_(0, anchor, x, "amax")  # [M]
+    lo = x.new_full((m,), math.inf).scatter_reduce_(0, anchor, x, "amin")  # [M]
+    dev_ = torch.where(hi[anchor] == lo[anchor], 0.0, x - mean[anchor])  # [K]
+    if scale == "group":
+        ss = x.new_zeros(m).index_add_(0, anchor, dev_**2)  # [M]
+        std = torch.where(cnt > 1, (ss / (cnt - 1).clamp(min=1)).sqrt() + eps, 0.0)  # [M]
+        dev_ = _div(dev_, std[anchor])
+    elif scale != "none":
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+    step = torch.zeros(n, t_max, dtype=torch.float64, device=mask.device)  # [N, T]
+    step[alive] = dev_
+    adv = _outcome(rewards, scale, eps).reshape(-1, 1).double() + omega * step  # [N, T]
+    return _out(adv, mask)
+
+
+# ---------------------------------------------------------------- ROVER
+
+
+def _uniform_q(tree: PrefixTree, vals: Tensor, g: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Q-values of the uniformly random policy on the sampled tree.
+
+    Returns (q [M], q_tok [N, T], branch [M]): q[s] = V^U(s) = the uniform mean over the children of s
+    (each distinct next token, plus "stop" when a completion ends at s, worth the mean outcome of those
+    that end there); q_tok[i, t] = Q^U(s_t, a_t) = V^U(y_i[0..t]); branch[s] marks the prompts and the
+    nodes with two or more children (elsewhere V^U(s) = the one child's value).
+    """
+    n, t_max = tree.node.shape
+    b = n // g
+    m = tree.num_nodes
+    dev = vals.device
+    alive = tree.node >= 0  # [N, T]
+    rows = torch.arange(n, device=dev)
+    grp = rows // g
+    # end children: completion i stops at its last node (the root when it has no token)
+    last = grp.clone()  # [N]
+    has = tree.lengths > 0
+    last[has] = tree.node[rows[has], tree.lengths[has] - 1]
+    end_cnt = vals.new_zeros(m).index_add_(0, last, torch.ones_like(vals))  # [M]
+    end_val = vals.new_zeros(m).index_add_(0, last, vals) / end_cnt.clamp(min=1)  # [M]
+    # token children: every non-root node is the child of its parent
+    par_of = torch.full((m,), -1, dtype=torch.long, device=dev)  # [M]
+    par_of[tree.node[alive]] = tree.parent[alive]
+    is_child = par_of >= 0  # [M]
+    n_tok = vals.new_zeros(m).index_add_(0, par_of[is_child], vals.new_ones(int(is_child.sum())))  # [M]
+    n_children = n_tok + (end_cnt > 0)  # [M]
+    is_root = torch.zeros(m, dtype=torch.bool, device=dev)
+    is_root[:b] = True
+    branch = is_root | (n_children >= 2)  # [M]
+    leaf = (n_tok == 0) & ~is_root  # [M] only "stop" below
+    key = branch | leaf  # [M] nodes whose value is computed; the rest copy their one child
+    q = torch.where(leaf, end_val, 0.0)  # [M]
+    # next key node at or below each position of a row
+    pos = torch.arange(t_max, device=dev)
+    key_tok = alive & _gather(key, tree.node)  # [N, T]
+    nxt = torch.where(key_tok, pos, t_max).flip(1).cummin(1).values.flip(1).clamp(max=max(t_max - 1, 0))
+    nk = tree.node.gather(1, nxt) if t_max else tree.node  # [N, T]
+    # edges from a key node to its distinct children, each child valued by its next key node
+    edge = alive & _gather(key, tree.parent)  # [N, T]
+    child_nk = torch.full((m,), -1, dtype=torch.long, device=dev)  # [M]
+    child_nk[tree.node[edge]] = nk[edge]
+    children = (child_nk >= 0).nonzero().squeeze(1)  # [E]
+    e_par, e_nk = par_of[children], child_nk[children]  # [E]
+    end_term = torch.where(end_cnt > 0, end_val, 0.0)  # [M]
+    n_ch = n_children.clamp(min=1)
+    levels = int(key_tok.sum(1).max()) + 1 if t_max else 1  # key nodes on the longest path + root
+    for _ in range(levels):  # each pass settles one more level of branch nodes, bottom up
+        tot = end_term.index_add(0, e_par, q[e_nk])  # [M]
+        q = torch.where(branch, tot / n_ch, q)
+    q_tok = torch.where(alive, _gather(q, nk), 0.0)  # [N, T]
+    return q, q_tok, branch
+
+
+@CREDIT.register("rover", needs={"completion_ids"})
+def rover(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    baseline: Literal["root", "parent"] = "root",
+) -> Tensor:
+    """Q-values of the uniformly random policy, read off the group's prefix tree (ROVER, "Random Policy
+    Valuation is Enough for LLM Reasoning with Verifiable Rewards").
+
+    In the tree MDP of a prompt (deterministic transitions, reward R at the end) the uniform policy's
+    values satisfy V^U(s) = mean over the actions a at s of Q^U(s, a), Q^U(s, a) = V^U(s + a), and
+    Q^U = R at the end. Here the actions at s are the ones the group sampled there (each distinct
+    next token once, whatever its count, plus "stop" when a completion ends at s); unsampled tokens
+    are unknown and left out. Then
+
+    baseline "root":   A_{i,t} = Q^U(s_t, a_t) - V^U(root)    (Q of the action, centred per prompt)
+    baseline "parent": A_{i,t} = Q^U(s_t, a_t) - V^U(s_t)     (the uniform policy's own advantage)
+
+    "root" mirrors ROVER's practical rule, which regresses each token's Q onto the group-centred
+    outcome plus the next state's uniform value; here both come from the sampled tree, and
+    completions that share no prefix get R_i - mean_g R on every token (dr_grpo). "parent" is nonzero
+    only at branch points. With 0/1 rewards Q^U(s, a) > 0 exactly when a correct completion was
+    sampled below (s, a), so acting greedily on Q^U follows a sampled correct completion whenever one
+    exists, the property ROVER builds on. Not done here: the softmax over Q-values for
+    sampling, and the parametrisation Q = rho * (logp - old_logp) trained by regression (an
+    objective, not an advantage); the next state's value over the whole vocabulary is replaced by the
+    sampled tree's.
+    """
+    _check_groups(rewards, mask)
+    g = rewards.shape[1]
+    tree = _tree("rover", completion_ids, mask, g)
+    q, q_tok, branch = _uniform_q(tree, _centred(rewards), g)
+    alive = tree.node >= 0
+    if baseline == "root":
+        rows = torch.arange(mask.shape[0], device=mask.device)
+        adv = q_tok - q[rows // g][:, None]  # [N, T]
+    elif baseline == "parent":
+        adv = torch.where(alive & _gather(branch, tree.parent), q_tok - _gather(q, tree.parent), 0.0)
+    else:
+        raise ValueError(f"baseline must be 'root' or 'parent', got {baseline!r}")
+    return _out(torch.where(alive, adv, 0.0), mask)
+
+
+# ---------------------------------------------------------------- SPO
+
+
+def segment_ids(
+    old_logp: Tensor, mask: Tensor, *, threshold: float = 0.9, max_segments: int = 8
+) -> Tensor:
+    """[N, T] long: the segment of each token, SPO's cutpoint-based partition.
+
+    A cutpoint is a counted token sampled with probability exp(old_logp) < ``threshold``. A sequence
+    with K cutpoints is cut into ceil(K / c) <= ``max_segments`` segments of c = ceil(K /
+    max_segments) cutpoints each; a segment starts right before its first cutpoint (the state where
+    the low-probability choice was made), and tokens before the first cutpoint belong to segment 0.
+    -1 on positions past the sequence's end.
+    """
+    _check_mask(mask)
+    if max_segments < 1:
+        raise ValueError("max_segments must be >= 1")
+    cut = (old_logp.detach().exp() < threshold) & mask.bool()  # [N, T]
+    k = cut.sum(1)  # [N]
+    per = ((k + max_segments - 1) // max_segments).clamp(min=1)  # [N] cutpoints per segment
+    seen = cut.long().cumsum(1)  # [N, T] cutpoints up to and including t
+    seg = (seen - 1).clamp(min=0) // per[:, None]  # [N, T]
+    alive = torch.arange(mask.shape[1], device=mask.device) < _lengths(mask)[:, None]
+    return torch.where(alive, seg, -1)
+
+
+@CREDIT.register(
+    "spo_segment",
+    needs={"old_logp", "completion_ids"},
+    bounds={"threshold": "(0, 1]", "max_segments": ">= 1", "eps": ">= 0"},
+)
+def spo_segment(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    completion_ids: Tensor | None = None,
+    threshold: float = 0.9,
+    max_segments: int = 8,
+    estimator: Literal["outcome", "tree"] = "outcome",
+    prob_mask: bool = True,
+    scale: Literal["group", "none"] = "none",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Segment-level Monte-Carlo advantages (SPO, "Segment Policy Optimization: Effective Segment-Level
+    Credit Assignment in RL for Large Language Models").
+
+    Segments come from :func:`segment_ids` (cut at low-probability tokens, at most ``max_segments``).
+    The advantage of segment k, from state s_k to s_{k+1}, is A_k = V(s_{k+1}) - V(s_k), with
+
+    estimator "outcome": V(s_{k+1}) ~ R_i (the completion's own outcome) and V(s_k) ~ V(s_0) =
+                         mean_g R for every k, so A_k = R_i - mean_g R on every segment;
+    estimator "tree":    V(s) = mean outcome of the group's completions through prefix s (as in
+                         SPO-tree, which reads V off a tree of samples); V(s_0) = mean_g R.
+
+    ``prob_mask`` (SPO's probability mask) gives the segment's advantage to its cutpoint tokens
+    only; the other tokens get 0. ``scale`` "group" divides by std_g + eps. With prob_mask off, the
+    "outcome" estimator is the outcome advantage on every token whatever the partition, and one
+    segment gives it for "tree" too (when the completion's text is unique in its group).
+
+    Not done, because it needs extra rollouts: SPO-chain estimates each V(s_k) by sampling M new
+    completions from the prefix s_k, and SPO-tree samples a tree of completions on purpose. Here
+    V(s_k) comes only from the G completions already sampled: with i.i.d. samples that share no
+    prefix, "tree" credits the first segment with R_i - mean_g R and the later ones with 0.
+    """
+    _check_groups(rewards, mask)
+    g = rewards.shape[1]
+    lp = _need("old_logp", "spo_segment", old_logp, mask)
+    seg = segment_ids(lp, mask, threshold=threshold, max_segments=max_segments)  # [N, T]
+    alive = seg >= 0  # [N, T]
+    if estimator == "outcome":
+        adv = _outcome(rewards, scale, eps).reshape(-1, 1).double().expand(mask.shape)  # [N, T]
+    elif estimator == "tree":
+        tree = _tree("spo_segment", completion_ids, mask, g)
+        v = _node_mean(tree, _centred(rewards), g)  # [M]
+        t_max = mask.shape[1]
+        pos = torch.arange(t_max, device=mask.device)
+        prev = torch.cat([seg.new_full((seg.shape[0], 1), -2), seg[:, :-1]], 1)  # [N, T]
+        nxt = torch.cat([seg[:, 1:], seg.new_full((seg.shape[0], 1), -2)], 1)  # [N, T]
+        is_start = alive & (seg != prev)
+        is_end = alive & (seg != nxt)
+        start = torch.where(is_start, pos, 0).cummax(1).values  # [N, T] first token of the segment
+        end = torch.where(is_end, pos, t_max).flip(1).cummin(1).values.flip(1).clamp(max=t_max - 1)
+        v_start = _gather(v, tree.parent.gather(1, start))  # [N, T] V(s_k)
+        v_end = _gather(v, tree.node.gather(1, end))  # [N, T] V(s_{k+1})
+        adv = _div(torch.where(alive, v_end - v_start, 0.0), _row_scale(rewards, scale, eps))
+    else:
+        raise ValueError(f"estimator must be 'outcome' or 'tree', got {estimator!r}")
+    if prob_mask:
+        adv = torch.where(lp.exp() < threshold, adv, 0.0)
+    return _out(torch.where(alive, adv, 0.0), mask)

@@ -1,0 +1,127 @@
+"""Token weights: mask [N, T] -> nonnegative weights [N, T] that multiply ANY objective's per-token loss.
+
+The trainer computes ``loss_tok = objective(...) * weights`` before the aggregation. Weights carry no
+gradient. Optional inputs a weighting may declare (``needs``): ``entropy`` [N, T] (the current policy's
+token entropy), ``logp`` [N, T] (current log-probs of the sampled tokens), ``group`` [N] (prompt index,
+whole groups, contiguous) and ``completion_ids`` [N, T]. Statistics that normalise ("mean over the
+counted tokens") are taken over the call, which is a micro-batch in the trainer. Positions outside the
+mask get weight 1 (their loss is 0 anyway). At its neutral setting every weighting equals ``none``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from rlvr.registry import Registry
+
+TOKEN_WEIGHTS = Registry("token weighting")
+
+
+def _on_mask(w: Tensor, mask: Tensor) -> Tensor:
+    """w on counted tokens, 1 elsewhere; detached."""
+    return torch.where(mask > 0, w, torch.ones_like(w)).detach()
+
+
+def _normalise(w: Tensor, mask: Tensor) -> Tensor:
+    """w / mean(w over counted tokens); all ones if that mean is 0."""
+    m = mask > 0
+    mean = w[m].mean() if bool(m.any()) else w.new_tensor(0.0)
+    if not bool(mean > 0):
+        return torch.ones_like(w)
+    return w / mean
+
+
+def _require(x: Tensor | None, name: str, who: str) -> Tensor:
+    if x is None:
+        raise ValueError(f"token weighting {who!r} needs `{name}`")
+    return x.detach()
+
+
+@TOKEN_WEIGHTS.register("none")
+def none(mask: Tensor) -> Tensor:
+    """All ones: the objective's loss unchanged."""
+    return torch.ones_like(mask, dtype=torch.float32 if not mask.is_floating_point() else mask.dtype)
+
+
+@TOKEN_WEIGHTS.register("empg", needs={"entropy"}, bounds={"k": ">= 0"})
+def empg(mask: Tensor, *, entropy: Tensor | None = None, k: float = 1.0) -> Tensor:
+    """Entropy-Modulated Policy Gradients (EMPG): confident tokens weigh more, uncertain ones less.
+
+    Hn_t = (H_t - min H) / (max H - min H)          (min, max over the counted tokens; 0 if all equal)
+    w_t  = exp(-k * Hn_t) / mean(exp(-k * Hn))      (mean over the counted tokens: mean weight 1)
+
+    Multiplying the loss by w_t scales the update of A_t * grad logp_t: confident correct tokens are
+    amplified, confident errors penalised harder, uncertain tokens attenuated. EMPG works per agent
+    step; we apply it per token. Its "future clarity" bonus is an advantage term, not a weight, and is
+    left out. k = 0 is ``none``.
+    """
+    h = _require(entropy, "entropy", "empg").float()
+    m = mask > 0
+    if not bool(m.any()):
+        return none(mask)
+    lo, hi = h[m].min(), h[m].max()
+    span = hi - lo
+    hn = (h - lo) / span if bool(span > 0) else torch.zeros_like(h)  # [N, T]
+    w = torch.exp(-k * hn)
+    return _on_mask(_normalise(w, mask), mask)
+
+
+@TOKEN_WEIGHTS.register("tw_grpo", needs={"logp", "group"}, bounds={"alpha": "[0, 1]"})
+def tw_grpo(
+    mask: Tensor, *, logp: Tensor | None = None, group: Tensor | None = None, alpha: float = 0.5
+) -> Tensor:
+    """TW-GRPO token weighting ("Reinforcing Video Reasoning with Focused Thinking"): tokens at which
+    the group's responses disagree (high intra-group variance) carry more information.
+
+    v_{g,t} = population variance over the responses of group g that have a counted token at
+              position t of their sampled-token probability p_it = exp(logp_it) (0 if only one has)
+    w_it    = (1 - alpha) + alpha * v_{g(i),t} / mean(v over the counted tokens)
+
+    so the weights have mean 1 over the counted tokens; alpha = 0 is ``none``, alpha = 1 pure variance
+    weighting. All ones if every variance is 0 (e.g. G = 1).
+    """
+    lp = _require(logp, "logp", "tw_grpo")
+    grp = _require(group, "group", "tw_grpo")
+    n, t = mask.shape
+    values, counts = torch.unique_consecutive(grp, return_counts=True)
+    g = int(counts[0])
+    if bool((counts != g).any()) or len(torch.unique(values)) != len(values):
+        raise ValueError("tw_grpo: the rows of each group must be contiguous and groups of equal size")
+    m = (mask > 0).view(n // g, g, t).float()  # [B, G, T]
+    p = torch.where(m > 0, lp.view(n // g, g, t).exp(), torch.zeros_like(m))  # [B, G, T]
+    cnt = m.sum(1, keepdim=True).clamp(min=1)  # [B, 1, T]
+    mean = p.sum(1, keepdim=True) / cnt
+    var = ((p - mean) ** 2 * m).sum(1, keepdim=True) / cnt  # [B, 1, T]
+    v = var.expand(n // g, g, t).reshape(n, t)  # [N, T]
+    w = (1 - alpha) + alpha * _normalise(v, mask)
+    return _on_mask(w, mask)
+
+
+@TOKEN_WEIGHTS.register("entropy_filter", needs={"entropy"}, bounds={"threshold": ">= 0"})
+def entropy_filter(
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    threshold: float | None = None,
+    level: Literal["completion", "token"] = "completion",
+) -> Tensor:
+    """Entropy filter of GTPO: weight 0 above an entropy threshold, 1 otherwise.
+
+    level = "completion": w_it = 1[mean_t H_it <= threshold] (mean over row i's counted tokens), GTPO's
+    filter of high-entropy completions; level = "token": w_it = 1[H_it <= threshold]. The threshold is
+    in nats (GTPO derives one from the vocabulary; here it is a knob). threshold = None is ``none``.
+    """
+    if threshold is None:
+        return none(mask)
+    h = _require(entropy, "entropy", "entropy_filter").float()
+    if level == "token":
+        keep = h <= threshold  # [N, T]
+    elif level == "completion":
+        h_seq = torch.where(mask > 0, h, torch.zeros_like(h)).sum(-1) / mask.sum(-1).clamp(min=1)  # [N]
+        keep = (h_seq <= threshold).unsqueeze(-1).expand_as(h)  # [N, T]
+    else:
+        raise ValueError(f"entropy_filter: level must be 'completion' or 'token', got {level!r}")
+    return _on_mask(keep.float(), mask)
