@@ -118,12 +118,17 @@ def test_argparse_errors_exit_2(capsys):
 
 
 @pytest.mark.parametrize(
-    "override",
-    ["task.name='no_such_task'", "task.kwargs.min_terms='x'", "task.heldout_size=100000"],
+    "overrides",
+    [
+        ["task.name='no_such_task'"],
+        ["task.kwargs.min_terms='x'"],
+        # two one-digit terms have a few hundred distinct questions, fewer than 1000
+        ["task.kwargs={min_terms=2, max_terms=2, min_digits=1, max_digits=1}", "task.heldout_size=1000"],
+    ],
 )
-def test_a_bad_task_fails_before_a_run_dir_or_model_exists(override, tmp_path, capsys, monkeypatch):
+def test_a_bad_task_fails_before_a_run_dir_or_model_exists(overrides, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RLVR_CACHE", str(tmp_path / "cache"))  # a model build would land here
-    assert main(["train", "--runs-root", str(tmp_path / "runs"), override]) == 2
+    assert main(["train", "--runs-root", str(tmp_path / "runs"), *overrides]) == 2
     text = _error_text(capsys)
     assert "error: 'task' (name = " in text and "Traceback" not in text
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()

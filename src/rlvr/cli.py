@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -148,9 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlvr", description="Reinforcement-learning post-training with verifiable rewards."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    plugin = argparse.ArgumentParser(add_help=False)
+    plugin.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import this module or .py file first, so its registered components can be named "
+        "(repeatable)",
+    )
 
     p = sub.add_parser(
         "train",
+        parents=[plugin],
         help="train a policy with a recipe",
         description="Train a policy. Overrides are section.field=value "
         "(TOML values), e.g. algo.clip_high=0.28 optim.lr=1e-4.",
@@ -168,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
+        parents=[plugin],
         help="held-out pass@k of a model",
         description="Sample n completions per held-out problem; print pass@k.",
     )
@@ -180,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "base",
+        parents=[plugin],
         help="build (or reuse) the embedded tiny base model",
         description="Build the embedded tiny base model, cached by recipe hash.",
     )
@@ -189,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "recipes",
+        parents=[plugin],
         help="list the shipped recipes, or show one resolved",
         description="`rlvr recipes` lists the shipped recipes with their components and paper; "
         "`rlvr recipes show NAME [section.field=value ...]` prints the resolved config as TOML.",
@@ -200,6 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_plugins(names: list[str]) -> None:
+    """Import the user's modules (``--plugin``) so that their components register themselves.
+
+    A name is a module on ``sys.path`` (the current directory included) or a path to a ``.py`` file.
+    """
+    import importlib
+    import importlib.util
+
+    from rlvr.train.config import ConfigError
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise ConfigError(f"plugin file {path} does not exist")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+            else:
+                importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"plugin {name!r} cannot be imported: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlvr.registry import UnknownComponentError
     from rlvr.train.config import ConfigError
@@ -207,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        load_plugins(args.plugin or [])
         return args.fn(args)
     except (ConfigError, UnknownComponentError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")

@@ -90,6 +90,13 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+def _origin(fn: Callable) -> tuple[Any, ...]:
+    """Where a function was defined: module, qualified name, file and first line."""
+    code = getattr(fn, "__code__", None)
+    where = (code.co_filename, code.co_firstlineno) if code is not None else (id(fn),)
+    return (fn.__module__, fn.__qualname__, *where)
+
+
 class Registry:
     """A mapping from names to components of one kind (advantage estimators, objectives, ...).
 
@@ -109,7 +116,9 @@ class Registry:
         ``{"dual_clip": "> 1", "clip_low": "[0, 1)"}``; ``None`` values are not bound-checked."""
 
         def deco(fn: Callable) -> Callable:
-            if name in self._items:
+            old = self._items.get(name)
+            # the same source imported again (a plugin loaded twice) replaces its own entry
+            if old is not None and _origin(old) != _origin(fn):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             fn.needs = frozenset(needs)  # type: ignore[attr-defined]
             params = inspect.signature(fn).parameters

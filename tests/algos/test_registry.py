@@ -238,3 +238,18 @@ def test_a_need_must_be_a_keyword_only_argument_and_is_not_a_knob():
     assert reg.knobs("c") == {"k": 1.0}
     with pytest.raises(KnobError, match="'entropy' is not a knob"):
         reg.check_knobs("c", {"entropy": 1.0})
+
+
+def test_reimporting_the_same_function_replaces_its_entry():
+    reg = Registry("thing")
+
+    def make():
+        def f(x):
+            return x
+
+        return f
+
+    first, again = make(), make()  # same module and qualified name: a module imported twice
+    reg.register("f")(first)
+    reg.register("f")(again)
+    assert reg["f"] is again and len(reg) == 1

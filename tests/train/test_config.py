@@ -262,9 +262,9 @@ def test_knob_values_are_range_checked(override, expected):
 
 
 def test_components_needing_inputs_the_trainer_cannot_supply_are_refused():
-    with pytest.raises(ConfigError, match="'algo.credit': credit assigner 'gae' needs values"):
+    with pytest.raises(ConfigError, match=r"'algo.credit': credit assigner 'gae' needs values"):
         load_config("grpo", ["algo.credit='gae'"])
-    with pytest.raises(ConfigError, match="'algo.credit': unknown credit assigner 'nope'"):
+    with pytest.raises(ConfigError, match=r"'algo.credit': unknown credit assigner 'nope'"):
         load_config("grpo", ["algo.credit='nope'"])
     # an objective that needs whole groups refuses micro-batches that split them
     with pytest.raises(ConfigError, match="needs whole groups, but a micro-batch of 4 sequences"):

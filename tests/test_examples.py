@@ -1,0 +1,65 @@
+"""The worked example of docs/adding-a-method.md: a plugin estimator, its test, and 2 real steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlvr.algos import ADVANTAGES
+from rlvr.cli import load_plugins, main
+from rlvr.train.config import load_config
+from rlvr.train.trainer import train
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sign_advantage.py"
+
+
+@pytest.fixture()
+def sign_estimator():
+    load_plugins([str(EXAMPLE)])
+    yield ADVANTAGES["sign"]
+    ADVANTAGES._items.pop("sign", None)  # keep the global registry as the other tests expect it
+
+
+def test_sign_hand_values_and_invariants(sign_estimator):
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.3, 0.3, 0.3, 0.3], [0.1, 0.2, 0.6, 0.1]])
+    a = sign_estimator(r)
+    # group means 0.5, 0.3, 0.25: signs of the centred rewards; the constant group gives 0
+    expected = torch.tensor([[1.0, -1.0, -1.0, 1.0], [0.0] * 4, [-1.0, -1.0, 1.0, -1.0]])
+    torch.testing.assert_close(a, expected)
+    # margin: only samples more than 0.2 from the mean count
+    torch.testing.assert_close(sign_estimator(r, margin=0.2)[2], torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    assert ADVANTAGES.knobs("sign") == {"margin": 0.0}
+
+
+def test_plugin_on_the_command_line(sign_estimator, capsys):
+    assert main(["recipes", "--plugin", str(EXAMPLE), "show", "grpo", "algo.advantage='sign'"]) == 0
+    assert 'advantage = "sign"' in capsys.readouterr().out
+    assert main(["recipes", "--plugin", "no_such_module_xyz", "show", "grpo"]) == 2
+    assert "plugin 'no_such_module_xyz' cannot be imported" in capsys.readouterr().out
+    assert main(["recipes", "--plugin", "missing_file.py", "show", "grpo"]) == 2
+    assert "plugin file missing_file.py does not exist" in capsys.readouterr().out
+
+
+def test_sign_trains_two_real_steps(sign_estimator, micro_base, tmp_path):
+    cfg = load_config(
+        "grpo",
+        [
+            "algo.advantage='sign'",
+            "algo.margin=0.01",
+            f"model.path={json.dumps(str(micro_base))}",
+            "model.device='cpu'",
+            "rollout.prompts_per_step=2",
+            "rollout.samples_per_prompt=4",
+            "rollout.max_new_tokens=6",
+            "task.heldout_size=16",
+            "eval.before=false",
+            "eval.after=false",
+            "train.steps=2",
+        ],
+    )
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in rows] == [1, 2]
