@@ -40,6 +40,8 @@ def test_shipped_recipes_load_and_round_trip():
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
         ("train.steps=-1", "'train.steps' = -1 is out of range"),
         ("optim.beta2=1.0", "'optim.beta2' = 1.0 is out of range"),
+        ("optim.schedule='step'", "'optim.schedule' = 'step'; expected one of 'constant', 'linear'"),
+        ("optim.min_lr_ratio=2", "'optim.min_lr_ratio' = 2.0 is out of range; expected in [0, 1]"),
         ("train.steps=true", "'train.steps' must be int, got True"),  # bool is not an int
         ("train.steps=2.5", "'train.steps' must be int, got 2.5"),
         ("rollout.temperature='hot'", "'rollout.temperature' must be float"),
@@ -142,9 +144,11 @@ def test_empty_dict_gives_the_dataclass_defaults():
 
 
 def test_group_estimators_need_two_samples_but_others_may_not_exist():
-    for adv in ("grpo", "rloo", "dr_grpo"):
+    for adv in ADVANTAGES.names():
         with pytest.raises(ConfigError, match=f"group estimator '{adv}'"):
             load_config("grpo", [f"algo.advantage='{adv}'", "rollout.samples_per_prompt=1"])
+    with pytest.raises(ConfigError, match="group estimator 'tree_td'"):
+        load_config("tempo", ["rollout.samples_per_prompt=1"])
     ok = load_config("grpo", ["rollout.samples_per_prompt=2", "rollout.prompts_per_step=3"])
     assert ok.rollout.samples_per_prompt * ok.rollout.prompts_per_step == 6
 

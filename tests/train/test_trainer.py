@@ -172,3 +172,17 @@ def test_the_trainer_supplies_every_declared_input():
         tok_in = token_inputs(roll, INPUTS[kind], logp, ent)
         assert set(tok_in) == INPUTS[kind]
         assert all(not v.requires_grad for v in tok_in.values())
+
+
+def test_lr_schedules_hand_values():
+    from rlvr.train.trainer import lr_at
+
+    kw = {"lr": 1.0, "total": 11, "warmup": 1, "min_ratio": 0.1}
+    assert [lr_at(s, schedule="constant", **kw) for s in (1, 2, 11)] == [1.0, 1.0, 1.0]
+    # after 1 warm-up step, p = (step - 1) / 10
+    assert lr_at(6, schedule="linear", **kw) == pytest.approx(1 - 0.9 * 0.5)
+    assert lr_at(11, schedule="linear", **kw) == pytest.approx(0.1)
+    assert lr_at(6, schedule="cosine", **kw) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(11, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_at(1, schedule="cosine", lr=2.0, total=10, warmup=4, min_ratio=0.0) == 0.5  # warm-up
+    assert lr_at(50, schedule="linear", **kw) == pytest.approx(0.1)  # past the end: stays at the floor

@@ -115,6 +115,11 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
     warmup_steps: int = 0
+    """Linear warm-up from 0 to lr over this many steps."""
+    schedule: str = "constant"
+    """After warm-up: 'constant', or 'linear' / 'cosine' decay to min_lr_ratio * lr at train.steps."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate of a decaying schedule, as a fraction of lr."""
 
 
 @dataclass
@@ -251,6 +256,11 @@ def validate(cfg: Config) -> Config:
     _check_range("optim.beta2", o.beta2, 0 <= o.beta2 < 1, "in [0, 1)")
     _check_range("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0 (0 disables)")
     _check_range("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
+    if o.schedule not in ("constant", "linear", "cosine"):
+        raise ConfigError(
+            f"'optim.schedule' = {o.schedule!r}; expected one of 'constant', 'linear', 'cosine'"
+        )
+    _check_range("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]")
     _check_range("train.steps", t.steps, t.steps >= 0, ">= 0")
     _check_range("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 1, ">= 1")
     _check_range("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, ">= 1")
@@ -309,10 +319,10 @@ def validate(cfg: Config) -> Config:
                     reg.check_knobs(name, {knob: value})
                 except KnobError as err:
                     raise ConfigError(f"'algo.{knob}': {err}") from None
-    if a.advantage in ("grpo", "rloo", "dr_grpo") and r.samples_per_prompt < 2:
+    if r.samples_per_prompt < 2:  # every estimator here compares a prompt's samples with each other
         raise ConfigError(
             f"'rollout.samples_per_prompt' = {r.samples_per_prompt}: the group estimator "
-            f"{a.advantage!r} needs at least 2 samples per prompt"
+            f"{a.credit or a.advantage!r} needs at least 2 samples per prompt"
         )
 
     if not cfg.rewards:

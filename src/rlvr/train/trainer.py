@@ -40,6 +40,7 @@ __all__ = [
     "advantage_inputs",
     "build_components",
     "credit_inputs",
+    "lr_at",
     "score",
     "token_inputs",
     "train",
@@ -146,6 +147,26 @@ def token_inputs(
         "rewards": lambda: sub.rewards,  # [m]
     }
     return {k: supply[k]() for k in needs}
+
+
+def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """Learning rate of step ``step`` (1-based).
+
+    warm-up (step <= warmup):  lr * step / warmup
+    after, with p = (step - warmup) / (total - warmup) in [0, 1]:
+      constant: lr;  linear: lr * (1 - (1 - min_ratio) p);
+      cosine:   lr * (min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2)
+    """
+    if warmup and step <= warmup:
+        return lr * step / warmup
+    if schedule == "constant":
+        return lr
+    p = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    if schedule == "linear":
+        return lr * (1 - (1 - min_ratio) * p)
+    if schedule == "cosine":
+        return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+    raise ValueError(f"unknown schedule {schedule!r}")
 
 
 def score(
@@ -389,7 +410,14 @@ def train(
         for step in range(start + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             for grp in opt.param_groups:
-                grp["lr"] = o.lr * min(1.0, step / o.warmup_steps) if o.warmup_steps else o.lr
+                grp["lr"] = lr_at(
+                    step,
+                    lr=o.lr,
+                    total=cfg.train.steps,
+                    warmup=o.warmup_steps,
+                    schedule=o.schedule,
+                    min_ratio=o.min_lr_ratio,
+                )
             problems = task.next(b)
             ids = tokenizer(
                 [format_prompt(tokenizer, p.question) for p in problems], add_special_tokens=False
