@@ -470,7 +470,8 @@ def train(
                 "step": step,
                 "reward_mean": float(rewards.mean()),
                 "accuracy": float(parts[:, answer_k[0]].mean()) if answer_k else math.nan,
-                "adv_std": float(adv.std()),
+                # token-level advantages: the spread over counted tokens only
+                "adv_std": float(adv.std() if adv.dim() == 1 else adv[roll.mask > 0].std()),
                 "zero_var_frac": float((grouped.std(dim=1) == 0).float().mean()),
                 "response_length": float(roll.lengths.float().mean()),
                 "truncated_frac": roll.finish.count("length") / len(roll),
