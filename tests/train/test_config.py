@@ -40,6 +40,10 @@ def test_shipped_recipes_load_and_round_trip():
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
         ("train.steps=-1", "'train.steps' = -1 is out of range"),
         ("optim.beta2=1.0", "'optim.beta2' = 1.0 is out of range"),
+        ("algo.kl_in='advantage'", "'algo.kl_in' = 'advantage'; expected 'loss' or 'reward'"),
+        ("algo.kl_target=0.1", "'algo.kl_target' > 0 adapts the KL coefficient"),
+        ("algo.ref_reset_every=-1", "'algo.ref_reset_every' = -1 is out of range"),
+        ("algo.kl_horizon=0", "'algo.kl_horizon' = 0 is out of range"),
         ("optim.schedule='step'", "'optim.schedule' = 'step'; expected one of 'constant', 'linear'"),
         ("optim.min_lr_ratio=2", "'optim.min_lr_ratio' = 2.0 is out of range; expected in [0, 1]"),
         ("train.steps=true", "'train.steps' must be int, got True"),  # bool is not an int

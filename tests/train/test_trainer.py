@@ -105,7 +105,7 @@ def test_update_moves_policy_toward_positive_advantages(micro_base, micro_model,
             model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.mask
         )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    out = _learn(model, None, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
+    out = _learn(model, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
     assert math.isfinite(out["loss"])
     with torch.no_grad():
         after, _ = sequence_logp(
@@ -125,7 +125,7 @@ def test_micro_batches_give_the_same_update(micro_base, micro_model):
         m = type(model).from_pretrained(micro_base)
         m.train()
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        _learn(m, None, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
+        _learn(m, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
         params.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(params[0], params[2], rtol=1e-5, atol=1e-6)
@@ -186,3 +186,65 @@ def test_lr_schedules_hand_values():
     assert lr_at(11, schedule="cosine", **kw) == pytest.approx(0.1)
     assert lr_at(1, schedule="cosine", lr=2.0, total=10, warmup=4, min_ratio=0.0) == 0.5  # warm-up
     assert lr_at(50, schedule="linear", **kw) == pytest.approx(0.1)  # past the end: stays at the floor
+
+
+def test_adaptive_kl_coef_hand_values():
+    from rlvr.algos.kl import adaptive_kl_coef
+
+    # e = clip(kl / target - 1, -0.2, 0.2); coef * (1 + e * n / horizon)
+    assert adaptive_kl_coef(0.1, 0.15, target=0.1, horizon=100, n=10) == pytest.approx(0.1 * 1.02)
+    assert adaptive_kl_coef(0.1, 5.0, target=0.1, horizon=100, n=10) == pytest.approx(0.1 * 1.02)
+    assert adaptive_kl_coef(0.1, 0.0, target=0.1, horizon=10, n=10) == pytest.approx(0.08)
+    assert adaptive_kl_coef(0.1, 0.1, target=0.1, horizon=10, n=10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="target > 0"):
+        adaptive_kl_coef(0.1, 0.1, target=0.0, horizon=10, n=10)
+
+
+def test_kl_in_the_reward_and_adaptive_coefficient(micro_base, tmp_path):
+    cfg = _cfg(
+        micro_base,
+        "train.steps=3",
+        "algo.beta=0.1",
+        "algo.kl_in='reward'",
+        "algo.kl_target=1.0",
+        "algo.kl_horizon=8",
+        "eval.before=false",
+        "eval.after=false",
+    )
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = _metrics(tmp_path / "run")
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # sampled by the reference itself
+    assert rows[0]["kl_coef"] == pytest.approx(0.1)
+    # KL 0 << target 1: e = -0.2, n = 8 sequences, horizon 8 -> the coefficient shrinks by 20%
+    assert rows[1]["kl_coef"] == pytest.approx(0.08)
+    assert rows[2]["kl_coef"] < rows[1]["kl_coef"]
+
+
+def test_reference_reset_and_resume(micro_base, tmp_path, monkeypatch):
+    from tests.train.test_recipes import _length_reward
+
+    from rlvr.rewards import REWARDS
+
+    monkeypatch.setitem(REWARDS._items, "length", _length_reward)  # a signal, so the policy moves
+    common = [
+        "algo.beta=0.1",
+        "algo.ref_reset_every=2",
+        "eval.before=false",
+        "eval.after=false",
+        "rewards.answer.weight=0.0",
+        "rewards.length.weight=0.9",
+    ]
+    train(_cfg(micro_base, "train.steps=4", *common), run_dir=tmp_path / "a", progress=False)
+    rows = _metrics(tmp_path / "a")
+    assert rows[1]["kl"] > 1e-6  # step 2: the policy has moved away from the base
+    assert rows[2]["kl"] == pytest.approx(0.0, abs=1e-5)  # step 3: reference reset to the policy
+    refs = sorted(p.name for p in (tmp_path / "a" / "references").iterdir())
+    assert refs == ["step_2", "step_4"]
+    # interrupted after step 3 (its checkpoint points at the reference of step 2), then resumed
+    train(_cfg(micro_base, "train.steps=3", *common), run_dir=tmp_path / "b", progress=False)
+    train(
+        _cfg(micro_base, "train.steps=4", *common), run_dir=tmp_path / "b", resume=True, progress=False
+    )
+    resumed = _metrics(tmp_path / "b")
+    for key in ("loss", "kl", "reward_mean"):
+        assert resumed[3][key] == pytest.approx(rows[3][key], rel=1e-5, abs=1e-7)

@@ -32,3 +32,18 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (always >= 0)."""
     log_ratio = ref_logp - logp  # [N, T]
     return torch.expm1(log_ratio) - log_ratio  # expm1: no cancellation when log_ratio ~ 0
+
+
+def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n: int) -> float:
+    """Adaptive KL coefficient ("Fine-Tuning Language Models from Human Preferences", Ziegler et al.).
+
+    e = clip(kl / target - 1, -0.2, 0.2);   coef <- coef * (1 + e * n / horizon)
+
+    ``kl`` is the KL observed this step (mean per token), ``n`` the number of sequences it came from:
+    the coefficient grows while the policy drifts further than ``target`` from the reference and
+    shrinks while it stays closer.
+    """
+    if target <= 0 or horizon <= 0:
+        raise ValueError(f"adaptive KL needs target > 0 and horizon > 0, got {target}, {horizon}")
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n / horizon)

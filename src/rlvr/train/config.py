@@ -93,7 +93,17 @@ class AlgoConfig:
     """Token-level credit assigner (e.g. 'tree_td'); when set it replaces the outcome-level
     `advantage` estimator and gives every token its own advantage. Empty: outcome-level only."""
     beta: float = 0.0
-    """KL penalty coefficient; a reference model is loaded only when beta > 0."""
+    """KL penalty coefficient (the starting value when adaptive); a reference model is loaded only
+    when beta > 0 or a component needs it."""
+    kl_in: str = "loss"
+    """'loss': beta * KL per token in the loss; 'reward': beta * (sequence KL under the behaviour
+    policy) subtracted from each completion's reward before the advantage."""
+    kl_target: float = 0.0
+    """Adaptive coefficient (Ziegler et al.): steer the per-token KL toward this; 0 keeps beta fixed."""
+    kl_horizon: int = 10000
+    """Horizon (in sequences) of the adaptive coefficient's update."""
+    ref_reset_every: int = 0
+    """Reset the reference model to the current policy every this many steps (ProRL); 0: never."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (subtracted from the loss)."""
     epochs: int = 1
@@ -241,6 +251,15 @@ def validate(cfg: Config) -> Config:
     _check_range("rollout.temperature", r.temperature, r.temperature > 0, "> 0 for training")
     _check_range("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]")
     _check_range("algo.beta", a.beta, a.beta >= 0, ">= 0")
+    if a.kl_in not in ("loss", "reward"):
+        raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
+    _check_range("algo.kl_target", a.kl_target, a.kl_target >= 0, ">= 0 (0: fixed coefficient)")
+    _check_range("algo.kl_horizon", a.kl_horizon, a.kl_horizon >= 1, ">= 1")
+    _check_range("algo.ref_reset_every", a.ref_reset_every, a.ref_reset_every >= 0, ">= 0 (0: never)")
+    if a.kl_target > 0 and a.beta <= 0:
+        raise ConfigError(
+            "'algo.kl_target' > 0 adapts the KL coefficient, which starts at 'algo.beta': set beta > 0"
+        )
     _check_range("algo.epochs", a.epochs, a.epochs >= 1, ">= 1")
     _check_range("algo.minibatches", a.minibatches, a.minibatches >= 1, ">= 1")
     _check_range("algo.micro_batches", a.micro_batches, a.micro_batches >= 1, ">= 1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
+from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
@@ -33,7 +35,14 @@ from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from rlvr.train.config import Config, ConfigError
-from rlvr.utils import append_jsonl, atomic_write_text, console, pick_device, seed_everything
+from rlvr.utils import (
+    append_jsonl,
+    atomic_dir,
+    atomic_write_text,
+    console,
+    pick_device,
+    seed_everything,
+)
 
 __all__ = [
     "Components",
@@ -184,15 +193,19 @@ def score(
 
 def _learn(
     model: torch.nn.Module,
-    ref: torch.nn.Module | None,
     opt: torch.optim.Optimizer,
     roll: Rollout,
     adv: Tensor,
     comps: Components,
     cfg: Config,
     gen: torch.Generator,
+    *,
+    kl_coef: float = 0.0,
 ) -> dict[str, float]:
-    """Several epochs of mini-batch updates on one rollout batch; returns averaged metrics."""
+    """Several epochs of mini-batch updates on one rollout batch; returns averaged metrics.
+
+    ``kl_coef`` weighs the per-token KL term of the loss (used when ``algo.kl_in == "loss"``).
+    """
     a, temp = cfg.algo, cfg.rollout.temperature
     n = len(roll)
     stats_acc: dict[str, list[float]] = {}
@@ -241,9 +254,9 @@ def _learn(
                     **comps.kwargs["token_weights"],
                 )  # [m, T], no gradient
                 loss_tok = loss_tok * weights
-                if a.beta > 0 and sub.ref_logp is not None:
+                if kl_coef > 0 and a.kl_in == "loss" and sub.ref_logp is not None:
                     kl = comps.kl(logp, sub.ref_logp)  # [m, T]
-                    loss_tok = loss_tok + a.beta * kl
+                    loss_tok = loss_tok + kl_coef * kl
                     note("kl", float((kl.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
                 if a.entropy_coef:
                     loss_tok = loss_tok - a.entropy_coef * ent
@@ -270,6 +283,17 @@ def _learn(
             note("loss", total)
             note("grad_norm", float(gnorm))
     return {k: float(np.mean(v)) for k, v in stats_acc.items()}
+
+
+def _save_reference(run_dir: Path, step: int, model: Any, tokenizer: Any, keep: int = 2) -> None:
+    """Save a reset reference model as references/step_N (atomic), keeping the newest ``keep``."""
+    root = run_dir / "references"
+    with atomic_dir(root / f"step_{step}") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    old = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.is_dir())
+    for _, path in old[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _new_run_dir(cfg: Config, root: Path) -> Path:
@@ -332,7 +356,16 @@ def train(
     need_ref = cfg.algo.beta > 0 or comps.needs_ref
     ref = None
     if need_ref:
-        ref = load_model(base_path, device=device)[0].eval() if ckpt else copy.deepcopy(model).eval()
+        reset_at = int(load_trainer_state(ckpt).get("ref_step", 0)) if ckpt else 0
+        if reset_at:  # a reset reference (ProRL) is saved beside the checkpoints
+            ref_path = run_dir / "references" / f"step_{reset_at}"
+            if not ref_path.is_dir():
+                raise FileNotFoundError(f"{ref_path}: the reference model this checkpoint needs")
+            ref = load_model(ref_path, device=device)[0].eval()
+        elif ckpt:
+            ref = load_model(base_path, device=device)[0].eval()
+        else:
+            ref = copy.deepcopy(model).eval()
         ref.requires_grad_(False)
 
     reward_fns = [
@@ -351,9 +384,11 @@ def train(
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     start = 0
+    kl_coef, ref_step = cfg.algo.beta, 0  # the adaptive coefficient and the last reference reset
     metrics_path = run_dir / "metrics.jsonl"
     if ckpt is not None:
         st = load_trainer_state(ckpt)
+        kl_coef, ref_step = float(st.get("kl_coef", kl_coef)), int(st.get("ref_step", 0))
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
         cpu_gen.set_state(st["cpu_generator"])
@@ -449,21 +484,39 @@ def train(
                         roll.mask,
                         temperature=r.temperature,
                     )  # [N, T]
+            scored = roll.rewards  # [N] what the advantage sees
+            kl_seen = None  # mean per-token KL to the reference, when measured
+            if ref is not None and cfg.algo.kl_in == "reward" and kl_coef > 0:
+                tok_kl = comps.kl(roll.old_logp, roll.ref_logp) * roll.mask  # [N, T]
+                scored = roll.rewards - kl_coef * tok_kl.sum(-1)  # [N] KL inside the reward
+                kl_seen = float(tok_kl.sum() / roll.mask.sum().clamp(min=1))
             if comps.credit is not None:  # token-level credit: every token its own advantage
                 adv = comps.credit(
-                    roll.rewards.view(b, g),
+                    scored.view(b, g),
                     roll.mask,
                     **credit_inputs(roll, comps.credit.needs, comps.kl),  # type: ignore[attr-defined]
                     **comps.kwargs["credit"],
                 )  # [N, T]
             else:
                 adv = comps.advantage(
-                    roll.rewards.view(b, g),
+                    scored.view(b, g),
                     **advantage_inputs(roll, comps.advantage.needs, b, g, reward_weights),  # type: ignore[attr-defined]
                     **comps.kwargs["advantage"],
                 ).reshape(-1)  # [N]
             t_learn = time.perf_counter()
-            learn = _learn(model, ref, opt, roll, adv, comps, cfg, cpu_gen)
+            learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, kl_coef=kl_coef)
+            if kl_seen is not None:
+                learn["kl"] = kl_seen
+            learn["kl_coef"] = kl_coef  # the coefficient this step used
+            algo = cfg.algo
+            if algo.kl_target > 0 and "kl" in learn:
+                kl_coef = adaptive_kl_coef(
+                    kl_coef, learn["kl"], target=algo.kl_target, horizon=algo.kl_horizon, n=len(roll)
+                )
+            if ref is not None and algo.ref_reset_every and step % algo.ref_reset_every == 0:
+                ref.load_state_dict(model.state_dict())  # ProRL: the current policy is the new anchor
+                ref_step = step
+                _save_reference(run_dir, step, model, tokenizer)
             step_time = time.perf_counter() - t0
             grouped = rewards.view(b, g)
             m = {
@@ -517,6 +570,8 @@ def train(
                     "cpu_generator": cpu_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "task": task.state_dict(),
+                    "kl_coef": kl_coef,
+                    "ref_step": ref_step,
                 }
                 save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
 
