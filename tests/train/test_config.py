@@ -270,8 +270,11 @@ def test_knob_values_are_range_checked(override, expected):
 
 
 def test_components_needing_inputs_the_trainer_cannot_supply_are_refused():
-    with pytest.raises(ConfigError, match=r"'algo.credit': credit assigner 'gae' needs values"):
+    with pytest.raises(ConfigError, match=r"'gae' needs values from a critic; set critic.enabled"):
         load_config("grpo", ["algo.credit='gae'"])
+    with pytest.raises(ConfigError, match=r"'pure_min' needs process_rewards, which the trainer"):
+        load_config("grpo", ["algo.credit='pure_min'"])
+    assert load_config("grpo", ["algo.credit='gae'", "critic.enabled=true"]).critic.enabled
     with pytest.raises(ConfigError, match=r"'algo.credit': unknown credit assigner 'nope'"):
         load_config("grpo", ["algo.credit='nope'"])
     # an objective that needs whole groups refuses micro-batches that split them

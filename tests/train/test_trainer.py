@@ -248,3 +248,81 @@ def test_reference_reset_and_resume(micro_base, tmp_path, monkeypatch):
     resumed = _metrics(tmp_path / "b")
     for key in ("loss", "kl", "reward_mean"):
         assert resumed[3][key] == pytest.approx(rows[3][key], rel=1e-5, abs=1e-7)
+
+
+def test_value_loss_hand_values():
+    from rlvr.algos.credit import value_loss
+
+    v = torch.tensor([[1.0, 0.0], [0.5, 9.0]], requires_grad=True)
+    old = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    ret = torch.tensor([[2.0, 1.0], [0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])  # the 9.0 is padding
+    # unclipped: 1/2 * ((1-2)^2 + (0-1)^2 + (0.5-0)^2) / 3 = 1/2 * 2.25 / 3
+    assert float(value_loss(v, old, ret, mask, clip=0.0).detach()) == pytest.approx(0.375)
+    # clip 0.2: V_clip = [0.2, 0, 0.2]; max((1-2)^2, (0.2-2)^2) = 3.24, 1, max(.25, .04) = .25
+    loss = value_loss(v, old, ret, mask, clip=0.2)
+    assert float(loss.detach()) == pytest.approx(0.5 * (3.24 + 1.0 + 0.25) / 3)
+    loss.backward()
+    # row 0 token 0 is clipped (the clipped branch wins and is flat in V): no gradient there
+    assert v.grad[0, 0] == 0.0 and v.grad[0, 1] != 0.0 and v.grad[1, 1] == 0.0
+
+
+def test_value_model_shapes_zero_start_and_gradients(micro_base):
+    from rlvr.models.critic import ValueModel
+
+    critic = ValueModel(micro_base)
+    prompt = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    pmask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    comp = torch.tensor([[3, 4, 0], [3, 3, 3]])
+    cmask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    v = critic(prompt, pmask, comp, cmask)
+    assert v.shape == (2, 3) and torch.all(v == 0)  # the head starts at zero
+    torch.nn.init.normal_(critic.head.weight)
+    v = critic(prompt, pmask, comp, cmask)
+    assert v[0, 2] == 0 and v[0, 0] != 0  # masked positions are 0
+    v.sum().backward()
+    assert critic.head.weight.grad is not None and critic.head.weight.grad.abs().sum() > 0
+    # the value before completion token t only sees the prompt and tokens < t (causal)
+    other = critic(prompt, pmask, torch.tensor([[3, 1, 0], [3, 3, 2]]), cmask)
+    torch.testing.assert_close(other[:, :2], v[:, :2].detach())
+
+
+def test_ppo_with_critic_trains_and_resumes_exactly(micro_base, tmp_path, monkeypatch):
+    from tests.train.test_recipes import _length_reward
+
+    from rlvr.rewards import REWARDS
+
+    monkeypatch.setitem(REWARDS._items, "length", _length_reward)
+    common = [
+        "eval.before=false",
+        "eval.after=false",
+        "rewards.answer.weight=0.0",
+        "rewards.length.weight=0.9",
+    ]
+
+    def cfg(steps):
+        return load_config(
+            "ppo",
+            [
+                f"model.path={json.dumps(str(micro_base))}",
+                "model.device='cpu'",
+                "rollout.prompts_per_step=2",
+                "rollout.samples_per_prompt=4",
+                "rollout.max_new_tokens=6",
+                "task.heldout_size=16",
+                "train.checkpoint_every=2",
+                "optim.lr=1e-3",
+                f"train.steps={steps}",
+                *common,
+            ],
+        )
+
+    train(cfg(3), run_dir=tmp_path / "a", progress=False)
+    rows = _metrics(tmp_path / "a")
+    assert all(math.isfinite(r["value_loss"]) for r in rows)
+    assert rows[0]["value_mean"] == 0.0 and rows[2]["value_mean"] != 0.0  # the critic learns
+    train(cfg(2), run_dir=tmp_path / "b", progress=False)
+    train(cfg(3), run_dir=tmp_path / "b", resume=True, progress=False)
+    resumed = _metrics(tmp_path / "b")
+    for key in ("loss", "value_loss", "value_mean", "reward_mean"):
+        assert resumed[2][key] == pytest.approx(rows[2][key], rel=1e-5, abs=1e-7)

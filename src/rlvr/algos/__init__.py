@@ -44,13 +44,14 @@ INPUTS: dict[str, frozenset[str]] = {
         }
     ),
     # token-level credit assigners: (rewards [B, G], mask [N, T]) -> advantages [N, T]; they replace the
-    # outcome-level estimator when a recipe sets `credit`. Not supplied yet: `values` (needs a critic)
-    # and `process_rewards` (needs a process reward model), so `gae` and `pure_min` cannot be chosen.
+    # outcome-level estimator when a recipe sets `credit`. Not supplied yet: `process_rewards` (needs a
+    # process reward model), so `pure_min` cannot be chosen.
     "credit": frozenset(
         {
             "kl",  # [N, T] the chosen KL estimator between behaviour and reference (loads a reference)
             "old_logp",  # [N, T] behaviour log-probs
             "completion_ids",  # [N, T] sampled token ids (prefix trees of a group)
+            "values",  # [N, T] the critic's values before each token (needs critic.enabled)
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

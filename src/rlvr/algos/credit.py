@@ -45,6 +45,7 @@ __all__ = [
     "segment_ids",
     "spo_segment",
     "tree_td",
+    "value_loss",
 ]
 
 CREDIT = Registry("credit assigner")
@@ -696,3 +697,25 @@ def spo_segment(
     if prob_mask:
         adv = torch.where(lp.exp() < threshold, adv, 0.0)
     return _out(torch.where(alive, adv, 0.0), mask)
+
+
+# ---------------------------------------------------------------- the critic's loss
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, clip: float = 0.2
+) -> Tensor:
+    """Clipped value loss of PPO (as in OpenAI baselines), a token mean over the counted tokens:
+
+    V_clip = old_V + clip(V - old_V, -clip, clip)
+    L = 1/2 * sum_t m_t * max((V_t - R_t)^2, (V_clip_t - R_t)^2) / sum_t m_t
+
+    ``clip`` = 0 turns the clipping off (plain squared error). values [N, T] carries the gradient;
+    old_values (the critic before this update) and returns (the GAE targets) are constants.
+    """
+    ret, old = returns.detach(), old_values.detach()
+    err = (values - ret) ** 2  # [N, T]
+    if clip > 0:
+        clipped = old + (values - old).clamp(-clip, clip)  # [N, T]
+        err = torch.maximum(err, (clipped - ret) ** 2)
+    return 0.5 * (err * mask).sum() / mask.sum().clamp(min=1)

@@ -117,6 +117,17 @@ class AlgoConfig:
 
 
 @dataclass
+class CriticConfig:
+    enabled: bool = False
+    """Train a value model (the policy's base backbone and a scalar head) beside the policy; it
+    supplies `values` to components that need them (e.g. credit = "gae")."""
+    lr: float = 1e-4
+    """The critic's own AdamW learning rate."""
+    value_clip: float = 0.2
+    """Clip of the value loss around the critic's previous values; 0 disables."""
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -173,6 +184,7 @@ class Config:
     )
     """Reward components: name -> {weight, and the component's knobs}."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -269,6 +281,9 @@ def validate(cfg: Config) -> Config:
             f"'algo.minibatches' x 'algo.micro_batches' = {a.minibatches * a.micro_batches} must "
             f"divide the batch of B*G = {n} sequences"
         )
+    c = cfg.critic
+    _check_range("critic.lr", c.lr, c.lr > 0, "> 0")
+    _check_range("critic.value_clip", c.value_clip, c.value_clip >= 0, ">= 0 (0 disables)")
     _check_range("optim.lr", o.lr, o.lr > 0, "> 0")
     _check_range("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0")
     _check_range("optim.beta1", o.beta1, 0 <= o.beta1 < 1, "in [0, 1)")
@@ -308,6 +323,11 @@ def validate(cfg: Config) -> Config:
             )
     for fld, (reg, name) in chosen.items():
         missing = reg.needs(name) - INPUTS.get(fld, frozenset())
+        if "values" in reg.needs(name) and not cfg.critic.enabled:
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs values from a critic; "
+                "set critic.enabled = true"
+            )
         if missing:
             raise ConfigError(
                 f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "

@@ -25,11 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
+from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
 from rlvr.eval.report import write_report
+from rlvr.models.critic import ValueModel
 from rlvr.models.tiny import ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
@@ -139,6 +141,7 @@ def credit_inputs(
         "kl": lambda: kl_estimator(roll.old_logp, roll.ref_logp) * roll.mask,  # [N, T]
         "old_logp": lambda: roll.old_logp,  # [N, T]
         "completion_ids": lambda: roll.completion_ids,  # [N, T]
+        "values": lambda: roll.values,  # [N, T]
     }
     return {k: supply[k]() for k in needs}
 
@@ -285,6 +288,33 @@ def _learn(
     return {k: float(np.mean(v)) for k, v in stats_acc.items()}
 
 
+def _learn_critic(
+    critic: ValueModel,
+    opt: torch.optim.Optimizer,
+    roll: Rollout,
+    returns: Tensor,
+    cfg: Config,
+) -> dict[str, float]:
+    """Fit the critic to ``returns`` [N, T] (clipped value loss), ``algo.epochs`` x ``minibatches``."""
+    a, n = cfg.algo, len(roll)
+    mb = n // a.minibatches
+    losses = []
+    for _epoch in range(a.epochs):
+        for start in range(0, n, mb):
+            idx = torch.arange(start, start + mb, device=returns.device)
+            sub = roll.select(idx)
+            v = critic(sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.mask)  # [m, T]
+            loss = value_loss(v, sub.values, returns[idx], sub.mask, clip=cfg.critic.value_clip)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+    counted = roll.mask > 0
+    return {"value_loss": float(np.mean(losses)), "value_mean": float(roll.values[counted].mean())}
+
+
 def _save_reference(run_dir: Path, step: int, model: Any, tokenizer: Any, keep: int = 2) -> None:
     """Save a reset reference model as references/step_N (atomic), keeping the newest ``keep``."""
     root = run_dir / "references"
@@ -381,6 +411,12 @@ def train(
     opt = torch.optim.AdamW(
         model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
     )
+    critic, critic_opt = None, None
+    if cfg.critic.enabled:  # a value model beside the policy, with its own optimizer
+        critic = ValueModel(base_path, device=device)
+        critic_opt = torch.optim.AdamW(
+            critic.parameters(), lr=cfg.critic.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+        )
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     start = 0
@@ -389,6 +425,9 @@ def train(
     if ckpt is not None:
         st = load_trainer_state(ckpt)
         kl_coef, ref_step = float(st.get("kl_coef", kl_coef)), int(st.get("ref_step", 0))
+        if critic is not None:
+            critic.load_state_dict(st["critic"])
+            critic_opt.load_state_dict(st["critic_optimizer"])  # type: ignore[union-attr]
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
         cpu_gen.set_state(st["cpu_generator"])
@@ -484,19 +523,27 @@ def train(
                         roll.mask,
                         temperature=r.temperature,
                     )  # [N, T]
+            if critic is not None:
+                with torch.no_grad():
+                    roll.values = critic(
+                        roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.mask
+                    )  # [N, T]
             scored = roll.rewards  # [N] what the advantage sees
             kl_seen = None  # mean per-token KL to the reference, when measured
             if ref is not None and cfg.algo.kl_in == "reward" and kl_coef > 0:
                 tok_kl = comps.kl(roll.old_logp, roll.ref_logp) * roll.mask  # [N, T]
                 scored = roll.rewards - kl_coef * tok_kl.sum(-1)  # [N] KL inside the reward
                 kl_seen = float(tok_kl.sum() / roll.mask.sum().clamp(min=1))
+            returns = scored[:, None] * roll.mask  # [N, T] value targets: the outcome, undiscounted
             if comps.credit is not None:  # token-level credit: every token its own advantage
                 adv = comps.credit(
                     scored.view(b, g),
                     roll.mask,
                     **credit_inputs(roll, comps.credit.needs, comps.kl),  # type: ignore[attr-defined]
                     **comps.kwargs["credit"],
-                )  # [N, T]
+                )  # [N, T], or (advantages, returns) [N, T] each for a critic's assigner (gae)
+                if isinstance(adv, tuple):
+                    adv, returns = adv
             else:
                 adv = comps.advantage(
                     scored.view(b, g),
@@ -505,6 +552,8 @@ def train(
                 ).reshape(-1)  # [N]
             t_learn = time.perf_counter()
             learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, kl_coef=kl_coef)
+            if critic is not None:
+                learn.update(_learn_critic(critic, critic_opt, roll, returns, cfg))  # type: ignore[arg-type]
             if kl_seen is not None:
                 learn["kl"] = kl_seen
             learn["kl_coef"] = kl_coef  # the coefficient this step used
@@ -572,6 +621,11 @@ def train(
                     "task": task.state_dict(),
                     "kl_coef": kl_coef,
                     "ref_step": ref_step,
+                    **(
+                        {"critic": critic.state_dict(), "critic_optimizer": critic_opt.state_dict()}  # type: ignore[union-attr]
+                        if critic is not None
+                        else {}
+                    ),
                 }
                 save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
 
