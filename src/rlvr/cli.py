@@ -244,6 +244,7 @@ def load_plugins(names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     from rlvr.registry import UnknownComponentError
     from rlvr.train.config import ConfigError
+    from rlvr.train.trainer import NonFiniteError, TrainingInterrupted
     from rlvr.utils import console
 
     args = build_parser().parse_args(argv)
@@ -253,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownComponentError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
+    except TrainingInterrupted as err:
+        console.print(f"[yellow]{err}[/yellow]")
+        return 128 + err.signum
+    except NonFiniteError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 3
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130

@@ -153,6 +153,9 @@ class TrainConfig:
     """Print a metrics line every this many steps."""
     samples_every: int = 20
     """Write some rollouts to samples.jsonl every this many steps."""
+    max_nonfinite_steps: int = 3
+    """Stop the run after this many steps in a row whose update was skipped for a non-finite loss or
+    gradient (no checkpoint is written during such a streak); 0: never stop."""
 
 
 @dataclass
@@ -300,6 +303,9 @@ def validate(cfg: Config) -> Config:
     _check_range("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, ">= 1")
     _check_range("train.log_every", t.log_every, t.log_every >= 1, ">= 1")
     _check_range("train.samples_every", t.samples_every, t.samples_every >= 1, ">= 1")
+    _check_range(
+        "train.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 0, ">= 0 (0: never)"
+    )
     _check_range("task.heldout_size", cfg.task.heldout_size, cfg.task.heldout_size >= 1, ">= 1")
     _check_range("eval.samples", e.samples, e.samples >= 1, ">= 1")
     _check_range("eval.every", e.every, e.every >= 0, ">= 0 (0 disables)")

@@ -12,6 +12,8 @@ import copy
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ from rlvr.utils import (
 
 __all__ = [
     "Components",
+    "NonFiniteError",
+    "TrainingInterrupted",
     "advantage_inputs",
     "build_components",
     "credit_inputs",
@@ -56,6 +60,21 @@ __all__ = [
     "token_inputs",
     "train",
 ]
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, signum: int, run_dir: Path, step: int) -> None:
+        self.signum, self.run_dir, self.step = signum, run_dir, step
+        super().__init__(
+            f"{signal.Signals(signum).name} at step {step}: checkpoint saved; continue with "
+            f"`rlvr train --resume {run_dir}`"
+        )
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row were skipped for a non-finite loss or gradient."""
 
 
 @dataclass
@@ -278,8 +297,10 @@ def _learn(
                 gnorm = torch.linalg.vector_norm(
                     torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
                 )
-            if not torch.isfinite(gnorm):
+            if not (torch.isfinite(gnorm) and math.isfinite(total)):
                 note("skipped_updates", 1.0)
+                note("nonfinite_loss", total)  # nan / inf: which quantity, for the log line
+                note("nonfinite_grad_norm", float(gnorm))
                 opt.zero_grad(set_to_none=True)
                 continue
             opt.step()
@@ -313,6 +334,37 @@ def _learn_critic(
             losses.append(float(loss.detach()))
     counted = roll.mask > 0
     return {"value_loss": float(np.mean(losses)), "value_mean": float(roll.values[counted].mean())}
+
+
+class _stop_on_signals:
+    """Context manager: SIGINT/SIGTERM append the signal number to ``flag`` instead of killing the
+    process, so the loop can finish its step and save a checkpoint. A second signal kills as usual.
+    Only in the main thread (Python allows handlers nowhere else)."""
+
+    def __init__(self, flag: list[int]) -> None:
+        self.flag = flag
+        self.saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag:  # second signal: restore and re-raise the default behaviour
+            signal.signal(signum, self.saved.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.flag.append(signum)
+        console.print(
+            f"[yellow]{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+            "(send it again to stop at once)"
+        )
+
+    def __enter__(self) -> _stop_on_signals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
 
 
 def _save_reference(run_dir: Path, step: int, model: Any, tokenizer: Any, keep: int = 2) -> None:
@@ -373,7 +425,12 @@ def train(
     task = build_task(cfg)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # an unusable run directory fails here, before any model is loaded
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / ".write-test", "ok\n")
+        (run_dir / ".write-test").unlink()
+    except OSError as err:
+        raise ConfigError(f"run directory {run_dir} is not writable: {err.strerror or err}") from None
     seed_everything(cfg.train.seed)
 
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -472,7 +529,9 @@ def train(
         ),
         TimeElapsedColumn(),
     ]
-    with Progress(*columns, console=console, disable=not progress) as bar:
+    streak = 0  # steps in a row whose update was skipped (non-finite)
+    stop_signal: list[int] = []  # SIGINT / SIGTERM received: finish the step, checkpoint, stop
+    with _stop_on_signals(stop_signal), Progress(*columns, console=console, disable=not progress) as bar:
         job = bar.add_task(
             "train",
             total=cfg.train.steps,
@@ -611,7 +670,24 @@ def train(
                     f"clip {m.get('clip_frac', 0.0):.3f}  {m['step_time'] * 1000:.0f} ms/step"
                     + (f"  held-out pass@1 {m['heldout_pass@1']:.3f}" if "heldout_pass@1" in m else "")
                 )
-            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            if m.get("skipped_updates"):
+                streak += 1
+                bar.console.print(
+                    f"[yellow]step {step}: non-finite loss {m.get('nonfinite_loss')} / gradient norm "
+                    f"{m.get('nonfinite_grad_norm')}; update skipped ({streak} in a row)"
+                )
+                limit = cfg.train.max_nonfinite_steps
+                if limit and streak >= limit:
+                    last = latest_checkpoint(run_dir)
+                    raise NonFiniteError(
+                        f"{streak} steps in a row (up to step {step}) had a non-finite loss or "
+                        f"gradient; stopped. Newest checkpoint, from before the first of them: "
+                        f"{last if last is not None else 'none (it started before the first one)'}"
+                    )
+            else:
+                streak = 0
+            due = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+            if streak == 0 and (due or stop_signal):  # never a checkpoint inside a non-finite streak
                 state = {
                     "step": step,
                     "optimizer": opt.state_dict(),
@@ -628,6 +704,8 @@ def train(
                     ),
                 }
                 save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
+            if stop_signal:
+                raise TrainingInterrupted(stop_signal[0], run_dir, step)
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),

@@ -1,0 +1,135 @@
+"""Faults: an injected NaN, SIGTERM, and kill -9 mid-run. The signal tests run a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlvr.train.checkpoint import latest_checkpoint
+from rlvr.train.config import load_config
+from rlvr.train.trainer import NonFiniteError, train
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _overrides(micro_base, *extra):
+    return [
+        f"model.path={json.dumps(str(micro_base))}",
+        "model.device='cpu'",
+        "rollout.prompts_per_step=2",
+        "rollout.samples_per_prompt=4",
+        "rollout.max_new_tokens=6",
+        "task.heldout_size=16",
+        "eval.before=false",
+        "eval.after=false",
+        "optim.lr=1e-3",
+        *extra,
+    ]
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+
+
+def test_injected_nan_is_skipped_logged_and_stops_the_run(micro_base, tmp_path, monkeypatch, capsys):
+    from rlvr.rewards import REWARDS
+
+    calls = {"n": 0}
+
+    def nan_after_two_steps():
+        def reward(prompt, completion, answer, **meta):
+            calls["n"] += 1
+            return float("nan") if calls["n"] > 16 else 0.5 * (len(completion) % 2)
+
+        return reward
+
+    monkeypatch.setitem(REWARDS._items, "nan", nan_after_two_steps)
+    cfg = load_config(
+        "grpo",
+        _overrides(
+            micro_base,
+            "train.steps=10",
+            "train.checkpoint_every=2",
+            "train.max_nonfinite_steps=3",
+            "rewards.nan.weight=1.0",
+        ),
+    )
+    with pytest.raises(NonFiniteError, match=r"3 steps in a row \(up to step 5\)") as err:
+        train(cfg, run_dir=tmp_path / "run", progress=False)
+    assert "step_2" in str(err.value)  # the newest checkpoint is from before the first NaN (step 3)
+    rows = _metrics(tmp_path / "run")
+    assert [r.get("skipped_updates", 0.0) for r in rows] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert latest_checkpoint(tmp_path / "run").name == "step_2"  # none written during the streak
+    out = capsys.readouterr().out
+    assert "step 3: non-finite loss nan" in out and "(1 in a row)" in out
+
+
+def _spawn(run_dir, micro_base, *args):
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", "--quiet", "--run-dir", str(run_dir), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_steps(run_dir, n, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for training steps")
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(micro_base, tmp_path):
+    run = tmp_path / "run"
+    proc = _spawn(
+        run, micro_base, *_overrides(micro_base, "train.steps=500", "train.checkpoint_every=1000")
+    )
+    _wait_for_steps(run, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "checkpoint saved; continue with `rlvr train --resume" in " ".join(out.split())
+    step = len(_metrics(run))
+    assert latest_checkpoint(run).name == f"step_{step}"  # the step it was in when the signal came
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(micro_base, tmp_path):
+    over = _overrides(micro_base, "train.steps=8", "train.checkpoint_every=2")
+    train(load_config("grpo", over), run_dir=tmp_path / "ref", progress=False)
+    reference = _metrics(tmp_path / "ref")
+    run = tmp_path / "run"
+    proc = _spawn(run, micro_base, *over)
+    _wait_for_steps(run, 5, proc)
+    proc.kill()  # SIGKILL: no handler runs, possibly in the middle of a checkpoint write
+    proc.wait(timeout=60)
+    done = latest_checkpoint(run)
+    assert done is not None and int(done.name.split("_")[1]) >= 4
+    resumed = _spawn(run, micro_base, "--resume", str(run))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    rows = _metrics(run)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    for a, b in zip(rows, reference, strict=True):
+        for key in ("loss", "reward_mean", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+def test_an_unwritable_run_directory_fails_before_any_work(micro_base, tmp_path, capsys):
+    from rlvr.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    over = _overrides(micro_base, "train.steps=2")
+    assert main(["train", "--run-dir", str(blocker / "run"), *over]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"error: run directory {blocker / 'run'} is not writable" in text
