@@ -260,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as err:
         console.print(f"[red]error:[/red] {err}")
         return 3
+    except OSError as err:  # e.g. the disk filled up mid-run: checkpoints already saved are intact
+        where = f" ({err.filename})" if err.filename else ""
+        console.print(
+            f"[red]error:[/red] {err.strerror or err}{where}; every checkpoint already saved is "
+            "complete, and `rlvr train --resume RUN_DIR` continues from the newest"
+        )
+        return 1
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130

@@ -159,6 +159,7 @@ def test_ten_kills_at_random_moments_lose_nothing_saved(micro_base, tmp_path):
     assert final.returncode == 0, out
     rows = _metrics(run)
     assert [r["step"] for r in rows] == list(range(1, 13))
+    assert not list((run / "checkpoints").glob(".*"))  # leftovers of interrupted writes removed
     for a, b in zip(rows, reference, strict=True):
         for key in ("loss", "reward_mean", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
@@ -173,3 +174,31 @@ def test_an_unwritable_run_directory_fails_before_any_work(micro_base, tmp_path,
     assert main(["train", "--run-dir", str(blocker / "run"), *over]) == 2
     text = " ".join(capsys.readouterr().out.split())
     assert f"error: run directory {blocker / 'run'} is not writable" in text
+
+
+def test_disk_full_mid_run_keeps_every_saved_checkpoint(micro_base, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import rlvr.train.trainer as trainer_mod
+    from rlvr.cli import main
+    from rlvr.utils import atomic_dir
+
+    real = trainer_mod.save_checkpoint
+
+    def full_disk_at_step_2(run_dir, step, *args, **kwargs):
+        if step < 2:
+            return real(run_dir, step, *args, **kwargs)
+        with atomic_dir(run_dir / "checkpoints" / f"step_{step}") as tmp:  # a half-written checkpoint
+            (tmp / "model.safetensors").write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "model.safetensors"))
+
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", full_disk_at_step_2)
+    run = tmp_path / "run"
+    over = _overrides(micro_base, "train.steps=3", "train.checkpoint_every=1")
+    assert main(["train", "--quiet", "--run-dir", str(run), *over]) == 1
+    text = " ".join(capsys.readouterr().out.split())
+    assert "error: No space left on device" in text and "--resume RUN_DIR" in text
+    assert latest_checkpoint(run).name == "step_1"  # the complete one; the partial one is gone
+    monkeypatch.setattr(trainer_mod, "save_checkpoint", real)
+    assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    assert [r["step"] for r in _metrics(run)] == [1, 2, 3]

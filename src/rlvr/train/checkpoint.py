@@ -16,7 +16,7 @@ import torch
 
 from rlvr.utils import atomic_dir, atomic_write_text
 
-__all__ = ["latest_checkpoint", "load_trainer_state", "save_checkpoint"]
+__all__ = ["latest_checkpoint", "load_trainer_state", "remove_partial", "save_checkpoint"]
 
 _STEP = re.compile(r"^step_(\d+)$")
 
@@ -65,3 +65,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
     return torch.load(path / "trainer_state.pt", weights_only=False)
+
+
+def remove_partial(run_dir: Path) -> list[Path]:
+    """Delete what an interrupted write left behind (``.<name>.*.tmp`` / ``.old`` directories under
+    ``checkpoints/`` and ``references/``); complete checkpoints are never touched. Returns the paths."""
+    gone = []
+    for sub in ("checkpoints", "references"):
+        folder = Path(run_dir) / sub
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+                    if p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                    gone.append(p)
+    return gone

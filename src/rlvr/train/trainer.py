@@ -37,7 +37,12 @@ from rlvr.models.critic import ValueModel
 from rlvr.models.tiny import ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
-from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from rlvr.train.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    remove_partial,
+    save_checkpoint,
+)
 from rlvr.train.config import Config, ConfigError
 from rlvr.utils import (
     append_jsonl,
@@ -433,6 +438,9 @@ def train(
         raise ConfigError(f"run directory {run_dir} is not writable: {err.strerror or err}") from None
     seed_everything(cfg.train.seed)
 
+    if resume:
+        for p in remove_partial(run_dir):
+            console.print(f"removed {p} (left by an interrupted write)")
     ckpt = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt is None:
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0")
