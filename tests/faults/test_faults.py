@@ -202,3 +202,17 @@ def test_disk_full_mid_run_keeps_every_saved_checkpoint(micro_base, tmp_path, mo
     monkeypatch.setattr(trainer_mod, "save_checkpoint", real)
     assert main(["train", "--quiet", "--resume", str(run)]) == 0
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_run_directory_fails_before_any_work(micro_base, tmp_path, capsys):
+    from rlvr.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["train", "--run-dir", str(ro), *_overrides(micro_base, "train.steps=2")]) == 2
+    finally:
+        ro.chmod(0o755)
+    assert f"error: run directory {ro} is not writable" in " ".join(capsys.readouterr().out.split())

@@ -256,7 +256,8 @@ def test_knob_values_are_type_checked():
     [
         ("algo.dual_clip=0.5", "expected > 1"),
         ("algo.dual_clip=1", "expected > 1"),
-        ("algo.clip_low=1.5", "expected [0, 1]"),
+        ("algo.clip_low=1.5", "expected [0, 1)"),
+        ("algo.clip_low=1", "expected [0, 1)"),  # a lower clip bound of ratio 0 clips nothing
         ("algo.clip_high=-0.1", "expected >= 0"),
         ("algo.eps=-1e-6", "expected >= 0"),
         ("algo.eps=nan", "expected >= 0"),

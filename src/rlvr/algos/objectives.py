@@ -42,7 +42,7 @@ def reinforce(
     return -a * logp * mask  # [N, T]
 
 
-@OBJECTIVES.register("ppo_clip", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0", "dual_clip": "> 1"})
+@OBJECTIVES.register("ppo_clip", bounds={"clip_low": "[0, 1)", "clip_high": ">= 0", "dual_clip": "> 1"})
 def ppo_clip(
     logp: Tensor,
     old_logp: Tensor,
@@ -146,7 +146,7 @@ def _cov_top(logp: Tensor, a: Tensor, mask: Tensor, fraction: float) -> Tensor:
 # ---------------------------------------------------------------- sequence-ratio objectives
 
 
-@OBJECTIVES.register("gspo", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0"})
+@OBJECTIVES.register("gspo", bounds={"clip_low": "[0, 1)", "clip_high": ">= 0"})
 def gspo(
     logp: Tensor,
     old_logp: Tensor,
@@ -181,7 +181,7 @@ def gspo(
     return _where_mask(loss, mask)
 
 
-@OBJECTIVES.register("luspo", bounds={"clip_low": "[0, 1]", "clip_high": ">= 0"})
+@OBJECTIVES.register("luspo", bounds={"clip_low": "[0, 1)", "clip_high": ">= 0"})
 def luspo(
     logp: Tensor,
     old_logp: Tensor,
@@ -215,7 +215,7 @@ def luspo(
     needs={"entropy"},
     bounds={
         "seq_weight": "[0, 1]",
-        "clip_low": "[0, 1]",
+        "clip_low": "[0, 1)",
         "clip_high": ">= 0",
         "seq_clip_low": "[0, 1]",
         "seq_clip_high": ">= 0",
@@ -312,7 +312,7 @@ def cispo(
 @OBJECTIVES.register(
     "gtpo",
     needs={"completion_ids", "group", "entropy"},
-    bounds={"amplify": ">= 1", "entropy_threshold": ">= 0", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+    bounds={"amplify": ">= 1", "entropy_threshold": ">= 0", "clip_low": "[0, 1)", "clip_high": ">= 0"},
 )
 def gtpo(
     logp: Tensor,
@@ -370,7 +370,7 @@ def gtpo(
 
 
 @OBJECTIVES.register(
-    "clip_cov", bounds={"fraction": "[0, 1]", "clip_low": "[0, 1]", "clip_high": ">= 0"}
+    "clip_cov", bounds={"fraction": "[0, 1]", "clip_low": "[0, 1)", "clip_high": ">= 0"}
 )
 def clip_cov(
     logp: Tensor,
@@ -401,7 +401,7 @@ def clip_cov(
 
 @OBJECTIVES.register(
     "kl_cov",
-    bounds={"fraction": "[0, 1]", "coef": ">= 0", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+    bounds={"fraction": "[0, 1]", "coef": ">= 0", "clip_low": "[0, 1)", "clip_high": ">= 0"},
 )
 def kl_cov(
     logp: Tensor,
@@ -435,7 +435,7 @@ def kl_cov(
 @OBJECTIVES.register(
     "thr",
     needs={"completion_ids", "group"},
-    bounds={"p": "[-1, 1]", "clip_low": "[0, 1]", "clip_high": ">= 0"},
+    bounds={"p": "[-1, 1]", "clip_low": "[0, 1)", "clip_high": ">= 0"},
 )
 def thr(
     logp: Tensor,
