@@ -216,3 +216,76 @@ def test_a_read_only_run_directory_fails_before_any_work(micro_base, tmp_path, c
     finally:
         ro.chmod(0o755)
     assert f"error: run directory {ro} is not writable" in " ".join(capsys.readouterr().out.split())
+
+
+NAN_PLUGIN = """
+from rlvr.rewards import REWARDS
+
+calls = {"n": 0}
+
+
+@REWARDS.register("nan_after_two_steps")
+def make():
+    def reward(prompt, completion, answer, **meta):
+        calls["n"] += 1
+        return float("nan") if calls["n"] > 16 else 0.5 * (len(completion) % 2)
+
+    return reward
+"""
+
+
+def test_injected_nan_in_a_real_process(micro_base, tmp_path):
+    plugin = tmp_path / "nan_plugin.py"
+    plugin.write_text(NAN_PLUGIN)
+    run = tmp_path / "run"
+    args = _overrides(micro_base, "train.steps=10", "train.checkpoint_every=2")
+    proc = _spawn(
+        run, micro_base, "--plugin", str(plugin), *args, "rewards.nan_after_two_steps.weight=1.0"
+    )
+    out, _ = proc.communicate(timeout=300)
+    text = " ".join(out.split())
+    assert proc.returncode == 3, out
+    assert "step 3: non-finite loss nan" in text and "3 steps in a row (up to step 5)" in text
+    assert latest_checkpoint(run).name == "step_2"
+
+
+# a corpus of invalid configurations: each refused by `rlvr train` before any work, with the field
+# named (exit code 2, no traceback)
+INVALID = [
+    ("optim.lr=-1e-4", "'optim.lr' = -0.0001 is out of range; expected > 0"),
+    ("optim.lr='fast'", "'optim.lr' must be float"),
+    ("rollout.samples_per_prompt=1", "'rollout.samples_per_prompt' = 1: the group estimator"),
+    ("algo.clip_low=1", "'algo.clip_low': 'clip_low' of objective 'ppo_clip' = 1 is out of range"),
+    ("algo.dual_clip=0.5", "'algo.dual_clip': 'dual_clip' of objective 'ppo_clip' = 0.5"),
+    ("algo.advantage='grpoo'", "'algo.advantage': unknown advantage estimator 'grpoo'"),
+    ("algo.objective='ppo'", "'algo.objective': unknown objective 'ppo'"),
+    ("algo.aggregation='mean'", "'algo.aggregation': unknown aggregation 'mean'"),
+    ("algo.kl='k9'", "'algo.kl': unknown KL estimator 'k9'"),
+    ("algo.credit='gae'", "'algo.credit': credit assigner 'gae' needs values from a critic"),
+    ("algo.clip_hi=0.3", "'algo.clip_hi' is not a knob of the chosen components"),
+    ("algo.scale='groups'", "'algo.scale': 'scale' of advantage estimator 'grpo' must be one of"),
+    ("algo.beta=-1", "'algo.beta' = -1.0 is out of range; expected >= 0"),
+    ("algo.minibatches=3", "'algo.minibatches' x 'algo.micro_batches' = 3 must divide"),
+    ("rollout.top_p=1.5", "'rollout.top_p' = 1.5 is out of range; expected in (0, 1]"),
+    ("rollout.temperature=0", "'rollout.temperature' = 0.0 is out of range; expected > 0"),
+    ("rewards.answer.partial_credit=False", "'rewards.answer.partial_credit': 'partial_credit'"),
+    ("rewards.nope.weight=1", "'rewards.nope': unknown reward"),
+    ("train.steps=-1", "'train.steps' = -1 is out of range"),
+    ("train.steps=2.5", "'train.steps' must be int, got 2.5"),
+    ("optim.beta2=1.0", "'optim.beta2' = 1.0 is out of range; expected in [0, 1)"),
+    ("optim.schedule='step'", "'optim.schedule' = 'step'; expected one of"),
+    ("eval.samples=0", "'eval.samples' = 0 is out of range; expected >= 1"),
+    ("task.name='no_such_task'", "'task' (name = 'no_such_task'"),
+    ("model.path='/nonexistent/model'", "model directory /nonexistent/model does not exist"),
+    ("nosection.x=1", "unknown field 'nosection'"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), INVALID)
+def test_a_corpus_of_invalid_configs_is_refused_before_any_work(bad, message, tmp_path, capsys):
+    from rlvr.cli import main
+
+    assert main(["train", "--runs-root", str(tmp_path / "runs"), bad]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert "error:" in text and message in text and "Traceback" not in text
+    assert not (tmp_path / "runs").exists()  # no run directory, no model built or loaded

@@ -222,8 +222,9 @@ def ensure_base(recipe: TinyRecipe | None = None, *, progress: bool = True) -> P
     return build_base(recipe, path, progress=progress)
 
 
-def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """Load any local Hugging Face causal LM directory: (model, tokenizer)."""
+def check_model_dir(path: str | Path) -> Path:
+    """Raise FileNotFoundError, naming what is missing, unless ``path`` looks like a loadable local
+    Hugging Face model directory (a folder with config.json and weights)."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory {path} does not exist")
@@ -231,6 +232,12 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory: no config.json")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise FileNotFoundError(f"{path} has no weights (*.safetensors or *.bin)")
+    return path
+
+
+def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """Load any local Hugging Face causal LM directory: (model, tokenizer)."""
+    path = check_model_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     if tokenizer.pad_token_id is None:

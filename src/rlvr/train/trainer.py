@@ -34,7 +34,7 @@ from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
-from rlvr.models.tiny import ensure_base, load_model
+from rlvr.models.tiny import check_model_dir, ensure_base, load_model
 from rlvr.rewards import REWARDS, make_task_reward
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.train.checkpoint import (
@@ -428,6 +428,8 @@ def train(
 ) -> dict[str, Any]:
     """Train with ``cfg``; write the run directory; return the summary (also in summary.json)."""
     task = build_task(cfg)  # a bad task fails here, before a run dir or model exists
+    if cfg.model.path:
+        check_model_dir(cfg.model.path)  # so does a model directory without config or weights
     device = pick_device(cfg.model.device)
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
     try:  # an unusable run directory fails here, before any model is loaded
