@@ -28,6 +28,13 @@ ROOT = Path(__file__).resolve().parent
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def _pm(mean: float, half: float, sign: str = "") -> str:
+    """'m ± h', or just 'm (1 seed)' when there is no interval."""
+    if math.isnan(half):
+        return f"{mean:{sign}.1f} (1 seed)"
+    return f"{mean:{sign}.1f} ± {half:.1f}"
+
+
 def mean_ci(xs: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval (nan for a single value)."""
     m = statistics.fmean(xs)
@@ -79,7 +86,7 @@ def table(runs: Path) -> str:
         length = statistics.fmean(_tail_mean(d / "metrics.jsonl", "response_length") for d, _, _ in sums)
         wall = statistics.fmean(w for _, _, w in sums)
         lines.append(
-            f"| {rdir.name} | {len(sums)} | {p1[0]:.1f} ± {p1[1]:.1f} | {gain[0]:+.1f} ± {gain[1]:.1f} "
+            f"| {rdir.name} | {len(sums)} | {_pm(*p1)} | {_pm(*gain, sign='+')} "
             f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall / 60:.1f} min |"
         )
     return "\n".join(lines) + "\n"
@@ -94,7 +101,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: each recipe's own train.steps")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs")
     ap.add_argument("--out", type=Path, default=ROOT / "recipes.md")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the table from finished runs")
     args = ap.parse_args()
+    header = (
+        "# Recipes on the embedded task\n\n"
+        "Produced by `python benchmarks/recipes.py` (see its docstring); held-out set: 256 "
+        "chain_sum problems, 16 samples each; numbers in %.\n\n"
+    )
+    if args.table_only:
+        atomic_write_text(args.out, header + table(args.runs))
+        console.print(table(args.runs))
+        return
     for recipe in args.recipes or recipe_names():
         for seed in args.seeds:
             out = args.runs / recipe / f"seed{seed}"
@@ -102,11 +119,6 @@ def main() -> None:
                 continue
             console.print(f"[bold]{recipe} seed {seed}[/bold] -> {out}")
             run_one(recipe, seed, args.steps, out)
-            header = (
-                "# Recipes on the embedded task\n\n"
-                "Produced by `python benchmarks/recipes.py` (see its docstring); held-out set: 256 "
-                "chain_sum problems, 16 samples each; numbers in %.\n\n"
-            )
             atomic_write_text(args.out, header + table(args.runs))
     console.print(table(args.runs))
 
