@@ -56,6 +56,14 @@ def _print_summary(summary: dict) -> None:
             f"[{100 * lo:+.1f}, {100 * hi:+.1f}]), pass@{kmax} {100 * b[f'pass@{kmax}']:.1f}% → "
             f"{100 * a[f'pass@{kmax}']:.1f}%; run dir: {summary['run_dir']}"
         )
+        if "boundary" in summary:
+            bd = summary["boundary"]
+            cross = summary.get("crossover_k")
+            console.print(
+                f"reasoning boundary at k = {kmax}: {bd['gained']} problems gained, {bd['lost']} lost, "
+                f"{bd['kept']} kept, {bd['neither']} solved by neither"
+                + (f"; the base catches up at pass@{cross}" if cross else "")
+            )
     else:
         console.print(f"run dir: {summary['run_dir']}")
 

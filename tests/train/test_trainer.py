@@ -54,6 +54,7 @@ def test_two_step_smoke(micro_base, tmp_path):
     assert (run / "checkpoints" / "step_2" / "model.safetensors").exists()
     assert set(summary) >= {"before", "after", "pass@1_gain", "pass@1_gain_ci"}
     assert 0.0 <= summary["after"]["pass@1"] <= 1.0
+    assert sum(summary["boundary"].values()) == 16  # every held-out problem in one class
 
 
 def test_resume_equals_uninterrupted(micro_base, tmp_path):

@@ -31,7 +31,15 @@ from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
-from rlvr.eval import EvalResult, bootstrap_ci, evaluate, mean_pass_at_k, summary_ks
+from rlvr.eval import (
+    EvalResult,
+    bootstrap_ci,
+    crossover_k,
+    evaluate,
+    mean_pass_at_k,
+    reasoning_boundary,
+    summary_ks,
+)
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
 from rlvr.models.tiny import check_model_dir, ensure_base, load_model
@@ -737,6 +745,13 @@ def train(
             lo, hi = bootstrap_ci(diff, seed=cfg.train.seed)
             summary["pass@1_gain"] = float(diff.mean())
             summary["pass@1_gain_ci"] = [lo, hi]
+            if before_rec["n"] == after.n:  # which problems each model ever solves in n samples
+                summary["boundary"] = reasoning_boundary(before_rec["correct"], after.correct)
+                ks = summary_ks(summary["after"])
+                summary["crossover_k"] = crossover_k(
+                    {k: summary["before"][f"pass@{k}"] for k in ks},
+                    {k: summary["after"][f"pass@{k}"] for k in ks},
+                )
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     summary["report"] = str(write_report(run_dir))
     return summary
