@@ -85,7 +85,7 @@ def _wait_for_steps(run_dir, n, proc, timeout=120):
             return
         if proc.poll() is not None:
             raise AssertionError(f"process ended early: {proc.stdout.read()}")
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("timed out waiting for training steps")
 
 
@@ -142,10 +142,17 @@ def test_ten_kills_at_random_moments_lose_nothing_saved(micro_base, tmp_path):
 
     steps_seen = []
     for _ in range(10):
+        logged = len(_metrics(run)) if (run / "metrics.jsonl").exists() else 0
         proc = start()
-        time.sleep(rng.uniform(1.0, 9.0))  # start-up (imports) takes a few seconds of this
+        try:  # let it make progress (start-up takes seconds), then kill at a random moment of a step
+            _wait_for_steps(run, logged + 1, proc)
+        except AssertionError:
+            if proc.poll() is not None:
+                break  # it finished the run before the kill
+            raise
+        time.sleep(rng.uniform(0.0, 0.4))  # a step with its checkpoint write takes ~0.1-0.5 s
         if proc.poll() is not None:
-            break  # finished before the kill
+            break
         proc.kill()
         proc.wait(timeout=60)
         ckpt = latest_checkpoint(run)
