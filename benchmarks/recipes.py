@@ -106,7 +106,11 @@ def main() -> None:
     header = (
         "# Recipes on the embedded task\n\n"
         "Produced by `python benchmarks/recipes.py` (see its docstring); held-out set: 256 "
-        "chain_sum problems, 16 samples each; numbers in %.\n\n"
+        "chain_sum problems, 16 samples each; numbers in %. Wall times are only comparable within "
+        "one uncontended session.\n\n"
+        "With one update per rollout batch (the grpo recipe) the PPO ratio is exactly 1 at the "
+        "update, so clip bounds do nothing: recipes that differ from grpo only in clipping need "
+        "several mini-batches or epochs (dapo uses 4 mini-batches) to differ at all.\n\n"
     )
     if args.table_only:
         atomic_write_text(args.out, header + table(args.runs))
