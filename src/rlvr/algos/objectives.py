@@ -64,14 +64,13 @@ def ppo_clip(
         raise ValueError(f"ppo_clip: dual_clip must be > 1, got {dual_clip}")
     a = _per_token(adv, logp)
     ratio = torch.exp(logp - old_logp)  # [N, T]
-    unclipped = -a * ratio
-    clipped = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(unclipped, clipped)  # [N, T]
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # [N, T]
+    loss = _clipped_surrogate(ratio, clipped, a)  # [N, T]
     if dual_clip is not None:
         loss = torch.where(a < 0, torch.minimum(loss, -a * dual_clip), loss)
     if stats is not None:
         with torch.no_grad():
-            stats["clip_frac"] = _masked_mean((clipped > unclipped).float(), mask).item()
+            stats["clip_frac"] = _clip_frac(ratio, clipped, a, mask)
             stats["ratio_mean"] = _masked_mean(ratio, mask).item()
     return loss * mask
 
@@ -119,6 +118,11 @@ def _gspo_token_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
 def _clipped_surrogate(ratio: Tensor, clipped: Tensor, a: Tensor) -> Tensor:
     """-min(ratio * A, clipped * A), per token. [N, T]"""
     return torch.maximum(-a * ratio, -a * clipped)
+
+
+def _clip_frac(ratio: Tensor, clipped: Tensor, a: Tensor, mask: Tensor) -> float:
+    """Fraction of counted tokens where the clipped term is the one taken by the surrogate."""
+    return _masked_mean((-a * clipped > -a * ratio).float(), mask).item()
 
 
 def _cov_top(logp: Tensor, a: Tensor, mask: Tensor, fraction: float) -> Tensor:
@@ -176,7 +180,7 @@ def gspo(
     loss = _clipped_surrogate(s, clipped, a)  # [N, T]
     if stats is not None:
         with torch.no_grad():
-            stats["clip_frac"] = _masked_mean((-a * clipped > -a * s).float(), mask).item()
+            stats["clip_frac"] = _clip_frac(s, clipped, a, mask)
             stats["seq_ratio_mean"] = _masked_mean(s, mask).item()
     return _where_mask(loss, mask)
 
@@ -271,7 +275,7 @@ def dhpo(
     loss = _clipped_surrogate(rho, rho_c, a)  # [N, T]
     if stats is not None:
         with torch.no_grad():
-            stats["clip_frac"] = _masked_mean((-a * rho_c > -a * rho).float(), mask).item()
+            stats["clip_frac"] = _clip_frac(rho, rho_c, a, mask)
             stats["seq_weight_mean"] = _masked_mean(w, mask).item()
     return _where_mask(loss, mask)
 
