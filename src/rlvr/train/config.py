@@ -26,7 +26,7 @@ from rlvr.algos import (
     OBJECTIVES,
     TOKEN_WEIGHTS,
 )
-from rlvr.registry import KnobError, UnknownComponentError
+from rlvr.registry import KnobError, Registry, UnknownComponentError
 from rlvr.rewards import REWARDS
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "apply_overrides",
+    "chosen_components",
     "load_config",
     "read_recipe",
     "recipe_names",
@@ -257,6 +258,20 @@ def _check_range(path: str, value: float, ok: bool, expected: str) -> None:
         raise ConfigError(f"{path!r} = {value!r} is out of range; expected {expected}")
 
 
+def chosen_components(a: AlgoConfig) -> dict[str, tuple[Registry, str]]:
+    """The algorithm components a recipe chooses: role -> (registry, name); ``credit`` only if set."""
+    chosen = {
+        "advantage": (ADVANTAGES, a.advantage),
+        "objective": (OBJECTIVES, a.objective),
+        "aggregation": (AGGREGATIONS, a.aggregation),
+        "kl": (KL_ESTIMATORS, a.kl),
+        "token_weights": (TOKEN_WEIGHTS, a.token_weights),
+    }
+    if a.credit:
+        chosen["credit"] = (CREDIT, a.credit)
+    return chosen
+
+
 def validate(cfg: Config) -> Config:
     """Check ranges and component names; route component knobs. Returns ``cfg``."""
     r, a, o, t, e = cfg.rollout, cfg.algo, cfg.optim, cfg.train, cfg.eval
@@ -313,15 +328,7 @@ def validate(cfg: Config) -> Config:
     _check_range("eval.temperature", e.temperature, e.temperature >= 0, ">= 0 (0 is greedy)")
     _check_range("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]")
 
-    chosen = {
-        "advantage": (ADVANTAGES, a.advantage),
-        "objective": (OBJECTIVES, a.objective),
-        "aggregation": (AGGREGATIONS, a.aggregation),
-        "kl": (KL_ESTIMATORS, a.kl),
-        "token_weights": (TOKEN_WEIGHTS, a.token_weights),
-    }
-    if a.credit:
-        chosen["credit"] = (CREDIT, a.credit)
+    chosen = chosen_components(a)
     for fld, (reg, name) in chosen.items():
         if name not in reg:
             raise ConfigError(

@@ -26,7 +26,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
 from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.data.prompts import format_prompt
@@ -51,7 +50,7 @@ from rlvr.train.checkpoint import (
     remove_partial,
     save_checkpoint,
 )
-from rlvr.train.config import Config, ConfigError
+from rlvr.train.config import Config, ConfigError, chosen_components
 from rlvr.utils import (
     append_jsonl,
     atomic_dir,
@@ -115,15 +114,7 @@ class Components:
 
 def build_components(cfg: Config) -> Components:
     a = cfg.algo
-    parts = {
-        "advantage": (ADVANTAGES, a.advantage),
-        "objective": (OBJECTIVES, a.objective),
-        "aggregation": (AGGREGATIONS, a.aggregation),
-        "kl": (KL_ESTIMATORS, a.kl),
-        "token_weights": (TOKEN_WEIGHTS, a.token_weights),
-    }
-    if a.credit:
-        parts["credit"] = (CREDIT, a.credit)
+    parts = chosen_components(a)
     kwargs = {
         role: {k: v for k, v in a.knobs.items() if k in reg.knobs(name)}
         for role, (reg, name) in parts.items()
@@ -452,6 +443,7 @@ def train(
         for p in remove_partial(run_dir):
             console.print(f"removed {p} (left by an interrupted write)")
     ckpt = latest_checkpoint(run_dir) if resume else None
+    st = load_trainer_state(ckpt) if ckpt is not None else None  # optimizer, RNG, data position, ...
     if resume and ckpt is None:
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0")
     base_path = Path(cfg.model.path) if cfg.model.path else ensure_base(progress=progress)
@@ -461,7 +453,7 @@ def train(
     need_ref = cfg.algo.beta > 0 or comps.needs_ref
     ref = None
     if need_ref:
-        reset_at = int(load_trainer_state(ckpt).get("ref_step", 0)) if ckpt else 0
+        reset_at = int(st.get("ref_step", 0)) if st is not None else 0
         if reset_at:  # a reset reference (ProRL) is saved beside the checkpoints
             ref_path = run_dir / "references" / f"step_{reset_at}"
             if not ref_path.is_dir():
@@ -497,8 +489,7 @@ def train(
     start = 0
     kl_coef, ref_step = cfg.algo.beta, 0  # the adaptive coefficient and the last reference reset
     metrics_path = run_dir / "metrics.jsonl"
-    if ckpt is not None:
-        st = load_trainer_state(ckpt)
+    if st is not None:
         kl_coef, ref_step = float(st.get("kl_coef", kl_coef)), int(st.get("ref_step", 0))
         if critic is not None:
             critic.load_state_dict(st["critic"])
