@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rlvr.models.tiny import TinyRecipe, build_base, load_model
@@ -38,3 +40,37 @@ def micro_base(tmp_path_factory):
 def micro_model(micro_base):
     """A fresh (model, tokenizer) pair loaded from the micro base."""
     return load_model(micro_base)
+
+
+def micro_run(micro_base, *extra: str) -> list[str]:
+    """Overrides for a real run on the micro model: CPU, 2 prompts x 4 samples of up to 6 tokens,
+    16 held-out problems; ``extra`` overrides come last and win."""
+    return [
+        f"model.path={json.dumps(str(micro_base))}",
+        "model.device='cpu'",
+        "rollout.prompts_per_step=2",
+        "rollout.samples_per_prompt=4",
+        "rollout.max_new_tokens=6",
+        "task.heldout_size=16",
+        *extra,
+    ]
+
+
+def _length_reward():
+    """A dense test reward: the micro model never answers correctly, so the task reward alone would
+    give every group a zero advantage and no update could move the policy."""
+
+    def length(prompt: str, completion: str, answer: str, **meta) -> float:
+        return min(len(completion), 20) / 20
+
+    return length
+
+
+@pytest.fixture()
+def dense_reward(monkeypatch) -> list[str]:
+    """Register the dense ``length`` reward for one test; returns the overrides that use it in place
+    of the task reward (the total reward stays in [0, 1])."""
+    from rlvr.rewards import REWARDS
+
+    monkeypatch.setitem(REWARDS._items, "length", _length_reward)
+    return ["rewards.answer.weight=0.0", "rewards.length.weight=0.9"]

@@ -12,6 +12,7 @@ from rlvr.algos import ADVANTAGES
 from rlvr.cli import load_plugins, main
 from rlvr.train.config import load_config
 from rlvr.train.trainer import train
+from tests.conftest import micro_run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sign_advantage.py"
 
@@ -46,19 +47,14 @@ def test_plugin_on_the_command_line(sign_estimator, capsys):
 def test_sign_trains_two_real_steps(sign_estimator, micro_base, tmp_path):
     cfg = load_config(
         "grpo",
-        [
+        micro_run(
+            micro_base,
             "algo.advantage='sign'",
             "algo.margin=0.01",
-            f"model.path={json.dumps(str(micro_base))}",
-            "model.device='cpu'",
-            "rollout.prompts_per_step=2",
-            "rollout.samples_per_prompt=4",
-            "rollout.max_new_tokens=6",
-            "task.heldout_size=16",
             "eval.before=false",
             "eval.after=false",
             "train.steps=2",
-        ],
+        ),
     )
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

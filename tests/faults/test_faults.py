@@ -15,23 +15,13 @@ import pytest
 from rlvr.train.checkpoint import latest_checkpoint
 from rlvr.train.config import load_config
 from rlvr.train.trainer import NonFiniteError, train
+from tests.conftest import micro_run
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _overrides(micro_base, *extra):
-    return [
-        f"model.path={json.dumps(str(micro_base))}",
-        "model.device='cpu'",
-        "rollout.prompts_per_step=2",
-        "rollout.samples_per_prompt=4",
-        "rollout.max_new_tokens=6",
-        "task.heldout_size=16",
-        "eval.before=false",
-        "eval.after=false",
-        "optim.lr=1e-3",
-        *extra,
-    ]
+    return micro_run(micro_base, "eval.before=false", "eval.after=false", "optim.lr=1e-3", *extra)
 
 
 def _metrics(run_dir):

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import micro_run
 
 from rlvr.cli import main
 from rlvr.train.checkpoint import latest_checkpoint
@@ -15,11 +16,6 @@ from rlvr.train.config import ConfigError, load_config, read_recipe, recipe_name
 from rlvr.train.trainer import train
 
 MICRO_RUN = [
-    "model.device='cpu'",
-    "rollout.prompts_per_step=2",
-    "rollout.samples_per_prompt=4",
-    "rollout.max_new_tokens=6",
-    "task.heldout_size=16",
     "eval.before=false",
     "eval.after=false",
     "eval.every=0",
@@ -37,22 +33,8 @@ def test_recipe_describes_itself(name):
     assert cfg.description and cfg.paper, f"recipe {name} needs a description and a paper"
 
 
-def _length_reward():
-    """A dense test reward: the micro model never answers correctly, so the task reward alone would
-    give every group a zero advantage and no recipe could move the policy."""
-
-    def length(prompt: str, completion: str, answer: str, **meta) -> float:
-        return min(len(completion), 20) / 20
-
-    return length
-
-
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, monkeypatch):
-    from rlvr.rewards import REWARDS
-
-    monkeypatch.setitem(REWARDS._items, "length", _length_reward)
-    dense = ["rewards.answer.weight=0.0", "rewards.length.weight=0.9"]  # total reward stays in [0, 1]
+def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
     # mini-batch counts of the recipe must divide the micro batch of 2 x 4 = 8 sequences
     data = read_recipe(name)
     split = data.get("algo", {}).get("minibatches", 1) * data.get("algo", {}).get("micro_batches", 1)
@@ -61,7 +43,7 @@ def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, monkeypatch):
         # with G = 4 a pass@k advantage (k > 1) is zero unless a group has 2+ failures and a success;
         # k = 1 checks the wiring (the estimator itself is tested against enumeration)
         extra.append("algo.pass_k=1")
-    cfg = load_config(name, [f"model.path={json.dumps(str(micro_base))}", *MICRO_RUN, *dense, *extra])
+    cfg = load_config(name, micro_run(micro_base, *MICRO_RUN, *dense_reward, *extra))
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

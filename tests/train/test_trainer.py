@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from tests.conftest import micro_run
 
 from rlvr.rollout import generate, sequence_logp
 from rlvr.train.checkpoint import latest_checkpoint
@@ -19,19 +20,14 @@ TIMING = {"gen_time", "learn_time", "step_time", "tokens_per_s"}
 def _cfg(micro_base, *extra):
     return load_config(
         "grpo",
-        [
-            f"model.path={json.dumps(str(micro_base))}",
-            "model.device='cpu'",
-            "rollout.prompts_per_step=2",
-            "rollout.samples_per_prompt=4",
-            "rollout.max_new_tokens=6",
-            "task.heldout_size=16",
+        micro_run(
+            micro_base,
             "eval.samples=2",
             "eval.max_new_tokens=6",
             "train.checkpoint_every=2",
             "optim.lr=1e-3",
             *extra,
-        ],
+        ),
     )
 
 
@@ -221,19 +217,13 @@ def test_kl_in_the_reward_and_adaptive_coefficient(micro_base, tmp_path):
     assert rows[2]["kl_coef"] < rows[1]["kl_coef"]
 
 
-def test_reference_reset_and_resume(micro_base, tmp_path, monkeypatch):
-    from tests.train.test_recipes import _length_reward
-
-    from rlvr.rewards import REWARDS
-
-    monkeypatch.setitem(REWARDS._items, "length", _length_reward)  # a signal, so the policy moves
+def test_reference_reset_and_resume(micro_base, tmp_path, dense_reward):
     common = [
         "algo.beta=0.1",
         "algo.ref_reset_every=2",
         "eval.before=false",
         "eval.after=false",
-        "rewards.answer.weight=0.0",
-        "rewards.length.weight=0.9",
+        *dense_reward,  # a signal, so the policy moves
     ]
     train(_cfg(micro_base, "train.steps=4", *common), run_dir=tmp_path / "a", progress=False)
     rows = _metrics(tmp_path / "a")
@@ -288,34 +278,19 @@ def test_value_model_shapes_zero_start_and_gradients(micro_base):
     torch.testing.assert_close(other[:, :2], v[:, :2].detach())
 
 
-def test_ppo_with_critic_trains_and_resumes_exactly(micro_base, tmp_path, monkeypatch):
-    from tests.train.test_recipes import _length_reward
-
-    from rlvr.rewards import REWARDS
-
-    monkeypatch.setitem(REWARDS._items, "length", _length_reward)
-    common = [
-        "eval.before=false",
-        "eval.after=false",
-        "rewards.answer.weight=0.0",
-        "rewards.length.weight=0.9",
-    ]
-
+def test_ppo_with_critic_trains_and_resumes_exactly(micro_base, tmp_path, dense_reward):
     def cfg(steps):
         return load_config(
             "ppo",
-            [
-                f"model.path={json.dumps(str(micro_base))}",
-                "model.device='cpu'",
-                "rollout.prompts_per_step=2",
-                "rollout.samples_per_prompt=4",
-                "rollout.max_new_tokens=6",
-                "task.heldout_size=16",
+            micro_run(
+                micro_base,
                 "train.checkpoint_every=2",
                 "optim.lr=1e-3",
                 f"train.steps={steps}",
-                *common,
-            ],
+                "eval.before=false",
+                "eval.after=false",
+                *dense_reward,
+            ),
         )
 
     train(cfg(3), run_dir=tmp_path / "a", progress=False)
