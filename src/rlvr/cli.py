@@ -250,12 +250,13 @@ def load_plugins(names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help and usage errors before the heavy imports
+
     from rlvr.registry import UnknownComponentError
     from rlvr.train.config import ConfigError
     from rlvr.train.trainer import NonFiniteError, TrainingInterrupted
     from rlvr.utils import console
 
-    args = build_parser().parse_args(argv)
     try:
         load_plugins(args.plugin or [])
         return args.fn(args)
