@@ -74,6 +74,13 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if origin in (list, tuple):  # list[str], tuple[float, ...]: the container and every element
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return (
+            isinstance(value, list | tuple) and all(_matches(v, args[0]) for v in value)
+            if args
+            else True
+        )
     if isinstance(hint, type):
         return isinstance(value, origin or hint)
     return True
@@ -87,6 +94,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "None"
+    if typing.get_origin(hint) in (list, tuple) and typing.get_args(hint):
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))
 
 

@@ -253,3 +253,16 @@ def test_reimporting_the_same_function_replaces_its_entry():
     reg.register("f")(first)
     reg.register("f")(again)
     assert reg["f"] is again and len(reg) == 1
+
+
+def test_list_knobs_check_every_element():
+    reg = Registry("thing")
+
+    @reg.register("t")
+    def t(x, *, paths: list[str] = (), weights: tuple[float, ...] = ()):  # noqa: B006
+        return x
+
+    reg.check_knobs("t", {"paths": ["a", "b"], "weights": [1, 0.5]})
+    for bad in ({"paths": 3}, {"paths": ["a", 1]}, {"weights": ["x"]}):
+        with pytest.raises(KnobError, match="list of"):
+            reg.check_knobs("t", bad)
