@@ -1,9 +1,26 @@
 """Reward functions: plain Python ``(prompt, completion, answer, **meta) -> float``.
 
 They know nothing of tensors. ``REWARDS`` maps names to factories that build a reward function from
-its keyword knobs.
+its keyword knobs; importing this package registers the built-in ones.
 """
 
-from rlvr.rewards.verifiers import REWARDS, extract_answer, format_reward, make_task_reward
+import rlvr.rewards.math  # noqa: F401 - registers math, exact_match, think_format
+import rlvr.rewards.models  # noqa: F401 - registers reward_model, ensemble, prm, likelihood
+from rlvr.rewards.math import extract_math_answer, math_equal
+from rlvr.rewards.verifiers import (
+    REWARDS,
+    BatchedReward,
+    extract_answer,
+    format_reward,
+    make_task_reward,
+)
 
-__all__ = ["REWARDS", "extract_answer", "format_reward", "make_task_reward"]
+__all__ = [
+    "REWARDS",
+    "BatchedReward",
+    "extract_answer",
+    "extract_math_answer",
+    "format_reward",
+    "make_task_reward",
+    "math_equal",
+]

@@ -10,9 +10,48 @@ import reasoning_gym
 
 from rlvr.registry import Registry
 
-__all__ = ["REWARDS", "RewardFn", "extract_answer", "format_reward", "make_task_reward"]
+__all__ = [
+    "REWARDS",
+    "BatchedReward",
+    "RewardFn",
+    "extract_answer",
+    "format_reward",
+    "make_task_reward",
+]
 
 RewardFn = Callable[..., float]
+
+
+class BatchedReward:
+    """Base class of a reward that scores a whole step at once (reward models, group statistics).
+
+    A factory in :data:`REWARDS` returns either a plain per-sample function
+    ``fn(prompt, completion, answer, **meta) -> float`` or an instance of a subclass of this class,
+    which the trainer calls once per step with the N = B*G samples in order (sample i belongs to
+    prompt ``i // group_size``)::
+
+        fn(prompts, completions, answers, metas, *, group_size, policy=None) -> list[float]  # N
+
+    ``policy`` is ``(model, tokenizer)`` of the current policy when the subclass sets
+    ``needs_policy = True``, else None. Batched rewards run in the trainer's process (they may hold a
+    model on the GPU); per-sample functions may run in a process pool.
+    """
+
+    batched = True
+    needs_policy = False
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        raise NotImplementedError
+
 
 REWARDS = Registry("reward")
 

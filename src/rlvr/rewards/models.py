@@ -1,0 +1,715 @@
+"""Rewards computed by models: reward models, ensembles, PAR, process reward models, likelihood.
+
+Every reward here is a :class:`~rlvr.rewards.verifiers.BatchedReward`: the trainer calls it once per
+step with the N = B*G samples, so a model scores them in batches. Models load lazily, at the first
+call, on ``device`` (``"auto"``: CUDA when available, else CPU); the directory is checked when the
+reward is built, so a wrong path fails when the run starts, with the path and what is missing.
+
+Unlike the verifiers, this module uses torch; it imports torch and transformers only when a model
+is loaded, so that registering these rewards stays cheap.
+
+Registered rewards (knobs in each factory's docstring):
+
+- ``reward_model``: the score of a local ``AutoModelForSequenceClassification`` directory;
+  optionally PAR-shaped against the score of the reference answer.
+- ``ensemble``: several reward models combined by mean, min or mean - lam * var.
+- ``prm``: a process reward model applied to every step prefix, shaped by clip or delta, summed.
+- ``likelihood``: log p(reference answer | prompt, reasoning) under a causal LM (default: the policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from rlvr.rewards.verifiers import REWARDS, BatchedReward
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "EnsembleScorer",
+    "LikelihoodReward",
+    "ProcessReward",
+    "RewardModelReward",
+    "SequenceScorer",
+    "answer_logprobs",
+    "check_model_directory",
+    "combine_scores",
+    "make_ensemble",
+    "make_likelihood",
+    "make_prm",
+    "make_reward_model",
+    "split_steps",
+]
+
+Normalize = Literal["none", "sigmoid"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def check_model_directory(path: str | Path, *, what: str = "reward model") -> Path:
+    """``path`` as a Path, after checking that it is a local Hugging Face model directory with a
+    config, weights and a tokenizer. Raises FileNotFoundError naming the path and what is missing."""
+    if not str(path):
+        raise FileNotFoundError(f"{what}: the knob 'path' is empty; give a local model directory")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} directory {p} does not exist")
+    if not p.is_dir():
+        raise FileNotFoundError(f"{what} path {p} is not a directory")
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"{what} directory {p} has no config.json")
+    if not any(any(p.glob(pattern)) for pattern in _WEIGHTS):
+        raise FileNotFoundError(f"{what} directory {p} has no weights (*.safetensors or *.bin)")
+    if not any((p / name).is_file() for name in _TOKENIZER):
+        raise FileNotFoundError(
+            f"{what} directory {p} has no tokenizer (tokenizer.json or tokenizer_config.json)"
+        )
+    return p
+
+
+def _device(device: str) -> torch.device:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+
+
+def _dtype(dtype: str) -> Any:
+    import torch
+
+    table = {
+        "auto": "auto",
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }
+    if dtype not in table:
+        raise ValueError(f"dtype must be one of {', '.join(table)}, got {dtype!r}")
+    return table[dtype]
+
+
+# ---------------------------------------------------------------- one reward model
+
+
+class SequenceScorer:
+    """Scores (prompt, completion) pairs with a local ``AutoModelForSequenceClassification``.
+
+    Text: the tokenizer's chat template over ``[user: prompt, assistant: completion]`` when it has
+    one, else ``prompt + "\\n" + completion`` with the tokenizer's special tokens. Sequences longer
+    than ``max_length`` tokens lose their beginning (the score is read at the end).
+
+    Batching and padding: each batch is padded on the right with the model's pad token id (the
+    tokenizer's padding side does not matter), so every real token keeps its position and, with causal
+    attention, never sees a pad. Decoder classifiers (``*ForSequenceClassification`` of Llama, Qwen2,
+    ...) pool the logits of the rightmost token that is not the pad id, which is then the last real
+    token; encoders pool their first token and use the attention mask. A model whose config has no pad
+    id gets the tokenizer's pad (or EOS) id; a text that ends in that id is then read at its last other
+    token, alone as in a batch. Batched scores equal one-by-one scores.
+
+    Score: the logit of ``label`` (``-1``: the model must have a single output), passed through a
+    sigmoid when ``normalize = "sigmoid"``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 32,
+        max_length: int = 512,
+        device: str = "auto",
+        dtype: str = "auto",
+        normalize: str = "none",
+        label: int = -1,
+    ) -> None:
+        self.path = check_model_directory(path)
+        if batch_size < 1 or max_length < 2:
+            raise ValueError(
+                f"reward model {self.path}: batch_size must be >= 1 and max_length >= 2, "
+                f"got {batch_size} and {max_length}"
+            )
+        if normalize not in ("none", "sigmoid"):
+            raise ValueError(f"normalize must be 'none' or 'sigmoid', got {normalize!r}")
+        _device(device), _dtype(dtype)  # a bad value fails when the reward is built
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device_name, self.dtype_name = device, dtype
+        self.normalize, self.label = normalize, label
+        self._model: Any = None
+        self._tok: Any = None
+        self._pad = 0
+
+    def load(self) -> tuple[Any, Any]:
+        """(model, tokenizer), loaded on the first call; errors name the directory."""
+        if self._model is not None:
+            return self._model, self._tok
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            archs = list(getattr(AutoConfig.from_pretrained(self.path), "architectures", None) or [])
+        except Exception as err:
+            raise ValueError(f"reward model {self.path}: cannot read config.json: {err}") from err
+        if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise ValueError(
+                f"reward model {self.path} is a {', '.join(archs)}, not a sequence classification "
+                "model (*ForSequenceClassification); its score head would be untrained"
+            )
+        try:
+            tok = AutoTokenizer.from_pretrained(self.path)
+        except Exception as err:
+            raise ValueError(f"reward model {self.path}: cannot load its tokenizer: {err}") from err
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, dtype=_dtype(self.dtype_name)
+            )
+        except Exception as err:
+            raise ValueError(
+                f"reward model {self.path}: cannot load it as AutoModelForSequenceClassification: {err}"
+            ) from err
+        n = int(model.config.num_labels)
+        if self.label == -1 and n != 1:
+            raise ValueError(
+                f"reward model {self.path} has {n} outputs (num_labels); set the knob 'label' to the "
+                "index of the one to use as the score"
+            )
+        if self.label >= n or self.label < -1:
+            raise ValueError(f"reward model {self.path}: label {self.label} is not in [0, {n})")
+        pad = model.config.pad_token_id
+        if pad is None:
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            if pad is None:
+                raise ValueError(
+                    f"reward model {self.path}: neither model nor tokenizer has a pad/eos id"
+                )
+            model.config.pad_token_id = pad  # lets the model find the last real token of each row
+        tok.truncation_side = "left"
+        model.to(_device(self.device_name)).eval()
+        self._model, self._tok, self._pad = model, tok, int(pad)
+        return model, tok
+
+    def text(self, prompt: str, completion: str) -> str:
+        """The text that the model scores for one (prompt, completion) pair."""
+        _, tok = self.load()
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
+                tokenize=False,
+            )
+        return f"{prompt}\n{completion}"
+
+    def encode(self, prompt: str, completion: str) -> list[int]:
+        """Token ids of one pair, truncated on the left to ``max_length``."""
+        _, tok = self.load()
+        templated = bool(getattr(tok, "chat_template", None))
+        return tok(
+            self.text(prompt, completion),
+            add_special_tokens=not templated,
+            truncation=True,
+            max_length=self.max_length,
+        )["input_ids"]
+
+    def score_ids(self, seqs: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of token-id sequences, in batches of ``batch_size`` (right-padded)."""
+        import torch
+
+        model, _ = self.load()
+        device = next(model.parameters()).device
+        out: list[float] = []
+        for start in range(0, len(seqs), self.batch_size):
+            chunk = seqs[start : start + self.batch_size]
+            width = max(len(s) for s in chunk)
+            ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)  # [b, L]
+            attn = torch.zeros((len(chunk), width), dtype=torch.long)  # [b, L]
+            for i, s in enumerate(chunk):
+                ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+                attn[i, : len(s)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # [b, C]
+            s = logits[:, max(self.label, 0)].float()  # [b]
+            if self.normalize == "sigmoid":
+                s = torch.sigmoid(s)
+            out.extend(s.cpu().tolist())
+        return out
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """One score per (prompt, completion) pair."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        return self.score_ids([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)])
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def combine_scores(scores: torch.Tensor, combine: str = "mean", *, lam: float = 1.0) -> torch.Tensor:
+    """Combine the scores of K reward models, [K, N] -> [N].
+
+    - ``mean``: (1/K) sum_k s_k
+    - ``min``: min_k s_k (worst case over the ensemble)
+    - ``mean_minus_var``: mean - lam * var, var = (1/K) sum_k (s_k - mean)^2 (population variance, so
+      one model gives var = 0): disagreement between the models lowers the reward.
+    """
+    if scores.dim() != 2 or scores.shape[0] < 1:
+        raise ValueError(f"scores must be [K, N] with K >= 1, got {tuple(scores.shape)}")
+    s = scores.float()
+    if combine == "mean":
+        return s.mean(0)
+    if combine == "min":
+        return s.min(0).values
+    if combine == "mean_minus_var":
+        return s.mean(0) - lam * s.var(0, unbiased=False)
+    raise ValueError(f"combine must be 'mean', 'min' or 'mean_minus_var', got {combine!r}")
+
+
+class EnsembleScorer:
+    """Several :class:`SequenceScorer` combined by :func:`combine_scores`."""
+
+    def __init__(self, scorers: Sequence[SequenceScorer], combine: str = "mean", lam: float = 1.0):
+        if not scorers:
+            raise ValueError("an ensemble needs at least one reward model")
+        if combine not in ("mean", "min", "mean_minus_var"):
+            raise ValueError(f"combine must be 'mean', 'min' or 'mean_minus_var', got {combine!r}")
+        self.scorers, self.combine, self.lam = list(scorers), combine, lam
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        import torch
+
+        each = torch.tensor([m.score(prompts, completions) for m in self.scorers])  # [K, N]
+        return combine_scores(each, self.combine, lam=self.lam).tolist()
+
+
+# ---------------------------------------------------------------- the reward-model reward
+
+
+class RewardModelReward(BatchedReward):
+    """Reward = the scorer's score of (prompt, completion); with ``par``, PAR-shaped:
+    r = sigmoid(s(prompt, completion) - s(prompt, ref_template.format(answer=answer))).
+
+    The reference score is computed once per distinct (prompt, answer) of the step.
+    """
+
+    def __init__(
+        self,
+        scorer: SequenceScorer | EnsembleScorer,
+        *,
+        par: bool = False,
+        ref_template: str = "<answer>{answer}</answer>",
+    ) -> None:
+        if par and "{answer}" not in ref_template:
+            raise ValueError(f"ref_template must contain '{{answer}}', got {ref_template!r}")
+        self.scorer, self.par, self.ref_template = scorer, par, ref_template
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        scores = self.scorer.score(prompts, completions)
+        if not self.par:
+            return scores
+        import torch
+
+        from rlvr.algos.shaping import preference_as_reward
+
+        keys = list(dict.fromkeys(zip(prompts, answers, strict=True)))  # distinct, in order
+        refs = self.scorer.score(
+            [p for p, _ in keys], [self.ref_template.format(answer=a) for _, a in keys]
+        )
+        ref_of = dict(zip(keys, refs, strict=True))
+        r = torch.tensor(scores)  # [N]
+        r_ref = torch.tensor([ref_of[k] for k in zip(prompts, answers, strict=True)])  # [N]
+        return preference_as_reward(r, r_ref).tolist()
+
+
+@REWARDS.register("reward_model", bounds={"batch_size": ">= 1", "max_length": ">= 2", "label": ">= -1"})
+def make_reward_model(
+    *,
+    path: str = "",
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str = "auto",
+    dtype: DType = "auto",
+    normalize: Normalize = "none",
+    label: int = -1,
+    par: bool = False,
+    ref_template: str = "<answer>{answer}</answer>",
+) -> BatchedReward:
+    """A reward model: any local ``AutoModelForSequenceClassification`` directory (``path``).
+
+    Reward = the model's score of (prompt, completion) (see :class:`SequenceScorer`), optionally
+    ``normalize = "sigmoid"``. ``par = true`` gives Preference As Reward instead:
+    sigmoid(s(completion) - s(reference)), where the reference completion is ``ref_template`` filled
+    with the problem's answer (the format the policy is asked for); PAR already bounds the score, so
+    it ignores ``normalize``. ``label``: which logit is the score when the model has several outputs.
+    """
+    scorer = SequenceScorer(
+        path,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        normalize="none" if par else normalize,
+        label=label,
+    )
+    return RewardModelReward(scorer, par=par, ref_template=ref_template)
+
+
+def _split_paths(paths: str | Sequence[str]) -> list[str]:
+    items = paths.split(",") if isinstance(paths, str) else list(paths)
+    out = [str(p).strip() for p in items if str(p).strip()]
+    if not out:
+        raise ValueError("ensemble: the knob 'paths' is empty; give comma-separated model directories")
+    return out
+
+
+@REWARDS.register(
+    "ensemble", bounds={"batch_size": ">= 1", "max_length": ">= 2", "label": ">= -1", "lam": ">= 0"}
+)
+def make_ensemble(
+    *,
+    paths: str = "",
+    combine: Literal["mean", "min", "mean_minus_var"] = "mean",
+    lam: float = 1.0,
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str = "auto",
+    dtype: DType = "auto",
+    normalize: Normalize = "none",
+    label: int = -1,
+    par: bool = False,
+    ref_template: str = "<answer>{answer}</answer>",
+) -> BatchedReward:
+    """An ensemble of reward models: ``paths`` is a comma-separated list of model directories (a
+    string, which the recipe check verifies; a Python list is also accepted when called directly).
+
+    Each model scores like ``reward_model`` (``normalize`` per model), then the K scores combine
+    (:func:`combine_scores`): mean, min, or mean - lam * var. With ``par``, the combined score of the
+    completion is PAR-shaped against the combined score of the reference answer.
+    """
+    scorers = [
+        SequenceScorer(
+            p,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+            normalize=normalize,
+            label=label,
+        )
+        for p in _split_paths(paths)
+    ]
+    return RewardModelReward(EnsembleScorer(scorers, combine, lam), par=par, ref_template=ref_template)
+
+
+# ---------------------------------------------------------------- process reward model
+
+
+def split_steps(completion: str, delimiter: str = "\n\n") -> list[str]:
+    """The step prefixes of a completion: the text up to the end of each step.
+
+    Steps are the pieces between delimiters; pieces that are only whitespace are not steps (they
+    stay inside the following prefixes). A completion without a non-blank piece has no step.
+    Example: ``"a\\n\\nb"`` -> ``["a", "a\\n\\nb"]``.
+    """
+    if not delimiter:
+        raise ValueError("delimiter must not be empty")
+    pieces = completion.split(delimiter)
+    return [delimiter.join(pieces[: k + 1]) for k, piece in enumerate(pieces) if piece.strip()]
+
+
+class ProcessReward(BatchedReward):
+    """A process reward model (PRM) used as an outcome reward.
+
+    For a completion with steps 1..S (:func:`split_steps`), the PRM (a sequence classifier, see
+    :class:`SequenceScorer`) scores each prefix: r_k = s(prompt, prefix_k), [N, S] with a step mask.
+    The step rewards are shaped (Gao et al. 2024) and summed::
+
+        clip:  R = sum_k min(r_k - eta, 0)          (<= 0; repeating steps cannot raise it)
+        delta: R = sum_k (r_k - r_{k+1}) + r_S = r_1 (telescopes to the first step's score)
+        none:  R = sum_k r_k
+
+    A completion with no step gets 0. The delta form keeps its bounded-return property per step, but
+    summed to one sequence reward it is just r_1: it is meant for per-step (token-level) credit, which
+    the trainer does not wire yet (``pure_min`` in ``algos/credit.py`` would need per-token step
+    rewards); :meth:`step_rewards` exposes them for that use.
+    """
+
+    def __init__(
+        self, scorer: SequenceScorer, *, delimiter: str = "\n\n", shaping: str = "clip", eta: float = 0.5
+    ) -> None:
+        if shaping not in ("clip", "delta", "none"):
+            raise ValueError(f"prm: shaping must be 'clip', 'delta' or 'none', got {shaping!r}")
+        if not delimiter:
+            raise ValueError("prm: the knob 'delimiter' must not be empty")
+        self.scorer, self.delimiter, self.shaping, self.eta = scorer, delimiter, shaping, eta
+
+    def step_rewards(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(step rewards [N, S], step mask [N, S]) with S the most steps of any completion."""
+        import torch
+
+        prefixes = [split_steps(c, self.delimiter) for c in completions]
+        flat_p = [p for p, steps in zip(prompts, prefixes, strict=True) for _ in steps]
+        flat_c = [s for steps in prefixes for s in steps]
+        flat = self.scorer.score(flat_p, flat_c) if flat_c else []
+        n, s = len(completions), max((len(x) for x in prefixes), default=0)
+        rewards = torch.zeros((n, s))  # [N, S]
+        mask = torch.zeros((n, s))  # [N, S]
+        at = 0
+        for i, steps in enumerate(prefixes):
+            k = len(steps)
+            rewards[i, :k] = torch.tensor(flat[at : at + k])
+            mask[i, :k] = 1.0
+            at += k
+        return rewards, mask
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        from rlvr.algos.shaping import prm_clip, prm_delta
+
+        r, m = self.step_rewards(prompts, completions)  # [N, S]
+        if self.shaping == "clip":
+            shaped = prm_clip(r, m, eta=self.eta)
+        elif self.shaping == "delta":
+            shaped = prm_delta(r, m)
+        else:
+            shaped = r * m
+        return shaped.sum(dim=1).tolist()
+
+
+@REWARDS.register("prm", bounds={"batch_size": ">= 1", "max_length": ">= 2", "label": ">= -1"})
+def make_prm(
+    *,
+    path: str = "",
+    delimiter: str = "\n\n",
+    shaping: Literal["clip", "delta", "none"] = "clip",
+    eta: float = 0.5,
+    normalize: Normalize = "sigmoid",
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str = "auto",
+    dtype: DType = "auto",
+    label: int = -1,
+) -> BatchedReward:
+    """A process reward model (:class:`ProcessReward`): a sequence classifier at ``path`` scores every
+    step prefix (steps split by ``delimiter``), the step scores are shaped by ``clip`` (threshold
+    ``eta``) or ``delta`` and summed. ``normalize`` defaults to ``sigmoid`` so that step scores are
+    probabilities, the scale on which ``eta = 0.5`` is meant."""
+    scorer = SequenceScorer(
+        path,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+        normalize=normalize,
+        label=label,
+    )
+    return ProcessReward(scorer, delimiter=delimiter, shaping=shaping, eta=eta)
+
+
+# ---------------------------------------------------------------- likelihood reward
+
+
+def answer_logprobs(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    targets: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 1024,
+) -> list[list[float]]:
+    """log p(target token j | context, target tokens < j) for every token of every target.
+
+    Context and target are tokenized separately (no special tokens) and concatenated, so the target
+    tokens are the same whatever the context. A context is cut on the left so that context + target
+    fit in ``max_length`` tokens (at least one context token is kept). Batches are left-padded
+    contexts and right-padded targets with explicit positions (``rlvr.rollout.logprobs``), in eval
+    mode without gradients; the model's training mode is restored afterwards. Temperature 1.
+    """
+    import torch
+
+    from rlvr.rollout.logprobs import sequence_logp
+
+    if len(contexts) != len(targets):
+        raise ValueError(f"{len(contexts)} contexts but {len(targets)} targets")
+    ctx_ids = tokenizer(list(contexts), add_special_tokens=False)["input_ids"] if contexts else []
+    tgt_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"] if targets else []
+    for i, t in enumerate(tgt_ids):
+        if not t:
+            raise ValueError(f"likelihood: target {i} ({targets[i]!r}) has no tokens")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = 0 if pad is None else int(pad)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[list[float]] = []
+    try:
+        for start in range(0, len(tgt_ids), batch_size):
+            cs = ctx_ids[start : start + batch_size]
+            ts = tgt_ids[start : start + batch_size]
+            cs = [c[-max(1, max_length - len(t)) :] if c else c for c, t in zip(cs, ts, strict=True)]
+            if any(not c for c in cs):
+                raise ValueError("likelihood: a context has no tokens (nothing to condition on)")
+            p, t = max(len(c) for c in cs), max(len(x) for x in ts)
+            p_ids = torch.full((len(cs), p), pad, dtype=torch.long)  # [b, P] left-padded
+            p_mask = torch.zeros((len(cs), p), dtype=torch.long)  # [b, P]
+            c_ids = torch.full((len(cs), t), pad, dtype=torch.long)  # [b, T] right-padded
+            c_mask = torch.zeros((len(cs), t), dtype=torch.long)  # [b, T]
+            for i, (c, x) in enumerate(zip(cs, ts, strict=True)):
+                p_ids[i, p - len(c) :] = torch.tensor(c)
+                p_mask[i, p - len(c) :] = 1
+                c_ids[i, : len(x)] = torch.tensor(x)
+                c_mask[i, : len(x)] = 1
+            with torch.no_grad():
+                logp, _ = sequence_logp(
+                    model,
+                    p_ids.to(device),
+                    p_mask.to(device),
+                    c_ids.to(device),
+                    c_mask.to(device),
+                    share_prompts=False,
+                )  # [b, T]
+            logp = logp.float().cpu()
+            out.extend(logp[i, : len(x)].tolist() for i, x in enumerate(ts))
+    finally:
+        model.train(was_training)
+    return out
+
+
+class LikelihoodReward(BatchedReward):
+    """Reward = log-likelihood of the reference answer given the prompt and the completion's
+    reasoning, under a causal LM (the policy when ``path`` is empty)::
+
+        context = format_prompt(tokenizer, prompt) + reasoning
+        target  = template.format(answer=answer)              # default "<answer>{answer}</answer>"
+        R       = (1/|target|) sum_j log p(target_j | context, target_<j)   (reduce = "mean")
+                  or the sum over j                                         (reduce = "sum")
+
+    ``format_prompt`` is the prompt the policy is sampled from (chat template and instruction).
+    The reasoning is the completion up to its last ``<answer>`` tag when ``strip_answer`` (the
+    policy's own answer is replaced by the reference one, where it would have been written), else
+    the whole completion. R <= 0; it is higher when the reasoning makes the right answer likely.
+    """
+
+    def __init__(
+        self,
+        path: str = "",
+        *,
+        reduce: str = "mean",
+        template: str = "<answer>{answer}</answer>",
+        strip_answer: bool = True,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
+        if reduce not in ("mean", "sum"):
+            raise ValueError(f"likelihood: reduce must be 'mean' or 'sum', got {reduce!r}")
+        if "{answer}" not in template:
+            raise ValueError(f"likelihood: template must contain '{{answer}}', got {template!r}")
+        self.path = check_model_directory(path, what="likelihood model") if path else None
+        self.needs_policy = self.path is None
+        self.reduce, self.template, self.strip_answer = reduce, template, strip_answer
+        _device(device), _dtype(dtype)  # a bad value fails when the reward is built
+        self.batch_size, self.max_length = batch_size, max_length
+        self.device_name, self.dtype_name = device, dtype
+        self._own: tuple[Any, Any] | None = None
+
+    def _model(self, policy: tuple[Any, Any] | None) -> tuple[Any, Any]:
+        if self.path is None:
+            if policy is None:
+                raise ValueError(
+                    "likelihood reward with path = '' scores under the policy, but no policy was "
+                    "passed (call it with policy=(model, tokenizer))"
+                )
+            return policy
+        if self._own is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(self.path)
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_dtype(self.dtype_name))
+            except Exception as err:
+                raise ValueError(f"likelihood model {self.path}: cannot load it: {err}") from err
+            model.to(_device(self.device_name)).eval()
+            self._own = (model, tok)
+        return self._own
+
+    def context(self, tokenizer: Any, prompt: str, completion: str) -> str:
+        from rlvr.data.prompts import format_prompt
+
+        reasoning = completion
+        if self.strip_answer and "<answer>" in completion:
+            reasoning = completion[: completion.rfind("<answer>")]
+        return format_prompt(tokenizer, prompt) + reasoning
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        model, tok = self._model(policy)
+        contexts = [self.context(tok, p, c) for p, c in zip(prompts, completions, strict=True)]
+        targets = [self.template.format(answer=a) for a in answers]
+        per_token = answer_logprobs(
+            model, tok, contexts, targets, batch_size=self.batch_size, max_length=self.max_length
+        )
+        if self.reduce == "sum":
+            return [float(sum(x)) for x in per_token]
+        return [float(sum(x) / len(x)) for x in per_token]
+
+
+@REWARDS.register("likelihood", bounds={"batch_size": ">= 1", "max_length": ">= 2"})
+def make_likelihood(
+    *,
+    path: str = "",
+    reduce: Literal["mean", "sum"] = "mean",
+    template: str = "<answer>{answer}</answer>",
+    strip_answer: bool = True,
+    batch_size: int = 16,
+    max_length: int = 1024,
+    device: str = "auto",
+    dtype: DType = "auto",
+) -> BatchedReward:
+    """Likelihood reward (:class:`LikelihoodReward`): mean (or sum) log p(reference answer | prompt,
+    reasoning) under the causal LM at ``path``, or under the current policy when ``path`` is empty
+    (the reward then sets ``needs_policy``)."""
+    return LikelihoodReward(
+        path,
+        reduce=reduce,
+        template=template,
+        strip_answer=strip_answer,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+    )
