@@ -10,6 +10,7 @@ from rlvr.algos.aggregation import AGGREGATIONS
 from rlvr.algos.credit import CREDIT
 from rlvr.algos.kl import KL_ESTIMATORS
 from rlvr.algos.objectives import OBJECTIVES
+from rlvr.algos.shaping import SHAPING
 from rlvr.algos.weights import TOKEN_WEIGHTS
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "INPUTS",
     "KL_ESTIMATORS",
     "OBJECTIVES",
+    "SHAPING",
     "TOKEN_WEIGHTS",
 ]
 
@@ -56,4 +58,12 @@ INPUTS: dict[str, frozenset[str]] = {
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss
     "token_weights": frozenset({"entropy", "logp", "group", "completion_ids"}),
+    # reward shaping: combined rewards [B, G] -> shaped rewards [B, G], applied before the advantage
+    "shaping": frozenset(
+        {
+            "lengths",  # [B, G] completion lengths in tokens (float)
+            "correct",  # [B, G] the verifier's outcome, 0/1
+            "max_len",  # int, the generation budget in tokens
+        }
+    ),
 }
