@@ -35,11 +35,17 @@ def stream_seed(seed: int) -> int:
 
 @dataclass(frozen=True)
 class Problem:
-    """One prompt with its reference answer and the task's metadata (the scorer needs the entry)."""
+    """One prompt with its reference answer and the task's metadata (the scorer needs the entry).
+
+    ``messages``: for a dataset row given as a chat, its turns ({role, content}, the last one a user
+    turn; ``question`` is then that last turn's content). ``format_prompt(tok, p.question,
+    messages=p.messages)`` formats either kind.
+    """
 
     question: str
     answer: str
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    messages: tuple[dict[str, str], ...] | None = field(default=None, hash=False)
 
     @property
     def entry(self) -> dict[str, Any]:

@@ -50,6 +50,51 @@ class Rollout:
                 out[f.name] = v
         return replace(self, **out)
 
+    @staticmethod
+    def cat(rolls: list[Rollout]) -> Rollout:
+        """Rollouts of several generation rounds as one batch: prompts re-padded on the left,
+        completions on the right (pads are 0 with mask 0), ``group`` renumbered consecutively.
+
+        Optional fields must be set in all or none of the parts.
+        """
+        if len(rolls) == 1:
+            return rolls[0]
+        p_len = max(x.prompt_ids.shape[1] for x in rolls)
+        t_len = max(x.completion_ids.shape[1] for x in rolls)
+
+        def pad(t: Tensor, width: int, left: bool) -> Tensor:
+            extra = width - t.shape[1]
+            if extra == 0:
+                return t
+            z = torch.zeros((t.shape[0], extra), dtype=t.dtype, device=t.device)
+            return torch.cat([z, t] if left else [t, z], dim=1)
+
+        out: dict[str, Any] = {}
+        offset, groups = 0, []
+        for x in rolls:
+            groups.append(x.group + offset)
+            offset += int(x.group.max()) + 1 if len(x) else 0
+        out["group"] = torch.cat(groups)
+        out["finish"] = [f for x in rolls for f in x.finish]
+        for f in fields(Rollout):
+            if f.name in out:
+                continue
+            vals = [getattr(x, f.name) for x in rolls]
+            if not isinstance(vals[0], Tensor | None):  # scalars such as policy_version: the first's
+                out[f.name] = vals[0]
+                continue
+            if all(v is None for v in vals):
+                out[f.name] = None
+                continue
+            if any(v is None for v in vals):
+                raise ValueError(f"Rollout.cat: {f.name!r} is set in some parts only")
+            if f.name in ("prompt_ids", "prompt_mask"):
+                vals = [pad(v, p_len, left=True) for v in vals]
+            elif vals[0].dim() == 2 and f.name != "reward_parts":
+                vals = [pad(v, t_len, left=False) for v in vals]
+            out[f.name] = torch.cat(vals)
+        return Rollout(**out)
+
     def texts(self, tokenizer: Any) -> list[str]:
         """The N completions as text (up to and including EOS, special tokens dropped)."""
         rows = [r[: int(n)] for r, n in zip(self.completion_ids.tolist(), self.lengths, strict=True)]

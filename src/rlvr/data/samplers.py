@@ -1,0 +1,276 @@
+"""Which prompts a step trains on: per-prompt statistics and the selection strategies of the literature.
+
+A strategy picks ``b`` prompts from a finite pool (a dataset's training rows, or the first
+``task.pool_size`` problems of a reasoning-gym stream). Every strategy reads the same
+:class:`PromptStats` tracker, which the trainer updates after each step with each rolled-out group's
+successes, attempts and mean absolute advantage; it is saved in checkpoints, so a resumed run picks
+exactly the prompts the uninterrupted run would have picked.
+
+Strategies are functions registered in :data:`SAMPLERS`::
+
+    fn(stats: PromptStats, b: int, step: int, rng: numpy.random.Generator, *, **knobs) -> indices [b]
+
+They return distinct pool indices. ``uniform`` with no pool (pool size 0) is the plain stream of the
+task: every step takes the next ``b`` problems.
+
+DAPO's dynamic sampling is not a selection rule but a filter on scored groups; it is
+:func:`informative_groups` here and the trainer's ``sampling.dynamic_sampling`` switch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rlvr.registry import Registry
+
+__all__ = ["SAMPLERS", "PromptStats", "informative_groups"]
+
+SAMPLERS = Registry("sampler")
+
+
+class PromptStats:
+    """Per-prompt statistics of a pool of ``size`` prompts, one shared tracker for all strategies.
+
+    Each prompt keeps its history of observations ``(step, successes, attempts, mean |advantage|)``;
+    :meth:`counts` sums it with an optional exponential decay, so strategies that discount old
+    evidence (VADE) and those that do not read the same record. ``category`` holds an optional label
+    per prompt (for example its reasoning-gym task or difficulty) for category-level strategies.
+    """
+
+    def __init__(self, size: int, categories: Sequence[str] | None = None) -> None:
+        self.size = int(size)
+        self.history: list[list[tuple[int, float, int, float]]] = [[] for _ in range(self.size)]
+        self.categories = list(categories) if categories is not None else [""] * self.size
+        if len(self.categories) != self.size:
+            raise ValueError(f"{len(self.categories)} categories for a pool of {self.size} prompts")
+
+    def update(
+        self, index: int, *, step: int, successes: float, attempts: int, abs_adv: float = 0.0
+    ) -> None:
+        """Record one rolled-out group of prompt ``index`` at ``step``."""
+        self.history[index].append((int(step), float(successes), int(attempts), float(abs_adv)))
+
+    def seen(self) -> np.ndarray:
+        """Times each prompt was rolled out (groups) [P]."""
+        return np.array([len(h) for h in self.history], dtype=np.int64)
+
+    def last_step(self) -> np.ndarray:
+        """Step of each prompt's latest observation, -1 if never seen [P]."""
+        return np.array([h[-1][0] if h else -1 for h in self.history], dtype=np.int64)
+
+    def counts(self, step: int, decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Decayed (successes, attempts) per prompt [P] each:
+
+        S_i = sum_obs decay^(step - t_obs) * s_obs,   A_i = sum_obs decay^(step - t_obs) * a_obs
+        """
+        s = np.zeros(self.size)  # [P]
+        a = np.zeros(self.size)  # [P]
+        for i, h in enumerate(self.history):
+            for t, succ, att, _ in h:
+                w = decay ** max(step - t, 0)
+                s[i] += w * succ
+                a[i] += w * att
+        return s, a
+
+    def success_rate(self, *, prior_a: float = 1.0, prior_b: float = 1.0, step: int = 0) -> np.ndarray:
+        """Posterior mean success rate (S + prior_a) / (A + prior_a + prior_b) per prompt [P]."""
+        s, a = self.counts(step)
+        return (s + prior_a) / (a + prior_a + prior_b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [[list(o) for o in h] for h in self.history],
+            "categories": list(self.categories),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["history"]) != self.size:
+            raise ValueError(
+                f"checkpoint has statistics of {len(state['history'])} prompts, the pool has {self.size}"
+            )
+        self.history = [
+            [(int(t), float(s), int(a), float(v)) for t, s, a, v in h] for h in state["history"]
+        ]
+        self.categories = list(state["categories"])
+
+
+def _check_b(stats: PromptStats, b: int) -> None:
+    if b > stats.size:
+        raise ValueError(f"cannot pick {b} distinct prompts from a pool of {stats.size}")
+
+
+@SAMPLERS.register("uniform")
+def uniform(stats: PromptStats, b: int, step: int, rng: np.random.Generator) -> np.ndarray:
+    """``b`` distinct prompts drawn uniformly at random from the pool."""
+    _check_b(stats, b)
+    return rng.choice(stats.size, size=b, replace=False)
+
+
+@SAMPLERS.register(
+    "vade",
+    bounds={"prior_a": "> 0", "prior_b": "> 0", "decay": "(0, 1]"},
+)
+def vade(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    prior_a: float = 1.0,
+    prior_b: float = 1.0,
+    decay: float = 0.95,
+) -> np.ndarray:
+    """VADE (Variance-Aware Dynamic sampling via online sample-level difficulty Estimation).
+
+    Each prompt's correctness probability has a Beta posterior whose evidence decays with age:
+
+        alpha_i = prior_a + S_i,   beta_i = prior_b + (A_i - S_i),
+        S_i, A_i = sum over observations of decay^(step - t) * (successes, attempts)
+
+    Thompson sampling: draw theta_i ~ Beta(alpha_i, beta_i) and pick the ``b`` prompts with the largest
+    theta_i (1 - theta_i), the reward variance of a group (0 for prompts always or never solved, which
+    give GRPO no gradient). The decay is the abstract's prior decay: old evidence fades as the policy
+    changes, so the posterior returns toward the prior (our reading: one exponential scale per step
+    since each observation; the prior itself is the second scale).
+    """
+    _check_b(stats, b)
+    s, a = stats.counts(step, decay)
+    theta = rng.beta(prior_a + s, prior_b + (a - s))  # [P]
+    info = theta * (1.0 - theta)  # [P]
+    return np.argsort(-info, kind="stable")[:b]
+
+
+@SAMPLERS.register(
+    "difficulty_targeted",
+    bounds={"target": "(0, 1)", "prior_a": "> 0", "prior_b": "> 0", "temperature": ">= 0"},
+)
+def difficulty_targeted(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    target: float = 0.5,
+    prior_a: float = 1.0,
+    prior_b: float = 1.0,
+    temperature: float = 0.05,
+) -> np.ndarray:
+    """Difficulty-targeted online data selection: prefer prompts whose predicted success is near
+    ``target`` (0.5 gives the largest group variance).
+
+        p_i = (S_i + prior_a) / (A_i + prior_a + prior_b)          (posterior mean, no decay)
+        P(pick i) ∝ exp(-|p_i - target| / temperature)             (without replacement)
+
+    ``temperature`` = 0 picks the ``b`` closest deterministically (ties broken at random). Unseen
+    prompts have p_i = prior_a / (prior_a + prior_b) (0.5 by default), so they are tried early.
+    """
+    _check_b(stats, b)
+    p = stats.success_rate(prior_a=prior_a, prior_b=prior_b, step=step)  # [P]
+    dist = np.abs(p - target)  # [P]
+    if temperature == 0:
+        tie = rng.random(stats.size)  # [P]
+        return np.lexsort((tie, dist))[:b]
+    logits = -dist / temperature  # [P]
+    w = np.exp(logits - logits.max())  # [P]
+    return rng.choice(stats.size, size=b, replace=False, p=w / w.sum())
+
+
+@SAMPLERS.register(
+    "curriculum",
+    bounds={"start": "(0, 1]", "ramp_steps": ">= 1", "prior_a": "> 0", "prior_b": "> 0"},
+)
+def curriculum(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    start: float = 0.25,
+    ramp_steps: int = 1000,
+    prior_a: float = 1.0,
+    prior_b: float = 1.0,
+) -> np.ndarray:
+    """Easy-to-hard curriculum: rank the pool from easiest to hardest by predicted success rate
+    (posterior mean, as in ``difficulty_targeted``; unseen prompts in the middle, ties at random) and
+    draw uniformly from the easiest fraction
+
+        f(step) = min(1, start + (1 - start) * step / ramp_steps)
+
+    of the pool (at least ``b`` prompts). The ranking is re-estimated every step, so prompts the
+    policy has learned move toward the easy end and harder ones enter as f grows.
+    """
+    _check_b(stats, b)
+    p = stats.success_rate(prior_a=prior_a, prior_b=prior_b, step=step)  # [P]
+    order = np.lexsort((rng.random(stats.size), -p))  # [P] easiest first
+    frac = min(1.0, start + (1.0 - start) * step / ramp_steps)
+    eligible = order[: max(b, math.ceil(frac * stats.size))]
+    return rng.choice(eligible, size=b, replace=False)
+
+
+@SAMPLERS.register("sec", bounds={"lr": "(0, 1]", "temperature": "> 0"})
+def sec(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    lr: float = 0.5,
+    temperature: float = 0.2,
+) -> np.ndarray:
+    """Self-Evolving Curriculum: a non-stationary bandit over prompt categories.
+
+    Every category c (``stats.categories``: a task of a mixture, a difficulty level, ...) has a value
+    Q_c, learned by TD(0) from the gain it gave: at every past step t that trained prompts of c, with
+    r_{c,t} the mean absolute advantage of those prompts,
+
+        Q_c <- (1 - lr) Q_c + lr * r_{c,t}        (Q_c = 0 before the first), in step order
+        P(c) = softmax(Q / temperature)
+
+    Each of the ``b`` picks draws a category from P and a not-yet-picked prompt of it uniformly.
+    Q is recomputed from the shared history, so the strategy keeps no state of its own.
+    """
+    _check_b(stats, b)
+    cats = sorted(set(stats.categories))
+    q = np.array([_category_value(stats, c, lr) for c in cats])  # [C]
+    members = {c: [i for i in range(stats.size) if stats.categories[i] == c] for c in cats}
+    picked: list[int] = []
+    taken: set[int] = set()
+    while len(picked) < b:
+        open_cats = [k for k, c in enumerate(cats) if any(i not in taken for i in members[c])]
+        logits = q[open_cats] / temperature  # [C']
+        w = np.exp(logits - logits.max())  # [C']
+        c = cats[open_cats[rng.choice(len(open_cats), p=w / w.sum())]]
+        free = [i for i in members[c] if i not in taken]
+        i = int(free[rng.integers(len(free))])
+        taken.add(i)
+        picked.append(i)
+    return np.array(picked)
+
+
+def _category_value(stats: PromptStats, category: str, lr: float) -> float:
+    """SEC's TD(0) value of a category from the history of its prompts (see :func:`sec`)."""
+    by_step: dict[int, list[float]] = {}
+    for i, h in enumerate(stats.history):
+        if stats.categories[i] == category:
+            for t, _, _, abs_adv in h:
+                by_step.setdefault(t, []).append(abs_adv)
+    q = 0.0
+    for t in sorted(by_step):
+        q = (1 - lr) * q + lr * float(np.mean(by_step[t]))
+    return q
+
+
+def informative_groups(rewards: np.ndarray, *, atol: float = 0.0) -> np.ndarray:
+    """DAPO dynamic sampling's filter: True for groups whose rewards are not all equal.
+
+    ``rewards`` [B, G] -> keep [B]: max_g r - min_g r > atol. A group with one reward for every sample
+    has zero advantage under any group-relative estimator and gives no gradient.
+    """
+    rewards = np.asarray(rewards, dtype=float)
+    if rewards.ndim != 2:
+        raise ValueError(f"rewards must have shape [B, G], got {rewards.shape}")
+    return (rewards.max(axis=1) - rewards.min(axis=1)) > atol
