@@ -132,3 +132,18 @@ def test_a_bad_task_fails_before_a_run_dir_or_model_exists(overrides, tmp_path, 
     text = _error_text(capsys)
     assert "error: 'task' (name = " in text and "Traceback" not in text
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_tasks_lists_and_shows_knobs(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "chain_sum" in out and "basic_arithmetic" in out and "reasoning-gym tasks" in out
+    assert main(["tasks", "show", "chain_sum"]) == 0
+    out = capsys.readouterr().out
+    for knob in ("min_terms", "max_terms", "min_digits", "allow_negation"):
+        assert knob in out
+    assert "seed" not in out.split("example")[0]  # set by rlvr, not a task knob
+    assert "example question" in out
+    assert main(["tasks", "show", "no_such_task"]) == 2
+    assert "unknown reasoning-gym task 'no_such_task'" in capsys.readouterr().out
+    assert main(["tasks", "show"]) == 2

@@ -59,3 +59,18 @@ def test_sign_trains_two_real_steps(sign_estimator, micro_base, tmp_path):
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in rows] == [1, 2]
+
+
+def test_arithmetic_dataset_recipe_trains_with_math_verify(micro_base, tmp_path, monkeypatch):
+    """examples/arithmetic.toml: a JSONL dataset scored by math-verify, end to end (2 steps)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # task.path is relative to the repo root
+    cfg = load_config(
+        "examples/arithmetic.toml",
+        micro_run(micro_base, "train.steps=2", "eval.samples=2", "task.heldout_size=16"),
+    )
+    summary = train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all("reward/math" in r and r["reward_failures"] == 0 for r in rows)
+    assert all(r["accuracy"] == r["reward/math"] for r in rows)  # the verifier is the math reward
+    assert 0.0 <= summary["after"]["pass@1"] <= 1.0

@@ -1,10 +1,9 @@
-"""The ``rlvr`` command line: train, eval, base, recipes."""
+"""The ``rlvr`` command line: train, eval, base, recipes, tasks."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -70,21 +69,22 @@ def _print_summary(summary: dict) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from rlvr.eval import evaluate
-    from rlvr.models.tiny import ensure_base, load_model
-    from rlvr.rewards import make_task_reward
+    from rlvr.models.tiny import ensure_base, load_model, load_tokenizer
     from rlvr.train.config import load_config
-    from rlvr.train.trainer import build_task
+    from rlvr.train.trainer import build_task, build_verifier
     from rlvr.utils import console, pick_device
 
     cfg = load_config(args.recipe, args.overrides)
-    task = build_task(cfg)  # a bad task fails before any model is built or loaded
-    model_path = Path(args.model) if args.model else ensure_base()
+    model_path = Path(args.model) if args.model else None
+    tok = load_tokenizer(model_path or ensure_base()) if cfg.task.max_prompt_tokens else None
+    task = build_task(cfg, tok)  # a bad task fails before any model is loaded
+    model_path = model_path or ensure_base()
     model, tok = load_model(model_path, device=pick_device(cfg.model.device))
     res = evaluate(
         model,
         tok,
         task.heldout,
-        make_task_reward(),
+        build_verifier(cfg),
         n=args.samples,
         max_new_tokens=cfg.eval.max_new_tokens,
         temperature=cfg.eval.temperature,
@@ -148,6 +148,47 @@ def _recipes(args: argparse.Namespace) -> int:
         if a.beta > 0:
             parts += f" / {a.kl} β={a.beta:g}"
         table.add_row(name, parts, cfg.description, cfg.paper)
+    console.print(table)
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from reasoning_gym.factory import DATASETS
+    from rich.table import Table
+
+    from rlvr.utils import console
+
+    if args.action == "show":
+        if not args.name:
+            console.print("[red]error:[/red] `rlvr tasks show` needs a task name")
+            return 2
+        if args.name not in DATASETS:
+            console.print(
+                f"[red]error:[/red] unknown reasoning-gym task {args.name!r}; `rlvr tasks` lists them"
+            )
+            return 2
+        dataset_cls, config_cls = DATASETS[args.name][:2]
+        table = Table("knob (task.kwargs)", "default", title=f"{args.name}: {dataset_cls.__module__}")
+        for f in dataclasses.fields(config_cls):
+            if f.name in ("seed", "size"):  # set by rlvr (train.seed, task.split_seed)
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            table.add_row(f.name, repr(default))
+        console.print(table)
+        import reasoning_gym
+
+        item = reasoning_gym.create_dataset(args.name, seed=0, size=1)[0]
+        console.print(f"example question: {item['question']}", markup=False)
+        console.print(f"example answer:   {item['answer']}", markup=False)
+        return 0
+    groups: dict[str, list[str]] = {}
+    for name, entry in DATASETS.items():
+        groups.setdefault(entry[0].__module__.split(".")[1], []).append(name)
+    table = Table("group", "tasks", title=f"{len(DATASETS)} reasoning-gym tasks (task.name)")
+    for group in sorted(groups):
+        table.add_row(group, ", ".join(sorted(groups[group])))
     console.print(table)
     return 0
 
@@ -218,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="recipe name or .toml/.yaml path (for show)")
     p.add_argument("overrides", nargs="*", help="section.field=value")
     p.set_defaults(fn=_recipes)
+
+    p = sub.add_parser(
+        "tasks",
+        help="list the reasoning-gym tasks, or show one's generation knobs",
+        description="`rlvr tasks` lists every reasoning-gym task by group; `rlvr tasks show NAME` "
+        "lists its generation knobs (set them in task.kwargs, or per task in task.mixture) and an "
+        "example problem.",
+    )
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="task name (for show)")
+    p.set_defaults(fn=_tasks)
     return parser
 
 
@@ -226,25 +278,14 @@ def load_plugins(names: list[str]) -> None:
 
     A name is a module on ``sys.path`` (the current directory included) or a path to a ``.py`` file.
     """
-    import importlib
-    import importlib.util
-
+    from rlvr.plugins import import_plugin
     from rlvr.train.config import ConfigError
 
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     for name in names:
         try:
-            if name.endswith(".py"):
-                path = Path(name)
-                if not path.is_file():
-                    raise ConfigError(f"plugin file {path} does not exist")
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)  # type: ignore[union-attr]
-            else:
-                importlib.import_module(name)
+            import_plugin(name)
+        except FileNotFoundError as err:
+            raise ConfigError(str(err)) from None
         except ModuleNotFoundError as err:
             raise ConfigError(f"plugin {name!r} cannot be imported: {err}") from None
 
@@ -258,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlvr.utils import console
 
     try:
-        load_plugins(args.plugin or [])
+        load_plugins(getattr(args, "plugin", None) or [])
         return args.fn(args)
     except (ConfigError, UnknownComponentError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")

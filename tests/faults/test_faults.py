@@ -29,18 +29,23 @@ def _metrics(run_dir):
 
 
 def test_injected_nan_is_skipped_logged_and_stops_the_run(micro_base, tmp_path, monkeypatch, capsys):
+    """A NaN advantage (from step 3 on) makes the loss non-finite. (A NaN *reward* never gets that
+    far: the reward runner scores it as a reward failure; see tests/rewards/test_runner.py.)"""
+    from rlvr.algos import ADVANTAGES
     from rlvr.rewards import REWARDS
 
     calls = {"n": 0}
 
-    def nan_after_two_steps():
-        def reward(prompt, completion, answer, **meta):
-            calls["n"] += 1
-            return float("nan") if calls["n"] > 16 else 0.5 * (len(completion) % 2)
+    def nan_after_two_steps(rewards):
+        calls["n"] += 1
+        adv = rewards - rewards.mean(dim=1, keepdim=True)  # [B, G]
+        return adv * float("nan") if calls["n"] > 2 else adv
 
-        return reward
+    def dense():
+        return lambda prompt, completion, answer, **meta: 0.5 * (len(completion) % 2)
 
-    monkeypatch.setitem(REWARDS._items, "nan", nan_after_two_steps)
+    monkeypatch.setitem(REWARDS._items, "dense", dense)
+    ADVANTAGES.register("nan_after_two_steps")(nan_after_two_steps)
     cfg = load_config(
         "grpo",
         _overrides(
@@ -48,11 +53,15 @@ def test_injected_nan_is_skipped_logged_and_stops_the_run(micro_base, tmp_path, 
             "train.steps=10",
             "train.checkpoint_every=2",
             "train.max_nonfinite_steps=3",
-            "rewards.nan.weight=1.0",
+            "algo.advantage='nan_after_two_steps'",
+            "rewards.dense.weight=1.0",
         ),
     )
-    with pytest.raises(NonFiniteError, match=r"3 steps in a row \(up to step 5\)") as err:
-        train(cfg, run_dir=tmp_path / "run", progress=False)
+    try:
+        with pytest.raises(NonFiniteError, match=r"3 steps in a row \(up to step 5\)") as err:
+            train(cfg, run_dir=tmp_path / "run", progress=False)
+    finally:
+        ADVANTAGES._items.pop("nan_after_two_steps")
     assert "step_2" in str(err.value)  # the newest checkpoint is from before the first NaN (step 3)
     rows = _metrics(tmp_path / "run")
     assert [r.get("skipped_updates", 0.0) for r in rows] == [0.0, 0.0, 1.0, 1.0, 1.0]
@@ -216,18 +225,22 @@ def test_a_read_only_run_directory_fails_before_any_work(micro_base, tmp_path, c
 
 
 NAN_PLUGIN = """
+from rlvr.algos import ADVANTAGES
 from rlvr.rewards import REWARDS
 
 calls = {"n": 0}
 
 
-@REWARDS.register("nan_after_two_steps")
-def make():
-    def reward(prompt, completion, answer, **meta):
-        calls["n"] += 1
-        return float("nan") if calls["n"] > 16 else 0.5 * (len(completion) % 2)
+@ADVANTAGES.register("nan_after_two_steps")
+def nan_after_two_steps(rewards):
+    calls["n"] += 1
+    adv = rewards - rewards.mean(dim=1, keepdim=True)
+    return adv * float("nan") if calls["n"] > 2 else adv
 
-    return reward
+
+@REWARDS.register("dense")
+def make():
+    return lambda prompt, completion, answer, **meta: 0.5 * (len(completion) % 2)
 """
 
 
@@ -237,7 +250,13 @@ def test_injected_nan_in_a_real_process(micro_base, tmp_path):
     run = tmp_path / "run"
     args = _overrides(micro_base, "train.steps=10", "train.checkpoint_every=2")
     proc = _spawn(
-        run, micro_base, "--plugin", str(plugin), *args, "rewards.nan_after_two_steps.weight=1.0"
+        run,
+        micro_base,
+        "--plugin",
+        str(plugin),
+        *args,
+        "algo.advantage='nan_after_two_steps'",
+        "rewards.dense.weight=1.0",
     )
     out, _ = proc.communicate(timeout=300)
     text = " ".join(out.split())

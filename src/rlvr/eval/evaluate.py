@@ -41,11 +41,29 @@ class EvalResult:
         return out
 
 
+def _score_chunk(reward_fn: Any, chunk: Sequence[Problem], texts: list[str], n: int) -> list[float]:
+    """Scores of ``n`` completions per problem: a per-sample function, or a reward runner (its first
+    component; failures count as incorrect)."""
+    if hasattr(reward_fn, "score"):
+        res = reward_fn.score(
+            [p.question for p in chunk for _ in range(n)],
+            texts,
+            [p.answer for p in chunk for _ in range(n)],
+            [p.meta for p in chunk for _ in range(n)],
+            group_size=n,
+        )
+        return [row[0] for row in res.parts]
+    return [
+        reward_fn(chunk[i // n].question, t, chunk[i // n].answer, **chunk[i // n].meta)
+        for i, t in enumerate(texts)
+    ]
+
+
 def evaluate(
     model: torch.nn.Module,
     tokenizer: Any,
     problems: Sequence[Problem],
-    reward_fn: Callable[..., float],
+    reward_fn: Callable[..., float] | Any,
     *,
     n: int = 8,
     max_new_tokens: int = 16,
@@ -56,7 +74,11 @@ def evaluate(
     keep_samples: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Sample ``n`` completions for each problem; a sample is correct when ``reward_fn`` gives 1."""
+    """Sample ``n`` completions for each problem; a sample is correct when ``reward_fn`` gives 1.
+
+    ``reward_fn`` is a per-sample function ``(prompt, completion, answer, **meta) -> float`` or a
+    :class:`~rlvr.rewards.runner.RewardRunner` (its first component is the verifier).
+    """
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -65,7 +87,7 @@ def evaluate(
     samples: list[dict[str, Any]] = []
     for start in range(0, len(problems), batch_prompts):
         chunk = problems[start : start + batch_prompts]
-        prompts = [format_prompt(tokenizer, p.question) for p in chunk]
+        prompts = [format_prompt(tokenizer, p.question, messages=p.messages) for p in chunk]
         ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
         roll = generate(
             model,
@@ -80,18 +102,18 @@ def evaluate(
         )
         texts = roll.texts(tokenizer)
         lengths.extend(roll.lengths.float().tolist())
+        scores = _score_chunk(reward_fn, chunk, texts, n)  # [len(chunk) * n]
         for i, p in enumerate(chunk):
             ok = 0
             for j in range(n):
-                text = texts[i * n + j]
-                r = reward_fn(p.question, text, p.answer, **p.meta)
+                r = scores[i * n + j]
                 ok += int(r >= 1.0)
                 if len(samples) < keep_samples and j == 0:
                     samples.append(
                         {
                             "question": p.question,
                             "answer": p.answer,
-                            "completion": text,
+                            "completion": texts[i * n + j],
                             "reward": r,
                         }
                     )

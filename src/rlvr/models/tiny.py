@@ -35,7 +35,7 @@ from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import ReasoningGymTask
 from rlvr.utils import atomic_dir, console, seed_everything
 
-__all__ = ["TinyRecipe", "build_base", "cache_dir", "ensure_base", "load_model"]
+__all__ = ["TinyRecipe", "build_base", "cache_dir", "ensure_base", "load_model", "load_tokenizer"]
 
 PAD, EOS, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
 UNK = "<|endoftext|>"  # Qwen2Tokenizer's unknown token; in the vocabulary so that it adds none
@@ -235,11 +235,17 @@ def check_model_dir(path: str | Path) -> Path:
     return path
 
 
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a local Hugging Face model directory (pad token = EOS when it has none)."""
+    tokenizer = AutoTokenizer.from_pretrained(check_model_dir(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Any, Any]:
     """Load any local Hugging Face causal LM directory: (model, tokenizer)."""
     path = check_model_dir(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -24,10 +24,13 @@ from rlvr.algos import (
     INPUTS,
     KL_ESTIMATORS,
     OBJECTIVES,
+    SHAPING,
     TOKEN_WEIGHTS,
 )
+from rlvr.data.samplers import SAMPLERS
 from rlvr.registry import KnobError, Registry, UnknownComponentError
 from rlvr.rewards import REWARDS
+from rlvr.rewards.runner import load_function
 
 __all__ = [
     "RECIPES_DIR",
@@ -57,17 +60,71 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
+    source: str = "reasoning_gym"
+    """Where problems come from: 'reasoning_gym' (generated on the fly from `name`/`kwargs`, or a
+    weighted `mixture` of tasks) or 'file' (a JSONL / Parquet / CSV file or a `datasets` directory)."""
     name: str = "chain_sum"
-    """reasoning-gym task name."""
+    """reasoning-gym task name (source = 'reasoning_gym', no mixture)."""
     kwargs: dict[str, Any] = field(
         default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
     )
-    """The task's generation knobs (its reasoning-gym config fields)."""
+    """The task's generation knobs (its reasoning-gym config fields; `rlvr tasks show NAME`)."""
+    mixture: dict[str, Any] = field(default_factory=dict)
+    """A weighted mixture of reasoning-gym tasks instead of `name`: task -> {weight, and the task's
+    generation knobs}; each problem is scored by its own task's scorer."""
+    path: str = ""
+    """The dataset of source = 'file'."""
+    prompt_field: str = "prompt"
+    """Field with the prompt text (source = 'file')."""
+    messages_field: str = ""
+    """Field with a chat (a list of {role, content}) used instead of `prompt_field` when set."""
+    answer_field: str = "answer"
+    """Field with the reference answer (or the tests of a code problem; may be empty for those)."""
+    heldout_path: str = ""
+    """A separate held-out file; empty: `heldout_size` rows of `path` are held out (by split_seed)."""
+    on_bad_row: str = "fail"
+    """'fail': a dataset with bad rows is refused, listing them; 'skip': train on the good rows."""
+    max_prompt_tokens: int = 0
+    """Rows whose prompt is longer than this (in tokens) are bad rows; 0: no limit."""
+    verifier: str = "answer"
+    """The reward that decides correctness (evaluation and the accuracy metric): a name in
+    `rewards` or the registry, e.g. 'answer' (the reasoning-gym task's own scorer), 'math',
+    'exact_match', 'code'. Its knobs come from `rewards.<verifier>` when the run uses it."""
     heldout_size: int = 256
     """Held-out problems, never seen in training."""
     split_seed: int = 0
     """Seed of the held-out set (independent of train.seed, so every seed is evaluated on the same
     problems). Keep it equal to the base model's seed: the embedded base never saw these questions."""
+
+
+@dataclass
+class SamplingConfig:
+    strategy: str = "uniform"
+    """Which prompts a step trains on (rlvr.data.samplers): 'uniform', 'vade', 'difficulty_targeted',
+    'curriculum' or 'sec'. Every strategy but 'uniform' picks from a finite pool (`pool_size`)."""
+    pool_size: int = 0
+    """Prompts in the pool: the first pool_size problems of a reasoning-gym stream, or of a dataset's
+    training rows; 0: the whole dataset, or for reasoning-gym the endless stream ('uniform' only)."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and sample more until the batch is full."""
+    max_rounds: int = 4
+    """Generation rounds per step under dynamic sampling; a batch still short after them is filled
+    with dropped groups (counted as sampling_filled)."""
+    category_field: str = "source_dataset"
+    """Metadata field that names a prompt's category (the arms of 'sec')."""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    """The strategy's knobs (extra keys of [sampling]); filled on load."""
+
+
+@dataclass
+class ScoringConfig:
+    workers: int = 0
+    """Processes that run the per-sample reward functions; 0: in the trainer's process."""
+    timeout: float = 10.0
+    """Seconds a reward call may take; 0: no limit."""
+    failure_score: float = 0.0
+    """Score of a sample whose reward raised, returned a non-number or timed out (counted in the
+    metrics as reward_failures)."""
 
 
 @dataclass
@@ -186,7 +243,13 @@ class Config:
     rewards: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"answer": {"weight": 1.0}, "format": {"weight": 0.1}}
     )
-    """Reward components: name -> {weight, and the component's knobs}."""
+    """Reward components: name -> {weight, and the component's knobs}; a user function is
+    `{function = "module:fn" or "file.py:fn", weight = ..., and keyword arguments}`."""
+    shaping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Reward shaping applied, in order, to the combined reward before the advantage: name ->
+    {the component's knobs} (see `rlvr.algos.shaping`)."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -195,8 +258,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        knobs = d["algo"].pop("knobs")
-        d["algo"].update(knobs)
+        for section in ("algo", "sampling"):
+            d[section].update(d[section].pop("knobs"))
         return d
 
     def to_toml(self) -> str:
@@ -233,8 +296,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     extra: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
-        if key not in names or (cls is AlgoConfig and key == "knobs"):
-            if cls is AlgoConfig:
+        routes_knobs = cls in (AlgoConfig, SamplingConfig)  # extra keys are component knobs
+        if key not in names or (routes_knobs and key == "knobs"):
+            if routes_knobs:
                 extra[key] = value
                 continue
             raise ConfigError(f"unknown field {path!r}; valid fields: {', '.join(names)}")
@@ -248,7 +312,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{path!r} must be {_describe(hint)}, got {value!r}")
             kwargs[key] = float(value) if hint is float else value
     obj = cls(**kwargs)
-    if cls is AlgoConfig:
+    if cls in (AlgoConfig, SamplingConfig):
         obj.knobs = extra
     return obj
 
@@ -321,7 +385,6 @@ def validate(cfg: Config) -> Config:
     _check_range(
         "train.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 0, ">= 0 (0: never)"
     )
-    _check_range("task.heldout_size", cfg.task.heldout_size, cfg.task.heldout_size >= 1, ">= 1")
     _check_range("eval.samples", e.samples, e.samples >= 1, ">= 1")
     _check_range("eval.every", e.every, e.every >= 0, ">= 0 (0 disables)")
     _check_range("eval.max_new_tokens", e.max_new_tokens, e.max_new_tokens >= 1, ">= 1")
@@ -377,18 +440,98 @@ def validate(cfg: Config) -> Config:
             f"{a.credit or a.advantage!r} needs at least 2 samples per prompt"
         )
 
+    _validate_task(cfg)
+    sc = cfg.scoring
+    _check_range("scoring.workers", sc.workers, sc.workers >= 0, ">= 0 (0: in the trainer's process)")
+    _check_range("scoring.timeout", sc.timeout, sc.timeout >= 0, ">= 0 (0: no limit)")
+    _validate_rewards(cfg)
+    _validate_shaping(cfg)
+    _validate_sampling(cfg)
+    return cfg
+
+
+def _validate_sampling(cfg: Config) -> None:
+    sp = cfg.sampling
+    if sp.strategy not in SAMPLERS:
+        raise ConfigError(
+            f"'sampling.strategy': unknown sampler {sp.strategy!r}; "
+            f"valid names: {', '.join(SAMPLERS.names())}"
+        )
+    _check_range("sampling.pool_size", sp.pool_size, sp.pool_size >= 0, ">= 0")
+    _check_range("sampling.max_rounds", sp.max_rounds, sp.max_rounds >= 1, ">= 1")
+    b = cfg.rollout.prompts_per_step
+    if sp.pool_size and sp.pool_size < b:
+        raise ConfigError(
+            f"'sampling.pool_size' = {sp.pool_size} is smaller than rollout.prompts_per_step = {b}"
+        )
+    if sp.strategy != "uniform" and cfg.task.source == "reasoning_gym" and not sp.pool_size:
+        raise ConfigError(
+            f"'sampling.strategy' = {sp.strategy!r} picks prompts from a finite pool by their "
+            "statistics; set sampling.pool_size (the first pool_size problems of the task)"
+        )
+    knobs = SAMPLERS.knobs(sp.strategy)
+    for k, v in sp.knobs.items():
+        if k not in knobs:
+            raise ConfigError(
+                f"'sampling.{k}' is not a field of [sampling] nor a knob of sampler {sp.strategy!r}; "
+                f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
+            )
+        try:
+            SAMPLERS.check_knobs(sp.strategy, {k: v})
+        except KnobError as err:
+            raise ConfigError(f"'sampling.{k}': {err}") from None
+
+
+def _validate_task(cfg: Config) -> None:
+    task = cfg.task
+    _check_range("task.heldout_size", task.heldout_size, task.heldout_size >= 1, ">= 1")
+    _check_range("task.max_prompt_tokens", task.max_prompt_tokens, task.max_prompt_tokens >= 0, ">= 0")
+    if task.source not in ("reasoning_gym", "file"):
+        raise ConfigError(f"'task.source' = {task.source!r}; expected 'reasoning_gym' or 'file'")
+    if task.on_bad_row not in ("fail", "skip"):
+        raise ConfigError(f"'task.on_bad_row' = {task.on_bad_row!r}; expected 'fail' or 'skip'")
+    if task.source == "file" and not task.path:
+        raise ConfigError("'task.path' is empty; source = 'file' needs a dataset file or directory")
+    for tname, spec in task.mixture.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"'task.mixture.{tname}' must be a table like {{weight = 1.0}}")
+        w = spec.get("weight", 1.0)
+        if not _type_ok(w, float) or not w > 0:
+            raise ConfigError(f"'task.mixture.{tname}.weight' must be a number > 0, got {w!r}")
+    if not task.verifier:
+        raise ConfigError("'task.verifier' is empty; name the reward that decides correctness")
+    if task.verifier not in cfg.rewards and task.verifier not in REWARDS:
+        raise ConfigError(
+            f"'task.verifier' = {task.verifier!r} is neither a reward of this run ("
+            f"{', '.join(cfg.rewards)}) nor a registered reward ({', '.join(REWARDS.names())})"
+        )
+
+
+def _validate_rewards(cfg: Config) -> None:
     if not cfg.rewards:
         raise ConfigError("'rewards' is empty; name at least one reward component")
     for rname, spec in cfg.rewards.items():
-        if rname not in REWARDS:
-            raise ConfigError(
-                f"'rewards.{rname}': unknown reward; valid names: {', '.join(REWARDS.names())}"
-            )
         if not isinstance(spec, dict):
             raise ConfigError(f"'rewards.{rname}' must be a table like {{weight = 1.0}}")
         w = spec.get("weight", 1.0)
         if not _type_ok(w, float):
             raise ConfigError(f"'rewards.{rname}.weight' must be a number, got {w!r}")
+        if "function" in spec:  # a user's function: its other keys are its keyword arguments
+            if not isinstance(spec["function"], str):
+                raise ConfigError(
+                    f"'rewards.{rname}.function' must be a string 'module:function', "
+                    f"got {spec['function']!r}"
+                )
+            try:
+                load_function(spec["function"])
+            except ValueError as err:
+                raise ConfigError(f"'rewards.{rname}.function': {err}") from None
+            continue
+        if rname not in REWARDS:
+            raise ConfigError(
+                f"'rewards.{rname}': unknown reward; valid names: {', '.join(REWARDS.names())} "
+                "(or give a user function: function = 'module:function')"
+            )
         knobs = REWARDS.knobs(rname)
         for k in spec:
             if k != "weight" and k not in knobs:
@@ -401,7 +544,46 @@ def validate(cfg: Config) -> Config:
                     REWARDS.check_knobs(rname, {k: spec[k]})
                 except KnobError as err:
                     raise ConfigError(f"'rewards.{rname}.{k}': {err}") from None
-    return cfg
+
+
+def _validate_shaping(cfg: Config) -> None:
+    for sname, spec in cfg.shaping.items():
+        if sname not in SHAPING:
+            raise ConfigError(
+                f"'shaping.{sname}': unknown reward shaping; valid names: {', '.join(SHAPING.names())}"
+            )
+        if not isinstance(spec, dict):
+            raise ConfigError(f"'shaping.{sname}' must be a table of its knobs (may be empty)")
+        missing = SHAPING.needs(sname) - INPUTS["shaping"]
+        if missing:
+            raise ConfigError(
+                f"'shaping.{sname}' needs {', '.join(sorted(missing))}, which the trainer cannot supply"
+            )
+        knobs = SHAPING.knobs(sname)
+        for k, v in spec.items():
+            if k not in knobs:
+                raise ConfigError(
+                    f"'shaping.{sname}.{k}' is not a knob of {sname!r}; "
+                    f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
+                )
+            try:
+                SHAPING.check_knobs(sname, {k: v})
+            except KnobError as err:
+                raise ConfigError(f"'shaping.{sname}.{k}': {err}") from None
+        # a dry run on a dummy group catches knobs that conflict with the rest of the recipe (for
+        # example an overlong buffer longer than rollout.max_new_tokens) before any work
+        import torch
+
+        dummy = {
+            "lengths": torch.tensor([[1.0, 2.0]]),
+            "correct": torch.tensor([[1.0, 0.0]]),
+            "max_len": cfg.rollout.max_new_tokens,
+        }
+        fn = SHAPING[sname]
+        try:
+            fn(torch.tensor([[1.0, 0.0]]), **{k: dummy[k] for k in fn.needs}, **spec)  # type: ignore[attr-defined]
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"'shaping.{sname}': {err}") from None
 
 
 def recipe_names() -> list[str]:

@@ -26,9 +26,11 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
+from rlvr.algos import SHAPING
 from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.data.prompts import format_prompt
+from rlvr.data.samplers import SAMPLERS, PromptStats, informative_groups
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.eval import (
     EvalResult,
@@ -41,8 +43,8 @@ from rlvr.eval import (
 )
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
-from rlvr.models.tiny import check_model_dir, ensure_base, load_model
-from rlvr.rewards import REWARDS, make_task_reward
+from rlvr.models.tiny import check_model_dir, ensure_base, load_model, load_tokenizer
+from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.train.checkpoint import (
     latest_checkpoint,
@@ -66,9 +68,12 @@ __all__ = [
     "TrainingInterrupted",
     "advantage_inputs",
     "build_components",
+    "build_rewards",
+    "build_task",
+    "build_verifier",
     "credit_inputs",
     "lr_at",
-    "score",
+    "prompt_pool",
     "token_inputs",
     "train",
 ]
@@ -123,23 +128,117 @@ def build_components(cfg: Config) -> Components:
     return Components(**fns, kwargs=kwargs)
 
 
-def build_task(cfg: Config) -> ReasoningGymTask:
-    """The recipe's task: training stream seeded by train.seed, held-out set by task.split_seed.
+def build_task(cfg: Config, tokenizer: Any = None) -> Any:
+    """The recipe's problems: training stream seeded by train.seed, held-out set by task.split_seed.
 
-    Raises :class:`ConfigError` (naming ``task.name`` / ``task.kwargs``) for an unknown task, bad
-    generation knobs, or a task with fewer distinct questions than ``task.heldout_size``.
+    A reasoning-gym task (one, or a weighted mixture) or a dataset file. ``tokenizer`` is needed only
+    to check prompt lengths (``task.max_prompt_tokens``). Raises :class:`ConfigError` naming the field,
+    file or rows: an unknown task, bad generation knobs, too few distinct questions, a missing file,
+    bad rows, or rows the chosen verifier cannot score.
     """
     t = cfg.task
+    if t.source == "file":
+        return _build_file_task(cfg, tokenizer)
+    name, kwargs = t.name, dict(t.kwargs)
+    if t.mixture:
+        from reasoning_gym.composite import DatasetSpec
+
+        name = "composite"
+        kwargs = {
+            "datasets": [
+                DatasetSpec(
+                    name=tname,
+                    weight=float(spec.get("weight", 1.0)),
+                    config={k: v for k, v in spec.items() if k != "weight"},
+                )
+                for tname, spec in t.mixture.items()
+            ]
+        }
+    where = (
+        f"'task.mixture' ({', '.join(t.mixture)})"
+        if t.mixture
+        else f"'task' (name = {t.name!r}, kwargs = {t.kwargs})"
+    )
     try:
         return ReasoningGymTask(
-            t.name,
+            name,
             seed=cfg.train.seed,
             heldout_seed=t.split_seed,
             heldout_size=t.heldout_size,
-            **t.kwargs,
+            **kwargs,
         )
     except ValueError as err:
-        raise ConfigError(f"'task' (name = {t.name!r}, kwargs = {t.kwargs}): {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _build_file_task(cfg: Config, tokenizer: Any) -> Any:
+    from rlvr.data.files import DatasetError, FileDataset
+
+    t = cfg.task
+    count = None
+    if t.max_prompt_tokens:
+        if tokenizer is None:
+            raise ValueError("task.max_prompt_tokens needs the tokenizer")
+
+        def count(p: Problem) -> int:
+            return len(
+                tokenizer(
+                    format_prompt(tokenizer, p.question, messages=p.messages), add_special_tokens=False
+                )["input_ids"]
+            )
+
+    try:
+        data = FileDataset(
+            t.path,
+            prompt_field=t.prompt_field,
+            messages_field=t.messages_field,
+            answer_field=t.answer_field,
+            heldout_size=0 if t.heldout_path else t.heldout_size,
+            heldout_path=t.heldout_path,
+            split_seed=t.split_seed,
+            seed=cfg.train.seed,
+            max_prompt_tokens=t.max_prompt_tokens,
+            count_tokens=count,
+            on_bad_row=t.on_bad_row,
+        )
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"'task.path' = {t.path!r}: {err}") from None
+    builtin = t.verifier == "answer" and not cfg.rewards.get("answer", {}).get("function")
+    if builtin and not all("source_dataset" in p.meta for p in data.heldout[:8]):
+        raise ConfigError(
+            f"'task.verifier' = 'answer' scores reasoning-gym problems by their 'source_dataset' "
+            f"field, which the rows of {t.path} lack; set task.verifier (and a reward) to "
+            "'math', 'exact_match', 'code' or your own function"
+        )
+    return data
+
+
+def build_rewards(cfg: Config, log: Callable[[str], None] = console.print) -> RewardRunner:
+    """The run's reward components (recipe ``rewards``) with ``scoring`` workers, timeout, failures."""
+    sc = cfg.scoring
+    return RewardRunner(
+        [
+            RewardComponent(name, float(spec.get("weight", 1.0)), dict(spec))
+            for name, spec in cfg.rewards.items()
+        ],
+        workers=sc.workers,
+        timeout=sc.timeout,
+        failure_score=sc.failure_score,
+        log=log,
+    )
+
+
+def build_verifier(cfg: Config, log: Callable[[str], None] = console.print) -> RewardRunner:
+    """The correctness check (``task.verifier``) used by evaluation: a sample is correct when it
+    scores >= 1. Its knobs come from ``rewards.<verifier>`` when the run has that reward."""
+    name = cfg.task.verifier
+    spec = dict(cfg.rewards.get(name, {}))
+    return RewardRunner(
+        [RewardComponent(name, 1.0, spec)],
+        timeout=cfg.scoring.timeout,
+        failure_score=0.0,
+        log=log,
+    )
 
 
 def advantage_inputs(
@@ -204,17 +303,165 @@ def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str, min_r
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-def score(
-    problems: list[Problem], texts: list[str], g: int, reward_fns: list[tuple[str, float, Callable]]
-) -> tuple[Tensor, Tensor]:
-    """Score N = B*G completions with K reward components -> (rewards [N], reward_parts [N, K])."""
-    parts = torch.zeros((len(texts), len(reward_fns)))  # [N, K]
-    for i, text in enumerate(texts):
-        p = problems[i // g]
-        for k, (_, _, fn) in enumerate(reward_fns):
-            parts[i, k] = fn(p.question, text, p.answer, **p.meta)
-    weights = torch.tensor([w for _, w, _ in reward_fns])  # [K]
-    return parts @ weights, parts
+def _score_step(
+    runner: RewardRunner,
+    verifier: RewardRunner,
+    kv: int | None,
+    problems: list[Problem],
+    texts: list[str],
+    g: int,
+    model: Any,
+    tokenizer: Any,
+) -> tuple[Tensor, Tensor, dict[str, int]]:
+    """Score a step's N = B*G completions -> (parts [N, K], correct [N] 0/1, failures per component).
+
+    ``correct`` is the verifier's column of ``parts`` when the run's rewards include the verifier,
+    else the verifier is run on its own.
+    """
+    prompts = [p.question for p in problems for _ in range(g)]
+    answers = [p.answer for p in problems for _ in range(g)]
+    metas = [p.meta for p in problems for _ in range(g)]
+    policy = (model, tokenizer) if runner.needs_policy else None
+    res = runner.score(prompts, texts, answers, metas, group_size=g, policy=policy)
+    parts = torch.tensor(res.parts, dtype=torch.float32)  # [N, K]
+    if kv is not None:
+        verdict = parts[:, kv]  # [N]
+    else:
+        verdict = torch.tensor(
+            [row[0] for row in verifier.score(prompts, texts, answers, metas, group_size=g).parts]
+        )  # [N]
+    return parts, (verdict >= 1.0).float(), res.failures
+
+
+@dataclass
+class _Round:
+    """One generation round of a step: B prompts x G samples, scored (and shaped)."""
+
+    problems: list[Problem]
+    picked: np.ndarray | None  # [B] pool indices, when a sampler picked from a pool
+    roll: Rollout
+    texts: list[str]
+    parts: Tensor  # [N, K] unweighted reward components
+    raw: Tensor  # [N] their weighted sum
+    rewards: Tensor  # [N] after shaping
+    correct: Tensor  # [N] verifier outcome 0/1
+    fails: dict[str, int]
+    gen_time: float
+
+
+def _round(
+    model: Any,
+    tokenizer: Any,
+    problems: list[Problem],
+    picked: np.ndarray | None,
+    cfg: Config,
+    gen: torch.Generator,
+    runner: RewardRunner,
+    verifier: RewardRunner,
+    kv: int | None,
+    shapers: list[tuple[Callable[..., Tensor], dict[str, Any]]],
+) -> _Round:
+    """Generate G completions for each problem, score them and shape the rewards (CPU tensors)."""
+    r, b, g = cfg.rollout, len(problems), cfg.rollout.samples_per_prompt
+    t0 = time.perf_counter()
+    ids = tokenizer(
+        [format_prompt(tokenizer, p.question, messages=p.messages) for p in problems],
+        add_special_tokens=False,
+    )["input_ids"]
+    model.eval()
+    roll = generate(
+        model,
+        ids,
+        num_samples=g,
+        max_new_tokens=r.max_new_tokens,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        generator=gen,
+    )
+    model.train()
+    gen_time = time.perf_counter() - t0
+    texts = roll.texts(tokenizer)
+    parts, correct, fails = _score_step(runner, verifier, kv, problems, texts, g, model, tokenizer)
+    raw = parts @ torch.tensor(runner.weights)  # [N] the weighted sum of the components
+    rewards = raw
+    if shapers:  # reward shaping, in recipe order, on the [B, G] grid
+        shape_in = {
+            "lengths": roll.lengths.view(b, g).float().cpu(),  # [B, G]
+            "correct": correct.view(b, g),  # [B, G]
+            "max_len": r.max_new_tokens,
+        }
+        grid = raw.view(b, g)  # [B, G]
+        for fn, knobs in shapers:
+            grid = fn(grid, **{k: shape_in[k] for k in fn.needs}, **knobs)  # type: ignore[attr-defined]
+        rewards = grid.reshape(-1)  # [N]
+    roll.rewards, roll.reward_parts = rewards.to(roll.mask.device), parts.to(roll.mask.device)
+    return _Round(problems, picked, roll, texts, parts, raw, rewards, correct, fails, gen_time)
+
+
+def _assemble(
+    rounds: list[_Round], kept: list[tuple[int, int]], g: int
+) -> tuple[Rollout, list[Problem], list[str], Tensor, Tensor, Tensor, Tensor]:
+    """The step's batch from the kept groups ``(round, group)`` of its rounds, in that order:
+    (roll, problems, texts, parts [N, K], correct [N], rewards [N], raw [N])."""
+    if len(rounds) == 1 and kept == [(0, j) for j in range(len(rounds[0].problems))]:
+        x = rounds[0]
+        return x.roll, x.problems, x.texts, x.parts, x.correct, x.rewards, x.raw
+    rows = [[j * g + t for t in range(g)] for _, j in kept]
+    pieces = [
+        rounds[rnd].roll.select(torch.tensor(row)) for (rnd, _), row in zip(kept, rows, strict=True)
+    ]
+    roll = Rollout.cat(pieces)
+    roll.group = torch.arange(len(kept), device=roll.group.device).repeat_interleave(g)  # [N] contiguous
+
+    def gather(attr: str) -> Tensor:
+        return torch.cat(
+            [getattr(rounds[rnd], attr)[row] for (rnd, _), row in zip(kept, rows, strict=True)]
+        )
+
+    problems = [rounds[rnd].problems[j] for rnd, j in kept]
+    texts = [rounds[rnd].texts[i] for (rnd, _), row in zip(kept, rows, strict=True) for i in row]
+    return roll, problems, texts, gather("parts"), gather("correct"), gather("rewards"), gather("raw")
+
+
+def prompt_pool(task: Any, size: int) -> list[Problem]:
+    """A finite pool of training prompts: a dataset's training rows (the first ``size`` of them when
+    ``size`` > 0), or the first ``size`` problems of a generated task's stream."""
+    rows = getattr(task, "train_problems", None)
+    if rows is not None:
+        return list(rows[:size] if size else rows)
+    if not size:
+        raise ValueError("a generated task has no finite pool; set sampling.pool_size")
+    return task.next(size)
+
+
+def _track(
+    stats: PromptStats,
+    rounds: list[_Round],
+    kept: list[tuple[int, int]],
+    adv: Tensor,
+    mask: Tensor,
+    g: int,
+    step: int,
+) -> None:
+    """Record every rolled-out group of the step: successes, attempts and, for the groups that
+    trained, their mean absolute advantage (0 for dropped groups, whose advantage is 0)."""
+    per_seq = (
+        adv.abs() if adv.dim() == 1 else (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    )  # [N]
+    abs_adv = {key: float(per_seq[n * g : (n + 1) * g].mean()) for n, key in enumerate(kept)}
+    for rnd, x in enumerate(rounds):
+        if x.picked is None:
+            continue
+        for j, i in enumerate(x.picked):
+            stats.update(
+                int(i),
+                step=step,
+                successes=float(x.correct[j * g : (j + 1) * g].sum()),
+                attempts=g,
+                abs_adv=abs_adv.get((rnd, j), 0.0),
+            )
 
 
 def _learn(
@@ -392,7 +639,13 @@ def _new_run_dir(cfg: Config, root: Path) -> Path:
 
 
 def _eval(
-    model: Any, tokenizer: Any, problems: list[Problem], cfg: Config, label: str, progress: bool
+    model: Any,
+    tokenizer: Any,
+    problems: list[Problem],
+    cfg: Config,
+    label: str,
+    progress: bool,
+    verifier: RewardRunner,
 ) -> EvalResult:
     e = cfg.eval
     columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -402,7 +655,7 @@ def _eval(
             model,
             tokenizer,
             problems,
-            make_task_reward(),
+            verifier,
             n=e.samples,
             max_new_tokens=e.max_new_tokens,
             temperature=e.temperature,
@@ -426,9 +679,14 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train with ``cfg``; write the run directory; return the summary (also in summary.json)."""
-    task = build_task(cfg)  # a bad task fails here, before a run dir or model exists
     if cfg.model.path:
-        check_model_dir(cfg.model.path)  # so does a model directory without config or weights
+        check_model_dir(cfg.model.path)  # a model directory without config or weights fails first
+    tokenizer = None
+    if cfg.task.max_prompt_tokens:  # prompt lengths are checked with the model's tokenizer
+        tokenizer = load_tokenizer(
+            Path(cfg.model.path) if cfg.model.path else ensure_base(progress=progress)
+        )
+    task = build_task(cfg, tokenizer)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
     run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
     try:  # an unusable run directory fails here, before any model is loaded
@@ -465,15 +723,20 @@ def train(
             ref = copy.deepcopy(model).eval()
         ref.requires_grad_(False)
 
-    reward_fns = [
-        (
-            name,
-            float(spec.get("weight", 1.0)),
-            REWARDS[name](**{k: v for k, v in spec.items() if k != "weight"}),
-        )
-        for name, spec in cfg.rewards.items()
-    ]
-    reward_weights = torch.tensor([w for _, w, _ in reward_fns], device=device)  # [K]
+    runner = build_rewards(cfg)
+    verifier = build_verifier(cfg)
+    kv = runner.names.index(cfg.task.verifier) if cfg.task.verifier in runner.names else None
+    reward_weights = torch.tensor(runner.weights, device=device)  # [K]
+    shapers = [(SHAPING[name], dict(knobs)) for name, knobs in cfg.shaping.items()]
+    sp = cfg.sampling
+    pool: list[Problem] | None = None  # the finite prompt pool a sampler picks from
+    stats: PromptStats | None = None  # per-prompt statistics, shared by every sampler
+    if sp.strategy != "uniform" or sp.pool_size:
+        pool = prompt_pool(task, sp.pool_size)
+        stats = PromptStats(len(pool), [str(p.meta.get(sp.category_field, "")) for p in pool])
+    sampler = SAMPLERS[sp.strategy]
+    sample_rng = np.random.default_rng(cfg.train.seed + 2)  # the sampler's draws
+    rollouts_total = 0  # completions generated so far, dropped ones included
     o = cfg.optim
     opt = torch.optim.AdamW(
         model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
@@ -499,6 +762,11 @@ def train(
         cpu_gen.set_state(st["cpu_generator"])
         torch.set_rng_state(st["torch_rng"])
         task.load_state_dict(st["task"])
+        rollouts_total = int(st.get("rollouts_total", 0))
+        if "sample_rng" in st:
+            sample_rng.bit_generator.state = st["sample_rng"]
+        if stats is not None:
+            stats.load_state_dict(st["prompt_stats"])
         start = int(st["step"])
         if metrics_path.exists():  # drop metrics of steps after the checkpoint
             kept = [
@@ -523,12 +791,12 @@ def train(
             cfg,
             "eval (base)",
             progress,
+            verifier,
         )
         atomic_write_text(before_path, json.dumps(_eval_record(before)))
         console.print(_fmt_eval("base", before.summary()))
 
     r, b, g = cfg.rollout, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt
-    answer_k = [i for i, (name, _, _) in enumerate(reward_fns) if name == "answer"]
     columns = [
         TextColumn("[bold]train"),
         BarColumn(),
@@ -540,7 +808,10 @@ def train(
     ]
     streak = 0  # steps in a row whose update was skipped (non-finite)
     stop_signal: list[int] = []  # SIGINT / SIGTERM received: finish the step, checkpoint, stop
-    with _stop_on_signals(stop_signal), Progress(*columns, console=console, disable=not progress) as bar:
+    with (
+        _stop_on_signals(stop_signal),
+        Progress(*columns, console=console, disable=not progress) as bar,
+    ):
         job = bar.add_task(
             "train",
             total=cfg.train.steps,
@@ -560,27 +831,34 @@ def train(
                     schedule=o.schedule,
                     min_ratio=o.min_lr_ratio,
                 )
-            problems = task.next(b)
-            ids = tokenizer(
-                [format_prompt(tokenizer, p.question) for p in problems], add_special_tokens=False
-            )["input_ids"]
-            model.eval()
-            roll = generate(
-                model,
-                ids,
-                num_samples=g,
-                max_new_tokens=r.max_new_tokens,
-                eos_id=tokenizer.eos_token_id,
-                pad_id=tokenizer.pad_token_id,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                generator=gen,
-            )
-            model.train()
-            t_gen = time.perf_counter() - t0
-            texts = roll.texts(tokenizer)
-            rewards, parts = score(problems, texts, g, reward_fns)
-            roll.rewards, roll.reward_parts = rewards.to(device), parts.to(device)
+            rounds: list[_Round] = []
+            kept: list[tuple[int, int]] = []  # (round, group) of the groups that will train
+            dropped: list[tuple[int, int]] = []  # groups whose rewards were all equal
+            for rnd in range(sp.max_rounds if sp.dynamic_sampling else 1):
+                if pool is None:
+                    problems, picked = task.next(b), None
+                else:
+                    picked = sampler(stats, b, step, sample_rng, **sp.knobs)  # [B] pool indices
+                    problems = [pool[i] for i in picked]
+                rounds.append(
+                    _round(model, tokenizer, problems, picked, cfg, gen, runner, verifier, kv, shapers)
+                )
+                grid = rounds[-1].rewards.view(b, g).numpy()  # [B, G]
+                keep = informative_groups(grid) if sp.dynamic_sampling else np.ones(b, dtype=bool)
+                for j in range(b):
+                    (kept if keep[j] else dropped).append((rnd, j))
+                if len(kept) >= b:
+                    break
+            filled = max(0, b - len(kept))  # still short after max_rounds: train on dropped groups
+            kept = (kept + dropped[len(dropped) - filled :])[:b]
+            t_gen = sum(x.gen_time for x in rounds)
+            roll, problems, texts, parts, correct, rewards, raw = _assemble(rounds, kept, g)
+            fails: dict[str, int] = {}
+            for x in rounds:
+                for name, c in x.fails.items():
+                    fails[name] = fails.get(name, 0) + c
+            rollouts_total += len(rounds) * b * g
+            roll = roll.to(device)
             if ref is not None:
                 with torch.no_grad():
                     roll.ref_logp, _ = sequence_logp(
@@ -618,6 +896,8 @@ def train(
                     **advantage_inputs(roll, comps.advantage.needs, b, g, reward_weights),  # type: ignore[attr-defined]
                     **comps.kwargs["advantage"],
                 ).reshape(-1)  # [N]
+            if stats is not None:  # every rolled-out group, dropped ones too, updates the tracker
+                _track(stats, rounds, kept, adv, roll.mask, g, step)
             t_learn = time.perf_counter()
             learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, kl_coef=kl_coef)
             if critic is not None:
@@ -639,7 +919,22 @@ def train(
             m = {
                 "step": step,
                 "reward_mean": float(rewards.mean()),
-                "accuracy": float(parts[:, answer_k[0]].mean()) if answer_k else math.nan,
+                "accuracy": float(correct.mean()),
+                **{f"reward/{name}": float(parts[:, k].mean()) for k, name in enumerate(runner.names)},
+                **({"reward_raw_mean": float(raw.mean())} if shapers else {}),
+                "reward_failures": sum(fails.values()),
+                "rollouts": len(rounds) * b * g,
+                "rollouts_total": rollouts_total,
+                **(
+                    {
+                        "sampling_rounds": len(rounds),
+                        "groups_dropped": len(dropped) - filled,
+                        "sampling_filled": filled,
+                    }
+                    if sp.dynamic_sampling
+                    else {}
+                ),
+                **{f"reward_failures/{name}": c for name, c in fails.items()},
                 # token-level advantages: the spread over counted tokens only
                 "adv_std": float(adv.std() if adv.dim() == 1 else adv[roll.mask > 0].std()),
                 "zero_var_frac": float((grouped.std(dim=1) == 0).float().mean()),
@@ -653,7 +948,7 @@ def train(
                 **learn,
             }
             if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False)
+                mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False, verifier)
                 m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
                 model.train()
             append_jsonl(metrics_path, m)
@@ -667,6 +962,9 @@ def train(
                             "answer": problems[i // g].answer,
                             "completion": texts[i],
                             "reward": float(rewards[i]),
+                            "reward_parts": {
+                                name: float(parts[i, k]) for k, name in enumerate(runner.names)
+                            },
                         },
                     )
             bar.update(
@@ -704,6 +1002,9 @@ def train(
                     "cpu_generator": cpu_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "task": task.state_dict(),
+                    "rollouts_total": rollouts_total,
+                    "sample_rng": sample_rng.bit_generator.state,
+                    **({"prompt_stats": stats.state_dict()} if stats is not None else {}),
                     "kl_coef": kl_coef,
                     "ref_step": ref_step,
                     **(
@@ -715,6 +1016,7 @@ def train(
                 save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
             if stop_signal:
                 raise TrainingInterrupted(stop_signal[0], run_dir, step)
+    runner.close()  # the reward workers, if any
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
@@ -723,7 +1025,7 @@ def train(
         "model": str(base_path),
     }
     if cfg.eval.after:
-        after = _eval(model, tokenizer, task.heldout, cfg, "eval (trained)", progress)
+        after = _eval(model, tokenizer, task.heldout, cfg, "eval (trained)", progress, verifier)
         atomic_write_text(run_dir / "eval_after.json", json.dumps(_eval_record(after)))
         summary["after"] = after.summary()
         console.print(_fmt_eval("trained", after.summary()))
