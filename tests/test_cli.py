@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rlvr.algos import ADVANTAGES
@@ -147,3 +149,37 @@ def test_tasks_lists_and_shows_knobs(capsys):
     assert main(["tasks", "show", "no_such_task"]) == 2
     assert "unknown reasoning-gym task 'no_such_task'" in capsys.readouterr().out
     assert main(["tasks", "show"]) == 2
+
+
+BAD_ROWS = Path(__file__).resolve().parent / "data" / "fixtures" / "bad_rows.jsonl"
+
+
+def test_a_dataset_with_bad_rows_is_refused_or_skipped(micro_base, tmp_path, capsys):
+    """The corrupted fixture (5 kinds of bad rows): one clear error listing the rows, exit 2, before
+    any run directory exists; with --on-bad-row skip the run trains on the good rows."""
+    args = [
+        "train",
+        "--quiet",
+        "--steps",
+        "2",
+        "--model",
+        str(micro_base),
+        "model.device='cpu'",
+        "task.source='file'",
+        f"task.path='{BAD_ROWS}'",
+        "task.heldout_size=1",
+        "task.max_prompt_tokens=40",
+        "task.verifier='exact_match'",
+        "rewards={exact_match = {weight = 1.0}, format = {weight = 0.1}}",
+        "rollout.prompts_per_step=2",
+        "rollout.samples_per_prompt=2",
+        "eval.samples=2",
+    ]
+    runs = tmp_path / "runs"
+    assert main([*args, "--runs-root", str(runs)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bad_rows.jsonl:3" in out and "on_bad_row" in out and "Traceback" not in out
+    assert not runs.exists()
+    assert main([*args, "--runs-root", str(runs), "--on-bad-row", "skip"]) == 0
+    (run,) = runs.iterdir()
+    assert (run / "summary.json").exists()

@@ -34,6 +34,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"train.steps={args.steps}")
         if args.seed is not None:
             overrides.append(f"train.seed={args.seed}")
+        if args.on_bad_row:
+            overrides.append(f"task.on_bad_row='{args.on_bad_row}'")
         cfg = load_config(args.recipe, overrides)
         summary = train(cfg, run_dir=args.run_dir, runs_root=args.runs_root, progress=not args.quiet)
     _print_summary(summary)
@@ -222,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", default="runs", help="where new run directories go")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--on-bad-row",
+        choices=["fail", "skip"],
+        help="a dataset with bad rows: refuse it, listing them (fail, the default), or train on the "
+        "good rows (skip) (task.on_bad_row)",
+    )
     p.add_argument("overrides", nargs="*", help="section.field=value")
     p.set_defaults(fn=_train)
 

@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
@@ -188,19 +190,23 @@ def _build_file_task(cfg: Config, tokenizer: Any) -> Any:
             )
 
     try:
-        data = FileDataset(
-            t.path,
-            prompt_field=t.prompt_field,
-            messages_field=t.messages_field,
-            answer_field=t.answer_field,
-            heldout_size=0 if t.heldout_path else t.heldout_size,
-            heldout_path=t.heldout_path,
-            split_seed=t.split_seed,
-            seed=cfg.train.seed,
-            max_prompt_tokens=t.max_prompt_tokens,
-            count_tokens=count,
-            on_bad_row=t.on_bad_row,
-        )
+        with warnings.catch_warnings(record=True) as caught:  # on_bad_row = skip: say it once, plainly
+            warnings.simplefilter("always")
+            data = FileDataset(
+                t.path,
+                prompt_field=t.prompt_field,
+                messages_field=t.messages_field,
+                answer_field=t.answer_field,
+                heldout_size=0 if t.heldout_path else t.heldout_size,
+                heldout_path=t.heldout_path,
+                split_seed=t.split_seed,
+                seed=cfg.train.seed,
+                max_prompt_tokens=t.max_prompt_tokens,
+                count_tokens=count,
+                on_bad_row=t.on_bad_row,
+            )
+        for w in caught:
+            console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         raise ConfigError(f"'task.path' = {t.path!r}: {err}") from None
     builtin = t.verifier == "answer" and not cfg.rewards.get("answer", {}).get("function")
