@@ -211,6 +211,9 @@ class TrainConfig:
     """Print a metrics line every this many steps."""
     samples_every: int = 20
     """Write some rollouts to samples.jsonl every this many steps."""
+    tensorboard: bool = True
+    """Also write every step's metrics as TensorBoard events under RUN_DIR/tensorboard
+    (`tensorboard --logdir runs`)."""
     max_nonfinite_steps: int = 3
     """Stop the run after this many steps in a row whose update was skipped for a non-finite loss or
     gradient (no checkpoint is written during such a streak); 0: never stop."""

@@ -812,6 +812,11 @@ def train(
         ),
         TimeElapsedColumn(),
     ]
+    tb = None
+    if cfg.train.tensorboard:  # events after the checkpoint of a resumed run are purged
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1)
     streak = 0  # steps in a row whose update was skipped (non-finite)
     stop_signal: list[int] = []  # SIGINT / SIGTERM received: finish the step, checkpoint, stop
     with (
@@ -958,6 +963,10 @@ def train(
                 m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
                 model.train()
             append_jsonl(metrics_path, m)
+            if tb is not None:
+                for key, value in m.items():
+                    if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                        tb.add_scalar(key, value, step)
             if step % cfg.train.samples_every == 0 or step == 1:
                 for i in range(0, len(texts), g):
                     append_jsonl(
@@ -1020,9 +1029,13 @@ def train(
                     ),
                 }
                 save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
+                if tb is not None:  # the events on disk reach at least the newest checkpoint
+                    tb.flush()
             if stop_signal:
                 raise TrainingInterrupted(stop_signal[0], run_dir, step)
     runner.close()  # the reward workers, if any
+    if tb is not None:
+        tb.close()
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
