@@ -70,41 +70,180 @@ def _print_summary(summary: dict) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rlvr.eval import evaluate
-    from rlvr.models.tiny import ensure_base, load_model, load_tokenizer
-    from rlvr.train.config import load_config
+    """Evaluate one or more models on the recipe's held-out problems (n samples each); with --base,
+    also the reasoning boundary of each --model against the base, and a pass@k plot."""
+    import math
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from rlvr.eval import (
+        boundary_rows,
+        crossover_k,
+        evaluate,
+        reasoning_boundary,
+        summary_ks,
+        write_boundary_csv,
+    )
+    from rlvr.eval.plots import save_passk_plot
+    from rlvr.models.tiny import check_model_dir, ensure_base, load_model, load_tokenizer
+    from rlvr.train.checkpoint import latest_checkpoint
+    from rlvr.train.config import ConfigError, load_config
     from rlvr.train.trainer import build_task, build_verifier
-    from rlvr.utils import console, pick_device
+    from rlvr.utils import atomic_write_text, console, pick_device
+
+    def resolve(value: str) -> Path | None:
+        """A model argument -> its directory; None = the embedded base ('embedded')."""
+        path = Path(value)
+        if value == "embedded" and not path.exists():
+            return None
+        if path.is_dir() and (path / "checkpoints").is_dir() and not (path / "config.json").exists():
+            ckpt = latest_checkpoint(path)  # a run directory: its newest complete checkpoint
+            if ckpt is None:
+                raise FileNotFoundError(f"run directory {path} has no complete checkpoint")
+            path = ckpt
+        return check_model_dir(path)  # FileNotFoundError naming the path and what is missing
+
+    def label_of(path: Path | None) -> str:
+        if path is None:
+            return "embedded"
+        if path.parent.name == "checkpoints":  # RUN/checkpoints/step_N -> RUN/step_N
+            return f"{path.parent.parent.name}/{path.name}"
+        return path.name
 
     cfg = load_config(args.recipe, args.overrides)
-    model_path = Path(args.model) if args.model else None
-    tok = load_tokenizer(model_path or ensure_base()) if cfg.task.max_prompt_tokens else None
+    n = args.samples if args.samples is not None else cfg.eval.samples
+    if n < 1 or args.max_batch_seqs < 1:
+        raise ConfigError(f"--samples ({n}) and --max-batch-seqs ({args.max_batch_seqs}) must be >= 1")
+    if args.base and not args.model:
+        raise ConfigError("--base needs at least one --model to compare with it")
+    specs: list[tuple[str, Path | None]] = []  # (label, directory or None = embedded base)
+    if args.base:
+        specs.append(("base", resolve(args.base)))
+    for value in args.model or ([] if args.base else ["embedded"]):
+        path = resolve(value)
+        label, i = label_of(path), 2
+        while label in {s[0] for s in specs}:
+            label, i = f"{label_of(path)}#{i}", i + 1
+        specs.append((label, path))
+
+    first = specs[0][1]
+    tok = load_tokenizer(first or ensure_base()) if cfg.task.max_prompt_tokens else None
     task = build_task(cfg, tok)  # a bad task fails before any model is loaded
-    model_path = model_path or ensure_base()
-    model, tok = load_model(model_path, device=pick_device(cfg.model.device))
-    res = evaluate(
-        model,
-        tok,
-        task.heldout,
-        build_verifier(cfg),
-        n=args.samples,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        temperature=cfg.eval.temperature,
-        top_p=cfg.eval.top_p,
-        seed=cfg.train.seed,
+    problems = list(task.heldout)
+    if not problems:
+        raise ConfigError("the task has no held-out problems: set task.heldout_size (or heldout_path)")
+    t = cfg.task
+    task_desc = t.path if t.source == "file" else ("+".join(t.mixture) if t.mixture else t.name)
+    device = pick_device(cfg.model.device)
+    verifier = build_verifier(cfg)
+    results, dirs = {}, {}
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    for label, path in specs:
+        dirs[label] = path or ensure_base(progress=not args.quiet)
+        model, mtok = load_model(dirs[label], device=device)
+        with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
+            job = bar.add_task(f"eval {label}", total=len(problems))
+            results[label] = evaluate(
+                model,
+                mtok,
+                problems,
+                verifier,
+                n=n,
+                max_new_tokens=cfg.eval.max_new_tokens,
+                temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p,
+                max_batch_seqs=args.max_batch_seqs,
+                seed=cfg.train.seed,
+                on_batch=lambda k, job=job, bar=bar: bar.update(job, advance=k),
+            )
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    summaries = {label: res.summary() for label, res in results.items()}
+    table = Table(
+        "metric",
+        *results,
+        title=f"held-out {task_desc}: {len(problems)} problems × {n} samples (95% CI over problems)",
     )
-    s = res.summary()
-    for k in sorted(res.pass_at):
-        lo, hi = res.ci[k]
-        console.print(
-            f"pass@{k:<4d} {100 * res.pass_at[k]:5.1f}%  (95% CI {100 * lo:.1f}–{100 * hi:.1f})"
+
+    def pct(s: dict[str, float], key: str) -> str:
+        return f"{100 * s[key]:.1f}% [{100 * s[key + '_ci_low']:.1f}, {100 * s[key + '_ci_high']:.1f}]"
+
+    ks = summary_ks(next(iter(summaries.values())))
+    for metric in ("pass", "maj"):
+        for k in ks:
+            table.add_row(f"{metric}@{k}", *(pct(s, f"{metric}@{k}") for s in summaries.values()))
+    for name, key, fmt in (
+        ("mean length (tokens)", "mean_length", "{:.2f}"),
+        ("entropy (nats/token)", "entropy", "{:.3f}"),
+        ("distinct answers", "distinct_answers", "{:.2f}"),
+    ):
+        table.add_row(name, *(fmt.format(s.get(key, math.nan)) for s in summaries.values()))
+    console.print(table)
+    for label, path in specs:
+        console.print(f"{label}: {'embedded base ' if path is None else ''}{dirs[label]}")
+
+    boundary, crossovers, rows = [], {}, []
+    if args.base:
+        base = results["base"]
+        trained = {label: res for label, res in results.items() if label != "base"}
+        for label, res in trained.items():
+            counts = reasoning_boundary(base.correct, res.correct)
+            crossovers[label] = crossover_k(base.pass_at, res.pass_at)
+            boundary.append({"model": label, "k": n, **counts, "crossover_k": crossovers[label]})
+            cross = crossovers[label]
+            console.print(
+                f"reasoning boundary at k = {n}, base → {label}: {counts['gained']} gained, "
+                f"{counts['lost']} lost, {counts['kept']} kept, {counts['neither']} solved by neither; "
+                + (f"crossover at k = {cross} (the base catches up)" if cross else "no crossover")
+            )
+        rows = boundary_rows(
+            [p.question for p in problems],
+            [p.answer for p in problems],
+            base.correct,
+            {label: res.correct for label, res in trained.items()},
+            n=n,
         )
-    console.print(
-        f"mean length {s['mean_length']:.2f} tokens over {len(task.heldout)} problems "
-        f"× {args.samples} samples ({model_path})"
-    )
+    out_dir = Path(args.out) if args.out else None
+    record = {
+        "recipe": cfg.name,
+        "task": task_desc,
+        "problems": len(problems),
+        "n": n,
+        "seed": cfg.train.seed,
+        "models": [
+            {
+                "label": label,
+                "path": str(dirs[label]),
+                "embedded": path is None,
+                "summary": summaries[label],
+                "correct": results[label].correct,
+                "distinct": results[label].distinct,
+                "voted": results[label].voted,
+            }
+            for label, path in specs
+        ],
+    }
+    if args.base:
+        record.update(boundary=boundary, boundary_table=rows)
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": s, "correct": res.correct}, indent=2))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.json), json.dumps(record, indent=1))
+        console.print(f"results: {args.json}")
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "eval.json", json.dumps(record, indent=1))
+        if args.base:
+            console.print(f"per-problem boundary: {write_boundary_csv(out_dir / 'boundary.csv', rows)}")
+    plot = args.plot or (
+        out_dir / "passk.png" if out_dir else Path(args.json).with_suffix(".png") if args.json else None
+    )
+    if plot:
+        title = f"{task_desc}, {len(problems)} problems, n = {n}"
+        console.print(f"plot: {save_passk_plot(plot, summaries, crossovers=crossovers, title=title)}")
     return 0
 
 
@@ -236,13 +375,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         parents=[plugin],
-        help="held-out pass@k of a model",
-        description="Sample n completions per held-out problem; print pass@k.",
+        help="held-out pass@k, maj@k and the reasoning boundary of one or more models",
+        description="Sample n completions per held-out problem of the recipe's task (any task, "
+        "mixture or dataset file via overrides) with each model; print pass@k and maj@k with 95% "
+        "CIs, length, entropy and distinct answers per model. With --base, also the reasoning "
+        "boundary of each --model against the base at k = n, the crossover k, and a pass@k plot.",
     )
-    p.add_argument("--model", help="local Hugging Face causal-LM directory (default: embedded)")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="Hugging Face model directory, checkpoint (RUN/checkpoints/step_N) or run directory "
+        "(its newest checkpoint); 'embedded' = the embedded base; repeatable (default: embedded)",
+    )
+    p.add_argument(
+        "--base",
+        metavar="DIR",
+        help="the base model (same forms as --model): report which problems each --model gains "
+        "and loses against it",
+    )
     p.add_argument("--recipe", default="grpo", help="recipe whose task and eval settings to use")
-    p.add_argument("--samples", "-n", type=int, default=8, help="samples per problem")
-    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument(
+        "--samples", "-n", type=int, help="samples per problem (default: the recipe's eval.samples)"
+    )
+    p.add_argument(
+        "--max-batch-seqs",
+        type=int,
+        default=4096,
+        help="most sequences per generate call (prompts x samples); bounds memory for large n",
+    )
+    p.add_argument("--json", help="write all results (and the boundary table) to this JSON file")
+    p.add_argument(
+        "--out", metavar="DIR", help="write eval.json, boundary.csv (with --base) and passk.png here"
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="pass@k plot of every model (default: DIR/passk.png with --out, else next to --json)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", help="section.field=value")
     p.set_defaults(fn=_eval)
 

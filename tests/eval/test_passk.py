@@ -171,3 +171,48 @@ def test_bootstrap_ci_degenerate_inputs():
     assert bootstrap_ci([0.25] * 10) == (0.25, 0.25)
     lo, hi = bootstrap_ci([])
     assert math.isnan(lo) and math.isnan(hi)
+
+
+# ---------------------------------------------------------------- against direct enumeration (n <= 8)
+
+
+def test_pass_at_k_is_the_fraction_of_k_subsets_with_a_correct_sample_up_to_n_8():
+    # every 0/1 sample vector of length n <= 8 (not only the count): pass@k is the fraction of the
+    # C(n, k) subsets of k samples that hold at least one correct sample
+    for n in range(1, 9):
+        for bits in itertools.product([0, 1], repeat=n):
+            c = sum(bits)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(bits, k))
+                want = Fraction(sum(any(s) for s in subsets), len(subsets))
+                assert pass_at_k(n, c, k) == pytest.approx(float(want), abs=1e-12)
+
+
+def test_mean_pass_at_k_over_problems_equals_enumeration():
+    problems = [[1, 0, 0, 1, 0, 0, 0, 0], [0] * 8, [1] * 8, [0, 0, 0, 0, 0, 0, 0, 1]]
+    for k in (1, 2, 4, 8):
+        want = np.mean(
+            [np.mean([any(s) for s in itertools.combinations(samples, k)]) for samples in problems]
+        )
+        got = np.mean(mean_pass_at_k([sum(p) for p in problems], 8, k))
+        assert got == pytest.approx(want, abs=1e-12)
+    # hand value, k = 2: (1 - C(6,2)/C(8,2)) = 13/28; + 0 + 1 + (1 - C(7,2)/C(8,2)) = 1/4
+    assert np.mean(mean_pass_at_k([2, 0, 8, 1], 8, 2)) == pytest.approx((13 / 28 + 1 + 1 / 4) / 4)
+
+
+def test_bootstrap_ci_equals_a_hand_loop_with_the_same_seed():
+    values = [0.0, 0.25, 1.0, 0.5, 0.0, 1.0, 0.75]
+    resamples, level, seed = 300, 0.9, 11
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))  # the same single draw
+    means = sorted(sum(values[j] for j in row) / len(values) for row in idx)
+
+    def quantile(q: float) -> float:  # linear interpolation between order statistics
+        pos = q * (len(means) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(means) - 1)
+        return means[lo] + (pos - lo) * (means[hi] - means[lo])
+
+    lo, hi = bootstrap_ci(values, level=level, resamples=resamples, seed=seed)
+    assert lo == pytest.approx(quantile(0.05), abs=1e-12)
+    assert hi == pytest.approx(quantile(0.95), abs=1e-12)

@@ -54,30 +54,16 @@ def _curves(rows: list[dict[str, Any]]) -> str:
 
 
 def _passk_plot(before: dict[str, float] | None, after: dict[str, float] | None) -> str:
-    import matplotlib
+    """Both pass@k curves on one axis, the crossover k marked (rlvr.eval.plots)."""
+    from rlvr.eval.boundary import crossover_k
+    from rlvr.eval.plots import passk_figure, png_base64
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    for label, s in (("base", before), ("trained", after)):
-        if not s:
-            continue
-        ks = summary_ks(s)
-        ys = [s[f"pass@{k}"] for k in ks]
-        lo = [s[f"pass@{k}"] - s[f"pass@{k}_ci_low"] for k in ks]
-        hi = [s[f"pass@{k}_ci_high"] - s[f"pass@{k}"] for k in ks]
-        ax.errorbar(ks, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (held-out)")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    curves = {label: s for label, s in (("base", before), ("trained", after)) if s}
+    cross = None
+    if before and after:
+        ks = sorted(set(summary_ks(before)) & set(summary_ks(after)))
+        cross = crossover_k({k: before[f"pass@{k}"] for k in ks}, {k: after[f"pass@{k}"] for k in ks})
+    return png_base64(passk_figure(curves, crossovers={"base": cross}))
 
 
 def write_report(run_dir: str | Path) -> Path:
