@@ -1,4 +1,4 @@
-"""The ``rlvr`` command line: train, eval, base, recipes, tasks."""
+"""The ``rlvr`` command line: train, eval, compare, base, recipes, tasks."""
 
 from __future__ import annotations
 
@@ -449,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("name", nargs="?", help="task name (for show)")
     p.set_defaults(fn=_tasks)
+
+    from rlvr.compare import add_compare_parser  # light: heavy imports happen when it runs
+
+    add_compare_parser(sub)
     return parser
 
 
