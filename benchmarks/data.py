@@ -1,7 +1,7 @@
 """Sampling strategies on the embedded task: generated rollouts needed to reach a held-out pass@1.
 
-    python benchmarks/data.py                                  # the four arms, seeds 0 1 2
-    python benchmarks/data.py --arms uniform vade --seeds 0 --steps 1500 --target 0.30
+    python benchmarks/data.py                                  # three arms, seeds 0 1 2
+    python benchmarks/data.py --arms uniform vade --seeds 0 --steps 1500 --targets 0.28 0.30
 
 Arms (all on a pool of the first `--pool` training problems, so that the comparison is fair):
 `uniform` (GRPO as shipped), `dynamic_sampling` (DAPO's filter: groups whose rewards are all equal are
@@ -9,9 +9,10 @@ dropped and more are sampled, up to 4 rounds), `vade` (Thompson sampling on per-
 posteriors), and, on request, `difficulty_targeted`.
 
 Each run evaluates held-out pass@1 every `--every` steps (256 problems x 8 samples) and logs
-`rollouts_total`, the completions generated so far, dropped ones included. The number reported is the
-rollouts generated up to the first evaluation whose pass@1 reaches `--target` (a run that never gets
-there is reported as "> its total"). Runs go to benchmarks/runs/data/<arm>/seed<S>/ and are skipped
+`rollouts_total`, the completions generated so far, dropped ones included. The number reported, for
+each of several targets, is the rollouts generated up to the first evaluation whose pass@1 reaches
+it (a run that never gets there counts with its total, and the cell says "> ": a lower bound).
+Runs go to benchmarks/runs/data/<arm>/seed<S>/ and are skipped
 when finished, so the command resumes; benchmarks/data.md and benchmarks/results/data.json are
 rewritten after every run. Runs are sequential: two training processes on 2 cores slow each other.
 """
@@ -69,35 +70,46 @@ def rollouts_to_target(run: Path, target: float) -> tuple[float, bool, float]:
     return float(rows[-1]["rollouts_total"]) if rows else math.nan, False, best
 
 
-def summarise(root: Path, target: float) -> tuple[str, dict]:
-    data: dict = {"target_pass@1": target, "arms": {}}
+def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
+    """A table of rollouts-to-target per arm, one column per target (mean ± 95% t-interval over seeds;
+    '>' marks a run that never reached the target, counted at its total: a lower bound)."""
+    data: dict = {"targets": targets, "arms": {}}
+    head = " | ".join(f"pass@1 >= {t:.2f}" for t in targets)
     lines = [
-        f"Generated rollouts (completions, dropped ones included) until held-out pass@1 >= {target:.2f}",
+        "Generated rollouts (completions, dropped ones included) until held-out pass@1 first reaches "
+        "each target",
         "",
-        "| arm | seeds | rollouts to target (mean ± 95% CI) | per seed | best pass@1 (mean) |",
-        "|---|---|---|---|---|",
+        f"| arm | seeds | {head} | best pass@1 (mean) |",
+        "|---|---|" + "---|" * len(targets) + "---|",
     ]
     for arm in ARMS:
         runs = sorted((root / arm).glob("seed*")) if (root / arm).is_dir() else []
-        got = [(p.name, *rollouts_to_target(p, target)) for p in runs if (p / "done.json").exists()]
-        if not got:
+        done = [p for p in runs if (p / "done.json").exists()]
+        if not done:
             continue
-        vals = [v for _, v, _, _ in got]
-        per = ", ".join(f"{n}: {'' if ok else '> '}{v:,.0f}" for n, v, ok, _ in got)
-        m = statistics.fmean(vals)
-        half = (
-            T95.get(len(vals) - 1, 1.96) * statistics.stdev(vals) / math.sqrt(len(vals))
-            if len(vals) > 1
-            else math.nan
-        )
-        cell = f"{m:,.0f}" + ("" if math.isnan(half) else f" ± {half:,.0f}")
-        if not all(ok for _, _, ok, _ in got):
-            cell += " (some runs never reached it: lower bound)"
-        best = statistics.fmean(b for _, _, _, b in got)
-        lines.append(f"| {arm} | {len(got)} | {cell} | {per} | {100 * best:.1f}% |")
-        data["arms"][arm] = [
-            {"seed": n, "rollouts": v, "reached": ok, "best_pass@1": b} for n, v, ok, b in got
-        ]
+        cells, record = [], []
+        for target in targets:
+            got = [(p.name, *rollouts_to_target(p, target)) for p in done]
+            vals = [v for _, v, _, _ in got]
+            m = statistics.fmean(vals)
+            half = (
+                T95.get(len(vals) - 1, 1.96) * statistics.stdev(vals) / math.sqrt(len(vals))
+                if len(vals) > 1
+                else math.nan
+            )
+            missed = sum(not ok for _, _, ok, _ in got)
+            cell = ("> " if missed else "") + f"{m / 1000:,.1f}k"
+            cell += "" if math.isnan(half) else f" ± {half / 1000:,.1f}k"
+            cells.append(cell + (f" ({missed} never)" if missed else ""))
+            record.append(
+                {
+                    "target": target,
+                    "runs": [{"seed": n, "rollouts": v, "reached": ok} for n, v, ok, _ in got],
+                }
+            )
+        best = statistics.fmean(rollouts_to_target(p, 2.0)[2] for p in done)
+        lines.append(f"| {arm} | {len(done)} | {' | '.join(cells)} | {100 * best:.1f}% |")
+        data["arms"][arm] = record
     return "\n".join(lines) + "\n", data
 
 
@@ -112,7 +124,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--pool", type=int, default=512)
-    p.add_argument("--target", type=float, default=0.32)
+    p.add_argument("--targets", type=float, nargs="+", default=[0.26, 0.28, 0.30, 0.32])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "data")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
@@ -123,11 +135,11 @@ def main() -> None:
                 continue
             console.print(f"[bold]{arm}[/bold] seed {seed}")
             run_one(arm, seed, args, out)
-            table, data = summarise(args.out, args.target)
+            table, data = summarise(args.out, args.targets)
             atomic_write_text(ROOT / "data.md", _header(args) + table)
             (ROOT / "results").mkdir(exist_ok=True)
             atomic_write_text(ROOT / "results" / "data.json", json.dumps(data, indent=2))
-    table, data = summarise(args.out, args.target)
+    table, data = summarise(args.out, args.targets)
     atomic_write_text(ROOT / "data.md", _header(args) + table)
     (ROOT / "results").mkdir(exist_ok=True)
     atomic_write_text(ROOT / "results" / "data.json", json.dumps(data, indent=2))
@@ -138,7 +150,8 @@ def _header(args: argparse.Namespace) -> str:
     return (
         "# Sampling strategies: rollouts to a held-out pass@1\n\n"
         f"`python benchmarks/data.py --steps {args.steps} --every {args.every} --pool {args.pool} "
-        f"--target {args.target}` on the embedded task (grpo recipe, B = 8, G = 8; every arm picks from "
+        f"--targets {' '.join(map(str, args.targets))}` on the embedded task (grpo recipe, B = 8, "
+        "G = 8; every arm picks from "
         f"the same pool of the first {args.pool} training problems). Held-out pass@1 is measured every "
         f"{args.every} steps on 256 problems x 8 samples.\n\n"
     )
