@@ -293,3 +293,18 @@ def test_ctrl_c_is_not_a_reward_failure(user_module):
 
 def test_asyncio_and_os_imports_used():  # keep the fixtures' imports honest for ruff
     assert asyncio and os
+
+
+def test_metadata_named_like_an_argument_is_renamed():
+    """A dataset column called 'prompt' (beside a chat) cannot collide with the positional prompt."""
+    seen = []
+
+    def fn(prompt, completion, answer, **meta):
+        seen.append(meta)
+        return 1.0
+
+    REWARDS.register("collide_test")(lambda: fn)
+    runner = RewardRunner([RewardComponent("collide_test", 1.0)])
+    res = runner.score(["p"], ["c"], ["a"], [{"prompt": "x", "answer": "y", "other": 1}])
+    assert res.rewards == [1.0] and res.failures == {}
+    assert seen == [{"meta_prompt": "x", "meta_answer": "y", "other": 1}]

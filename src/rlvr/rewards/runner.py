@@ -9,7 +9,8 @@ from the :data:`REWARDS` registry by name with its knobs, or imported from a use
 - an ``async def`` per-sample function (all samples of a step are awaited concurrently);
 - a :class:`~rlvr.rewards.verifiers.BatchedReward`, called once per step with all samples.
 
-The weighted sum is the reward; the unweighted components are kept per sample (``parts`` [N, K]) for
+Metadata keys named ``prompt``, ``completion`` or ``answer`` reach a per-sample function as
+``meta_prompt`` and so on. The weighted sum is the reward; the unweighted components are kept per sample (``parts`` [N, K]) for
 estimators that need them (GDPO) and for the logs.
 
 A component that raises, returns a non-number or runs past ``timeout`` seconds gives the sample
@@ -157,12 +158,23 @@ def _call_with_timeout(fn: Callable[..., Any], timeout: float, args: tuple, kwar
         signal.signal(signal.SIGALRM, old)
 
 
+_POSITIONAL = ("prompt", "completion", "answer")
+
+
+def _meta_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
+    """A problem's metadata as keyword arguments: a key named like one of the positional arguments
+    (a dataset column "prompt" beside a chat, say) is passed as ``meta_<key>`` instead."""
+    if not any(k in meta for k in _POSITIONAL):
+        return dict(meta)
+    return {(f"meta_{k}" if k in _POSITIONAL else k): v for k, v in meta.items()}
+
+
 def _one(
     fn: Callable[..., Any], timeout: float, prompt: str, completion: str, answer: str, meta: dict
 ) -> tuple[float | None, str | None]:
     """Score one sample: (value, None) or (None, error text)."""
     try:
-        value = _call_with_timeout(fn, timeout, (prompt, completion, answer), dict(meta))
+        value = _call_with_timeout(fn, timeout, (prompt, completion, answer), _meta_kwargs(meta))
         return _as_score(value), None
     except RewardTimeout:
         return None, f"timed out after {timeout:g} s"
@@ -378,7 +390,7 @@ class RewardRunner:
         async def one(i: int) -> tuple[float | None, str | None]:
             try:
                 value = await asyncio.wait_for(
-                    fn(prompts[i], completions[i], answers[i], **metas[i]), timeout
+                    fn(prompts[i], completions[i], answers[i], **_meta_kwargs(metas[i])), timeout
                 )
                 return _as_score(value), None
             except TimeoutError:
