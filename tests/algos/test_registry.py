@@ -259,7 +259,7 @@ def test_list_knobs_check_every_element():
     reg = Registry("thing")
 
     @reg.register("t")
-    def t(x, *, paths: list[str] = (), weights: tuple[float, ...] = ()):  # noqa: B006
+    def t(x, *, paths: list[str] = (), weights: tuple[float, ...] = ()):
         return x
 
     reg.check_knobs("t", {"paths": ["a", "b"], "weights": [1, 0.5]})

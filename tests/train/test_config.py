@@ -36,7 +36,10 @@ def test_shipped_recipes_load_and_round_trip():
         ("algo.minibatches=3", "must divide the batch of B*G = 64"),
         ("algo.advantage='nope'", "valid names: " + ", ".join(ADVANTAGES.names())),
         ("algo.clip_hi=0.3", "their knobs: clip_high, clip_low, dual_clip, eps, scale"),
-        ("rewards.nope.weight=1", "'rewards.nope': unknown reward; valid names: answer, ensemble, exact_match, format, likelihood, math"),
+        (
+            "rewards.nope.weight=1",
+            "'rewards.nope': unknown reward; valid names: answer, code, ensemble, exact_match, format",
+        ),
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
         ("train.steps=-1", "'train.steps' = -1 is out of range"),
         ("optim.beta2=1.0", "'optim.beta2' = 1.0 is out of range"),

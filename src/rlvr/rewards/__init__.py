@@ -4,8 +4,8 @@ They know nothing of tensors. ``REWARDS`` maps names to factories that build a r
 its keyword knobs; importing this package registers the built-in ones.
 """
 
-import rlvr.rewards.code  # noqa: F401 - registers code, weighted_tests
-import rlvr.rewards.math  # noqa: F401 - registers math, exact_match, think_format
+import rlvr.rewards.code  # registers code, weighted_tests
+import rlvr.rewards.math  # registers math, exact_match, think_format
 import rlvr.rewards.models  # noqa: F401 - registers reward_model, ensemble, prm, likelihood
 from rlvr.rewards.math import extract_math_answer, math_equal
 from rlvr.rewards.verifiers import (

@@ -10,8 +10,8 @@ from the :data:`REWARDS` registry by name with its knobs, or imported from a use
 - a :class:`~rlvr.rewards.verifiers.BatchedReward`, called once per step with all samples.
 
 Metadata keys named ``prompt``, ``completion`` or ``answer`` reach a per-sample function as
-``meta_prompt`` and so on. The weighted sum is the reward; the unweighted components are kept per sample (``parts`` [N, K]) for
-estimators that need them (GDPO) and for the logs.
+``meta_prompt`` and so on. The weighted sum is the reward; the unweighted components are kept per
+sample (``parts`` [N, K]) for estimators that need them (GDPO) and for the logs.
 
 A component that raises, returns a non-number or runs past ``timeout`` seconds gives the sample
 ``failure_score`` instead; the failure is counted (per component, in the step's metrics) and the
