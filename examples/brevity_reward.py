@@ -1,9 +1,9 @@
 """A user reward function, named in a recipe by file path (docs/rewards-and-data.md):
 
-    [rewards.brevity]
-    function = "examples/brevity_reward.py:brevity"
-    weight = 0.2
-    limit = 8
+[rewards.brevity]
+function = "examples/brevity_reward.py:brevity"
+weight = 0.2
+limit = 8
 """
 
 
