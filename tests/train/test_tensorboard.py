@@ -47,3 +47,58 @@ def test_tensorboard_can_be_off(micro_base, tmp_path):
         progress=False,
     )
     assert not (tmp_path / "r" / "tensorboard").exists()
+
+
+class _FakeWandb:
+    """Stands in for the wandb package: records what the trainer asks of it."""
+
+    def __init__(self):
+        self.inits, self.logs, self.finished = [], [], 0
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        return self
+
+    def log(self, data, step):
+        self.logs.append((step, dict(data)))
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_wandb_gets_every_step_and_resumes_the_same_run(micro_base, tmp_path, monkeypatch):
+    import sys
+
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run = tmp_path / "run"
+    train(
+        _cfg(micro_base, "train.steps=2", "train.wandb_project='rlvr-test'"), run_dir=run, progress=False
+    )
+    train(
+        _cfg(micro_base, "train.steps=3", "train.wandb_project='rlvr-test'"),
+        run_dir=run,
+        resume=True,
+        progress=False,
+    )
+    assert [i["id"] for i in fake.inits] == ["run", "run"] and fake.inits[0]["resume"] == "allow"
+    assert fake.inits[0]["project"] == "rlvr-test" and fake.inits[0]["config"]["train"]["steps"] == 2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s, _ in fake.logs] == [1, 2, 3] and fake.finished == 2
+    for (_, logged), row in zip(fake.logs, rows, strict=True):
+        assert logged["loss"] == row["loss"] and "step" not in logged
+
+
+def test_wandb_without_the_package_is_a_clear_error(micro_base, tmp_path, monkeypatch):
+    import sys
+
+    from rlvr.train.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    with pytest.raises(ConfigError, match="needs the wandb package: pip install wandb"):
+        train(
+            _cfg(micro_base, "train.steps=1", "train.wandb_project='x'"),
+            run_dir=tmp_path / "r",
+            progress=False,
+        )
+    assert not (tmp_path / "r").exists()  # refused before any run directory or model

@@ -28,6 +28,7 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     import numpy as np
 
     keys = [
+        ("reward_mean", "reward"),
         ("accuracy", "train accuracy"),
         ("heldout_pass@1", "held-out pass@1"),
         ("entropy", "entropy"),
@@ -36,8 +37,12 @@ def _curves(rows: list[dict[str, Any]]) -> str:
         ("clip_frac", "clip fraction"),
     ]
     keys = [(k, t) for k, t in keys if any(k in r for r in rows)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
-    for ax, (k, title) in zip(axes[0], keys, strict=True):
+    cols = min(4, len(keys))
+    nrows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    for ax, (k, title) in zip(axes.flat, keys, strict=False):
         pts = [(r["step"], r[k]) for r in rows if k in r]
         x, y = np.array(pts).T
         ax.plot(x, y, lw=0.6, alpha=0.4 if len(x) > 50 else 1.0)

@@ -214,6 +214,9 @@ class TrainConfig:
     tensorboard: bool = True
     """Also write every step's metrics as TensorBoard events under RUN_DIR/tensorboard
     (`tensorboard --logdir runs`)."""
+    wandb_project: str = ""
+    """Also log to Weights & Biases under this project (needs `pip install wandb`; the W&B run id is
+    the run directory's name, so a resumed run continues the same W&B run); empty: off."""
     max_nonfinite_steps: int = 3
     """Stop the run after this many steps in a row whose update was skipped for a non-finite loss or
     gradient (no checkpoint is written during such a streak); 0: never stop."""

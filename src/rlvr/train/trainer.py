@@ -431,6 +431,29 @@ def _assemble(
     return roll, problems, texts, gather("parts"), gather("correct"), gather("rewards"), gather("raw")
 
 
+def _wandb_run(cfg: Config, run_dir: Path) -> Any:
+    """A W&B run for ``train.wandb_project`` (id = the run directory's name, resumed when it exists)."""
+    return _wandb_module(cfg).init(
+        project=cfg.train.wandb_project,
+        id=run_dir.name,
+        name=run_dir.name,
+        dir=str(run_dir),
+        config=cfg.to_dict(),
+        resume="allow",
+    )
+
+
+def _wandb_module(cfg: Config) -> Any:
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(
+            f"'train.wandb_project' = {cfg.train.wandb_project!r} needs the wandb package: "
+            "pip install wandb"
+        ) from None
+    return wandb
+
+
 def prompt_pool(task: Any, size: int) -> list[Problem]:
     """A finite pool of training prompts: a dataset's training rows (the first ``size`` of them when
     ``size`` > 0), or the first ``size`` problems of a generated task's stream."""
@@ -687,6 +710,8 @@ def train(
     """Train with ``cfg``; write the run directory; return the summary (also in summary.json)."""
     if cfg.model.path:
         check_model_dir(cfg.model.path)  # a model directory without config or weights fails first
+    if cfg.train.wandb_project:  # a missing wandb package fails before any work, too
+        _wandb_module(cfg)
     tokenizer = None
     if cfg.task.max_prompt_tokens:  # prompt lengths are checked with the model's tokenizer
         tokenizer = load_tokenizer(
@@ -817,6 +842,7 @@ def train(
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1)
+    wb = _wandb_run(cfg, run_dir) if cfg.train.wandb_project else None
     streak = 0  # steps in a row whose update was skipped (non-finite)
     stop_signal: list[int] = []  # SIGINT / SIGTERM received: finish the step, checkpoint, stop
     with (
@@ -963,10 +989,16 @@ def train(
                 m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
                 model.train()
             append_jsonl(metrics_path, m)
+            scalars = {
+                k: v
+                for k, v in m.items()
+                if k != "step" and isinstance(v, int | float) and math.isfinite(v)
+            }
             if tb is not None:
-                for key, value in m.items():
-                    if key != "step" and isinstance(value, int | float) and math.isfinite(value):
-                        tb.add_scalar(key, value, step)
+                for key, value in scalars.items():
+                    tb.add_scalar(key, value, step)
+            if wb is not None:
+                wb.log(scalars, step=step)
             if step % cfg.train.samples_every == 0 or step == 1:
                 for i in range(0, len(texts), g):
                     append_jsonl(
@@ -1036,6 +1068,8 @@ def train(
     runner.close()  # the reward workers, if any
     if tb is not None:
         tb.close()
+    if wb is not None:
+        wb.finish()
 
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
