@@ -977,7 +977,7 @@ def train(
                 "zero_var_frac": float((grouped.std(dim=1) == 0).float().mean()),
                 "response_length": float(roll.lengths.float().mean()),
                 "truncated_frac": roll.finish.count("length") / len(roll),
-                "tokens_per_s": float(roll.lengths.sum()) / max(t_gen, 1e-9),
+                "tokens_per_s": sum(float(x.roll.lengths.sum()) for x in rounds) / max(t_gen, 1e-9),
                 "gen_time": t_gen,
                 "learn_time": time.perf_counter() - t_learn,
                 "step_time": step_time,
