@@ -70,6 +70,14 @@ def rollouts_to_target(run: Path, target: float) -> tuple[float, bool, float]:
     return float(rows[-1]["rollouts_total"]) if rows else math.nan, False, best
 
 
+def _late(run: Path) -> tuple[float, float]:
+    """(mean held-out pass@1 of the last 5 evaluations, mean generation rounds per step)."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    evals = [r["heldout_pass@1"] for r in rows if "heldout_pass@1" in r][-5:]
+    rounds = statistics.fmean(r.get("sampling_rounds", 1) for r in rows)
+    return statistics.fmean(evals), rounds
+
+
 def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
     """A table of rollouts-to-target per arm, one column per target (mean ± 95% t-interval over seeds;
     '>' marks a run that never reached the target, counted at its total: a lower bound)."""
@@ -79,8 +87,9 @@ def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
         "Generated rollouts (completions, dropped ones included) until held-out pass@1 first reaches "
         "each target",
         "",
-        f"| arm | seeds | {head} | best pass@1 (mean) |",
-        "|---|---|" + "---|" * len(targets) + "---|",
+        f"| arm | seeds | {head} | best pass@1 (mean) | pass@1, last 5 evals | generation rounds / step "
+        "| wall / run |",
+        "|---|---|" + "---|" * len(targets) + "---|---|---|---|",
     ]
     for arm in ARMS:
         runs = sorted((root / arm).glob("seed*")) if (root / arm).is_dir() else []
@@ -108,7 +117,13 @@ def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
                 }
             )
         best = statistics.fmean(rollouts_to_target(p, 2.0)[2] for p in done)
-        lines.append(f"| {arm} | {len(done)} | {' | '.join(cells)} | {100 * best:.1f}% |")
+        end = statistics.fmean(_late(p)[0] for p in done)
+        rounds = statistics.fmean(_late(p)[1] for p in done)
+        wall = statistics.fmean(json.loads((p / "done.json").read_text())["wall_s"] for p in done)
+        lines.append(
+            f"| {arm} | {len(done)} | {' | '.join(cells)} | {100 * best:.1f}% | {100 * end:.1f}% "
+            f"| {rounds:.2f} | {wall / 60:.1f} min |"
+        )
         data["arms"][arm] = record
     return "\n".join(lines) + "\n", data
 
@@ -153,7 +168,8 @@ def _header(args: argparse.Namespace) -> str:
         f"--targets {' '.join(map(str, args.targets))}` on the embedded task (grpo recipe, B = 8, "
         "G = 8; every arm picks from "
         f"the same pool of the first {args.pool} training problems). Held-out pass@1 is measured every "
-        f"{args.every} steps on 256 problems x 8 samples.\n\n"
+        f"{args.every} steps on 256 problems x 8 samples. Intervals are 95% t-intervals over seeds (wide "
+        "with 3). Wall times include held-out evaluations and depend on what else ran on the machine.\n\n"
     )
 
 
