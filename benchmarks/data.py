@@ -168,8 +168,9 @@ def _header(args: argparse.Namespace) -> str:
         f"--targets {' '.join(map(str, args.targets))}` on the embedded task (grpo recipe, B = 8, "
         "G = 8; every arm picks from "
         f"the same pool of the first {args.pool} training problems). Held-out pass@1 is measured every "
-        f"{args.every} steps on 256 problems x 8 samples. Intervals are 95% t-intervals over seeds (wide "
-        "with 3). Wall times include held-out evaluations and depend on what else ran on the machine.\n\n"
+        f"{args.every} steps on 256 problems x 8 samples. Intervals are 95% t-intervals over seeds "
+        "(wide with 3). Wall times include held-out evaluations and depend on what else ran on the "
+        "machine.\n\n"
     )
 
 
