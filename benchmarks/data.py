@@ -26,12 +26,12 @@ import statistics
 import time
 from pathlib import Path
 
+from rlvr.compare import mean_ci
 from rlvr.train.config import load_config
 from rlvr.train.trainer import train
 from rlvr.utils import atomic_write_text, console
 
 ROOT = Path(__file__).resolve().parent
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
 
 ARMS: dict[str, list[str]] = {
     "uniform": [],
@@ -100,12 +100,8 @@ def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
         for target in targets:
             got = [(p.name, *rollouts_to_target(p, target)) for p in done]
             vals = [v for _, v, _, _ in got]
-            m = statistics.fmean(vals)
-            half = (
-                T95.get(len(vals) - 1, 1.96) * statistics.stdev(vals) / math.sqrt(len(vals))
-                if len(vals) > 1
-                else math.nan
-            )
+            m, lo, hi = mean_ci(vals)  # 95% t-interval over seeds
+            half = (hi - lo) / 2
             missed = sum(not ok for _, _, ok, _ in got)
             cell = ("> " if missed else "") + f"{m / 1000:,.1f}k"
             cell += "" if math.isnan(half) else f" ± {half / 1000:,.1f}k"
