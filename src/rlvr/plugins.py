@@ -10,8 +10,25 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["import_plugin"]
+__all__ = ["exec_file", "import_plugin"]
+
+
+def exec_file(path: Path, name: str) -> ModuleType:
+    """Execute the Python file ``path`` as module ``name`` (registered in ``sys.modules`` first, so
+    that it can import itself; removed again if it raises) and return the module."""
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 def import_plugin(name: str) -> None:
@@ -29,7 +46,4 @@ def import_plugin(name: str) -> None:
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"plugin file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(path.stem, path.resolve())
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    exec_file(path, path.stem)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import importlib
-import importlib.util
 import inspect
 import math
 import multiprocessing as mp
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlvr.plugins import exec_file
 from rlvr.rewards.verifiers import REWARDS
 
 __all__ = ["RewardComponent", "RewardRunner", "RewardTimeout", "ScoreResult", "load_function"]
@@ -67,15 +67,9 @@ def load_function(spec: str) -> Callable[..., Any]:
         name = f"rlvr_user_reward_{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(name)
         if module is None:
-            mspec = importlib.util.spec_from_file_location(name, path)
-            if mspec is None or mspec.loader is None:
-                raise ValueError(f"function {spec!r}: cannot import {path}")
-            module = importlib.util.module_from_spec(mspec)
-            sys.modules[name] = module
             try:
-                mspec.loader.exec_module(module)
+                module = exec_file(path, name)
             except Exception as err:
-                del sys.modules[name]
                 raise ValueError(f"function {spec!r}: importing {path} failed: {err!r}") from None
     else:
         try:
