@@ -475,17 +475,28 @@ def _validate_sampling(cfg: Config) -> None:
             f"'sampling.strategy' = {sp.strategy!r} picks prompts from a finite pool by their "
             "statistics; set sampling.pool_size (the first pool_size problems of the task)"
         )
-    knobs = SAMPLERS.knobs(sp.strategy)
-    for k, v in sp.knobs.items():
+    _check_table_knobs(
+        SAMPLERS,
+        sp.strategy,
+        sp.knobs,
+        "sampling.",
+        f"a field of [sampling] nor a knob of sampler {sp.strategy!r}",
+    )
+
+
+def _check_table_knobs(reg: Registry, name: str, values: dict[str, Any], prefix: str, what: str) -> None:
+    """Every key of ``values`` must be a knob of component ``name`` of ``reg`` and fit its type and
+    bounds; the error names the field as ``prefix + key``."""
+    knobs = reg.knobs(name)
+    for k, v in values.items():
         if k not in knobs:
             raise ConfigError(
-                f"'sampling.{k}' is not a field of [sampling] nor a knob of sampler {sp.strategy!r}; "
-                f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
+                f"'{prefix}{k}' is not {what}; its knobs: {', '.join(sorted(knobs)) or 'none'}"
             )
         try:
-            SAMPLERS.check_knobs(sp.strategy, {k: v})
+            reg.check_knobs(name, {k: v})
         except KnobError as err:
-            raise ConfigError(f"'sampling.{k}': {err}") from None
+            raise ConfigError(f"'{prefix}{k}': {err}") from None
 
 
 def _validate_task(cfg: Config) -> None:
@@ -538,18 +549,8 @@ def _validate_rewards(cfg: Config) -> None:
                 f"'rewards.{rname}': unknown reward; valid names: {', '.join(REWARDS.names())} "
                 "(or give a user function: function = 'module:function')"
             )
-        knobs = REWARDS.knobs(rname)
-        for k in spec:
-            if k != "weight" and k not in knobs:
-                raise ConfigError(
-                    f"'rewards.{rname}.{k}' is not a knob of reward {rname!r}; "
-                    f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
-                )
-            if k != "weight":
-                try:
-                    REWARDS.check_knobs(rname, {k: spec[k]})
-                except KnobError as err:
-                    raise ConfigError(f"'rewards.{rname}.{k}': {err}") from None
+        knobs = {k: v for k, v in spec.items() if k != "weight"}
+        _check_table_knobs(REWARDS, rname, knobs, f"rewards.{rname}.", f"a knob of reward {rname!r}")
 
 
 def _validate_shaping(cfg: Config) -> None:
@@ -565,17 +566,7 @@ def _validate_shaping(cfg: Config) -> None:
             raise ConfigError(
                 f"'shaping.{sname}' needs {', '.join(sorted(missing))}, which the trainer cannot supply"
             )
-        knobs = SHAPING.knobs(sname)
-        for k, v in spec.items():
-            if k not in knobs:
-                raise ConfigError(
-                    f"'shaping.{sname}.{k}' is not a knob of {sname!r}; "
-                    f"its knobs: {', '.join(sorted(knobs)) or 'none'}"
-                )
-            try:
-                SHAPING.check_knobs(sname, {k: v})
-            except KnobError as err:
-                raise ConfigError(f"'shaping.{sname}.{k}': {err}") from None
+        _check_table_knobs(SHAPING, sname, spec, f"shaping.{sname}.", f"a knob of {sname!r}")
         # a dry run on a dummy group catches knobs that conflict with the rest of the recipe (for
         # example an overlong buffer longer than rollout.max_new_tokens) before any work
         import torch
