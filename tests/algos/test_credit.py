@@ -120,6 +120,8 @@ def test_registered_names_and_needs():
         "tree_td",
         "gigpo",
         "rover",
+        "gigpo_turns",
+        "turn_grpo",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -621,6 +623,9 @@ def _call(name, rewards, mask, ids):
         "old_logp": torch.full((n, t), math.log(0.5)),
         "completion_ids": ids,
         "process_rewards": torch.zeros(n, t),
+        "turn": (mask > 0).long(),  # one model turn over the counted tokens
+        "turn_rewards": torch.zeros(n, 1),
+        "turn_states": torch.ones(n, 1, dtype=torch.long),
     }
     out = CREDIT[name](rewards, mask, **{k: extra[k] for k in CREDIT.needs(name)})
     return out[0] if name == "gae" else out

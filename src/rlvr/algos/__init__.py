@@ -54,6 +54,9 @@ INPUTS: dict[str, frozenset[str]] = {
             "old_logp",  # [N, T] behaviour log-probs
             "completion_ids",  # [N, T] sampled token ids (prefix trees of a group)
             "values",  # [N, T] the critic's values before each token (needs critic.enabled)
+            "turn",  # [N, T] long: k >= 1 on the tokens of the k-th model turn, 0 elsewhere
+            "turn_rewards",  # [N, K] the environment's reward after model turn k (column k-1)
+            "turn_states",  # [N, K] long anchor-state id (>= 1) seen before model turn k, 0 beyond
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

@@ -19,6 +19,12 @@ the completions whose first t+1 tokens are equal; the group's root is the prompt
 samples that share no prefix the tree is G chains under the root and these assigners fall back to an
 outcome advantage; their token-level signal appears where completions share a prefix and then split
 (common opening tokens, or tree-structured sampling).
+
+The turn-level assigners (``gigpo_turns``, ``turn_grpo``) are for multi-turn episodes: one row is one
+episode whose tokens interleave model turns and environment turns. They read ``turn`` [N, T] (k >= 1 on
+the tokens of the k-th model turn, 0 on environment tokens and padding), ``turn_rewards`` [N, K] (the
+environment's reward after model turn k, column k-1) and ``turn_states`` [N, K] (the anchor-state id of
+the observation seen before model turn k), and credit each model turn as one step.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = [
     "PrefixTree",
     "gae",
     "gigpo",
+    "gigpo_turns",
     "prefix_tree",
     "pure_min",
     "reinforce_pp_token",
@@ -45,6 +52,7 @@ __all__ = [
     "segment_ids",
     "spo_segment",
     "tree_td",
+    "turn_grpo",
     "value_loss",
 ]
 
@@ -719,3 +727,217 @@ def value_loss(
         clipped = old + (values - old).clamp(-clip, clip)  # [N, T]
         err = torch.maximum(err, (clipped - ret) ** 2)
     return 0.5 * (err * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------- multi-turn episodes: credit per turn
+
+
+def _first_bad(bad: Tensor) -> list[int]:
+    """The index of the first True entry of ``bad``."""
+    return [int(v) for v in bad.nonzero()[0]]
+
+
+def _integer(fn: str, name: str, x: Tensor) -> Tensor:
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{fn}: {name} must hold integers (torch.long), got {x.dtype}")
+    return x.detach().long()
+
+
+def _turn_inputs(
+    fn: str, mask: Tensor, turn: Tensor | None, turn_rewards: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate the turn inputs of an episode batch.
+
+    Returns (turn [N, T] long, turn_rewards [N, K] float64, reached [N, K] bool) where reached[i, k-1]
+    says that row i took model turn k, i.e. k <= K_i = max_t turn[i, t]. Rewards beyond K_i are ignored.
+    """
+    tn = _integer(fn, "turn", _need("turn", fn, turn, mask))  # [N, T]
+    n = mask.shape[0]
+    if turn_rewards is None:
+        raise ValueError(f"{fn} needs 'turn_rewards' [N, K]")
+    if turn_rewards.dim() != 2 or turn_rewards.shape[0] != n:
+        raise ValueError(
+            f"{fn}: turn_rewards must have shape [N, K] with N = {n} (the rows of mask), "
+            f"got {tuple(turn_rewards.shape)}"
+        )
+    k_max = turn_rewards.shape[1]
+    if bool((tn < 0).any()):
+        i, t = _first_bad(tn < 0)
+        raise ValueError(f"{fn}: turn must be >= 0, got {int(tn[i, t])} at row {i}, position {t}")
+    if bool((tn > k_max).any()):
+        i, t = _first_bad(tn > k_max)
+        raise ValueError(
+            f"{fn}: turn {int(tn[i, t])} at row {i}, position {t} has no column in turn_rewards "
+            f"(K = {k_max} turns)"
+        )
+    orphan = (mask > 0) & (tn == 0)  # [N, T]
+    if bool(orphan.any()):
+        i, t = _first_bad(orphan)
+        raise ValueError(
+            f"{fn}: mask is 1 at row {i}, position {t} where turn is 0; every counted token must "
+            "belong to a model turn (turn >= 1)"
+        )
+    n_turns = tn.amax(1) if tn.shape[1] else tn.new_zeros(n)  # [N] K_i
+    reached = torch.arange(1, k_max + 1, device=mask.device) <= n_turns[:, None]  # [N, K]
+    r = turn_rewards.detach().double()  # [N, K]
+    if not bool(torch.isfinite(r[reached]).all()):
+        i, k = _first_bad(reached & ~torch.isfinite(r))
+        raise ValueError(
+            f"{fn}: turn_rewards must be finite, got {float(r[i, k])} at row {i}, turn {k + 1}"
+        )
+    return tn, torch.where(reached, r, 0.0), reached
+
+
+def _turn_returns(r: Tensor, reached: Tensor, gamma: float) -> Tensor:
+    """[N, K] float64 R_{i,k} = sum_{k' >= k} gamma^(k' - k) r_{i,k'} over the turns the row took (0
+    beyond), as one product with the upper-triangular discount matrix D[k', k] = gamma^(k' - k)."""
+    k = torch.arange(r.shape[1], device=r.device)  # [K]
+    lag = k[:, None] - k[None, :]  # [K, K] k' - k
+    disc = torch.where(lag >= 0, gamma ** lag.clamp(min=0).double(), 0.0)  # [K, K]
+    return torch.where(reached, r @ disc, 0.0)
+
+
+def _anchor_adv(x: Tensor, keys: Tensor, scale: str, eps: float) -> Tensor:
+    """[V] float64 (x - mean_S x) / F_S, S = the entries of x [V] whose rows of ``keys`` [V, 2] are
+    equal; F_S = std_S + eps (unbiased) for scale "group", 1 for "none". Groups with one member or
+    with equal values give exactly 0."""
+    if x.numel() == 0:
+        return x
+    _, anchor = torch.unique(keys, dim=0, return_inverse=True)  # [V]
+    m = int(anchor.max()) + 1
+    cnt = x.new_zeros(m).index_add_(0, anchor, torch.ones_like(x))  # [M]
+    mean = x.new_zeros(m).index_add_(0, anchor, x) / cnt  # [M]
+    hi = x.new_full((m,), -math.inf).scatter_reduce_(0, anchor, x, "amax")  # [M]
+    lo = x.new_full((m,), math.inf).scatter_reduce_(0, anchor, x, "amin")  # [M]
+    dev_ = torch.where(hi[anchor] == lo[anchor], 0.0, x - mean[anchor])  # [V]
+    if scale == "group":
+        ss = x.new_zeros(m).index_add_(0, anchor, dev_**2)  # [M]
+        std = torch.where(cnt > 1, (ss / (cnt - 1).clamp(min=1)).sqrt() + eps, 0.0)  # [M]
+        dev_ = _div(dev_, std[anchor])
+    return dev_
+
+
+def _on_tokens(step: Tensor, turn: Tensor) -> Tensor:
+    """[N, T] step[i, turn(i, t) - 1] on the tokens of a model turn, 0 elsewhere (step [N, K])."""
+    if step.shape[1] == 0:
+        return step.new_zeros(turn.shape)
+    return torch.where(turn > 0, step.gather(1, (turn - 1).clamp(min=0)), 0.0)
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in ("group", "none"):
+        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+
+
+@CREDIT.register(
+    "gigpo_turns",
+    needs={"turn", "turn_rewards", "turn_states"},
+    bounds={"omega": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"},
+)
+def gigpo_turns(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    turn: Tensor | None = None,
+    turn_rewards: Tensor | None = None,
+    turn_states: Tensor | None = None,
+    omega: float = 1.0,
+    gamma: float = 0.95,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """GiGPO ("Group-in-Group Policy Optimization for LLM Agent Training") over the turns of multi-turn
+    episodes: each model turn is one environment step, and steps are grouped by the state they start in.
+
+    A^E_i     = (R_i - mean_g R) / F                          (episode level: the group's G episodes)
+    R_{i,k}   = sum_{k' >= k} gamma^(k' - k) r_{i,k'}          (discounted env return from turn k)
+    A^S_{i,k} = (R_{i,k} - mean_{S(i,k)} R) / F_S              (step level: the anchor-state group)
+    A_{i,t}   = A^E_i + omega * A^S_{i, turn(i,t)}             on model tokens; 0 elsewhere
+
+    R_i is ``rewards`` [B, G] (the scalar episode reward, env return plus any other component);
+    r_{i,k} = ``turn_rewards``[i, k-1], the environment's reward after model turn k. The anchor group
+    S(i,k) holds every visit (j, k') in the same prompt group b (any row, any turn, a row that comes
+    back to a state counts once per visit) with turn_states[j, k'-1] == turn_states[i, k-1]; equal
+    state ids in different groups are different anchors. ``scale`` "group": F = std_g + eps,
+    F_S = std_S + eps (unbiased, as GiGPO); "none": F = F_S = 1. Anchor groups with one visit, or
+    with equal returns, give A^S = 0; omega = 0 gives the outcome advantage (grpo, or dr_grpo for
+    "none") on every model token.
+
+    Row i took turns k = 1 .. K_i, K_i = max_t ``turn``[i, t]; ``turn_states`` must be >= 1 on those
+    turns, and both per-turn inputs are ignored beyond K_i. Tokens with turn 0 (environment tokens,
+    padding) get 0, and ``mask`` > 0 requires turn > 0.
+    """
+    _check_groups(rewards, mask)
+    _check_scale(scale)
+    g = rewards.shape[1]
+    tn, r, reached = _turn_inputs("gigpo_turns", mask, turn, turn_rewards)
+    if turn_states is None:
+        raise ValueError("gigpo_turns needs 'turn_states' [N, K]")
+    if turn_states.shape != r.shape:
+        raise ValueError(
+            f"gigpo_turns: turn_states must have the shape of turn_rewards {tuple(r.shape)}, "
+            f"got {tuple(turn_states.shape)}"
+        )
+    states = _integer("gigpo_turns", "turn_states", turn_states)  # [N, K]
+    missing = reached & (states < 1)  # [N, K]
+    if bool(missing.any()):
+        i, k = _first_bad(missing)
+        raise ValueError(
+            f"gigpo_turns: turn_states must be >= 1 on every turn taken, got {int(states[i, k])} at "
+            f"row {i}, turn {k + 1}"
+        )
+    n, k_max = r.shape
+    ret = _turn_returns(r, reached, gamma)  # [N, K]
+    grp = (torch.arange(n, device=mask.device) // g)[:, None].expand(n, k_max)  # [N, K]
+    keys = torch.stack([grp[reached], states[reached]], 1)  # [V, 2] (group, state) per visit
+    step = torch.zeros_like(ret)  # [N, K] A^S
+    step[reached] = _anchor_adv(ret[reached], keys, scale, eps)
+    episode = _outcome(rewards, scale, eps).reshape(-1, 1).double()  # [N, 1] A^E
+    adv = episode + omega * _on_tokens(step, tn)  # [N, T]
+    return _out(torch.where(tn > 0, adv, 0.0), mask)
+
+
+@CREDIT.register(
+    "turn_grpo",
+    needs={"turn", "turn_rewards"},
+    bounds={"gamma": "[0, 1]", "episode_coef": ">= 0", "eps": ">= 0"},
+)
+def turn_grpo(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    turn: Tensor | None = None,
+    turn_rewards: Tensor | None = None,
+    gamma: float = 0.95,
+    episode_coef: float = 1.0,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Group-relative advantage per turn index of multi-turn episodes (no anchor states): the baseline of
+    turn k is the group's mean return from turn k over the episodes that reached turn k.
+
+    R_{i,k}   = sum_{k' >= k} gamma^(k' - k) r_{i,k'}               (discounted env return from turn k)
+    A^T_{i,k} = (R_{i,k} - mean_{j in g, K_j >= k} R_{j,k}) / F_k
+    A^E_i     = (R_i - mean_g R) / F                                (episode level, as ``grpo``)
+    A_{i,t}   = episode_coef * A^E_i + A^T_{i, turn(i,t)}          on model tokens; 0 elsewhere
+
+    r_{i,k} = ``turn_rewards``[i, k-1]; R_i is ``rewards`` [B, G]; row i took turns 1 .. K_i,
+    K_i = max_t ``turn``[i, t]. ``scale`` "group": F = std_g + eps and F_k = std + eps (unbiased) of the
+    returns of turn k in the group; "none": F = F_k = 1. A turn reached by one episode of the group
+    only, or with equal returns, gives A^T = 0. episode_coef = 0 leaves the turn-level term alone;
+    this equals ``gigpo_turns`` with omega = 1 and the state of turn k set to k (with episode_coef 1).
+    """
+    _check_groups(rewards, mask)
+    _check_scale(scale)
+    g = rewards.shape[1]
+    tn, r, reached = _turn_inputs("turn_grpo", mask, turn, turn_rewards)
+    n, k_max = r.shape
+    ret = _turn_returns(r, reached, gamma)  # [N, K]
+    grp = (torch.arange(n, device=mask.device) // g)[:, None].expand(n, k_max)  # [N, K]
+    k_idx = torch.arange(k_max, device=mask.device).expand(n, k_max)  # [N, K]
+    keys = torch.stack([grp[reached], k_idx[reached]], 1)  # [V, 2] (group, turn index)
+    step = torch.zeros_like(ret)  # [N, K] A^T
+    step[reached] = _anchor_adv(ret[reached], keys, scale, eps)
+    episode = _outcome(rewards, scale, eps).reshape(-1, 1).double()  # [N, 1] A^E
+    adv = episode_coef * episode + _on_tokens(step, tn)  # [N, T]
+    return _out(torch.where(tn > 0, adv, 0.0), mask)
