@@ -32,7 +32,18 @@ class Rollout:
     ref_logp: Tensor | None = None  # [N, T]
     values: Tensor | None = None  # [N, T]
     entropy: Tensor | None = None  # [N, T]
+    attn_mask: Tensor | None = None
+    """[N, T] 1 on every real completion-side token the model attends to, when that differs from
+    ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""
+    turn: Tensor | None = None  # [N, T] long: k >= 1 on tokens of the k-th model turn, else 0
+    turn_rewards: Tensor | None = None  # [N, K] environment reward after model turn k (column k-1)
+    turn_states: Tensor | None = None  # [N, K] long: anchor-state id (>= 1) before model turn k
     policy_version: int = 0
+
+    @property
+    def attention(self) -> Tensor:
+        """[N, T] the completion-side attention mask: ``attn_mask`` when set, else ``mask``."""
+        return self.mask if self.attn_mask is None else self.attn_mask
 
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
@@ -60,7 +71,6 @@ class Rollout:
         if len(rolls) == 1:
             return rolls[0]
         p_len = max(x.prompt_ids.shape[1] for x in rolls)
-        t_len = max(x.completion_ids.shape[1] for x in rolls)
 
         def pad(t: Tensor, width: int, left: bool) -> Tensor:
             extra = width - t.shape[1]
@@ -90,8 +100,9 @@ class Rollout:
                 raise ValueError(f"Rollout.cat: {f.name!r} is set in some parts only")
             if f.name in ("prompt_ids", "prompt_mask"):
                 vals = [pad(v, p_len, left=True) for v in vals]
-            elif vals[0].dim() == 2 and f.name != "reward_parts":
-                vals = [pad(v, t_len, left=False) for v in vals]
+            elif vals[0].dim() == 2 and f.name != "reward_parts":  # [N, T] or [N, K]: pad right
+                width = max(v.shape[1] for v in vals)
+                vals = [pad(v, width, left=False) for v in vals]
             out[f.name] = torch.cat(vals)
         return Rollout(**out)
 
