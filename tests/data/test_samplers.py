@@ -40,23 +40,30 @@ def test_state_round_trip_and_size_check():
         PromptStats(4).load_state_dict(s.state_dict())
 
 
+def _pick(name, stats, b, step, rng):
+    """A sampler's indices (an allocating sampler's counts are dropped; group size 4)."""
+    inputs = {"group_size": 4} if "group_size" in SAMPLERS[name].needs else {}
+    out = SAMPLERS[name](stats, b, step, rng, **inputs)
+    return out[0] if isinstance(out, tuple) else out
+
+
 @pytest.mark.parametrize("name", SAMPLERS.names())
 def test_every_sampler_returns_distinct_indices_in_range(name):
     stats = _stats([0.0, 0.2, 0.5, 0.7, 1.0, None, None, 0.4], categories=list("aabbccdd"))
     rng = np.random.default_rng(0)
     for step in range(5):
-        idx = SAMPLERS[name](stats, 4, step, rng)
+        idx = _pick(name, stats, 4, step, rng)
         assert len(idx) == 4 and len(set(idx.tolist())) == 4
         assert all(0 <= i < 8 for i in idx)
     with pytest.raises(ValueError, match="cannot pick 9 distinct prompts from a pool of 8"):
-        SAMPLERS[name](stats, 9, 0, rng)
+        _pick(name, stats, 9, 0, rng)
 
 
 def test_samplers_are_reproducible():
     stats = _stats([0.1, 0.5, 0.9, None, 0.3, 0.6])
     for name in SAMPLERS.names():
-        a = SAMPLERS[name](stats, 3, 2, np.random.default_rng(7))
-        b = SAMPLERS[name](stats, 3, 2, np.random.default_rng(7))
+        a = _pick(name, stats, 3, 2, np.random.default_rng(7))
+        b = _pick(name, stats, 3, 2, np.random.default_rng(7))
         assert a.tolist() == b.tolist(), name
 
 
@@ -152,3 +159,63 @@ def test_informative_groups_hand_values():
     assert informative_groups(r, atol=0.05).tolist() == [False, True, False, False]
     with pytest.raises(ValueError, match=r"\[B, G\]"):
         informative_groups(np.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------- knapsack
+
+
+def test_knapsack_value_hand_values():
+    from rlvr.data.samplers import knapsack_value
+
+    # p = 0.5, n = 2: (1 - 0.25 - 0.25) * 0.5 * 0.25 = 0.0625
+    assert knapsack_value(2, 0.5) == pytest.approx(0.0625)
+    # p = 0.1, n = 4: (1 - 1e-4 - 0.6561) * 0.1 * 0.81
+    assert knapsack_value(4, 0.1) == pytest.approx((1 - 1e-4 - 0.6561) * 0.081)
+    assert knapsack_value(10, 0.0) == 0 and knapsack_value(10, 1.0) == 0
+
+
+def test_knapsack_allocation_is_optimal_against_brute_force():
+    import itertools
+
+    from rlvr.data.samplers import knapsack_allocation, knapsack_value
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        b = int(rng.integers(2, 5))
+        p = rng.uniform(0.01, 0.99, size=b)
+        lo, hi = 1, 6
+        budget = int(rng.integers(b * lo, b * hi + 1))
+        got = knapsack_allocation(p, budget, min_rollouts=lo, max_rollouts=hi)
+        assert got.sum() == budget and got.min() >= lo and got.max() <= hi
+        best = max(
+            knapsack_value(np.array(n), p).sum()
+            for n in itertools.product(range(lo, hi + 1), repeat=b)
+            if sum(n) == budget
+        )
+        assert knapsack_value(got, p).sum() == pytest.approx(best, rel=1e-12)
+
+
+def test_knapsack_moves_budget_from_easy_to_hard_prompts():
+    from rlvr.data.samplers import knapsack_allocation
+
+    # a nearly solved prompt, a hard one, two in the middle; 4 x 8 = 32 rollouts
+    n = knapsack_allocation(np.array([0.97, 0.05, 0.5, 0.4]), 32, min_rollouts=2, max_rollouts=20)
+    assert n[0] == 2  # saturated: the minimum
+    assert n[1] > 8  # hard: more than the uniform 8, to get a non-zero gradient at all
+    assert n.sum() == 32
+    with pytest.raises(ValueError, match="budget of 100"):
+        knapsack_allocation(np.array([0.5, 0.5]), 100, min_rollouts=2, max_rollouts=20)
+
+
+def test_knapsack_sampler_uses_shared_stats():
+    stats = PromptStats(6)
+    for i, (s, a) in enumerate([(8, 8), (0, 8), (4, 8), (8, 8), (0, 8), (4, 8)]):
+        stats.update(i, step=1, successes=s, attempts=a)
+    idx, n = SAMPLERS["knapsack"](stats, 6, 2, np.random.default_rng(0), group_size=4, max_rollouts=12)
+    assert sorted(idx.tolist()) == list(range(6)) and n.sum() == 24
+    by_prompt = dict(zip(idx.tolist(), n.tolist(), strict=True))
+    # posterior means: 9/10 (easy), 1/10 (hard), 1/2: the easy ones get the minimum
+    assert by_prompt[0] == by_prompt[3] == 2
+    assert by_prompt[2] > 2 and by_prompt[1] > 2
+    with pytest.raises(ValueError, match="min_rollouts"):
+        SAMPLERS["knapsack"](stats, 2, 2, np.random.default_rng(0), group_size=40)

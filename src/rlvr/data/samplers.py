@@ -10,7 +10,9 @@ Strategies are functions registered in :data:`SAMPLERS`::
 
     fn(stats: PromptStats, b: int, step: int, rng: numpy.random.Generator, *, **knobs) -> indices [b]
 
-They return distinct pool indices. ``uniform`` with no pool (pool size 0) is the plain stream of the
+They return distinct pool indices, or (indices [b], rollouts per prompt [b]) for a strategy that
+also allocates the step's b * G rollouts among its prompts (``knapsack``; it ``needs`` the group size
+G). ``uniform`` with no pool (pool size 0) is the plain stream of the
 task: every step takes the next ``b`` problems.
 
 DAPO's dynamic sampling is not a selection rule but a filter on scored groups; it is
@@ -27,7 +29,13 @@ import numpy as np
 
 from rlvr.registry import Registry
 
-__all__ = ["SAMPLERS", "PromptStats", "informative_groups"]
+__all__ = [
+    "SAMPLERS",
+    "PromptStats",
+    "informative_groups",
+    "knapsack_allocation",
+    "knapsack_value",
+]
 
 SAMPLERS = Registry("sampler")
 
@@ -262,6 +270,81 @@ def _category_value(stats: PromptStats, category: str, lr: float) -> float:
     for t in sorted(by_step):
         q = (1 - lr) * q + lr * float(np.mean(by_step[t]))
     return q
+
+
+def knapsack_value(n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Knapsack RL's value of giving ``n`` rollouts to a prompt of success rate ``p`` (elementwise):
+
+        Value(n, p) = (1 - p^n - (1 - p)^n) * p (1 - p)^2
+
+    the probability that a group of n samples is not all-equal (a non-zero GRPO gradient) times the
+    paper's approximate information gain p (1 - p)^2."""
+    n, p = np.asarray(n, dtype=float), np.asarray(p, dtype=float)
+    return (1.0 - p**n - (1.0 - p) ** n) * p * (1.0 - p) ** 2
+
+
+def knapsack_allocation(
+    p: np.ndarray, budget: int, *, min_rollouts: int, max_rollouts: int
+) -> np.ndarray:
+    """Rollouts per prompt [b] maximising sum_i Value(n_i, p_i) subject to sum_i n_i = budget and
+    min_rollouts <= n_i <= max_rollouts.
+
+    Value(n, p) is concave in n (its increment p^n (1 - p) + (1 - p)^n p shrinks as n grows), so
+    handing out the budget one rollout at a time to the largest increment is optimal (the greedy
+    solution of a separable concave knapsack). Ties go to the lower index.
+    """
+    p = np.asarray(p, dtype=float)
+    b = len(p)
+    if not b * min_rollouts <= budget <= b * max_rollouts:
+        raise ValueError(
+            f"a budget of {budget} rollouts cannot give {b} prompts between {min_rollouts} and "
+            f"{max_rollouts} each"
+        )
+    n = np.full(b, min_rollouts, dtype=np.int64)  # [b]
+    for _ in range(budget - b * min_rollouts):
+        gain = knapsack_value(n + 1, p) - knapsack_value(n, p)  # [b]
+        gain[n >= max_rollouts] = -np.inf
+        n[int(np.argmax(gain))] += 1
+    return n
+
+
+@SAMPLERS.register(
+    "knapsack",
+    needs={"group_size"},
+    bounds={"min_rollouts": ">= 1", "max_rollouts": ">= 1", "prior_a": "> 0", "prior_b": "> 0"},
+)
+def knapsack(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    group_size: int,
+    min_rollouts: int = 2,
+    max_rollouts: int = 32,
+    prior_a: float = 1.0,
+    prior_b: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Knapsack RL: ``b`` prompts drawn uniformly, and the step's b * G rollouts allocated among them
+    by :func:`knapsack_allocation` with each prompt's posterior-mean success rate
+
+        p_i = (S_i + prior_a) / (A_i + prior_a + prior_b)
+
+    (unseen prompts: prior_a / (prior_a + prior_b)). Easy and hopeless prompts get ``min_rollouts``;
+    the budget moves to prompts whose groups are likely to be mixed. Returns (indices [b], rollouts
+    per prompt [b]); the trainer then samples a group of that size for each prompt.
+    """
+    _check_b(stats, b)
+    if not min_rollouts <= group_size <= max_rollouts:
+        raise ValueError(
+            f"knapsack needs min_rollouts ({min_rollouts}) <= samples_per_prompt ({group_size}) "
+            f"<= max_rollouts ({max_rollouts})"
+        )
+    idx = rng.choice(stats.size, size=b, replace=False)  # [b]
+    p = stats.success_rate(prior_a=prior_a, prior_b=prior_b, step=step)[idx]  # [b]
+    return idx, knapsack_allocation(
+        p, b * group_size, min_rollouts=min_rollouts, max_rollouts=max_rollouts
+    )
 
 
 def informative_groups(rewards: np.ndarray, *, atol: float = 0.0) -> np.ndarray:

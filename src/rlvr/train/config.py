@@ -27,6 +27,7 @@ from rlvr.algos import (
     SHAPING,
     TOKEN_WEIGHTS,
 )
+from rlvr.data.guidance import GUIDES
 from rlvr.data.samplers import SAMPLERS
 from rlvr.registry import KnobError, Registry, UnknownComponentError
 from rlvr.rewards import REWARDS
@@ -112,8 +113,29 @@ class SamplingConfig:
     with dropped groups (counted as sampling_filled)."""
     category_field: str = "source_dataset"
     """Metadata field that names a prompt's category (the arms of 'sec')."""
+    replay_fraction: float = 0.0
+    """Rollout replay: the share of each step's groups drawn from a buffer of recent informative
+    groups (rewards not all equal) instead of generated afresh; they keep the behaviour log-probs of
+    the policy that sampled them, so use an importance-ratio objective (ppo_clip, ...)."""
+    replay_capacity: int = 256
+    """Groups the replay buffer holds (the oldest go first)."""
+    replay_max_age: int = 8
+    """Steps a group may stay in the replay buffer (bounds how off-policy a replayed group is)."""
     knobs: dict[str, Any] = field(default_factory=dict)
     """The strategy's knobs (extra keys of [sampling]); filled on load."""
+
+
+@dataclass
+class GuidanceConfig:
+    strategy: str = ""
+    """Guidance for groups whose samples all fail (rlvr.data.guidance): 'hints' (tiered hints in the
+    prompt, Scaf-GRPO) or 'prefix' (continue a prefix of a known solution, PrefixRL); '' for none."""
+    max_tier: int = 3
+    """Highest tier tried: a failed group is re-rolled with tier 1, 2, ... until a sample succeeds."""
+    traces_per_prompt: int = 4
+    """Successful completions kept per prompt as prefixes' sources."""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    """The guide's knobs (extra keys of [guidance]); filled on load."""
 
 
 @dataclass
@@ -256,6 +278,7 @@ class Config:
     {the component's knobs} (see `rlvr.algos.shaping`)."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -264,7 +287,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for section in ("algo", "sampling"):
+        for section in ("algo", "sampling", "guidance"):
             d[section].update(d[section].pop("knobs"))
         return d
 
@@ -302,7 +325,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     extra: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
-        routes_knobs = cls in (AlgoConfig, SamplingConfig)  # extra keys are component knobs
+        # extra keys are component knobs
+        routes_knobs = cls in (AlgoConfig, SamplingConfig, GuidanceConfig)
         if key not in names or (routes_knobs and key == "knobs"):
             if routes_knobs:
                 extra[key] = value
@@ -318,7 +342,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{path!r} must be {_describe(hint)}, got {value!r}")
             kwargs[key] = float(value) if hint is float else value
     obj = cls(**kwargs)
-    if cls in (AlgoConfig, SamplingConfig):
+    if cls in (AlgoConfig, SamplingConfig, GuidanceConfig):
         obj.knobs = extra
     return obj
 
@@ -482,6 +506,56 @@ def _validate_sampling(cfg: Config) -> None:
         "sampling.",
         f"a field of [sampling] nor a knob of sampler {sp.strategy!r}",
     )
+    _check_range(
+        "sampling.replay_fraction", sp.replay_fraction, 0 <= sp.replay_fraction < 1, "in [0, 1)"
+    )
+    if "group_size" in SAMPLERS[sp.strategy].needs:  # type: ignore[attr-defined]
+        clash = [
+            name
+            for name, on in (
+                ("sampling.dynamic_sampling", sp.dynamic_sampling),
+                ("sampling.replay_fraction", sp.replay_fraction > 0),
+                ("guidance.strategy", bool(cfg.guidance.strategy)),
+            )
+            if on
+        ]
+        if clash:
+            raise ConfigError(
+                f"'sampling.strategy' = {sp.strategy!r} allocates rollouts per prompt (groups of "
+                f"different sizes); it cannot be combined with {', '.join(clash)}, which assume "
+                "groups of rollout.samples_per_prompt"
+            )
+        lo = sp.knobs.get("min_rollouts", SAMPLERS.knobs(sp.strategy).get("min_rollouts", 1))
+        hi = sp.knobs.get("max_rollouts", SAMPLERS.knobs(sp.strategy).get("max_rollouts", lo))
+        if not lo <= cfg.rollout.samples_per_prompt <= hi:
+            raise ConfigError(
+                f"'sampling.min_rollouts' ({lo}) <= rollout.samples_per_prompt "
+                f"({cfg.rollout.samples_per_prompt}) <= 'sampling.max_rollouts' ({hi}) must hold: "
+                "the step's budget is prompts_per_step x samples_per_prompt rollouts"
+            )
+    _check_range("sampling.replay_capacity", sp.replay_capacity, sp.replay_capacity >= 1, ">= 1")
+    _check_range("sampling.replay_max_age", sp.replay_max_age, sp.replay_max_age >= 1, ">= 1")
+    gd = cfg.guidance
+    if gd.strategy and gd.strategy not in GUIDES:
+        raise ConfigError(
+            f"'guidance.strategy': unknown guide {gd.strategy!r}; valid names: "
+            f"{', '.join(GUIDES.names())} (or '' for none)"
+        )
+    _check_range("guidance.max_tier", gd.max_tier, gd.max_tier >= 1, ">= 1")
+    _check_range("guidance.traces_per_prompt", gd.traces_per_prompt, gd.traces_per_prompt >= 1, ">= 1")
+    if gd.strategy:
+        _check_table_knobs(
+            GUIDES,
+            gd.strategy,
+            gd.knobs,
+            "guidance.",
+            f"a field of [guidance] nor a knob of guide {gd.strategy!r}",
+        )
+    elif gd.knobs:
+        raise ConfigError(
+            f"'guidance.{next(iter(gd.knobs))}' is not a field of [guidance]; knobs need a "
+            "guidance.strategy"
+        )
 
 
 def _check_table_knobs(reg: Registry, name: str, values: dict[str, Any], prefix: str, what: str) -> None:

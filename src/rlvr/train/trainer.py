@@ -17,7 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from torch import Tensor
 from rlvr.algos import SHAPING
 from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
+from rlvr.data.guidance import GUIDES, Guide, TraceStore, apply_guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.samplers import SAMPLERS, PromptStats, informative_groups
 from rlvr.data.tasks import Problem, ReasoningGymTask
@@ -48,6 +49,7 @@ from rlvr.models.critic import ValueModel
 from rlvr.models.tiny import check_model_dir, ensure_base, load_model, load_tokenizer
 from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rollout import Rollout, generate, sequence_logp
+from rlvr.rollout.replay import ReplayBuffer, ReplayGroup
 from rlvr.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -270,8 +272,21 @@ def credit_inputs(
         "old_logp": lambda: roll.old_logp,  # [N, T]
         "completion_ids": lambda: roll.completion_ids,  # [N, T]
         "values": lambda: roll.values,  # [N, T]
+        "turn": lambda: _episode_field(roll, "turn"),  # [N, T]
+        "turn_rewards": lambda: _episode_field(roll, "turn_rewards"),  # [N, K]
+        "turn_states": lambda: _episode_field(roll, "turn_states"),  # [N, K]
     }
     return {k: supply[k]() for k in needs}
+
+
+def _episode_field(roll: Rollout, name: str) -> Tensor:
+    value = getattr(roll, name)
+    if value is None:
+        raise ConfigError(
+            f"the credit assigner needs {name!r}, which only multi-turn episodes have "
+            "(task.source = 'env')"
+        )
+    return value
 
 
 def token_inputs(
@@ -339,9 +354,24 @@ def _score_step(
     return parts, (verdict >= 1.0).float(), res.failures
 
 
+def _buckets(sizes: list[int]) -> list[tuple[int, list[int], Tensor | None]]:
+    """Groups of equal size, for components that take a [B, G] grid: (size s, group indices, rows
+    [n_s] of those groups in group order). With one size for all, rows is None (the whole batch)."""
+    if len(set(sizes)) <= 1:
+        return [(sizes[0] if sizes else 0, list(range(len(sizes))), None)]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    out = []
+    for s in sorted(set(sizes)):
+        js = [j for j, n in enumerate(sizes) if n == s]
+        rows = torch.tensor([r for j in js for r in range(starts[j], starts[j] + s)])  # [n_s]
+        out.append((s, js, rows))
+    return out
+
+
 @dataclass
 class _Round:
-    """One generation round of a step: B prompts x G samples, scored (and shaped)."""
+    """One generation round of a step: B prompts x G samples, scored (and shaped). A sampler that
+    allocates rollouts per prompt (knapsack) gives the groups different sizes (``sizes``)."""
 
     problems: list[Problem]
     picked: np.ndarray | None  # [B] pool indices, when a sampler picked from a pool
@@ -353,6 +383,21 @@ class _Round:
     correct: Tensor  # [N] verifier outcome 0/1
     fails: dict[str, int]
     gen_time: float
+    guides: list[Guide] | None = None  # [B] the guidance each prompt was generated with
+    replayed: bool = False  # groups from the replay buffer, not generated this step
+    sizes: list[int] | None = None  # [B] samples per group, when they differ
+
+    def group(self, j: int) -> slice:
+        """Rows of group ``j``."""
+        if self.sizes is None:
+            g = len(self.texts) // len(self.problems)
+            return slice(j * g, (j + 1) * g)
+        start = sum(self.sizes[:j])
+        return slice(start, start + self.sizes[j])
+
+    def size(self, j: int) -> int:
+        sl = self.group(j)
+        return sl.stop - sl.start
 
 
 def _round(
@@ -366,19 +411,35 @@ def _round(
     verifier: RewardRunner,
     kv: int | None,
     shapers: list[tuple[Callable[..., Tensor], dict[str, Any]]],
+    guides: list[Guide] | None = None,
+    counts: list[int] | None = None,
 ) -> _Round:
-    """Generate G completions for each problem, score them and shape the rewards (CPU tensors)."""
+    """Generate G completions for each problem, score them and shape the rewards (CPU tensors).
+
+    ``guides`` (one per problem): hints added to the question and prefixes that start the reply;
+    a prefix is on the prompt side (masked from the loss) and the rewards score prefix + completion.
+    ``counts`` (one per problem): samples per problem in place of G (a knapsack allocation).
+    """
     r, b, g = cfg.rollout, len(problems), cfg.rollout.samples_per_prompt
+    sizes = [int(c) for c in counts] if counts is not None else [g] * b
     t0 = time.perf_counter()
-    ids = tokenizer(
-        [format_prompt(tokenizer, p.question, messages=p.messages) for p in problems],
-        add_special_tokens=False,
-    )["input_ids"]
+    prompts = []
+    for k, p in enumerate(problems):
+        guide = guides[k] if guides else None
+        question, messages = apply_guide(p, guide)
+        prompts.append(
+            format_prompt(tokenizer, question, messages=messages)
+            + (guide.assistant_prefix if guide else "")
+        )
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    num_samples = g
+    if counts is not None:  # one prompt row per sample, renumbered into groups below
+        ids, num_samples = [row for row, c in zip(ids, sizes, strict=True) for _ in range(c)], 1
     model.eval()
     roll = generate(
         model,
         ids,
-        num_samples=g,
+        num_samples=num_samples,
         max_new_tokens=r.max_new_tokens,
         eos_id=tokenizer.eos_token_id,
         pad_id=tokenizer.pad_token_id,
@@ -388,47 +449,205 @@ def _round(
     )
     model.train()
     gen_time = time.perf_counter() - t0
+    if counts is not None:
+        roll.group = torch.arange(b, device=roll.group.device).repeat_interleave(
+            torch.tensor(sizes, device=roll.group.device)
+        )  # [N]
     texts = roll.texts(tokenizer)
-    parts, correct, fails = _score_step(runner, verifier, kv, problems, texts, g, model, tokenizer)
-    raw = parts @ torch.tensor(runner.weights)  # [N] the weighted sum of the components
-    rewards = raw
-    if shapers:  # reward shaping, in recipe order, on the [B, G] grid
-        shape_in = {
-            "lengths": roll.lengths.view(b, g).float().cpu(),  # [B, G]
-            "correct": correct.view(b, g),  # [B, G]
-            "max_len": r.max_new_tokens,
-        }
-        grid = raw.view(b, g)  # [B, G]
-        for fn, knobs in shapers:
-            grid = fn(grid, **{k: shape_in[k] for k in fn.needs}, **knobs)  # type: ignore[attr-defined]
-        rewards = grid.reshape(-1)  # [N]
+    if guides:  # the reply the rewards see starts with the guide's prefix
+        owner = roll.group.tolist()
+        texts = [guides[owner[i]].assistant_prefix + t for i, t in enumerate(texts)]
+    n = len(texts)
+    parts = torch.zeros(n, len(runner.names))  # [N, K]
+    correct = torch.zeros(n)  # [N]
+    rewards = torch.zeros(n)  # [N] after shaping
+    raw = torch.zeros(n)  # [N] the weighted sum of the components
+    fails: dict[str, int] = {}
+    for s, js, rows in _buckets(sizes):  # groups of one size together: rewards and shaping see [B, G]
+        sel = list(range(n)) if rows is None else rows.tolist()
+        p_s, c_s, f_s = _score_step(
+            runner, verifier, kv, [problems[j] for j in js], [texts[i] for i in sel], s, model, tokenizer
+        )
+        raw_s = p_s @ torch.tensor(runner.weights)  # [n_s] the weighted sum of the components
+        if shapers:  # reward shaping, in recipe order, on the [B_s, s] grid
+            lengths = roll.lengths if rows is None else roll.lengths[rows.to(roll.lengths.device)]
+            shape_in = {
+                "lengths": lengths.view(-1, s).float().cpu(),  # [B_s, s]
+                "correct": c_s.view(-1, s),  # [B_s, s]
+                "max_len": r.max_new_tokens,
+            }
+            grid = raw_s.view(-1, s)  # [B_s, s]
+            for fn, knobs in shapers:
+                grid = fn(grid, **{k: shape_in[k] for k in fn.needs}, **knobs)  # type: ignore[attr-defined]
+            shaped = grid.reshape(-1)  # [n_s]
+        else:
+            shaped = raw_s
+        if rows is None:
+            parts, correct, rewards, raw = p_s, c_s, shaped, raw_s
+        else:
+            parts[rows], correct[rows], rewards[rows], raw[rows] = p_s, c_s, shaped, raw_s
+        for name, c in f_s.items():
+            fails[name] = fails.get(name, 0) + c
     roll.rewards, roll.reward_parts = rewards.to(roll.mask.device), parts.to(roll.mask.device)
-    return _Round(problems, picked, roll, texts, parts, raw, rewards, correct, fails, gen_time)
+    return _Round(
+        problems,
+        picked,
+        roll,
+        texts,
+        parts,
+        raw,
+        rewards,
+        correct,
+        fails,
+        gen_time,
+        guides,
+        sizes=None if counts is None else sizes,
+    )
 
 
-def _assemble(
-    rounds: list[_Round], kept: list[tuple[int, int]], g: int
-) -> tuple[Rollout, list[Problem], list[str], Tensor, Tensor, Tensor, Tensor]:
-    """The step's batch from the kept groups ``(round, group)`` of its rounds, in that order:
-    (roll, problems, texts, parts [N, K], correct [N], rewards [N], raw [N])."""
+def _assemble(rounds: list[_Round], kept: list[tuple[int, int]]) -> _Round:
+    """The step's batch from the kept groups ``(round, group)`` of its rounds, in that order, as one
+    round (``sizes`` set when its groups differ in size)."""
     if len(rounds) == 1 and kept == [(0, j) for j in range(len(rounds[0].problems))]:
-        x = rounds[0]
-        return x.roll, x.problems, x.texts, x.parts, x.correct, x.rewards, x.raw
-    rows = [[j * g + t for t in range(g)] for _, j in kept]
-    pieces = [
-        rounds[rnd].roll.select(torch.tensor(row)) for (rnd, _), row in zip(kept, rows, strict=True)
-    ]
-    roll = Rollout.cat(pieces)
-    roll.group = torch.arange(len(kept), device=roll.group.device).repeat_interleave(g)  # [N] contiguous
+        return rounds[0]
+    rows = [torch.arange(rounds[rnd].group(j).start, rounds[rnd].group(j).stop) for rnd, j in kept]
+    roll = Rollout.cat([rounds[rnd].roll.select(row) for (rnd, _), row in zip(kept, rows, strict=True)])
+    sizes = [len(row) for row in rows]
+    roll.group = torch.arange(len(kept), device=roll.group.device).repeat_interleave(
+        torch.tensor(sizes, device=roll.group.device)
+    )  # [N] contiguous
 
     def gather(attr: str) -> Tensor:
         return torch.cat(
             [getattr(rounds[rnd], attr)[row] for (rnd, _), row in zip(kept, rows, strict=True)]
         )
 
-    problems = [rounds[rnd].problems[j] for rnd, j in kept]
-    texts = [rounds[rnd].texts[i] for (rnd, _), row in zip(kept, rows, strict=True) for i in row]
-    return roll, problems, texts, gather("parts"), gather("correct"), gather("rewards"), gather("raw")
+    return _Round(
+        problems=[rounds[rnd].problems[j] for rnd, j in kept],
+        picked=None,
+        roll=roll,
+        texts=[
+            rounds[rnd].texts[i] for (rnd, _), row in zip(kept, rows, strict=True) for i in row.tolist()
+        ],
+        parts=gather("parts"),
+        raw=gather("raw"),
+        rewards=gather("rewards"),
+        correct=gather("correct"),
+        fails={},
+        gen_time=0.0,
+        sizes=sizes if len(set(sizes)) > 1 else None,
+    )
+
+
+def _replayed_round(groups: list[ReplayGroup], device: torch.device) -> _Round:
+    """Replayed groups as one round (not generated this step: no generation time, no failures)."""
+    return _Round(
+        problems=[x.problem for x in groups],
+        picked=None,
+        roll=Rollout.cat([x.roll for x in groups]).to(device),
+        texts=[t for x in groups for t in x.texts],
+        parts=torch.cat([x.parts for x in groups]),
+        raw=torch.cat([x.raw for x in groups]),
+        rewards=torch.cat([x.rewards for x in groups]),
+        correct=torch.cat([x.correct for x in groups]),
+        fails={},
+        gen_time=0.0,
+        replayed=True,
+    )
+
+
+def _remember(
+    replay: ReplayBuffer, rounds: list[_Round], kept: list[tuple[int, int]], step: int
+) -> None:
+    """Put the step's freshly generated, informative training groups in the replay buffer (CPU)."""
+    for rnd, j in kept:
+        x = rounds[rnd]
+        rows = x.group(j)
+        if x.replayed or float(x.rewards[rows].max() - x.rewards[rows].min()) == 0.0:
+            continue
+        idx = torch.arange(rows.start, rows.stop)
+        roll = x.roll.select(idx).to("cpu")
+        roll = replace(roll, ref_logp=None, values=None, entropy=None)  # recomputed when replayed
+        replay.add(
+            ReplayGroup(
+                problem=x.problems[j],
+                roll=roll,
+                texts=x.texts[rows],
+                parts=x.parts[rows].cpu(),
+                correct=x.correct[rows].cpu(),
+                rewards=x.rewards[rows].cpu(),
+                raw=x.raw[rows].cpu(),
+                step=step,
+            )
+        )
+
+
+def _remember_traces(traces: TraceStore, rounds: list[_Round]) -> None:
+    """Keep this step's successful completions (prefix included) as the prompts' known solutions."""
+    for x in rounds:
+        if x.replayed:
+            continue
+        for j, p in enumerate(x.problems):
+            rows = x.group(j)
+            for text, ok in zip(x.texts[rows], x.correct[rows].tolist(), strict=True):
+                if ok:
+                    traces.add(p.question, text)
+
+
+def _guide_failed(
+    rounds: list[_Round],
+    rnd: int,
+    guide: Callable[..., Guide | None],
+    gd: Any,
+    traces: TraceStore | None,
+    rng: np.random.Generator,
+    run_round: Callable[[list[Problem], Any, list[Guide] | None], _Round],
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """Re-roll the groups of ``rounds[rnd]`` whose samples all failed, with guidance of tier 1, 2, ...
+    ``gd.max_tier`` (one generation round per tier for all groups still failing). Returns
+    {(rnd, j): (guided round, its group)} for the groups that a guided re-roll rescued (some sample
+    correct); the guided rounds are appended to ``rounds``."""
+    x = rounds[rnd]
+    failing = [j for j in range(len(x.problems)) if float(x.correct[x.group(j)].sum()) == 0.0]
+    swaps: dict[tuple[int, int], tuple[int, int]] = {}
+    for tier in range(1, gd.max_tier + 1):
+        todo: list[tuple[int, Guide]] = []
+        for j in failing:
+            p = x.problems[j]
+            hint = guide(
+                p, tier=tier, traces=traces.get(p.question) if traces else [], rng=rng, **gd.knobs
+            )
+            if hint is not None:
+                todo.append((j, hint))
+        if not todo:
+            break
+        y = run_round([x.problems[j] for j, _ in todo], None, [h for _, h in todo])
+        rounds.append(y)
+        still = []
+        for jj, (j, _) in enumerate(todo):
+            if float(y.correct[y.group(jj)].sum()) > 0:
+                swaps[(rnd, j)] = (len(rounds) - 1, jj)
+            else:
+                still.append(j)
+        failing = still
+        if not failing:
+            break
+    return swaps
+
+
+def _guide_metrics(
+    rounds: list[_Round],
+    kept: list[tuple[int, int]],
+    swaps: dict[tuple[int, int], tuple[int, int]],
+    g: int,
+) -> dict[str, float]:
+    """Guidance metrics: rescued groups that train, their mean tier, rollouts spent on guidance."""
+    used = [rounds[rnd].guides[j].tier for rnd, j in kept if rounds[rnd].guides]  # type: ignore[index]
+    return {
+        "guided_groups": len(used),
+        "guide_tier_mean": float(np.mean(used)) if used else 0.0,
+        "guide_rollouts": sum(len(x.texts) for x in rounds if x.guides is not None),
+    }
 
 
 def _wandb_run(cfg: Config, run_dir: Path) -> Any:
@@ -465,13 +684,61 @@ def prompt_pool(task: Any, size: int) -> list[Problem]:
     return task.next(size)
 
 
+def _advantages(
+    comps: Components,
+    roll: Rollout,
+    scored: Tensor,
+    returns: Tensor,
+    sizes: list[int],
+    reward_weights: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Advantages of the batch: the token-level credit assigner when the recipe has one, else the
+    outcome estimator -> (adv [N] or [N, T], value targets [N, T]). Components see [B, G] grids, so
+    groups of different sizes (a knapsack allocation) are passed one size at a time."""
+    adv_out: Tensor | None = None
+    buckets = _buckets(sizes)
+    if buckets[0][2] is not None:
+        returns = returns.clone()  # filled per bucket where an assigner gives its own targets
+    for s, _, rows in buckets:
+        sub = roll if rows is None else roll.select(rows)
+        sc = scored if rows is None else scored[rows.to(scored.device)]  # [n_s]
+        grid = sc.view(-1, s)  # [B_s, s]
+        if comps.credit is not None:  # token-level credit: every token its own advantage
+            adv = comps.credit(
+                grid,
+                sub.mask,
+                **credit_inputs(sub, comps.credit.needs, comps.kl),  # type: ignore[attr-defined]
+                **comps.kwargs["credit"],
+            )  # [n_s, T], or (advantages, returns) [n_s, T] each for a critic's assigner (gae)
+            ret = None
+            if isinstance(adv, tuple):
+                adv, ret = adv
+        else:
+            adv = comps.advantage(
+                grid,
+                **advantage_inputs(sub, comps.advantage.needs, grid.shape[0], s, reward_weights),  # type: ignore[attr-defined]
+                **comps.kwargs["advantage"],
+            ).reshape(-1)  # [n_s]
+            ret = None
+        if rows is None:
+            return adv, returns if ret is None else ret
+        if adv_out is None:
+            adv_out = adv.new_zeros((len(scored), *adv.shape[1:]))  # [N] or [N, T]
+        idx = rows.to(adv.device)
+        adv_out[idx] = adv
+        if ret is not None:
+            returns[idx] = ret
+    assert adv_out is not None
+    return adv_out, returns
+
+
 def _track(
     stats: PromptStats,
     rounds: list[_Round],
     kept: list[tuple[int, int]],
     adv: Tensor,
     mask: Tensor,
-    g: int,
+    sizes: list[int],
     step: int,
 ) -> None:
     """Record every rolled-out group of the step: successes, attempts and, for the groups that
@@ -479,7 +746,10 @@ def _track(
     per_seq = (
         adv.abs() if adv.dim() == 1 else (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     )  # [N]
-    abs_adv = {key: float(per_seq[n * g : (n + 1) * g].mean()) for n, key in enumerate(kept)}
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    abs_adv = {
+        key: float(per_seq[starts[n] : starts[n] + sizes[n]].mean()) for n, key in enumerate(kept)
+    }
     for rnd, x in enumerate(rounds):
         if x.picked is None:
             continue
@@ -487,8 +757,8 @@ def _track(
             stats.update(
                 int(i),
                 step=step,
-                successes=float(x.correct[j * g : (j + 1) * g].sum()),
-                attempts=g,
+                successes=float(x.correct[x.group(j)].sum()),
+                attempts=x.size(j),
                 abs_adv=abs_adv.get((rnd, j), 0.0),
             )
 
@@ -501,12 +771,14 @@ def _learn(
     comps: Components,
     cfg: Config,
     gen: torch.Generator,
+    sizes: list[int] | None = None,
     *,
     kl_coef: float = 0.0,
 ) -> dict[str, float]:
     """Several epochs of mini-batch updates on one rollout batch; returns averaged metrics.
 
-    ``kl_coef`` weighs the per-token KL term of the loss (used when ``algo.kl_in == "loss"``).
+    ``kl_coef`` weighs the per-token KL term of the loss (used when ``algo.kl_in == "loss"``);
+    ``sizes`` are the samples per group, in row order (default: groups of G).
     """
     a, temp = cfg.algo, cfg.rollout.temperature
     n = len(roll)
@@ -518,11 +790,16 @@ def _learn(
     mb_size = n // a.minibatches
     micro = mb_size // a.micro_batches
     for _epoch in range(a.epochs):
-        # shuffle whole groups, so that mini-batches keep a prompt's G samples together and the
+        # shuffle whole groups, so that mini-batches keep a prompt's samples together and the
         # shared-prompt forward applies
-        g = cfg.rollout.samples_per_prompt
-        groups = torch.randperm(n // g, generator=gen) if a.minibatches > 1 else torch.arange(n // g)
-        order = (groups.unsqueeze(1) * g + torch.arange(g)).reshape(-1)  # [N]
+        if sizes is None:  # groups of G
+            sizes = [cfg.rollout.samples_per_prompt] * (n // cfg.rollout.samples_per_prompt)
+        b = len(sizes)
+        groups = torch.randperm(b, generator=gen) if a.minibatches > 1 else torch.arange(b)
+        starts = [0, *np.cumsum(sizes)[:-1].tolist()]
+        order = torch.cat(
+            [torch.arange(starts[k], starts[k] + sizes[k]) for k in groups.tolist()]
+        )  # [N]
         for start in range(0, n, mb_size):
             mb_idx = order[start : start + mb_size].to(adv.device)
             mb = roll.select(mb_idx)
@@ -537,7 +814,7 @@ def _learn(
                     sub.prompt_ids,
                     sub.prompt_mask,
                     sub.completion_ids,
-                    sub.mask,
+                    sub.attention,
                     temperature=temp,
                 )
                 stats: dict[str, float] = {}
@@ -604,7 +881,7 @@ def _learn_critic(
         for start in range(0, n, mb):
             idx = torch.arange(start, start + mb, device=returns.device)
             sub = roll.select(idx)
-            v = critic(sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.mask)  # [m, T]
+            v = critic(sub.prompt_ids, sub.prompt_mask, sub.completion_ids, sub.attention)  # [m, T]
             loss = value_loss(v, sub.values, returns[idx], sub.mask, clip=cfg.critic.value_clip)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -767,6 +1044,10 @@ def train(
         stats = PromptStats(len(pool), [str(p.meta.get(sp.category_field, "")) for p in pool])
     sampler = SAMPLERS[sp.strategy]
     sample_rng = np.random.default_rng(cfg.train.seed + 2)  # the sampler's draws
+    replay = ReplayBuffer(sp.replay_capacity, sp.replay_max_age) if sp.replay_fraction > 0 else None
+    gd = cfg.guidance
+    guide = GUIDES[gd.strategy] if gd.strategy else None
+    traces = TraceStore(gd.traces_per_prompt) if guide is not None else None
     rollouts_total = 0  # completions generated so far, dropped ones included
     o = cfg.optim
     opt = torch.optim.AdamW(
@@ -798,6 +1079,10 @@ def train(
             sample_rng.bit_generator.state = st["sample_rng"]
         if stats is not None:
             stats.load_state_dict(st["prompt_stats"])
+        if replay is not None and "replay" in st:
+            replay.load_state_dict(st["replay"])
+        if traces is not None and "traces" in st:
+            traces.load_state_dict(st["traces"])
         start = int(st["step"])
         if metrics_path.exists():  # drop metrics of steps after the checkpoint
             kept = [
@@ -844,6 +1129,16 @@ def train(
         tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1)
     wb = _wandb_run(cfg, run_dir) if cfg.train.wandb_project else None
     streak = 0  # steps in a row whose update was skipped (non-finite)
+
+    def run_round(
+        problems: list[Problem], picked: Any, guides: list[Guide] | None, counts: Any = None
+    ) -> _Round:
+        return _round(
+            model, tokenizer, problems, picked, cfg, gen, runner, verifier, kv, shapers, guides, counts
+        )
+
+    sampler_in = {"group_size": g} if "group_size" in sampler.needs else {}  # type: ignore[attr-defined]
+
     stop_signal: list[int] = []  # SIGINT / SIGTERM received: finish the step, checkpoint, stop
     with (
         _stop_on_signals(stop_signal),
@@ -871,30 +1166,51 @@ def train(
             rounds: list[_Round] = []
             kept: list[tuple[int, int]] = []  # (round, group) of the groups that will train
             dropped: list[tuple[int, int]] = []  # groups whose rewards were all equal
-            for rnd in range(sp.max_rounds if sp.dynamic_sampling else 1):
+            if replay is not None:  # rollout replay: part of the batch from recent groups
+                old = replay.sample(round(sp.replay_fraction * b), step, sample_rng)
+                if old:
+                    rounds.append(_replayed_round(old, device))
+                    kept = [(0, j) for j in range(len(old))]
+            fresh = b - len(kept)  # prompts to generate for in each round
+            swaps: dict[tuple[int, int], tuple[int, int]] = {}  # failed group -> its guided re-roll
+            for _rnd in range(sp.max_rounds if sp.dynamic_sampling else 1):
+                counts = None  # samples per prompt, when the sampler allocates them (knapsack)
                 if pool is None:
-                    problems, picked = task.next(b), None
+                    problems, picked = task.next(fresh), None
                 else:
-                    picked = sampler(stats, b, step, sample_rng, **sp.knobs)  # [B] pool indices
+                    picked = sampler(stats, fresh, step, sample_rng, **sampler_in, **sp.knobs)
+                    if isinstance(picked, tuple):
+                        picked, counts = picked  # [b'] pool indices, [b'] rollouts each
                     problems = [pool[i] for i in picked]
-                rounds.append(
-                    _round(model, tokenizer, problems, picked, cfg, gen, runner, verifier, kv, shapers)
-                )
-                grid = rounds[-1].rewards.view(b, g).numpy()  # [B, G]
-                keep = informative_groups(grid) if sp.dynamic_sampling else np.ones(b, dtype=bool)
-                for j in range(b):
-                    (kept if keep[j] else dropped).append((rnd, j))
+                rounds.append(run_round(problems, picked, None, counts))
+                base = len(rounds) - 1
+                if guide is not None:  # groups that all failed: re-roll them with guidance
+                    swaps.update(_guide_failed(rounds, base, guide, gd, traces, sample_rng, run_round))
+                for j in range(fresh):
+                    rnd, jj = swaps.get((base, j), (base, j))
+                    x = rounds[rnd]
+                    grid = x.rewards[x.group(jj)].view(1, -1).numpy()  # [1, G]
+                    keep = informative_groups(grid)[0] if sp.dynamic_sampling else True
+                    (kept if keep else dropped).append((rnd, jj))
                 if len(kept) >= b:
                     break
             filled = max(0, b - len(kept))  # still short after max_rounds: train on dropped groups
             kept = (kept + dropped[len(dropped) - filled :])[:b]
             t_gen = sum(x.gen_time for x in rounds)
-            roll, problems, texts, parts, correct, rewards, raw = _assemble(rounds, kept, g)
+            batch = _assemble(rounds, kept)
+            roll, problems, texts = batch.roll, batch.problems, batch.texts
+            parts, correct, rewards, raw = batch.parts, batch.correct, batch.rewards, batch.raw
+            sizes = [batch.size(j) for j in range(len(problems))]  # [B] samples per group
             fails: dict[str, int] = {}
             for x in rounds:
                 for name, c in x.fails.items():
                     fails[name] = fails.get(name, 0) + c
-            rollouts_total += len(rounds) * b * g
+            generated = sum(len(x.texts) for x in rounds if not x.replayed)
+            rollouts_total += generated
+            if replay is not None:
+                _remember(replay, rounds, kept, step)
+            if traces is not None:
+                _remember_traces(traces, rounds)
             roll = roll.to(device)
             if ref is not None:
                 with torch.no_grad():
@@ -903,13 +1219,13 @@ def train(
                         roll.prompt_ids,
                         roll.prompt_mask,
                         roll.completion_ids,
-                        roll.mask,
+                        roll.attention,
                         temperature=r.temperature,
                     )  # [N, T]
             if critic is not None:
                 with torch.no_grad():
                     roll.values = critic(
-                        roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.mask
+                        roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention
                     )  # [N, T]
             scored = roll.rewards  # [N] what the advantage sees
             kl_seen = None  # mean per-token KL to the reference, when measured
@@ -918,25 +1234,11 @@ def train(
                 scored = roll.rewards - kl_coef * tok_kl.sum(-1)  # [N] KL inside the reward
                 kl_seen = float(tok_kl.sum() / roll.mask.sum().clamp(min=1))
             returns = scored[:, None] * roll.mask  # [N, T] value targets: the outcome, undiscounted
-            if comps.credit is not None:  # token-level credit: every token its own advantage
-                adv = comps.credit(
-                    scored.view(b, g),
-                    roll.mask,
-                    **credit_inputs(roll, comps.credit.needs, comps.kl),  # type: ignore[attr-defined]
-                    **comps.kwargs["credit"],
-                )  # [N, T], or (advantages, returns) [N, T] each for a critic's assigner (gae)
-                if isinstance(adv, tuple):
-                    adv, returns = adv
-            else:
-                adv = comps.advantage(
-                    scored.view(b, g),
-                    **advantage_inputs(roll, comps.advantage.needs, b, g, reward_weights),  # type: ignore[attr-defined]
-                    **comps.kwargs["advantage"],
-                ).reshape(-1)  # [N]
+            adv, returns = _advantages(comps, roll, scored, returns, sizes, reward_weights)
             if stats is not None:  # every rolled-out group, dropped ones too, updates the tracker
-                _track(stats, rounds, kept, adv, roll.mask, g, step)
+                _track(stats, rounds, kept, adv, roll.mask, sizes, step)
             t_learn = time.perf_counter()
-            learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, kl_coef=kl_coef)
+            learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, sizes, kl_coef=kl_coef)
             if critic is not None:
                 learn.update(_learn_critic(critic, critic_opt, roll, returns, cfg))  # type: ignore[arg-type]
             if kl_seen is not None:
@@ -952,7 +1254,11 @@ def train(
                 ref_step = step
                 _save_reference(run_dir, step, model, tokenizer)
             step_time = time.perf_counter() - t0
-            grouped = rewards.view(b, g)
+            zero_var = [
+                (grid.std(dim=1) == 0) if s > 1 else torch.ones(grid.shape[0], dtype=torch.bool)
+                for s, _, rows in _buckets(sizes)
+                for grid in [(rewards if rows is None else rewards[rows]).view(-1, s)]  # [B_s, s]
+            ]
             m = {
                 "step": step,
                 "reward_mean": float(rewards.mean()),
@@ -960,11 +1266,11 @@ def train(
                 **{f"reward/{name}": float(parts[:, k].mean()) for k, name in enumerate(runner.names)},
                 **({"reward_raw_mean": float(raw.mean())} if shapers else {}),
                 "reward_failures": sum(fails.values()),
-                "rollouts": len(rounds) * b * g,
+                "rollouts": generated,
                 "rollouts_total": rollouts_total,
                 **(
                     {
-                        "sampling_rounds": len(rounds),
+                        "sampling_rounds": sum(1 for x in rounds if not x.replayed and x.guides is None),
                         "groups_dropped": len(dropped) - filled,
                         "sampling_filled": filled,
                     }
@@ -972,9 +1278,20 @@ def train(
                     else {}
                 ),
                 **{f"reward_failures/{name}": c for name, c in fails.items()},
+                **(
+                    {"replayed_groups": sum(1 for rnd, _ in kept if rounds[rnd].replayed)}
+                    if replay is not None
+                    else {}
+                ),
+                **(_guide_metrics(rounds, kept, swaps, g) if guide is not None else {}),
+                **(
+                    {"group_size_min": min(sizes), "group_size_max": max(sizes)}
+                    if sampler_in
+                    else {}
+                ),
                 # token-level advantages: the spread over counted tokens only
                 "adv_std": float(adv.std() if adv.dim() == 1 else adv[roll.mask > 0].std()),
-                "zero_var_frac": float((grouped.std(dim=1) == 0).float().mean()),
+                "zero_var_frac": float(torch.cat(zero_var).float().mean()),
                 "response_length": float(roll.lengths.float().mean()),
                 "truncated_frac": roll.finish.count("length") / len(roll),
                 "tokens_per_s": sum(float(x.roll.lengths.sum()) for x in rounds) / max(t_gen, 1e-9),
@@ -1000,13 +1317,13 @@ def train(
             if wb is not None:
                 wb.log(scalars, step=step)
             if step % cfg.train.samples_every == 0 or step == 1:
-                for i in range(0, len(texts), g):
+                for j, i in enumerate(np.cumsum([0, *sizes[:-1]]).tolist()):  # first of each group
                     append_jsonl(
                         run_dir / "samples.jsonl",
                         {
                             "step": step,
-                            "question": problems[i // g].question,
-                            "answer": problems[i // g].answer,
+                            "question": problems[j].question,
+                            "answer": problems[j].answer,
                             "completion": texts[i],
                             "reward": float(rewards[i]),
                             "reward_parts": {
@@ -1052,6 +1369,8 @@ def train(
                     "rollouts_total": rollouts_total,
                     "sample_rng": sample_rng.bit_generator.state,
                     **({"prompt_stats": stats.state_dict()} if stats is not None else {}),
+                    **({"replay": replay.state_dict()} if replay is not None else {}),
+                    **({"traces": traces.state_dict()} if traces is not None else {}),
                     "kl_coef": kl_coef,
                     "ref_step": ref_step,
                     **(
