@@ -81,16 +81,15 @@ def _eval(args: argparse.Namespace) -> int:
     from rlvr.eval import (
         boundary_rows,
         crossover_k,
-        evaluate,
         reasoning_boundary,
         summary_ks,
         write_boundary_csv,
     )
     from rlvr.eval.plots import save_passk_plot
-    from rlvr.models.tiny import check_model_dir, ensure_base, load_model, load_tokenizer
+    from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
     from rlvr.train.checkpoint import latest_checkpoint
     from rlvr.train.config import ConfigError, load_config
-    from rlvr.train.trainer import build_task, build_verifier
+    from rlvr.train.trainer import build_task, build_verifier, evaluate_problems
     from rlvr.utils import atomic_write_text, console, pick_device
 
     def resolve(value: str) -> Path | None:
@@ -129,33 +128,33 @@ def _eval(args: argparse.Namespace) -> int:
         specs.append((label, path))
 
     first = specs[0][1]
-    tok = load_tokenizer(first or ensure_base()) if cfg.task.max_prompt_tokens else None
+    embedded = EMBEDDED[cfg.model.embedded]
+    tok = load_tokenizer(first or ensure_base(embedded)) if cfg.task.max_prompt_tokens else None
     task = build_task(cfg, tok)  # a bad task fails before any model is loaded
     problems = list(task.heldout)
     if not problems:
         raise ConfigError("the task has no held-out problems: set task.heldout_size (or heldout_path)")
     t = cfg.task
-    task_desc = t.path if t.source == "file" else ("+".join(t.mixture) if t.mixture else t.name)
+    task_desc = {"file": t.path, "env": f"env {t.env}"}.get(
+        t.source, "+".join(t.mixture) if t.mixture else t.name
+    )
     device = pick_device(cfg.model.device)
     verifier = build_verifier(cfg)
     results, dirs = {}, {}
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     for label, path in specs:
-        dirs[label] = path or ensure_base(progress=not args.quiet)
+        dirs[label] = path or ensure_base(embedded, progress=not args.quiet)
         model, mtok = load_model(dirs[label], device=device)
         with Progress(*columns, TimeElapsedColumn(), console=console, disable=args.quiet) as bar:
             job = bar.add_task(f"eval {label}", total=len(problems))
-            results[label] = evaluate(
+            results[label] = evaluate_problems(
                 model,
                 mtok,
                 problems,
+                cfg,
                 verifier,
                 n=n,
-                max_new_tokens=cfg.eval.max_new_tokens,
-                temperature=cfg.eval.temperature,
-                top_p=cfg.eval.top_p,
                 max_batch_seqs=args.max_batch_seqs,
-                seed=cfg.train.seed,
                 on_batch=lambda k, job=job, bar=bar: bar.update(job, advance=k),
             )
         del model

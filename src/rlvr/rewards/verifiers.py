@@ -100,3 +100,31 @@ def make_task_reward(*, partial_credit: bool = False) -> RewardFn:
         return score if partial_credit else (1.0 if score >= 1.0 else 0.0)
 
     return task_reward
+
+
+@REWARDS.register("env")
+def make_env_reward() -> RewardFn:
+    """The return of a multi-turn episode (task.source = 'env'): the sum of the environment's rewards,
+    which the trainer puts in the sample's metadata as ``env_return``."""
+
+    def env_return(prompt: str, completion: str, answer: str, **meta: Any) -> float:
+        if "env_return" not in meta:
+            raise ValueError("env reward: only multi-turn episodes (task.source = 'env') have a return")
+        return float(meta["env_return"])
+
+    return env_return
+
+
+@REWARDS.register("env_success")
+def make_env_success_reward() -> RewardFn:
+    """1.0 when a multi-turn episode ended with the environment's ``info["success"]``, else 0.0 (the
+    verifier of task.source = 'env')."""
+
+    def env_success(prompt: str, completion: str, answer: str, **meta: Any) -> float:
+        if "env_success" not in meta:
+            raise ValueError(
+                "env_success reward: only multi-turn episodes (task.source = 'env') have an outcome"
+            )
+        return float(meta["env_success"])
+
+    return env_success

@@ -54,7 +54,10 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     path: str = ""
-    """Local Hugging Face causal-LM directory; empty means the embedded tiny base model."""
+    """Local Hugging Face causal-LM directory; empty means an embedded tiny base model (`embedded`)."""
+    embedded: str = "default"
+    """Which embedded tiny base model to build or reuse when `path` is empty: 'default' (trained on
+    chain_sum answers) or 'calculator' (also shown calculator tool calls, for the calculator env)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
 
@@ -63,7 +66,13 @@ class ModelConfig:
 class TaskConfig:
     source: str = "reasoning_gym"
     """Where problems come from: 'reasoning_gym' (generated on the fly from `name`/`kwargs`, or a
-    weighted `mixture` of tasks) or 'file' (a JSONL / Parquet / CSV file or a `datasets` directory)."""
+    weighted `mixture` of tasks), 'file' (a JSONL / Parquet / CSV file or a `datasets` directory) or
+    'env' (multi-turn episodes with the environment `env`, rlvr.envs)."""
+    env: str = ""
+    """The environment of source = 'env' (`rlvr.envs.ENVS`): 'calculator', 'gridworld', ..."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Knobs of source = 'env': those of the environment's factory go to it, the rest to its problem
+    stream (e.g. min_terms / max_digits of the calculator's reasoning-gym task)."""
     name: str = "chain_sum"
     """reasoning-gym task name (source = 'reasoning_gym', no mixture)."""
     kwargs: dict[str, Any] = field(
@@ -156,8 +165,14 @@ class RolloutConfig:
     samples_per_prompt: int = 8
     """G: completions sampled per prompt."""
     max_new_tokens: int = 12
+    """Tokens per completion; in multi-turn episodes, per model turn."""
     temperature: float = 1.0
     top_p: float = 1.0
+    max_turns: int = 4
+    """Multi-turn episodes (task.source = 'env'): model turns per episode at most."""
+    max_episode_tokens: int = 0
+    """Multi-turn episodes: tokens after the first prompt (model and environment turns) at most;
+    0: up to the model's context length."""
 
 
 @dataclass
@@ -577,8 +592,50 @@ def _validate_task(cfg: Config) -> None:
     task = cfg.task
     _check_range("task.heldout_size", task.heldout_size, task.heldout_size >= 1, ">= 1")
     _check_range("task.max_prompt_tokens", task.max_prompt_tokens, task.max_prompt_tokens >= 0, ">= 0")
-    if task.source not in ("reasoning_gym", "file"):
-        raise ConfigError(f"'task.source' = {task.source!r}; expected 'reasoning_gym' or 'file'")
+    if task.source not in ("reasoning_gym", "file", "env"):
+        raise ConfigError(f"'task.source' = {task.source!r}; expected 'reasoning_gym', 'file' or 'env'")
+    if task.source == "env":
+        from rlvr.envs import ENVS
+
+        if task.env not in ENVS:
+            raise ConfigError(
+                f"'task.env' = {task.env!r}: task.source = 'env' needs an environment; valid names: "
+                f"{', '.join(ENVS.names())}"
+            )
+    r = cfg.rollout
+    _check_range("rollout.max_turns", r.max_turns, r.max_turns >= 1, ">= 1")
+    _check_range("rollout.max_episode_tokens", r.max_episode_tokens, r.max_episode_tokens >= 0, ">= 0")
+    turn_inputs = {"turn", "turn_rewards", "turn_states"}
+    credit = cfg.algo.credit
+    if credit in CREDIT and turn_inputs & CREDIT[credit].needs and task.source != "env":  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"'algo.credit' = {cfg.algo.credit!r} assigns credit to the turns of multi-turn episodes; "
+            "it needs task.source = 'env'"
+        )
+    if task.source == "env":
+        clash = [
+            name
+            for name, on in (
+                ("guidance.strategy", bool(cfg.guidance.strategy)),
+                ("sampling.replay_fraction", cfg.sampling.replay_fraction > 0),
+                (
+                    f"sampling.strategy = {cfg.sampling.strategy!r}",
+                    cfg.sampling.strategy in SAMPLERS
+                    and "group_size" in SAMPLERS[cfg.sampling.strategy].needs,  # type: ignore[attr-defined]
+                ),
+            )
+            if on
+        ]
+        if clash:
+            raise ConfigError(
+                f"task.source = 'env' (multi-turn episodes) does not combine with {', '.join(clash)}"
+            )
+    from rlvr.models.tiny import EMBEDDED
+
+    if cfg.model.embedded not in EMBEDDED:
+        raise ConfigError(
+            f"'model.embedded' = {cfg.model.embedded!r}; valid names: {', '.join(EMBEDDED)}"
+        )
     if task.on_bad_row not in ("fail", "skip"):
         raise ConfigError(f"'task.on_bad_row' = {task.on_bad_row!r}; expected 'fail' or 'skip'")
     if task.source == "file" and not task.path:

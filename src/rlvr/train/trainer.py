@@ -46,7 +46,7 @@ from rlvr.eval import (
 )
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
-from rlvr.models.tiny import check_model_dir, ensure_base, load_model, load_tokenizer
+from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
 from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.rollout.replay import ReplayBuffer, ReplayGroup
@@ -76,6 +76,8 @@ __all__ = [
     "build_task",
     "build_verifier",
     "credit_inputs",
+    "env_knobs",
+    "evaluate_problems",
     "lr_at",
     "prompt_pool",
     "token_inputs",
@@ -143,6 +145,19 @@ def build_task(cfg: Config, tokenizer: Any = None) -> Any:
     t = cfg.task
     if t.source == "file":
         return _build_file_task(cfg, tokenizer)
+    if t.source == "env":
+        from rlvr.envs import build_env_task
+
+        try:
+            return build_env_task(
+                t.env,
+                seed=cfg.train.seed,
+                heldout_seed=t.split_seed,
+                heldout_size=t.heldout_size,
+                **env_knobs(cfg)[1],
+            )
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"'task.env_kwargs' of environment {t.env!r}: {err}") from None
     name, kwargs = t.name, dict(t.kwargs)
     if t.mixture:
         from reasoning_gym.composite import DatasetSpec
@@ -219,6 +234,15 @@ def _build_file_task(cfg: Config, tokenizer: Any) -> Any:
             "'math', 'exact_match', 'code' or your own function"
         )
     return data
+
+
+def env_knobs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``task.env_kwargs`` split into (the environment factory's knobs, its problem stream's knobs)."""
+    from rlvr.envs import ENVS
+
+    own = ENVS.knobs(cfg.task.env)
+    kw = cfg.task.env_kwargs
+    return {k: v for k, v in kw.items() if k in own}, {k: v for k, v in kw.items() if k not in own}
 
 
 def build_rewards(cfg: Config, log: Callable[[str], None] = console.print) -> RewardRunner:
@@ -333,6 +357,7 @@ def _score_step(
     g: int,
     model: Any,
     tokenizer: Any,
+    sample_meta: list[dict[str, Any]] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, int]]:
     """Score a step's N = B*G completions -> (parts [N, K], correct [N] 0/1, failures per component).
 
@@ -342,6 +367,8 @@ def _score_step(
     prompts = [p.question for p in problems for _ in range(g)]
     answers = [p.answer for p in problems for _ in range(g)]
     metas = [p.meta for p in problems for _ in range(g)]
+    if sample_meta is not None:  # per-sample facts, e.g. a multi-turn episode's return
+        metas = [{**m, **extra} for m, extra in zip(metas, sample_meta, strict=True)]
     policy = (model, tokenizer) if runner.needs_policy else None
     res = runner.score(prompts, texts, answers, metas, group_size=g, policy=policy)
     parts = torch.tensor(res.parts, dtype=torch.float32)  # [N, K]
@@ -386,6 +413,7 @@ class _Round:
     guides: list[Guide] | None = None  # [B] the guidance each prompt was generated with
     replayed: bool = False  # groups from the replay buffer, not generated this step
     sizes: list[int] | None = None  # [B] samples per group, when they differ
+    info: dict[str, float] = field(default_factory=dict)  # episode metrics of a multi-turn round
 
     def group(self, j: int) -> slice:
         """Rows of group ``j``."""
@@ -413,50 +441,57 @@ def _round(
     shapers: list[tuple[Callable[..., Tensor], dict[str, Any]]],
     guides: list[Guide] | None = None,
     counts: list[int] | None = None,
+    env: dict[str, Any] | None = None,
 ) -> _Round:
     """Generate G completions for each problem, score them and shape the rewards (CPU tensors).
 
     ``guides`` (one per problem): hints added to the question and prefixes that start the reply;
     a prefix is on the prompt side (masked from the loss) and the rewards score prefix + completion.
     ``counts`` (one per problem): samples per problem in place of G (a knapsack allocation).
+    ``env`` (the environment's knobs): play G multi-turn episodes per problem instead.
     """
     r, b, g = cfg.rollout, len(problems), cfg.rollout.samples_per_prompt
     sizes = [int(c) for c in counts] if counts is not None else [g] * b
     t0 = time.perf_counter()
-    prompts = []
-    for k, p in enumerate(problems):
-        guide = guides[k] if guides else None
-        question, messages = apply_guide(p, guide)
-        prompts.append(
-            format_prompt(tokenizer, question, messages=messages)
-            + (guide.assistant_prefix if guide else "")
+    sample_meta, info = None, {}
+    if env is not None:
+        roll, texts, sample_meta, info = _play(model, tokenizer, problems, cfg, gen, env)
+        gen_time = time.perf_counter() - t0
+    else:
+        prompts = []
+        for k, p in enumerate(problems):
+            guide = guides[k] if guides else None
+            question, messages = apply_guide(p, guide)
+            prompts.append(
+                format_prompt(tokenizer, question, messages=messages)
+                + (guide.assistant_prefix if guide else "")
+            )
+        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        num_samples = g
+        if counts is not None:  # one prompt row per sample, renumbered into groups below
+            ids, num_samples = [row for row, c in zip(ids, sizes, strict=True) for _ in range(c)], 1
+        model.eval()
+        roll = generate(
+            model,
+            ids,
+            num_samples=num_samples,
+            max_new_tokens=r.max_new_tokens,
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            generator=gen,
         )
-    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    num_samples = g
-    if counts is not None:  # one prompt row per sample, renumbered into groups below
-        ids, num_samples = [row for row, c in zip(ids, sizes, strict=True) for _ in range(c)], 1
-    model.eval()
-    roll = generate(
-        model,
-        ids,
-        num_samples=num_samples,
-        max_new_tokens=r.max_new_tokens,
-        eos_id=tokenizer.eos_token_id,
-        pad_id=tokenizer.pad_token_id,
-        temperature=r.temperature,
-        top_p=r.top_p,
-        generator=gen,
-    )
-    model.train()
-    gen_time = time.perf_counter() - t0
-    if counts is not None:
-        roll.group = torch.arange(b, device=roll.group.device).repeat_interleave(
-            torch.tensor(sizes, device=roll.group.device)
-        )  # [N]
-    texts = roll.texts(tokenizer)
-    if guides:  # the reply the rewards see starts with the guide's prefix
-        owner = roll.group.tolist()
-        texts = [guides[owner[i]].assistant_prefix + t for i, t in enumerate(texts)]
+        model.train()
+        gen_time = time.perf_counter() - t0
+        if counts is not None:
+            roll.group = torch.arange(b, device=roll.group.device).repeat_interleave(
+                torch.tensor(sizes, device=roll.group.device)
+            )  # [N]
+        texts = roll.texts(tokenizer)
+        if guides:  # the reply the rewards see starts with the guide's prefix
+            owner = roll.group.tolist()
+            texts = [guides[owner[i]].assistant_prefix + t for i, t in enumerate(texts)]
     n = len(texts)
     parts = torch.zeros(n, len(runner.names))  # [N, K]
     correct = torch.zeros(n)  # [N]
@@ -466,7 +501,15 @@ def _round(
     for s, js, rows in _buckets(sizes):  # groups of one size together: rewards and shaping see [B, G]
         sel = list(range(n)) if rows is None else rows.tolist()
         p_s, c_s, f_s = _score_step(
-            runner, verifier, kv, [problems[j] for j in js], [texts[i] for i in sel], s, model, tokenizer
+            runner,
+            verifier,
+            kv,
+            [problems[j] for j in js],
+            [texts[i] for i in sel],
+            s,
+            model,
+            tokenizer,
+            None if sample_meta is None else [sample_meta[i] for i in sel],
         )
         raw_s = p_s @ torch.tensor(runner.weights)  # [n_s] the weighted sum of the components
         if shapers:  # reward shaping, in recipe order, on the [B_s, s] grid
@@ -502,7 +545,64 @@ def _round(
         gen_time,
         guides,
         sizes=None if counts is None else sizes,
+        info=info,
     )
+
+
+def _play(
+    model: Any,
+    tokenizer: Any,
+    problems: list[Problem],
+    cfg: Config,
+    gen: torch.Generator,
+    env: dict[str, Any],
+) -> tuple[Rollout, list[str], list[dict[str, Any]], dict[str, float]]:
+    """G multi-turn episodes per problem, batched (rlvr.envs.run_episodes) -> (roll with the turn
+    fields, transcripts, per-episode {env_return, env_success} for the rewards, episode metrics)."""
+    from rlvr.envs import episode_metrics, make_env, run_episodes
+
+    r, g = cfg.rollout, cfg.rollout.samples_per_prompt
+    model.eval()
+    ep = run_episodes(
+        model,
+        tokenizer,
+        [make_env(p, **env) for p in problems for _ in range(g)],
+        [int(p.meta.get("seed", 0)) for p in problems for _ in range(g)],
+        group=torch.arange(len(problems)).repeat_interleave(g),  # [N]
+        max_turns=r.max_turns,
+        max_new_tokens=r.max_new_tokens,
+        max_episode_tokens=r.max_episode_tokens or 2**31,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        generator=gen,
+    )
+    model.train()
+    roll = ep.roll
+    dev = roll.mask.device
+    roll.turn, roll.turn_rewards, roll.turn_states = (
+        ep.turn.to(dev),  # [N, T]
+        ep.turn_rewards.to(dev),  # [N, K]
+        ep.turn_states.to(dev),  # [N, K]
+    )
+    meta = [
+        {"env_return": float(ret), "env_success": float(ok)}
+        for ret, ok in zip(ep.returns.tolist(), ep.success.tolist(), strict=True)
+    ]
+    info = {k: v for k, v in episode_metrics(ep).items() if math.isfinite(v)}
+    info["episodes"] = float(len(ep.texts))
+    return roll, ep.texts, meta, info
+
+
+def _episode_info(rounds: list[_Round]) -> dict[str, float]:
+    """Episode metrics of the step's generated rounds, weighted by their episodes."""
+    parts = [x.info for x in rounds if x.info and not x.replayed]
+    total = sum(i["episodes"] for i in parts)
+    keys = sorted({k for i in parts for k in i} - {"episodes"})
+    out = {}
+    for k in keys:
+        have = [(i[k], i["episodes"]) for i in parts if k in i]
+        out[k] = sum(v * w for v, w in have) / sum(w for _, w in have)
+    return out if total else {}
 
 
 def _assemble(rounds: list[_Round], kept: list[tuple[int, int]]) -> _Round:
@@ -953,23 +1053,71 @@ def _eval(
     progress: bool,
     verifier: RewardRunner,
 ) -> EvalResult:
-    e = cfg.eval
     columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not progress) as bar:
         job = bar.add_task(label, total=len(problems))
-        return evaluate(
+        return evaluate_problems(
             model,
             tokenizer,
             problems,
+            cfg,
             verifier,
-            n=e.samples,
-            max_new_tokens=e.max_new_tokens,
-            temperature=e.temperature,
-            top_p=e.top_p,
-            seed=cfg.train.seed,
+            n=cfg.eval.samples,
             keep_samples=8,
             on_batch=lambda k: bar.update(job, advance=k),
         )
+
+
+def evaluate_problems(
+    model: Any,
+    tokenizer: Any,
+    problems: list[Problem],
+    cfg: Config,
+    verifier: RewardRunner,
+    *,
+    n: int,
+    keep_samples: int = 0,
+    max_batch_seqs: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """``n`` samples per held-out problem with the run's eval settings: completions scored by the
+    verifier, or for task.source = 'env' whole episodes, correct when the environment says success."""
+    e = cfg.eval
+    batch = {} if max_batch_seqs is None else {"max_batch_seqs": max_batch_seqs}
+    if cfg.task.source == "env":
+        from rlvr.envs import evaluate_episodes, make_env
+
+        knobs = env_knobs(cfg)[0]
+        return evaluate_episodes(
+            model,
+            tokenizer,
+            problems,
+            lambda p: make_env(p, **knobs),
+            n=n,
+            max_turns=cfg.rollout.max_turns,
+            max_new_tokens=e.max_new_tokens,
+            max_episode_tokens=cfg.rollout.max_episode_tokens or 2**31,
+            temperature=e.temperature,
+            top_p=e.top_p,
+            seed=cfg.train.seed,
+            keep_samples=keep_samples,
+            on_batch=on_batch,
+            **({"max_batch_episodes": max_batch_seqs} if max_batch_seqs else {}),
+        )
+    return evaluate(
+        model,
+        tokenizer,
+        problems,
+        verifier,
+        n=n,
+        max_new_tokens=e.max_new_tokens,
+        temperature=e.temperature,
+        top_p=e.top_p,
+        seed=cfg.train.seed,
+        keep_samples=keep_samples,
+        on_batch=on_batch,
+        **batch,
+    )
 
 
 def _eval_record(res: EvalResult) -> dict[str, Any]:
@@ -992,7 +1140,9 @@ def train(
     tokenizer = None
     if cfg.task.max_prompt_tokens:  # prompt lengths are checked with the model's tokenizer
         tokenizer = load_tokenizer(
-            Path(cfg.model.path) if cfg.model.path else ensure_base(progress=progress)
+            Path(cfg.model.path)
+            if cfg.model.path
+            else ensure_base(EMBEDDED[cfg.model.embedded], progress=progress)
         )
     task = build_task(cfg, tokenizer)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
@@ -1012,7 +1162,11 @@ def train(
     st = load_trainer_state(ckpt) if ckpt is not None else None  # optimizer, RNG, data position, ...
     if resume and ckpt is None:
         console.print(f"[yellow]no complete checkpoint in {run_dir}; starting from step 0")
-    base_path = Path(cfg.model.path) if cfg.model.path else ensure_base(progress=progress)
+    base_path = (
+        Path(cfg.model.path)
+        if cfg.model.path
+        else ensure_base(EMBEDDED[cfg.model.embedded], progress=progress)
+    )
     model, tokenizer = load_model(ckpt or base_path, device=device)
     model.train()
     comps = build_components(cfg)
@@ -1045,6 +1199,7 @@ def train(
     sampler = SAMPLERS[sp.strategy]
     sample_rng = np.random.default_rng(cfg.train.seed + 2)  # the sampler's draws
     replay = ReplayBuffer(sp.replay_capacity, sp.replay_max_age) if sp.replay_fraction > 0 else None
+    env_kw = env_knobs(cfg)[0] if cfg.task.source == "env" else None  # multi-turn episodes
     gd = cfg.guidance
     guide = GUIDES[gd.strategy] if gd.strategy else None
     traces = TraceStore(gd.traces_per_prompt) if guide is not None else None
@@ -1134,7 +1289,19 @@ def train(
         problems: list[Problem], picked: Any, guides: list[Guide] | None, counts: Any = None
     ) -> _Round:
         return _round(
-            model, tokenizer, problems, picked, cfg, gen, runner, verifier, kv, shapers, guides, counts
+            model,
+            tokenizer,
+            problems,
+            picked,
+            cfg,
+            gen,
+            runner,
+            verifier,
+            kv,
+            shapers,
+            guides,
+            counts,
+            env_kw,
         )
 
     sampler_in = {"group_size": g} if "group_size" in sampler.needs else {}  # type: ignore[attr-defined]
@@ -1284,11 +1451,8 @@ def train(
                     else {}
                 ),
                 **(_guide_metrics(rounds, kept, swaps, g) if guide is not None else {}),
-                **(
-                    {"group_size_min": min(sizes), "group_size_max": max(sizes)}
-                    if sampler_in
-                    else {}
-                ),
+                **_episode_info(rounds),
+                **({"group_size_min": min(sizes), "group_size_max": max(sizes)} if sampler_in else {}),
                 # token-level advantages: the spread over counted tokens only
                 "adv_std": float(adv.std() if adv.dim() == 1 else adv[roll.mask > 0].std()),
                 "zero_var_frac": float(torch.cat(zero_var).float().mean()),
