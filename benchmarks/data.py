@@ -6,7 +6,10 @@
 Arms (all on a pool of the first `--pool` training problems, so that the comparison is fair):
 `uniform` (GRPO as shipped), `dynamic_sampling` (DAPO's filter: groups whose rewards are all equal are
 dropped and more are sampled, up to 4 rounds), `vade` (Thompson sampling on per-prompt Beta
-posteriors), and, on request, `difficulty_targeted`.
+posteriors), and, on request, `difficulty_targeted`, `knapsack` (the step's 64 rollouts shared among
+its 8 prompts, 2 to 32 each), `replay` (difficulty-targeted selection with half of each batch replayed
+from groups at most 4 steps old) and `hints` (all-fail groups re-rolled with the first partial sum as
+a hint).
 
 Each run evaluates held-out pass@1 every `--every` steps (256 problems x 8 samples) and logs
 `rollouts_total`, the completions generated so far, dropped ones included. The number reported, for
@@ -38,6 +41,13 @@ ARMS: dict[str, list[str]] = {
     "dynamic_sampling": ["sampling.dynamic_sampling=true", "sampling.max_rounds=4"],
     "vade": ["sampling.strategy='vade'"],
     "difficulty_targeted": ["sampling.strategy='difficulty_targeted'"],
+    "knapsack": ["sampling.strategy='knapsack'", "sampling.max_rollouts=32"],
+    "replay": [
+        "sampling.strategy='difficulty_targeted'",
+        "sampling.replay_fraction=0.5",
+        "sampling.replay_max_age=4",
+    ],
+    "hints": ["guidance.strategy='hints'", "guidance.max_tier=2"],
 }
 
 
@@ -70,12 +80,14 @@ def rollouts_to_target(run: Path, target: float) -> tuple[float, bool, float]:
     return float(rows[-1]["rollouts_total"]) if rows else math.nan, False, best
 
 
-def _late(run: Path) -> tuple[float, float]:
-    """(mean held-out pass@1 of the last 5 evaluations, mean generation rounds per step)."""
+def _late(run: Path) -> tuple[float, float, float]:
+    """(mean held-out pass@1 of the last 5 evaluations, mean generation rounds per step, mean share
+    of trained groups whose rewards were not all equal, i.e. that gave a non-zero gradient)."""
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     evals = [r["heldout_pass@1"] for r in rows if "heldout_pass@1" in r][-5:]
     rounds = statistics.fmean(r.get("sampling_rounds", 1) for r in rows)
-    return statistics.fmean(evals), rounds
+    effective = statistics.fmean(1.0 - r["zero_var_frac"] for r in rows)
+    return statistics.fmean(evals), rounds, effective
 
 
 def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
@@ -88,8 +100,8 @@ def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
         "each target",
         "",
         f"| arm | seeds | {head} | best pass@1 (mean) | pass@1, last 5 evals | generation rounds / step "
-        "| wall / run |",
-        "|---|---|" + "---|" * len(targets) + "---|---|---|---|",
+        "| groups with a gradient | wall / run |",
+        "|---|---|" + "---|" * len(targets) + "---|---|---|---|---|",
     ]
     for arm in ARMS:
         runs = sorted((root / arm).glob("seed*")) if (root / arm).is_dir() else []
@@ -115,10 +127,11 @@ def summarise(root: Path, targets: list[float]) -> tuple[str, dict]:
         best = statistics.fmean(rollouts_to_target(p, 2.0)[2] for p in done)
         end = statistics.fmean(_late(p)[0] for p in done)
         rounds = statistics.fmean(_late(p)[1] for p in done)
+        effective = statistics.fmean(_late(p)[2] for p in done)
         wall = statistics.fmean(json.loads((p / "done.json").read_text())["wall_s"] for p in done)
         lines.append(
             f"| {arm} | {len(done)} | {' | '.join(cells)} | {100 * best:.1f}% | {100 * end:.1f}% "
-            f"| {rounds:.2f} | {wall / 60:.1f} min |"
+            f"| {rounds:.2f} | {100 * effective:.1f}% | {wall / 60:.1f} min |"
         )
         data["arms"][arm] = record
     return "\n".join(lines) + "\n", data
