@@ -35,20 +35,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from rlvr.data.tasks import Problem
 from rlvr.envs.base import Env, state_id
-from rlvr.eval.evaluate import EvalResult, final_answer
-from rlvr.eval.passk import (
-    bootstrap_ci,
-    distinct_answers,
-    encode_answers,
-    majority_at_k,
-    mean_pass_at_k,
-)
+from rlvr.eval.evaluate import EvalResult, final_answer, outcome_result
 from rlvr.rollout.batch import Rollout
 from rlvr.rollout.sampler import generate, left_pad
 
@@ -422,34 +414,13 @@ def evaluate_episodes(
     if metrics is not None:
         total = len(problems) * n
         metrics.update({key: v / total for key, v in sums.items()})
-    ks = [2**i for i in range(int(np.log2(n)) + 1)]
-    answer_ids = encode_answers(answers) if answers else np.zeros((0, n), dtype=np.int64)  # [P, n]
-    ok = np.array(ok_rows, dtype=bool).reshape(len(problems), n)  # [P, n]
-    pass_at, ci, maj_at, maj_ci = {}, {}, {}, {}
-    for k in ks:
-        pk = mean_pass_at_k(correct, n, k)  # [P]
-        pass_at[k] = float(np.mean(pk))
-        ci[k] = bootstrap_ci(pk, seed=seed)
-        maj = majority_at_k(answer_ids, ok, k).astype(np.float64)  # [P]
-        maj_at[k] = float(np.mean(maj))
-        maj_ci[k] = bootstrap_ci(maj, seed=seed)
-    voted = []
-    for row in answers:
-        votes: dict[str, int] = {}
-        for a in row:
-            if a is not None:
-                votes[a] = votes.get(a, 0) + 1
-        voted.append(max(votes, key=votes.__getitem__) if votes else None)
-    return EvalResult(
+    return outcome_result(
+        correct,
+        ok_rows,
+        answers,
         n=n,
-        correct=correct,
-        pass_at=pass_at,
-        ci=ci,
-        mean_length=float(np.mean(lengths)) if lengths else float("nan"),
+        seed=seed,
+        lengths=lengths,
         samples=samples,
-        maj_at=maj_at,
-        maj_ci=maj_ci,
-        distinct=distinct_answers(answer_ids).tolist(),
-        voted=voted,
         entropy=ent_sum / ent_tokens if ent_tokens else float("nan"),
     )

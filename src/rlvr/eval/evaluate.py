@@ -243,9 +243,36 @@ def evaluate(
         if was_training:
             model.train()
 
+    return outcome_result(
+        correct,
+        ok_rows,
+        answers,
+        n=n,
+        seed=seed,
+        lengths=lengths,
+        samples=samples,
+        entropy=ent_sum / ent_tokens if ent_tokens else float("nan"),
+    )
+
+
+def outcome_result(
+    correct: list[int],
+    ok_rows: list[list[bool]],
+    answers: list[list[str | None]],
+    *,
+    n: int,
+    seed: int,
+    lengths: list[float],
+    samples: list[dict[str, Any]],
+    entropy: float,
+) -> EvalResult:
+    """The :class:`EvalResult` of ``n`` samples per problem from their outcomes: ``correct`` [P]
+    (correct samples per problem), ``ok_rows`` [P][n] (each sample's verdict) and ``answers`` [P][n]
+    (each sample's final answer or None). pass@k and maj@k for every power of two k <= n, with
+    bootstrap CIs over problems."""
     ks = [2**i for i in range(int(np.log2(n)) + 1)]
     answer_ids = encode_answers(answers) if answers else np.zeros((0, n), dtype=np.int64)  # [P, n]
-    ok = np.array(ok_rows, dtype=bool).reshape(len(problems), n)  # [P, n]
+    ok = np.array(ok_rows, dtype=bool).reshape(len(correct), n)  # [P, n]
     pass_at, ci, maj_at, maj_ci = {}, {}, {}, {}
     for k in ks:
         per = mean_pass_at_k(correct, n, k)  # [P]
@@ -265,5 +292,5 @@ def evaluate(
         maj_ci=maj_ci,
         distinct=distinct_answers(answer_ids).tolist(),
         voted=[_majority(row) for row in answers],
-        entropy=ent_sum / ent_tokens if ent_tokens else float("nan"),
+        entropy=entropy,
     )
