@@ -1,0 +1,133 @@
+"""The driver <-> worker protocol of the rlvr-vs-TRL benchmark, and the step timers both workers share.
+
+Imported by ``rlvr_grpo.py`` and ``floor.py`` (rlvr's venv) and by ``trl_grpo.py`` (the TRL venv), so it
+uses the standard library only (torch is imported inside the functions that need it).
+
+A worker is a long-lived process that trains step by step but runs only when the driver tells it to,
+so that the driver can interleave blocks of steps of both trainers on the shared machine:
+
+    driver -> worker (stdin, one JSON object a line): {"cmd": "run", "steps": K, ...} | {"cmd": "stop"}
+    worker -> driver (the original stdout):          {"kind": "ready" | "step" | "block_done" | "final"}
+
+Everything else a worker's libraries print goes to stderr (fd 1 is pointed at fd 2 at start-up).
+
+Per-step wall time is the time between consecutive step ends, minus the time spent waiting for the
+driver: ``wall_k = t_end(k) - t_end(k-1) - wait``. It includes everything the trainer does between two
+optimizer steps (data, generation, scoring, learning, logging), on both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Timers", "Worker", "peak_rss_mib"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (ru_maxrss, KiB on Linux) in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timers:
+    """Wall-clock seconds accumulated per named piece of a step (reset at every step end).
+
+    ``wrap`` times a function; ``install_torch_hooks`` times every ``Tensor.backward`` (not re-entrant
+    calls) and every ``Optimizer.step`` of the process through torch's global hooks.
+    """
+
+    def __init__(self) -> None:
+        self.acc: dict[str, float] = defaultdict(float)
+        self.depth: dict[str, int] = defaultdict(int)
+        self._opt_t0 = 0.0
+
+    def wrap(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.depth[name] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.depth[name] -= 1
+                if self.depth[name] == 0:
+                    self.acc[name] += time.perf_counter() - t0
+
+        timed.__wrapped__ = fn  # type: ignore[attr-defined]
+        return timed
+
+    def install_torch_hooks(self) -> None:
+        import torch
+        from torch.optim.optimizer import (
+            register_optimizer_step_post_hook,
+            register_optimizer_step_pre_hook,
+        )
+
+        torch.Tensor.backward = self.wrap(torch.Tensor.backward, "backward")  # type: ignore[method-assign]
+
+        def pre(*_: Any) -> None:
+            self._opt_t0 = time.perf_counter()
+
+        def post(*_: Any) -> None:
+            self.acc["optim"] += time.perf_counter() - self._opt_t0
+
+        register_optimizer_step_pre_hook(pre)
+        register_optimizer_step_post_hook(post)
+
+    def take(self) -> dict[str, float]:
+        out = dict(self.acc)
+        self.acc.clear()
+        return out
+
+
+class Worker:
+    """The worker side of the protocol: ``start`` (send ready, wait for the first block), then
+    ``step_end(record)`` after every optimizer step; it blocks between blocks and exits on stop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        out_fd = os.dup(1)
+        os.dup2(2, 1)  # library prints go to stderr; the protocol keeps the original stdout
+        self._out = os.fdopen(out_fd, "w", buffering=1)
+        self.remaining = 0
+        self.command: dict[str, Any] = {}
+        self.steps_done = 0
+        self._last = 0.0
+        self._wait = 0.0
+
+    def send(self, kind: str, **data: Any) -> None:
+        self._out.write(json.dumps({"kind": kind, "worker": self.name, **data}) + "\n")
+        self._out.flush()
+
+    def _next_command(self) -> None:
+        line = sys.stdin.readline()
+        cmd = json.loads(line) if line.strip() else {"cmd": "stop"}
+        if cmd.get("cmd") == "stop":
+            self.send("final", peak_rss_mib=peak_rss_mib(), steps=self.steps_done)
+            self._out.close()
+            os._exit(0)  # no end-of-training work (checkpoints, reports) after the last block
+        if cmd.get("cmd") != "run" or int(cmd.get("steps", 0)) < 1:
+            raise ValueError(f"worker {self.name}: bad command {line!r}; expected run with steps >= 1")
+        self.command = cmd
+        self.remaining = int(cmd["steps"])
+
+    def start(self, **info: Any) -> None:
+        """Report readiness (with the RSS after imports and model loading) and wait for a block."""
+        self.send("ready", rss_ready_mib=peak_rss_mib(), pid=os.getpid(), **info)
+        self._next_command()
+        self._last = time.perf_counter()
+
+    def step_end(self, record: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        self.steps_done += 1
+        self.send("step", index=self.steps_done, wall=now - self._last, **record)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.send("block_done", peak_rss_mib=peak_rss_mib())
+            self._next_command()
+        self._last = time.perf_counter()
