@@ -38,7 +38,8 @@ def test_shipped_recipes_load_and_round_trip():
         ("algo.clip_hi=0.3", "their knobs: clip_high, clip_low, dual_clip, eps, scale"),
         (
             "rewards.nope.weight=1",
-            "'rewards.nope': unknown reward; valid names: answer, code, ensemble, env, env_success, exact_match, format",
+            "'rewards.nope': unknown reward; valid names: answer, code, ensemble, env, env_success, "
+            "exact_match, format",
         ),
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
         ("train.steps=-1", "'train.steps' = -1 is out of range"),
