@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+import torch
 
 from rlvr.algos import ADVANTAGES, KL_ESTIMATORS
 from rlvr.train.config import (
@@ -287,3 +288,24 @@ def test_components_needing_inputs_the_trainer_cannot_supply_are_refused():
         load_config("gtpo", ["algo.micro_batches=16"])
     cfg = load_config("tempo", ["algo.td_coef=0.5"])
     assert build_components(cfg).kwargs["credit"] == {"td_coef": 0.5}
+
+
+def test_threads_is_checked_and_applied(tmp_path, micro_base):
+    from tests.conftest import micro_run
+
+    from rlvr.train.trainer import train
+
+    with pytest.raises(ConfigError, match=r"'train\.threads' = -1 is out of range"):
+        load_config("grpo", ["train.threads=-1"])
+    before = torch.get_num_threads()
+    try:
+        cfg = load_config(
+            "grpo",
+            micro_run(
+                micro_base, "train.threads=2", "train.steps=1", "eval.before=false", "eval.after=false"
+            ),
+        )
+        train(cfg, run_dir=tmp_path / "run", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

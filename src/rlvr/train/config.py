@@ -257,6 +257,9 @@ class TrainConfig:
     max_nonfinite_steps: int = 3
     """Stop the run after this many steps in a row whose update was skipped for a non-finite loss or
     gradient (no checkpoint is written during such a streak); 0: never stop."""
+    threads: int = 0
+    """CPU threads for torch's operators (torch.set_num_threads); 0: torch's default. On a machine
+    busy with other work, 1 avoids a many-fold slowdown of the tiny model (benchmarks/vs_trl)."""
 
 
 @dataclass
@@ -390,6 +393,7 @@ def validate(cfg: Config) -> Config:
     _check_range("rollout.temperature", r.temperature, r.temperature > 0, "> 0 for training")
     _check_range("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]")
     _check_range("algo.beta", a.beta, a.beta >= 0, ">= 0")
+    _check_range("train.threads", t.threads, t.threads >= 0, ">= 0 (0: torch's default)")
     if a.kl_in not in ("loss", "reward"):
         raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
     _check_range("algo.kl_target", a.kl_target, a.kl_target >= 0, ">= 0 (0: fixed coefficient)")

@@ -1154,6 +1154,8 @@ def train(
     except OSError as err:
         raise ConfigError(f"run directory {run_dir} is not writable: {err.strerror or err}") from None
     seed_everything(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
 
     if resume:
         for p in remove_partial(run_dir):
