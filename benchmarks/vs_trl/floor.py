@@ -34,6 +34,8 @@ import torch
 from protocol import Worker
 from torch import Tensor
 
+from rlvr.rollout.sampler import left_pad
+
 B, G = 8, 8
 
 
@@ -63,12 +65,7 @@ def main() -> None:
         for shape in worker.command["shapes"]:
             k, t = int(shape["step"]), int(shape["T"])
             seqs = [r["prompt_ids"] for r in rows[k * B : (k + 1) * B]]
-            p = max(len(s) for s in seqs)
-            b_ids = torch.full((B, p), pad, dtype=torch.long)  # [B, P]
-            b_mask = torch.zeros((B, p), dtype=torch.long)  # [B, P]
-            for i, s in enumerate(seqs):
-                b_ids[i, p - len(s) :] = torch.tensor(s)
-                b_mask[i, p - len(s) :] = 1
+            b_ids, b_mask = left_pad(seqs, pad)  # [B, P] each, as rlvr's sampler pads
             b_pos = (b_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
             group = torch.arange(B).repeat_interleave(G)  # [N]
             n = B * G
@@ -149,7 +146,7 @@ def main() -> None:
                     "side": shape["side"],
                     "step": k,
                     "T": t,
-                    "P": p,
+                    "P": b_ids.shape[1],
                     "parts": {
                         "decode": t1 - t0,
                         "fwd": t2 - t1,
