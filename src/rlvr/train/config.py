@@ -544,14 +544,18 @@ def _validate_sampling(cfg: Config) -> None:
                 f"different sizes); it cannot be combined with {', '.join(clash)}, which assume "
                 "groups of rollout.samples_per_prompt"
             )
-        lo = sp.knobs.get("min_rollouts", SAMPLERS.knobs(sp.strategy).get("min_rollouts", 1))
-        hi = sp.knobs.get("max_rollouts", SAMPLERS.knobs(sp.strategy).get("max_rollouts", lo))
-        if not lo <= cfg.rollout.samples_per_prompt <= hi:
-            raise ConfigError(
-                f"'sampling.min_rollouts' ({lo}) <= rollout.samples_per_prompt "
-                f"({cfg.rollout.samples_per_prompt}) <= 'sampling.max_rollouts' ({hi}) must hold: "
-                "the step's budget is prompts_per_step x samples_per_prompt rollouts"
-            )
+    # a dry run on a dummy pool catches knobs that conflict with the batch (for example knapsack's
+    # min_rollouts above rollout.samples_per_prompt) with the sampler's own check, before any work
+    import numpy as np
+
+    from rlvr.data.samplers import PromptStats
+
+    sampler, b = SAMPLERS[sp.strategy], cfg.rollout.prompts_per_step
+    inputs = {"group_size": cfg.rollout.samples_per_prompt} if "group_size" in sampler.needs else {}  # type: ignore[attr-defined]
+    try:
+        sampler(PromptStats(b), b, 0, np.random.default_rng(0), **inputs, **sp.knobs)
+    except ValueError as err:
+        raise ConfigError(f"'sampling' knobs of sampler {sp.strategy!r}: {err}") from None
     _check_range("sampling.replay_capacity", sp.replay_capacity, sp.replay_capacity >= 1, ">= 1")
     _check_range("sampling.replay_max_age", sp.replay_max_age, sp.replay_max_age >= 1, ">= 1")
     gd = cfg.guidance
