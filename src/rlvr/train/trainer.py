@@ -381,16 +381,22 @@ def _score_step(
     return parts, (verdict >= 1.0).float(), res.failures
 
 
+def _group_rows(sizes: list[int]) -> list[slice]:
+    """Row slice of each group, for groups of ``sizes`` samples stored one after another."""
+    ends = np.cumsum(sizes).tolist()
+    return [slice(end - size, end) for size, end in zip(sizes, ends, strict=True)]
+
+
 def _buckets(sizes: list[int]) -> list[tuple[int, list[int], Tensor | None]]:
     """Groups of equal size, for components that take a [B, G] grid: (size s, group indices, rows
     [n_s] of those groups in group order). With one size for all, rows is None (the whole batch)."""
     if len(set(sizes)) <= 1:
         return [(sizes[0] if sizes else 0, list(range(len(sizes))), None)]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    groups = _group_rows(sizes)
     out = []
     for s in sorted(set(sizes)):
         js = [j for j, n in enumerate(sizes) if n == s]
-        rows = torch.tensor([r for j in js for r in range(starts[j], starts[j] + s)])  # [n_s]
+        rows = torch.tensor([r for j in js for r in range(groups[j].start, groups[j].stop)])  # [n_s]
         out.append((s, js, rows))
     return out
 
@@ -420,8 +426,7 @@ class _Round:
         if self.sizes is None:
             g = len(self.texts) // len(self.problems)
             return slice(j * g, (j + 1) * g)
-        start = sum(self.sizes[:j])
-        return slice(start, start + self.sizes[j])
+        return _group_rows(self.sizes)[j]
 
     def size(self, j: int) -> int:
         sl = self.group(j)
@@ -846,10 +851,8 @@ def _track(
     per_seq = (
         adv.abs() if adv.dim() == 1 else (adv.abs() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     )  # [N]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-    abs_adv = {
-        key: float(per_seq[starts[n] : starts[n] + sizes[n]].mean()) for n, key in enumerate(kept)
-    }
+    rows = _group_rows(sizes)
+    abs_adv = {key: float(per_seq[rows[n]].mean()) for n, key in enumerate(kept)}
     for rnd, x in enumerate(rounds):
         if x.picked is None:
             continue
@@ -896,10 +899,8 @@ def _learn(
             sizes = [cfg.rollout.samples_per_prompt] * (n // cfg.rollout.samples_per_prompt)
         b = len(sizes)
         groups = torch.randperm(b, generator=gen) if a.minibatches > 1 else torch.arange(b)
-        starts = [0, *np.cumsum(sizes)[:-1].tolist()]
-        order = torch.cat(
-            [torch.arange(starts[k], starts[k] + sizes[k]) for k in groups.tolist()]
-        )  # [N]
+        spans = _group_rows(sizes)
+        order = torch.cat([torch.arange(spans[k].start, spans[k].stop) for k in groups.tolist()])  # [N]
         for start in range(0, n, mb_size):
             mb_idx = order[start : start + mb_size].to(adv.device)
             mb = roll.select(mb_idx)
@@ -1483,7 +1484,7 @@ def train(
             if wb is not None:
                 wb.log(scalars, step=step)
             if step % cfg.train.samples_every == 0 or step == 1:
-                for j, i in enumerate(np.cumsum([0, *sizes[:-1]]).tolist()):  # first of each group
+                for j, i in enumerate(sl.start for sl in _group_rows(sizes)):  # first of each group
                     append_jsonl(
                         run_dir / "samples.jsonl",
                         {
