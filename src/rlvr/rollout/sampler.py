@@ -2,18 +2,28 @@
 
 One prefill over the left-padded prompts, then one forward per new token over the N live sequences.
 Sampling, log-probs and the finished-mask are tensor ops; the only Python per token is the loop itself.
+
+Two ways to draw the random tokens:
+- default: one ``torch.multinomial`` over all N rows per step from one generator, so the tokens depend
+  on how the prompts were batched;
+- ``row_seeds``: every row has its own stream of uniforms (seeded by :func:`stream_seeds`) and takes the
+  token by inverse-CDF sampling (:func:`sample_inverse_cdf`), so a row's tokens depend only on its
+  prompt, the weights and its seed: rollout workers that split a batch differently give the same
+  rollouts (up to float rounding of the forward, which moves a token only when a uniform lands within
+  about 1e-7 of a boundary of the cumulative distribution).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from rlvr.rollout.batch import Rollout
 
-__all__ = ["generate", "left_pad"]
+__all__ = ["generate", "left_pad", "sample_inverse_cdf", "stream_seeds"]
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -38,6 +48,55 @@ def _top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def sample_inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """Inverse-CDF sampling, one token per row: probs [N, V] (rows sum to 1), u [N] in [0, 1) -> [N].
+
+    With C_v = sum_{w <= v} p_w the cumulative distribution, the token of row n is
+
+        tok_n = min { v : C_v > u_n } = #{ v : C_v <= u_n },
+
+    which is v with probability p_v when u_n ~ U[0, 1). A u at a boundary (u = C_v) takes the next
+    token, and a zero-probability token is never taken (its C_v equals its predecessor's). When
+    rounding leaves C_{V-1} <= u the count is V; it is clamped to the last token of positive
+    probability (the first index of max C; V - 1 when that token has positive probability).
+    """
+    cum = probs.cumsum(-1)  # [N, V]
+    idx = (cum <= u.unsqueeze(-1)).sum(-1)  # [N]
+    return torch.where(idx < probs.shape[-1], idx, cum.argmax(-1))  # [N]
+
+
+def stream_seeds(base: int, groups: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """One 63-bit seed per row for groups ``groups[j]`` of ``sizes[j]`` samples each, group by group.
+
+    seed(base, g, k) = SeedSequence(base, spawn_key=(g, k)).generate_state(1, uint64) >> 1 for sample k
+    of the group with global id g: the same (base, g, k) gives the same seed wherever it is computed,
+    whichever other groups are computed with it.
+    """
+    if len(groups) != len(sizes):
+        raise ValueError(
+            f"stream_seeds: {len(groups)} groups but {len(sizes)} sizes; expected one size per group"
+        )
+    if base < 0:
+        raise ValueError(f"stream_seeds: base must be >= 0, got {base}")
+    out: list[int] = []
+    for gid, size in zip(groups, sizes, strict=True):
+        if gid < 0 or size < 0:
+            raise ValueError(
+                f"stream_seeds: group id and size must be >= 0, got group {gid} of size {size}"
+            )
+        for k in range(size):
+            state = np.random.SeedSequence(base, spawn_key=(gid, k)).generate_state(1, dtype=np.uint64)
+            out.append(int(state[0] >> np.uint64(1)))
+    return out
+
+
+def _row_uniforms(row_seeds: Sequence[int], steps: int, device: torch.device) -> Tensor:
+    """[N, steps] uniforms in [0, 1): row i from ``torch.Generator("cpu").manual_seed(row_seeds[i])``."""
+    gen = torch.Generator("cpu")
+    rows = [torch.rand(steps, generator=gen.manual_seed(int(s))) for s in row_seeds]  # N x [T]
+    return torch.stack(rows).to(device)  # [N, T]
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -50,18 +109,31 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    row_seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample ``num_samples`` (G) completions for each of the B prompts: N = B * G sequences.
 
     Sequences of prompt i are rows i*G .. i*G + G - 1. Sampling is from softmax(logits / temperature),
     restricted to the top-p nucleus; ``old_logp`` is the log-prob of each sampled token under the full
     temperature-scaled distribution (the one the learner recomputes). ``temperature=0`` is greedy.
+
+    ``row_seeds`` (N ints, see :func:`stream_seeds`): row i draws u_i = [T] uniforms from its own
+    generator seeded with ``row_seeds[i]`` and takes token t by :func:`sample_inverse_cdf` at u_i[t];
+    ``generator`` is then ignored. Without it every step is one ``torch.multinomial`` from ``generator``.
     """
     if num_samples < 1 or max_new_tokens < 1:
         raise ValueError("num_samples and max_new_tokens must be >= 1")
     device = next(model.parameters()).device
     b = len(prompts)
     n = b * num_samples
+    if row_seeds is not None and len(row_seeds) != n:
+        raise ValueError(
+            f"row_seeds has {len(row_seeds)} entries but there are {n} rows "
+            f"({b} prompts x {num_samples} samples); expected one seed per row"
+        )
+    uniforms = None
+    if row_seeds is not None and temperature > 0:
+        uniforms = _row_uniforms(row_seeds, max_new_tokens, device)  # [N, T]
     b_ids, b_mask = left_pad(prompts, pad_id)
     b_ids, b_mask = b_ids.to(device), b_mask.to(device)  # [B, P]
     b_pos = (b_mask.cumsum(-1) - 1).clamp(min=0)  # [B, P]
@@ -98,7 +170,10 @@ def generate(
             tok = logits.argmax(-1)  # [N]
         else:
             probs = (_top_p_filter(logits, top_p) if top_p < 1.0 else logits).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [N]
+            if uniforms is None:
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # [N]
+            else:
+                tok = sample_inverse_cdf(probs, uniforms[:, t])  # [N]
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens[:, t] = tok
         logps[:, t] = torch.where(done, 0.0, logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
