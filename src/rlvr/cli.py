@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 def _train(args: argparse.Namespace) -> int:
     from rlvr.train.config import apply_overrides, config_from_dict, load_config
-    from rlvr.train.trainer import train
+    from rlvr.train.scale import launch_learners, under_launcher
+    from rlvr.train.trainer import new_run_dir, train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -25,6 +27,8 @@ def _train(args: argparse.Namespace) -> int:
 
         data = tomllib.loads(cfg_file.read_text())
         cfg = config_from_dict(apply_overrides(data, args.overrides))
+        if cfg.scale.learners > 1 and not under_launcher():
+            return launch_learners(args.argv, cfg.scale.learners)
         summary = train(cfg, run_dir=run_dir, resume=True, progress=not args.quiet)
     else:
         overrides = list(args.overrides)
@@ -36,9 +40,23 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"train.seed={args.seed}")
         if args.on_bad_row:
             overrides.append(f"task.on_bad_row='{args.on_bad_row}'")
+        for flag, key in (("workers", "workers"), ("learners", "learners"), ("staleness", "staleness")):
+            if getattr(args, flag) is not None:
+                overrides.append(f"scale.{key}={getattr(args, flag)}")
+        if args.ray_address:
+            overrides.append(f"scale.ray_address={json.dumps(args.ray_address)}")
         cfg = load_config(args.recipe, overrides)
+        if cfg.scale.learners > 1 and not under_launcher():
+            # start the learner ranks with torchrun; they share the run directory picked here
+            argv = (
+                args.argv
+                if args.run_dir
+                else [*args.argv, "--run-dir", str(new_run_dir(cfg, Path(args.runs_root)))]
+            )
+            return launch_learners(argv, cfg.scale.learners)
         summary = train(cfg, run_dir=args.run_dir, runs_root=args.runs_root, progress=not args.quiet)
-    _print_summary(summary)
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary from a group of learner ranks
+        _print_summary(summary)
     return 0
 
 
@@ -368,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dataset with bad rows: refuse it, listing them (fail, the default), or train on the "
         "good rows (skip) (task.on_bad_row)",
     )
+    p.add_argument("--workers", type=int, help="Ray rollout workers (scale.workers)")
+    p.add_argument(
+        "--learners",
+        type=int,
+        help="data-parallel learner ranks, started with torchrun (scale.learners)",
+    )
+    p.add_argument("--ray-address", help="a running Ray cluster's address (scale.ray_address)")
+    p.add_argument(
+        "--staleness",
+        type=int,
+        help="asynchronous rollouts, generated up to this many steps ahead (scale.staleness)",
+    )
     p.add_argument("overrides", nargs="*", help="section.field=value")
     p.set_defaults(fn=_train)
 
@@ -474,6 +504,7 @@ def load_plugins(names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and usage errors before the heavy imports
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start learner ranks with
 
     from rlvr.registry import UnknownComponentError
     from rlvr.train.config import ConfigError

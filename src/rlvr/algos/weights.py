@@ -125,3 +125,34 @@ def entropy_filter(
     else:
         raise ValueError(f"entropy_filter: level must be 'completion' or 'token', got {level!r}")
     return _on_mask(keep.float(), mask)
+
+
+def truncated_is(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Truncated importance sampling (TIS) for tokens sampled by an older (behaviour) policy.
+
+    w_t = min(pi_prox(y_t) / pi_behav(y_t), C) = min(exp(prox_logp_t - behav_logp_t), C) on counted
+    tokens (``mask`` = 1), 0 elsewhere. The learner multiplies each token's loss by w_t and uses
+    ``prox_logp`` as the objective's ``old_logp``, so the trust region is around the proximal policy
+    (the current weights when the step starts) while w corrects for the data's staleness (decoupled
+    PPO); truncating at C bounds the variance. C = inf is plain importance sampling; equal policies
+    give w = 1. ``stats`` (optional) receives ``is_weight_mean`` / ``is_weight_max`` before truncation
+    and ``is_truncated_frac``, over counted tokens.
+    """
+    if cap < 1:
+        raise ValueError(f"cap = {cap}: the truncation of importance weights must be >= 1")
+    raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
+    w = raw.clamp(max=cap) * mask  # [N, T]
+    if stats is not None:
+        counted = mask > 0
+        k = counted.sum().clamp(min=1)
+        stats["is_weight_mean"] = float(raw[counted].sum() / k)
+        stats["is_weight_max"] = float(raw[counted].max()) if bool(counted.any()) else 0.0
+        stats["is_truncated_frac"] = float((raw[counted] > cap).sum() / k)
+    return w

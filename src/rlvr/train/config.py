@@ -263,6 +263,29 @@ class TrainConfig:
 
 
 @dataclass
+class ScaleConfig:
+    """Scale-out (docs/scaling.md): Ray rollout workers, torch.distributed learners, async rollouts."""
+
+    workers: int = 0
+    """Ray rollout workers, each a process with a copy of the policy that gets the new weights after
+    every update; the step's prompts are spread over them (0: generate in the training process)."""
+    worker_threads: int = 1
+    """torch CPU threads of each rollout worker."""
+    learners: int = 1
+    """Data-parallel learner ranks in one torch.distributed group (gloo on CPU, NCCL on GPU). More
+    than 1 on one machine: `rlvr train` starts them with torchrun; each rank trains on its share of
+    every mini-batch and the gradients are summed, so the update equals one rank's on the whole batch."""
+    ray_address: str = ""
+    """Address of a running Ray cluster (`ray start --head` prints it); empty: a local Ray instance."""
+    staleness: int = 0
+    """Asynchronous rollouts: the workers generate up to this many steps ahead while the learner
+    trains (1: one-step-off policy); 0: synchronous. Needs workers >= 1."""
+    is_cap: float = 2.0
+    """Truncated importance sampling of stale rollouts: each token's loss is weighted by
+    min(pi_prox / pi_behaviour, is_cap), pi_prox being the learner's policy when the step starts."""
+
+
+@dataclass
 class EvalConfig:
     samples: int = 8
     """n completions per held-out problem (pass@k for every power of two k <= n)."""
@@ -302,6 +325,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -407,10 +431,13 @@ def validate(cfg: Config) -> Config:
     _check_range("algo.minibatches", a.minibatches, a.minibatches >= 1, ">= 1")
     _check_range("algo.micro_batches", a.micro_batches, a.micro_batches >= 1, ">= 1")
     n = r.prompts_per_step * r.samples_per_prompt
-    if n % (a.minibatches * a.micro_batches) != 0:
+    _check_range("scale.learners", cfg.scale.learners, cfg.scale.learners >= 1, ">= 1")
+    split = a.minibatches * a.micro_batches * cfg.scale.learners  # pieces of one step's batch
+    if n % split != 0:
         raise ConfigError(
-            f"'algo.minibatches' x 'algo.micro_batches' = {a.minibatches * a.micro_batches} must "
-            f"divide the batch of B*G = {n} sequences"
+            "'algo.minibatches' x 'algo.micro_batches'"
+            + (" x 'scale.learners'" if cfg.scale.learners > 1 else "")
+            + f" = {split} must divide the batch of B*G = {n} sequences"
         )
     c = cfg.critic
     _check_range("critic.lr", c.lr, c.lr > 0, "> 0")
@@ -459,7 +486,7 @@ def validate(cfg: Config) -> Config:
                 f"trainer cannot supply to a {fld} component"
             )
         if "group" in reg.needs(name):
-            rows = n // (a.minibatches * a.micro_batches)
+            rows = n // split
             if rows % r.samples_per_prompt:
                 raise ConfigError(
                     f"'algo.micro_batches': {reg.kind} {name!r} needs whole groups, but a micro-batch "
@@ -496,7 +523,47 @@ def validate(cfg: Config) -> Config:
     _validate_rewards(cfg)
     _validate_shaping(cfg)
     _validate_sampling(cfg)
+    _validate_scale(cfg)
     return cfg
+
+
+def _validate_scale(cfg: Config) -> None:
+    s, sp = cfg.scale, cfg.sampling
+    _check_range("scale.workers", s.workers, s.workers >= 0, ">= 0 (0: generate in the trainer)")
+    _check_range("scale.worker_threads", s.worker_threads, s.worker_threads >= 1, ">= 1")
+    _check_range("scale.staleness", s.staleness, s.staleness >= 0, ">= 0 (0: synchronous)")
+    _check_range("scale.is_cap", s.is_cap, s.is_cap >= 1, ">= 1")
+    if s.ray_address and not s.workers:
+        raise ConfigError("'scale.ray_address' is set but scale.workers = 0: no Ray workers to place")
+    if (s.workers or s.learners > 1) and cfg.task.source == "env":
+        raise ConfigError(
+            "scale.workers / scale.learners > 1 do not combine with task.source = 'env' yet: "
+            "multi-turn episodes are played in the trainer's process"
+        )
+    if s.staleness:
+        if not s.workers:
+            raise ConfigError(
+                "'scale.staleness' > 0 generates the next steps' rollouts while the learner trains, "
+                "on Ray workers: set scale.workers >= 1"
+            )
+        # the next step's prompts are chosen before this step's statistics exist
+        clash = [
+            name
+            for name, on in (
+                (f"sampling.strategy = {sp.strategy!r}", sp.strategy != "uniform"),
+                ("sampling.pool_size", sp.pool_size > 0),
+                ("sampling.dynamic_sampling", sp.dynamic_sampling),
+                ("sampling.replay_fraction", sp.replay_fraction > 0),
+                ("guidance.strategy", bool(cfg.guidance.strategy)),
+            )
+            if on
+        ]
+        if clash:
+            raise ConfigError(
+                "'scale.staleness' > 0 (asynchronous rollouts) does not combine with "
+                f"{', '.join(clash)}: the next step's prompts are picked before this step's results "
+                "are known"
+            )
 
 
 def _validate_sampling(cfg: Config) -> None:

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -31,6 +32,7 @@ from torch import Tensor
 from rlvr.algos import SHAPING
 from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
+from rlvr.algos.weights import truncated_is
 from rlvr.data.guidance import GUIDES, Guide, TraceStore, apply_guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.samplers import SAMPLERS, PromptStats, informative_groups
@@ -57,6 +59,16 @@ from rlvr.train.checkpoint import (
     save_checkpoint,
 )
 from rlvr.train.config import Config, ConfigError, chosen_components
+from rlvr.train.scale import (
+    SOLO,
+    Learners,
+    Ready,
+    RolloutSource,
+    allreduce_grads,
+    broadcast,
+    gather_objects,
+    init_learners,
+)
 from rlvr.utils import (
     append_jsonl,
     atomic_dir,
@@ -447,6 +459,9 @@ def _round(
     guides: list[Guide] | None = None,
     counts: list[int] | None = None,
     env: dict[str, Any] | None = None,
+    source: RolloutSource | None = None,
+    version: int = 0,
+    pending: Any = None,
 ) -> _Round:
     """Generate G completions for each problem, score them and shape the rewards (CPU tensors).
 
@@ -454,6 +469,8 @@ def _round(
     a prefix is on the prompt side (masked from the loss) and the rewards score prefix + completion.
     ``counts`` (one per problem): samples per problem in place of G (a knapsack allocation).
     ``env`` (the environment's knobs): play G multi-turn episodes per problem instead.
+    ``source``: generate on Ray workers or across the learner ranks (weights ``version``) instead of
+    with ``gen`` here; ``pending``: a generation already started for these problems (asynchronous).
     """
     r, b, g = cfg.rollout, len(problems), cfg.rollout.samples_per_prompt
     sizes = [int(c) for c in counts] if counts is not None else [g] * b
@@ -463,30 +480,21 @@ def _round(
         roll, texts, sample_meta, info = _play(model, tokenizer, problems, cfg, gen, env)
         gen_time = time.perf_counter() - t0
     else:
-        prompts = []
-        for k, p in enumerate(problems):
-            guide = guides[k] if guides else None
-            question, messages = apply_guide(p, guide)
-            prompts.append(
-                format_prompt(tokenizer, question, messages=messages)
-                + (guide.assistant_prefix if guide else "")
-            )
-        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        num_samples = g
-        if counts is not None:  # one prompt row per sample, renumbered into groups below
-            ids, num_samples = [row for row, c in zip(ids, sizes, strict=True) for _ in range(c)], 1
         model.eval()
-        roll = generate(
-            model,
-            ids,
-            num_samples=num_samples,
-            max_new_tokens=r.max_new_tokens,
-            eos_id=tokenizer.eos_token_id,
-            pad_id=tokenizer.pad_token_id,
-            temperature=r.temperature,
-            top_p=r.top_p,
-            generator=gen,
-        )
+        if pending is not None:
+            roll = pending.result()
+        else:
+            ids, num_samples = prompt_ids(
+                tokenizer, problems, g, guides, sizes if counts is not None else None
+            )
+            if source is None:
+                roll = generate(
+                    model, ids, num_samples=num_samples, generator=gen, **gen_knobs(cfg, tokenizer)
+                )
+            else:
+                roll = source.submit(
+                    model, ids, num_samples=num_samples, version=version, **gen_knobs(cfg, tokenizer)
+                ).result()
         model.train()
         gen_time = time.perf_counter() - t0
         if counts is not None:
@@ -552,6 +560,41 @@ def _round(
         sizes=None if counts is None else sizes,
         info=info,
     )
+
+
+def prompt_ids(
+    tokenizer: Any,
+    problems: list[Problem],
+    g: int,
+    guides: list[Guide] | None = None,
+    counts: Any = None,
+) -> tuple[list[list[int]], int]:
+    """The problems' chat prompts as token ids, and the samples to draw per row: G rows per problem,
+    or, with ``counts`` (a knapsack allocation), one row per sample and 1 sample each."""
+    prompts = []
+    for k, p in enumerate(problems):
+        guide = guides[k] if guides else None
+        question, messages = apply_guide(p, guide)
+        prompts.append(
+            format_prompt(tokenizer, question, messages=messages)
+            + (guide.assistant_prefix if guide else "")
+        )
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    if counts is None:
+        return ids, g
+    return [row for row, c in zip(ids, counts, strict=True) for _ in range(int(c))], 1
+
+
+def gen_knobs(cfg: Config, tokenizer: Any) -> dict[str, Any]:
+    """The sampler's keyword arguments for training rollouts."""
+    r = cfg.rollout
+    return {
+        "max_new_tokens": r.max_new_tokens,
+        "eos_id": tokenizer.eos_token_id,
+        "pad_id": tokenizer.pad_token_id,
+        "temperature": r.temperature,
+        "top_p": r.top_p,
+    }
 
 
 def _play(
@@ -877,11 +920,14 @@ def _learn(
     sizes: list[int] | None = None,
     *,
     kl_coef: float = 0.0,
+    learners: Learners = SOLO,
 ) -> dict[str, float]:
     """Several epochs of mini-batch updates on one rollout batch; returns averaged metrics.
 
     ``kl_coef`` weighs the per-token KL term of the loss (used when ``algo.kl_in == "loss"``);
-    ``sizes`` are the samples per group, in row order (default: groups of G).
+    ``sizes`` are the samples per group, in row order (default: groups of G). With several
+    ``learners``, each rank back-propagates its share of every mini-batch's rows and the gradients
+    are summed over the ranks (see ``rlvr.train.scale``): the update of one rank on the whole batch.
     """
     a, temp = cfg.algo, cfg.rollout.temperature
     n = len(roll)
@@ -891,7 +937,9 @@ def _learn(
         stats_acc.setdefault(key, []).append(value)
 
     mb_size = n // a.minibatches
-    micro = mb_size // a.micro_batches
+    lo, hi = learners.share(0, mb_size)  # this rank's rows of each mini-batch
+    micro = (hi - lo) // a.micro_batches
+    params = [p for p in model.parameters() if p.requires_grad]
     for _epoch in range(a.epochs):
         # shuffle whole groups, so that mini-batches keep a prompt's samples together and the
         # shared-prompt forward applies
@@ -907,8 +955,8 @@ def _learn(
             mb_adv = adv[mb_idx]  # [n_mb]
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for c in range(0, mb_size, micro):
-                rows = torch.arange(c, c + micro, device=adv.device)
+            for c in range(lo, hi, micro):
+                rows = torch.arange(c, min(c + micro, hi), device=adv.device)
                 sub = mb.select(rows)
                 logp, ent = sequence_logp(
                     model,
@@ -934,6 +982,8 @@ def _learn(
                     **comps.kwargs["token_weights"],
                 )  # [m, T], no gradient
                 loss_tok = loss_tok * weights
+                if sub.is_weight is not None:  # stale rollouts: truncated importance weights
+                    loss_tok = loss_tok * sub.is_weight
                 if kl_coef > 0 and a.kl_in == "loss" and sub.ref_logp is not None:
                     kl = comps.kl(logp, sub.ref_logp)  # [m, T]
                     loss_tok = loss_tok + kl_coef * kl
@@ -949,6 +999,8 @@ def _learn(
                 for k, v in stats.items():
                     note(k, v)
                 note("entropy", float((ent.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
+            if learners.world > 1:  # the ranks' parts of the global aggregate: sum them
+                (total,) = allreduce_grads(params, learners, total)
             if cfg.optim.grad_clip > 0:
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             else:
@@ -964,7 +1016,38 @@ def _learn(
             opt.step()
             note("loss", total)
             note("grad_norm", float(gnorm))
+    if learners.world > 1:  # every rank's micro-batch statistics
+        merged: dict[str, list[float]] = {}
+        for part in gather_objects(stats_acc, learners):
+            for k, v in part.items():
+                merged.setdefault(k, []).extend(v)
+        stats_acc = merged
     return {k: float(np.mean(v)) for k, v in stats_acc.items()}
+
+
+def _correct_stale(
+    model: torch.nn.Module, roll: Rollout, version: int, cap: float, temperature: float
+) -> dict[str, float]:
+    """Rollouts generated by older weights (``roll.policy_version`` < ``version``): recompute the
+    log-probs under the current (proximal) policy, make them the objective's ``old_logp`` and weight
+    each token by the truncated importance ratio (``truncated_is``). Returns the metrics."""
+    lag = version - roll.policy_version  # updates between the behaviour and the current weights
+    out = {"staleness": float(lag)}
+    if lag <= 0:
+        return out
+    with torch.no_grad():
+        prox, _ = sequence_logp(
+            model,
+            roll.prompt_ids,
+            roll.prompt_mask,
+            roll.completion_ids,
+            roll.attention,
+            temperature=temperature,
+        )  # [N, T]
+    stats: dict[str, float] = {}
+    roll.is_weight = truncated_is(prox, roll.old_logp, roll.mask, cap=cap, stats=stats)  # [N, T]
+    roll.old_logp = prox * roll.mask
+    return out | stats
 
 
 def _learn_critic(
@@ -1036,7 +1119,7 @@ def _save_reference(run_dir: Path, step: int, model: Any, tokenizer: Any, keep: 
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _new_run_dir(cfg: Config, root: Path) -> Path:
+def new_run_dir(cfg: Config, root: Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = root / f"{cfg.name}-{stamp}"
     path, i = base, 1
@@ -1147,18 +1230,25 @@ def train(
         )
     task = build_task(cfg, tokenizer)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
-    run_dir = Path(run_dir) if run_dir else _new_run_dir(cfg, Path(runs_root))
+    learners = init_learners(cfg.scale.learners, device)  # this process's rank among the learners
+    main = learners.main  # only rank 0 writes the run directory, evaluates and prints
+    if not main:
+        progress = False
+    run_dir = Path(run_dir) if run_dir else broadcast(new_run_dir(cfg, Path(runs_root)), learners)
     try:  # an unusable run directory fails here, before any model is loaded
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / ".write-test", "ok\n")
-        (run_dir / ".write-test").unlink()
+        if main:
+            atomic_write_text(run_dir / ".write-test", "ok\n")
+            (run_dir / ".write-test").unlink()
     except OSError as err:
         raise ConfigError(f"run directory {run_dir} is not writable: {err.strerror or err}") from None
+    quiet = console.quiet
+    console.quiet = quiet or not main
     seed_everything(cfg.train.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    if resume:
+    if resume and main:
         for p in remove_partial(run_dir):
             console.print(f"removed {p} (left by an interrupted write)")
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -1219,6 +1309,19 @@ def train(
         )
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
+    sc = cfg.scale
+    source = None  # rollouts on Ray workers or across the learner ranks; None: `generate` here
+    if sc.workers or learners.world > 1:
+        source = RolloutSource(learners, gen)
+        if sc.workers and main:  # rank 0 drives the workers and shares their rollouts
+            source.start_workers(
+                str(ckpt or base_path),
+                sc.workers,
+                threads=sc.worker_threads,
+                device=str(device),
+                address=sc.ray_address or None,
+            )
+    ahead: deque[tuple[list[Problem], Any]] = deque()  # asynchronous: (problems, their generation)
     start = 0
     kl_coef, ref_step = cfg.algo.beta, 0  # the adaptive coefficient and the last reference reset
     metrics_path = run_dir / "metrics.jsonl"
@@ -1242,7 +1345,8 @@ def train(
         if traces is not None and "traces" in st:
             traces.load_state_dict(st["traces"])
         start = int(st["step"])
-        if metrics_path.exists():  # drop metrics of steps after the checkpoint
+        ahead.extend((probs, Ready(x)) for probs, x in st.get("ahead", []))
+        if main and metrics_path.exists():  # drop metrics of steps after the checkpoint
             kept = [
                 ln
                 for ln in metrics_path.read_text().splitlines()
@@ -1250,14 +1354,14 @@ def train(
             ]
             atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
         console.print(f"resuming {run_dir} from {ckpt.name}")
-    else:
+    elif main:
         atomic_write_text(run_dir / "config.toml", cfg.to_toml())
         metrics_path.unlink(missing_ok=True)
         (run_dir / "samples.jsonl").unlink(missing_ok=True)
 
     console.print(f"run dir: {run_dir}  device: {device}  model: {base_path}")
     before_path = run_dir / "eval_before.json"
-    if cfg.eval.before and not before_path.exists():
+    if cfg.eval.before and main and not before_path.exists():
         before = _eval(
             model if ckpt is None else load_model(base_path, device=device)[0],
             tokenizer,
@@ -1281,15 +1385,19 @@ def train(
         TimeElapsedColumn(),
     ]
     tb = None
-    if cfg.train.tensorboard:  # events after the checkpoint of a resumed run are purged
+    if cfg.train.tensorboard and main:  # events after the checkpoint of a resumed run are purged
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1)
-    wb = _wandb_run(cfg, run_dir) if cfg.train.wandb_project else None
+    wb = _wandb_run(cfg, run_dir) if cfg.train.wandb_project and main else None
     streak = 0  # steps in a row whose update was skipped (non-finite)
 
     def run_round(
-        problems: list[Problem], picked: Any, guides: list[Guide] | None, counts: Any = None
+        problems: list[Problem],
+        picked: Any,
+        guides: list[Guide] | None,
+        counts: Any = None,
+        pending: Any = None,
     ) -> _Round:
         return _round(
             model,
@@ -1305,6 +1413,9 @@ def train(
             guides,
             counts,
             env_kw,
+            source,
+            step - 1,  # the weights' version: updates applied before this step
+            pending,
         )
 
     sampler_in = {"group_size": g} if "group_size" in sampler.needs else {}  # type: ignore[attr-defined]
@@ -1345,14 +1456,17 @@ def train(
             swaps: dict[tuple[int, int], tuple[int, int]] = {}  # failed group -> its guided re-roll
             for _rnd in range(sp.max_rounds if sp.dynamic_sampling else 1):
                 counts = None  # samples per prompt, when the sampler allocates them (knapsack)
-                if pool is None:
+                waiting = None  # asynchronous: this step's rollouts, started during an earlier step
+                if ahead:
+                    (problems, waiting), picked = ahead.popleft(), None
+                elif pool is None:
                     problems, picked = task.next(fresh), None
                 else:
                     picked = sampler(stats, fresh, step, sample_rng, **sampler_in, **sp.knobs)
                     if isinstance(picked, tuple):
                         picked, counts = picked  # [b'] pool indices, [b'] rollouts each
                     problems = [pool[i] for i in picked]
-                rounds.append(run_round(problems, picked, None, counts))
+                rounds.append(run_round(problems, picked, None, counts, waiting))
                 base = len(rounds) - 1
                 if guide is not None:  # groups that all failed: re-roll them with guidance
                     swaps.update(_guide_failed(rounds, base, guide, gd, traces, sample_rng, run_round))
@@ -1382,6 +1496,21 @@ def train(
             if traces is not None:
                 _remember_traces(traces, rounds)
             roll = roll.to(device)
+            # asynchronous: start the next steps' rollouts with the current weights, then learn
+            while len(ahead) < min(sc.staleness, cfg.train.steps - step):
+                nxt = task.next(b)
+                ids, k = prompt_ids(tokenizer, nxt, g)
+                ahead.append(
+                    (
+                        nxt,
+                        source.submit(
+                            model, ids, num_samples=k, version=step - 1, **gen_knobs(cfg, tokenizer)
+                        ),
+                    )  # type: ignore[union-attr]
+                )
+            off_policy = {}  # staleness and importance-weight statistics of asynchronous rollouts
+            if sc.staleness:
+                off_policy = _correct_stale(model, roll, step - 1, sc.is_cap, r.temperature)
             if ref is not None:
                 with torch.no_grad():
                     roll.ref_logp, _ = sequence_logp(
@@ -1408,7 +1537,9 @@ def train(
             if stats is not None:  # every rolled-out group, dropped ones too, updates the tracker
                 _track(stats, rounds, kept, adv, roll.mask, sizes, step)
             t_learn = time.perf_counter()
-            learn = _learn(model, opt, roll, adv, comps, cfg, cpu_gen, sizes, kl_coef=kl_coef)
+            learn = _learn(
+                model, opt, roll, adv, comps, cfg, cpu_gen, sizes, kl_coef=kl_coef, learners=learners
+            )
             if critic is not None:
                 learn.update(_learn_critic(critic, critic_opt, roll, returns, cfg))  # type: ignore[arg-type]
             if kl_seen is not None:
@@ -1422,7 +1553,8 @@ def train(
             if ref is not None and algo.ref_reset_every and step % algo.ref_reset_every == 0:
                 ref.load_state_dict(model.state_dict())  # ProRL: the current policy is the new anchor
                 ref_step = step
-                _save_reference(run_dir, step, model, tokenizer)
+                if main:
+                    _save_reference(run_dir, step, model, tokenizer)
             step_time = time.perf_counter() - t0
             zero_var = [
                 (grid.std(dim=1) == 0) if s > 1 else torch.ones(grid.shape[0], dtype=torch.bool)
@@ -1466,13 +1598,16 @@ def train(
                 "learn_time": time.perf_counter() - t_learn,
                 "step_time": step_time,
                 "lr": opt.param_groups[0]["lr"],
+                **off_policy,
+                **({"worker_restarts": source.restarts} if source is not None and sc.workers else {}),
                 **learn,
             }
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+            if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
                 mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False, verifier)
                 m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
                 model.train()
-            append_jsonl(metrics_path, m)
+            if main:
+                append_jsonl(metrics_path, m)
             scalars = {
                 k: v
                 for k, v in m.items()
@@ -1483,7 +1618,7 @@ def train(
                     tb.add_scalar(key, value, step)
             if wb is not None:
                 wb.log(scalars, step=step)
-            if step % cfg.train.samples_every == 0 or step == 1:
+            if main and (step % cfg.train.samples_every == 0 or step == 1):
                 for j, i in enumerate(sl.start for sl in _group_rows(sizes)):  # first of each group
                     append_jsonl(
                         run_dir / "samples.jsonl",
@@ -1526,6 +1661,7 @@ def train(
                 streak = 0
             due = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
             if streak == 0 and (due or stop_signal):  # never a checkpoint inside a non-finite streak
+                ahead = deque((probs, Ready(w.result())) for probs, w in ahead)  # every rank waits
                 state = {
                     "step": step,
                     "optimizer": opt.state_dict(),
@@ -1540,18 +1676,24 @@ def train(
                     **({"traces": traces.state_dict()} if traces is not None else {}),
                     "kl_coef": kl_coef,
                     "ref_step": ref_step,
+                    **({"ahead": [(probs, w.result()) for probs, w in ahead]} if ahead else {}),
                     **(
                         {"critic": critic.state_dict(), "critic_optimizer": critic_opt.state_dict()}  # type: ignore[union-attr]
                         if critic is not None
                         else {}
                     ),
                 }
-                save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints)
+                if main:
+                    save_checkpoint(
+                        run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints
+                    )
                 if tb is not None:  # the events on disk reach at least the newest checkpoint
                     tb.flush()
             if stop_signal:
                 raise TrainingInterrupted(stop_signal[0], run_dir, step)
     runner.close()  # the reward workers, if any
+    if source is not None:
+        source.close()  # the rollout workers, if any
     if tb is not None:
         tb.close()
     if wb is not None:
@@ -1563,6 +1705,9 @@ def train(
         "device": str(device),
         "model": str(base_path),
     }
+    if not main:  # the other ranks end here: rank 0 evaluates and writes the summary
+        console.quiet = quiet
+        return summary
     if cfg.eval.after:
         after = _eval(model, tokenizer, task.heldout, cfg, "eval (trained)", progress, verifier)
         atomic_write_text(run_dir / "eval_after.json", json.dumps(_eval_record(after)))

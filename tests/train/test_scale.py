@@ -1,0 +1,133 @@
+"""Scale-out: learner ranks (torch.distributed, gloo) give the one-rank update; the config's checks."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from rlvr.models.tiny import load_model
+from rlvr.rollout import generate
+from rlvr.train.config import ConfigError, load_config
+from rlvr.train.scale import SOLO, Learners, allreduce_grads
+from rlvr.train.trainer import _learn, build_components
+
+# (overrides, label): the default token-mean, a per-sequence aggregation with several mini-batches and
+# micro-batches, and a sequence-level objective with two epochs
+CASES = [
+    [],
+    ["algo.aggregation='seq_mean_token_mean'", "algo.minibatches=2", "algo.micro_batches=2"],
+    ["algo.objective='gspo'", "algo.epochs=2", "algo.aggregation='seq_mean_token_mean'"],
+]
+
+
+def _setup(path: str, overrides: list[str]):
+    """A model, its optimizer, a fixed rollout of 4 prompts x 4 samples and advantages."""
+    torch.manual_seed(0)
+    cfg = load_config(
+        "grpo",
+        [
+            f"model.path='{path}'",
+            "rollout.prompts_per_step=4",
+            "rollout.samples_per_prompt=4",
+            "optim.lr=0.01",
+            *overrides,
+        ],
+    )
+    model, tok = load_model(path)
+    model.train()
+    prompts = [
+        tok(f"{a} + {b} =", add_special_tokens=False)["input_ids"]
+        for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]
+    ]
+    roll = generate(
+        model,
+        prompts,
+        num_samples=4,
+        max_new_tokens=6,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        generator=torch.Generator().manual_seed(3),
+    )
+    adv = torch.linspace(-1.0, 1.0, len(roll))  # [N]
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)  # the update is the gradient itself
+    return cfg, model, opt, roll, adv
+
+
+def _rank(rank: int, world: int, port: int, path: str, overrides: list[str], out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        cfg, model, opt, roll, adv = _setup(path, overrides)
+        stats = _learn(
+            model,
+            opt,
+            roll,
+            adv,
+            build_components(cfg),
+            cfg,
+            torch.Generator().manual_seed(1),
+            learners=Learners(rank, world),
+        )
+        torch.save(
+            {"params": [p.detach().clone() for p in model.parameters()], "stats": stats}, f"{out}.{rank}"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("overrides", CASES, ids=["token_mean", "minibatches", "gspo_epochs"])
+def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path, overrides):
+    cfg, model, opt, roll, adv = _setup(str(micro_base), overrides)
+    before = [p.detach().clone() for p in model.parameters()]
+    solo = _learn(model, opt, roll, adv, build_components(cfg), cfg, torch.Generator().manual_seed(1))
+    out = str(tmp_path / "rank")
+    mp.start_processes(
+        _rank, args=(2, _free_port(), str(micro_base), overrides, out), nprocs=2, start_method="spawn"
+    )
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    moved = 0.0
+    for k, p in enumerate(model.parameters()):
+        for r in ranks:  # both ranks hold the same parameters, equal to the one-rank update
+            gap = float((r["params"][k] - p.detach()).abs().max())
+            assert gap < 1e-6, (k, gap)
+        moved = max(moved, float((p.detach() - before[k]).abs().max()))
+    assert moved > 1e-4  # the update did something
+    for key in ("loss", "grad_norm"):  # (entropy is a mean of per-micro-batch means)
+        assert ranks[0]["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), key
+
+
+def test_learner_shares_are_contiguous_and_even():
+    assert [Learners(r, 3).share(0, 10) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
+    assert [Learners(r, 2).share(4, 8) for r in range(2)] == [(4, 6), (6, 8)]
+    assert SOLO.share(0, 7) == (0, 7) and SOLO.main and not Learners(1, 2).main
+    # one rank: nothing to reduce, the scalars come back as they were
+    p = torch.nn.Parameter(torch.ones(2))
+    assert allreduce_grads([p], SOLO, 1.5, 2.0) == [1.5, 2.0] and p.grad is None
+
+
+def test_scale_config_errors():
+    with pytest.raises(ConfigError, match=re.escape("set scale.workers >= 1")):
+        load_config("grpo", ["scale.staleness=1"])
+    with pytest.raises(ConfigError, match=re.escape("does not combine with sampling.dynamic_sampling")):
+        load_config("grpo", ["scale.workers=1", "scale.staleness=1", "sampling.dynamic_sampling=true"])
+    with pytest.raises(ConfigError, match=re.escape("x 'scale.learners' = 3 must divide")):
+        load_config("grpo", ["scale.learners=3"])
+    with pytest.raises(ConfigError, match=re.escape("'scale.is_cap' = 0.5")):
+        load_config("grpo", ["scale.is_cap=0.5"])
+    with pytest.raises(ConfigError, match=re.escape("no Ray workers to place")):
+        load_config("grpo", ["scale.ray_address='ray://x:10001'"])
+    with pytest.raises(ConfigError, match=re.escape("do not combine with task.source = 'env'")):
+        load_config("grpo", ["scale.learners=2", "task.source='env'", "task.env='calculator'"])
+    cfg = load_config("grpo", ["scale.workers=2", "scale.staleness=1"])
+    assert (cfg.scale.workers, cfg.scale.staleness, cfg.scale.learners) == (2, 1, 1)
