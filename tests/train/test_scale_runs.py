@@ -4,6 +4,7 @@ asynchronous (one-step-off) rollouts, with exact resume."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -167,3 +168,15 @@ def test_a_killed_learner_rank_stops_the_run_and_it_resumes(micro_base, tmp_path
     rows = _metrics(run)
     assert [r["step"] for r in rows] == list(range(1, ckpt + 3))  # steps after the checkpoint redone
     assert (run / "checkpoints" / f"step_{ckpt + 2}").is_dir()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device machine)")
+def test_learner_and_rollout_worker_on_the_gpu(micro_base, tmp_path, ray_session):
+    """One learner and one asynchronous rollout worker, both on the GPU."""
+    ov = _overrides(micro_base, tmp_path, "scale.workers=1", "scale.staleness=1", "train.steps=3")
+    ov = [o for o in ov if not o.startswith("model.device")] + ["model.device='cuda'"]
+    summary = train(load_config("grpo", ov), run_dir=tmp_path / "gpu", progress=False)
+    assert summary["device"].startswith("cuda")
+    rows = _metrics(tmp_path / "gpu")
+    assert [r["staleness"] for r in rows] == [0.0, 1.0, 1.0]
+    assert all(math.isfinite(r["loss"]) for r in rows) and rows[-1]["grad_norm"] > 0

@@ -202,16 +202,20 @@ class WorkerPool:
         shard.actor = self.workers[shard.worker]
         shard.ref = shard.actor.generate.remote(shard.prompts, **shard.kw)
 
-    def sync(self, model: torch.nn.Module, version: int) -> None:
+    def sync(self, model: torch.nn.Module, version: int, *, wait: bool = True) -> None:
         """Send ``model``'s weights to every worker (one ``ray.put`` of the CPU state dict) and tag
-        their later rollouts with ``version``; waits until every worker has loaded them. A worker
-        found dead here is replaced (counted in ``restarts``)."""
+        their later rollouts with ``version``. With ``wait``, block until every worker has loaded
+        them, replacing a worker found dead (counted in ``restarts``); without, return at once: an
+        actor runs its calls in order, so the next ``submit`` still sees the new weights, and a dead
+        worker is replaced by ``result()``."""
         ray = _ray()
         # ray.put serialises at once, so later in-place updates of the model do not reach the workers
         self._weights = ray.put({k: v.detach().to("cpu") for k, v in model.state_dict().items()})
         self.version = int(version)
         actors = list(self.workers)
         refs = [a.set_weights.remote(self._weights, self.version) for a in actors]
+        if not wait:
+            return
         for i, (actor, ref) in enumerate(zip(actors, refs, strict=True)):
             try:
                 ray.get(ref)

@@ -36,6 +36,7 @@ __all__ = [
     "RolloutSource",
     "allreduce_grads",
     "broadcast",
+    "close_learners",
     "gather_objects",
     "init_learners",
     "launch_learners",
@@ -80,9 +81,17 @@ def init_learners(expected: int, device: torch.device) -> Learners:
         )
     if world == 1:
         return SOLO
+    if device.type == "cuda":  # one GPU per rank on each node: "cuda" means this rank's
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Learners(dist.get_rank(), dist.get_world_size())
+
+
+def close_learners(learners: Learners) -> None:
+    """Leave the process group (each rank, when its part of the run is over)."""
+    if learners.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def launch_learners(argv: Sequence[str], learners: int) -> int:
@@ -216,7 +225,7 @@ class RolloutSource:
             pending = None
             if lr.main:
                 if version != self.synced:
-                    self.pool.sync(model, version)
+                    self.pool.sync(model, version, wait=False)  # ordered before the generate
                     self.synced = version
                 pending = self.pool.submit(prompts, num_samples=num_samples, row_seeds=seeds, **gen_kw)
             return _Shared(pending, lr) if lr.world > 1 else pending
@@ -253,7 +262,12 @@ class RolloutSource:
                 "scale.workers > 0 needs Ray: pip install ray==2.60.0 (the version rlvr is tested with)"
             ) from None
         self.owns_ray = not ray.is_initialized()  # a Ray started here is shut down by close()
-        self.pool = WorkerPool(model_dir, workers, threads=threads, device=device, address=address)
+        gpus = None  # Ray's default: one GPU per worker on CUDA
+        if device.startswith("cuda") and address is None:  # this machine's GPUs, shared evenly
+            gpus = min(1.0, torch.cuda.device_count() / workers)
+        self.pool = WorkerPool(
+            model_dir, workers, threads=threads, device=device, address=address, num_gpus=gpus
+        )
 
     @property
     def restarts(self) -> int:

@@ -66,6 +66,7 @@ from rlvr.train.scale import (
     RolloutSource,
     allreduce_grads,
     broadcast,
+    close_learners,
     gather_objects,
     init_learners,
 )
@@ -1497,17 +1498,11 @@ def train(
                 _remember_traces(traces, rounds)
             roll = roll.to(device)
             # asynchronous: start the next steps' rollouts with the current weights, then learn
-            while len(ahead) < min(sc.staleness, cfg.train.steps - step):
+            while source is not None and len(ahead) < min(sc.staleness, cfg.train.steps - step):
                 nxt = task.next(b)
                 ids, k = prompt_ids(tokenizer, nxt, g)
-                ahead.append(
-                    (
-                        nxt,
-                        source.submit(
-                            model, ids, num_samples=k, version=step - 1, **gen_knobs(cfg, tokenizer)
-                        ),
-                    )  # type: ignore[union-attr]
-                )
+                knobs = gen_knobs(cfg, tokenizer)
+                ahead.append((nxt, source.submit(model, ids, num_samples=k, version=step - 1, **knobs)))
             off_policy = {}  # staleness and importance-weight statistics of asynchronous rollouts
             if sc.staleness:
                 off_policy = _correct_stale(model, roll, step - 1, sc.is_cap, r.temperature)
@@ -1694,6 +1689,7 @@ def train(
     runner.close()  # the reward workers, if any
     if source is not None:
         source.close()  # the rollout workers, if any
+    close_learners(learners)
     if tb is not None:
         tb.close()
     if wb is not None:
