@@ -179,9 +179,7 @@ def test_knapsack_trains_groups_of_different_sizes(micro_base, tmp_path, dense_r
 
 def test_knapsack_config_errors(micro_base):
     base = ("sampling.strategy='knapsack'", "sampling.pool_size=8")
-    with pytest.raises(
-        ConfigError, match=re.escape("cannot be combined with sampling.dynamic_sampling")
-    ):
+    with pytest.raises(ConfigError, match=re.escape("does not combine with sampling.dynamic_sampling")):
         _cfg(micro_base, *base, "sampling.dynamic_sampling=true")
     with pytest.raises(ConfigError, match=re.escape("guidance.strategy")):
         _cfg(micro_base, *base, "guidance.strategy='hints'")

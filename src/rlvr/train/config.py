@@ -546,24 +546,27 @@ def _validate_scale(cfg: Config) -> None:
                 "'scale.staleness' > 0 generates the next steps' rollouts while the learner trains, "
                 "on Ray workers: set scale.workers >= 1"
             )
-        # the next step's prompts are chosen before this step's statistics exist
-        clash = [
-            name
-            for name, on in (
+        _refuse_together(
+            "'scale.staleness' > 0 (asynchronous rollouts)",
+            [
                 (f"sampling.strategy = {sp.strategy!r}", sp.strategy != "uniform"),
                 ("sampling.pool_size", sp.pool_size > 0),
                 ("sampling.dynamic_sampling", sp.dynamic_sampling),
                 ("sampling.replay_fraction", sp.replay_fraction > 0),
                 ("guidance.strategy", bool(cfg.guidance.strategy)),
-            )
-            if on
-        ]
-        if clash:
-            raise ConfigError(
-                "'scale.staleness' > 0 (asynchronous rollouts) does not combine with "
-                f"{', '.join(clash)}: the next step's prompts are picked before this step's results "
-                "are known"
-            )
+            ],
+            "the next step's prompts are picked before this step's results are known",
+        )
+
+
+def _refuse_together(subject: str, settings: list[tuple[str, bool]], why: str = "") -> None:
+    """A ConfigError naming every setting that is on (``settings``: (name, on) pairs) and cannot be
+    used with ``subject``, with the reason."""
+    clash = [name for name, on in settings if on]
+    if clash:
+        raise ConfigError(
+            f"{subject} does not combine with {', '.join(clash)}" + (f": {why}" if why else "")
+        )
 
 
 def _validate_sampling(cfg: Config) -> None:
@@ -596,21 +599,16 @@ def _validate_sampling(cfg: Config) -> None:
         "sampling.replay_fraction", sp.replay_fraction, 0 <= sp.replay_fraction < 1, "in [0, 1)"
     )
     if "group_size" in SAMPLERS[sp.strategy].needs:  # type: ignore[attr-defined]
-        clash = [
-            name
-            for name, on in (
+        _refuse_together(
+            f"'sampling.strategy' = {sp.strategy!r} (rollouts allocated per prompt: groups of "
+            "different sizes)",
+            [
                 ("sampling.dynamic_sampling", sp.dynamic_sampling),
                 ("sampling.replay_fraction", sp.replay_fraction > 0),
                 ("guidance.strategy", bool(cfg.guidance.strategy)),
-            )
-            if on
-        ]
-        if clash:
-            raise ConfigError(
-                f"'sampling.strategy' = {sp.strategy!r} allocates rollouts per prompt (groups of "
-                f"different sizes); it cannot be combined with {', '.join(clash)}, which assume "
-                "groups of rollout.samples_per_prompt"
-            )
+            ],
+            "they assume groups of rollout.samples_per_prompt",
+        )
     # a dry run on a dummy pool catches knobs that conflict with the batch (for example knapsack's
     # min_rollouts above rollout.samples_per_prompt) with the sampler's own check, before any work
     import numpy as np
@@ -688,9 +686,9 @@ def _validate_task(cfg: Config) -> None:
             "it needs task.source = 'env'"
         )
     if task.source == "env":
-        clash = [
-            name
-            for name, on in (
+        _refuse_together(
+            "task.source = 'env' (multi-turn episodes)",
+            [
                 ("guidance.strategy", bool(cfg.guidance.strategy)),
                 ("sampling.replay_fraction", cfg.sampling.replay_fraction > 0),
                 (
@@ -698,13 +696,8 @@ def _validate_task(cfg: Config) -> None:
                     cfg.sampling.strategy in SAMPLERS
                     and "group_size" in SAMPLERS[cfg.sampling.strategy].needs,  # type: ignore[attr-defined]
                 ),
-            )
-            if on
-        ]
-        if clash:
-            raise ConfigError(
-                f"task.source = 'env' (multi-turn episodes) does not combine with {', '.join(clash)}"
-            )
+            ],
+        )
     from rlvr.models.tiny import EMBEDDED
 
     if cfg.model.embedded not in EMBEDDED:
