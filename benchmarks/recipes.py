@@ -20,12 +20,12 @@ import statistics
 import time
 from pathlib import Path
 
+from rlvr.compare import mean_ci
 from rlvr.train.config import load_config, recipe_names
 from rlvr.train.trainer import train
 from rlvr.utils import atomic_write_text, console
 
 ROOT = Path(__file__).resolve().parent
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def _pm(mean: float, half: float, sign: str = "") -> str:
@@ -35,12 +35,10 @@ def _pm(mean: float, half: float, sign: str = "") -> str:
     return f"{mean:{sign}.1f} ± {half:.1f}"
 
 
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (nan for a single value)."""
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return m, math.nan
-    return m, T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
+def mean_half(xs: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (``rlvr.compare.mean_ci``; nan for one value)."""
+    m, lo, hi = mean_ci(xs)
+    return m, (hi - lo) / 2
 
 
 def run_one(recipe: str, seed: int, steps: int | None, out: Path) -> None:
@@ -79,8 +77,8 @@ def table(runs: Path) -> str:
                 sums.append((sdir, s, wall))
         if not sums:
             continue
-        p1 = mean_ci([100 * s["after"]["pass@1"] for _, s, _ in sums])
-        gain = mean_ci([100 * s["pass@1_gain"] for _, s, _ in sums if "pass@1_gain" in s])
+        p1 = mean_half([100 * s["after"]["pass@1"] for _, s, _ in sums])
+        gain = mean_half([100 * s["pass@1_gain"] for _, s, _ in sums if "pass@1_gain" in s])
         p16 = statistics.fmean(100 * s["after"].get("pass@16", math.nan) for _, s, _ in sums)
         ent = statistics.fmean(_tail_mean(d / "metrics.jsonl", "entropy") for d, _, _ in sums)
         length = statistics.fmean(_tail_mean(d / "metrics.jsonl", "response_length") for d, _, _ in sums)
