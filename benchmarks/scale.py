@@ -5,7 +5,7 @@
     python benchmarks/scale.py --arms sync async --seeds 0 --steps 500
 
 Quality arms (the grpo recipe on the embedded task, `--steps` steps, held-out pass@1 on 256 problems x
-8 samples before and after): `sync` has one Ray rollout worker that gets the new weights before each
+8 samples before and after, and every `--every` steps for the learning curve): `sync` has one Ray rollout worker that gets the new weights before each
 step's generation; `async` has the same worker generating one step ahead (scale.staleness = 1) while
 the learner trains, with truncated importance sampling of the one-update-old rollouts. Both sample from
 the same per-row seed streams. The question the issue asks: is async pass@1 within noise of sync?
@@ -57,7 +57,7 @@ def _rlvr(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def run_quality(arm: str, seed: int, steps: int, out: Path) -> None:
+def run_quality(arm: str, seed: int, steps: int, every: int, out: Path) -> None:
     if (out / "summary.json").exists():
         return
     console.print(f"[bold]{arm} seed {seed}")
@@ -70,7 +70,7 @@ def run_quality(arm: str, seed: int, steps: int, out: Path) -> None:
             "--steps",
             str(steps),
             "train.threads=1",
-            "eval.every=0",
+            f"eval.every={every}",
             "train.checkpoint_every=100000",
             *ARMS[arm],
         ]
@@ -102,6 +102,17 @@ def _median(rows: list[dict], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def _curve(rows: list[dict]) -> list[list[float]]:
+    """[step, held-out pass@1, training seconds so far] at every mid-run evaluation; training seconds
+    sum the steps' times, so the evaluations themselves do not count."""
+    out, t = [], 0.0
+    for r in rows:
+        t += r["step_time"]
+        if "heldout_pass@1" in r:
+            out.append([r["step"], r["heldout_pass@1"], t])
+    return out
+
+
 def collect(runs: Path, arms: list[str], seeds: list[int]) -> dict:
     quality = {}
     for arm in arms:
@@ -122,6 +133,7 @@ def collect(runs: Path, arms: list[str], seeds: list[int]) -> dict:
                         "staleness": _median(rows, "staleness"),
                         "is_weight_mean": _median(rows, "is_weight_mean"),
                         "is_truncated_frac": _median(rows, "is_truncated_frac"),
+                        "curve": _curve(rows),
                     }
                 )
         quality[arm] = done
@@ -153,6 +165,7 @@ def write(res: dict, args: argparse.Namespace) -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}",
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
         "steps": args.steps,
+        "every": args.every,
     }
     (ROOT / "results").mkdir(exist_ok=True)
     atomic_write_text(ROOT / "results" / "scale.json", json.dumps(res, indent=2))
@@ -183,6 +196,26 @@ def write(res: dict, args: argparse.Namespace) -> None:
             f"| {statistics.mean(r['step_s'] for r in rows):.3f} "
             f"| {statistics.mean(r['wall_s'] for r in rows) / 60:.1f} min |"
         )
+    curves = {arm: rows for arm, rows in res["quality"].items() if rows and rows[0]["curve"]}
+    if curves:
+        arms = list(curves)
+        lines += [
+            "",
+            "## Held-out pass@1 during training (mean ± 95% CI over seeds; training minutes so far, "
+            "evaluations excluded)",
+            "",
+            "| step | " + " | ".join(f"{a} pass@1 | {a} minutes" for a in arms) + " |",
+            "|---|" + "---|---|" * len(arms),
+        ]
+        steps = sorted({int(p[0]) for rows in curves.values() for r in rows for p in r["curve"]})
+        for st in steps:
+            cells = []
+            for a in arms:
+                pts = [p for r in curves[a] for p in r["curve"] if int(p[0]) == st]
+                m, lo, hi = mean_ci([100 * p[1] for p in pts])
+                half = "" if hi != hi else f" ± {(hi - lo) / 2:.1f}"  # nan for one seed
+                cells.append(f"{m:.1f}{half} | {statistics.mean(p[2] for p in pts) / 60:.2f}")
+            lines.append(f"| {st} | " + " | ".join(cells) + " |")
     if res["speed"]:
         lines += [
             "",
@@ -211,13 +244,14 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--speed-steps", type=int, default=150)
+    ap.add_argument("--every", type=int, default=250, help="held-out evaluation every this many steps")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "scale"))
     args = ap.parse_args()
     runs = Path(args.runs)
     if args.part in ("all", "quality"):
         for seed in args.seeds:  # seed-major: an interrupted benchmark has every arm at equal depth
             for arm in args.arms:
-                run_quality(arm, seed, args.steps, runs / arm / f"seed{seed}")
+                run_quality(arm, seed, args.steps, args.every, runs / arm / f"seed{seed}")
                 write(collect(runs, args.arms, args.seeds), args)
     if args.part in ("all", "speed"):
         for mode in SPEED:
