@@ -5,10 +5,11 @@
     python benchmarks/scale.py --arms sync async --seeds 0 --steps 500
 
 Quality arms (the grpo recipe on the embedded task, `--steps` steps, held-out pass@1 on 256 problems x
-8 samples before and after, and every `--every` steps for the learning curve): `sync` has one Ray rollout worker that gets the new weights before each
-step's generation; `async` has the same worker generating one step ahead (scale.staleness = 1) while
-the learner trains, with truncated importance sampling of the one-update-old rollouts. Both sample from
-the same per-row seed streams. The question the issue asks: is async pass@1 within noise of sync?
+8 samples before and after, and every `--every` steps for the learning curve): `sync` has one Ray
+rollout worker that gets the new weights before each step's generation; `async` has the same worker
+generating one step ahead (scale.staleness = 1) while the learner trains, with truncated importance
+sampling of the one-update-old rollouts. Both sample from the same per-row seed streams. The question
+the issue asks: is async pass@1 within noise of sync?
 
 Speed modes (`--speed-steps` steps each, no evaluation, median over the steps after the first 10):
 `local` (generation in the trainer's process, the default), `workers=1`, `workers=1 + staleness=1`, and
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from rlvr.compare import mean_ci
+from rlvr.compare import mean_ci, welch_test
 from rlvr.utils import atomic_write_text, console
 
 ROOT = Path(__file__).resolve().parent
@@ -196,6 +197,14 @@ def write(res: dict, args: argparse.Namespace) -> None:
             f"| {statistics.mean(r['step_s'] for r in rows):.3f} "
             f"| {statistics.mean(r['wall_s'] for r in rows) / 60:.1f} min |"
         )
+    q = res["quality"]
+    if len(q.get("sync", [])) >= 2 and len(q.get("async", [])) >= 2:
+        w = welch_test([100 * r["after"] for r in q["async"]], [100 * r["after"] for r in q["sync"]])
+        lines += [
+            "",
+            f"async − sync, pass@1 after: {w.diff:+.1f} points, 95% CI [{w.ci_low:+.1f}, "
+            f"{w.ci_high:+.1f}], Welch p = {w.p:.3f}.",
+        ]
     curves = {arm: rows for arm, rows in res["quality"].items() if rows and rows[0]["curve"]}
     if curves:
         arms = list(curves)
@@ -239,10 +248,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--part", choices=["all", "quality", "speed"], default="all")
+    ap.add_argument(
+        "--part",
+        choices=["all", "quality", "speed", "table"],
+        default="all",
+        help="table: only rewrite scale.md from the finished runs",
+    )
     ap.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--speed-steps", type=int, default=150)
     ap.add_argument("--every", type=int, default=250, help="held-out evaluation every this many steps")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "scale"))
@@ -257,6 +271,8 @@ def main() -> None:
         for mode in SPEED:
             run_speed(mode, args.speed_steps, runs / "speed" / mode.replace(", ", "_").replace("=", ""))
             write(collect(runs, args.arms, args.seeds), args)
+    if args.part == "table":
+        write(collect(runs, args.arms, args.seeds), args)
 
 
 if __name__ == "__main__":
