@@ -123,6 +123,7 @@ def collect(runs: Path, arms: list[str], seeds: list[int]) -> dict:
             if (d / "summary.json").exists():
                 summ = json.loads((d / "summary.json").read_text())
                 rows = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+                train_s = sum(r["step_time"] for r in rows)  # training seconds, evaluations excluded
                 done.append(
                     {
                         "seed": s,
@@ -134,7 +135,8 @@ def collect(runs: Path, arms: list[str], seeds: list[int]) -> dict:
                         "staleness": _median(rows, "staleness"),
                         "is_weight_mean": _median(rows, "is_weight_mean"),
                         "is_truncated_frac": _median(rows, "is_truncated_frac"),
-                        "curve": _curve(rows),
+                        # the mid-run evaluations, then the final one
+                        "curve": [*_curve(rows), [len(rows), summ["after"]["pass@1"], train_s]],
                     }
                 )
         quality[arm] = done
@@ -205,7 +207,7 @@ def write(res: dict, args: argparse.Namespace) -> None:
             f"async − sync, pass@1 after: {w.diff:+.1f} points, 95% CI [{w.ci_low:+.1f}, "
             f"{w.ci_high:+.1f}], Welch p = {w.p:.3f}.",
         ]
-    curves = {arm: rows for arm, rows in res["quality"].items() if rows and rows[0]["curve"]}
+    curves = {arm: rows for arm, rows in res["quality"].items() if rows and len(rows[0]["curve"]) > 1}
     if curves:
         arms = list(curves)
         lines += [
