@@ -64,19 +64,23 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_session):
-    """`rlvr train --learners 2` (torchrun, gloo; each rank generates half of the prompts) and a
-    one-process run whose rollouts come from a Ray worker sample the same tokens from the same seed
-    streams and make the same updates."""
+    """`rlvr train --learners 2` (torchrun, gloo; each rank generates half of the prompts), a
+    one-process run whose rollouts come from a Ray worker, and both together sample the same tokens
+    from the same seed streams and make the same updates."""
     ov = _overrides(micro_base, tmp_path, "train.steps=3")
     code = main(["train", "--quiet", "--learners", "2", "--run-dir", str(tmp_path / "ddp"), *ov])
     assert code == 0
     train(load_config("grpo", [*ov, "scale.workers=1"]), run_dir=tmp_path / "ray", progress=False)
-    ddp, one = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "ray")
-    assert len(ddp) == len(one) == 3
-    for a, b in zip(ddp, one, strict=True):
+    # both at once: rank 0 drives a Ray worker and shares its rollouts with rank 1
+    both = ["train", "--quiet", "--learners", "2", "--workers", "1", "--run-dir", str(tmp_path / "both")]
+    assert main([*both, *ov]) == 0
+    ddp, one, mixed = (_metrics(tmp_path / d) for d in ("ddp", "ray", "both"))
+    assert len(ddp) == len(one) == len(mixed) == 3
+    for a, b, c in zip(ddp, one, mixed, strict=True):
         for key in ("reward_mean", "response_length", "loss", "grad_norm", "adv_std"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
-        assert b["worker_restarts"] == 0
+            assert c[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (c["step"], key)
+        assert b["worker_restarts"] == 0 and c["worker_restarts"] == 0
     assert ddp[-1]["grad_norm"] > 0  # the updates did something
     # the ranks' checkpoints are rank 0's: one model, equal to the one-process run's
     w_ddp = torch.load(

@@ -190,21 +190,27 @@ class _Sharded:
 
 
 class RolloutSource:
-    """Rollouts spread over Ray workers (``pool``) or over the learner ranks, with per-row streams.
+    """Rollouts spread over Ray workers or over the learner ranks, with per-row random streams.
 
-    Each call draws one base seed from ``generator`` (the trainer's sampling generator, checkpointed),
-    and row k of prompt j samples with ``stream_seeds(base, [j], [G])``: the same tokens however the
-    prompts are split. The workers get the learner's weights before a call whose ``version`` (updates
-    applied so far) is newer than theirs; every rollout carries the version that generated it.
+    With ``remote``, every rank knows that rank 0's Ray workers generate: rank 0 submits to them and
+    the other ranks receive the rollout from it; otherwise each rank generates its share of the
+    prompts. Each call draws one base seed from ``generator`` (the trainer's sampling generator,
+    checkpointed), and row k of prompt j samples with ``stream_seeds(base, [j], [G])``: the same
+    tokens however the prompts are split. The workers get the learner's weights before a call whose
+    ``version`` (updates applied so far) is newer than theirs; every rollout carries the version that
+    generated it.
     """
 
     def __init__(
         self,
         learners: Learners,
         generator: torch.Generator,
-        pool: Any = None,
+        *,
+        remote: bool = False,
     ) -> None:
-        self.learners, self.generator, self.pool = learners, generator, pool
+        self.learners, self.generator = learners, generator
+        self.remote = remote  # Ray workers generate (driven by rank 0); else the ranks' shares
+        self.pool: Any = None  # rank 0's WorkerPool, from start_workers
         self.owns_ray = False
         self.synced = -1  # the weights version the workers have
 
@@ -221,7 +227,7 @@ class RolloutSource:
         base = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         seeds = stream_seeds(base, range(len(prompts)), [num_samples] * len(prompts))  # N seeds
         lr = self.learners
-        if self.pool is not None:
+        if self.remote:
             pending = None
             if lr.main:
                 if version != self.synced:

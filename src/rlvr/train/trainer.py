@@ -1313,7 +1313,7 @@ def train(
     sc = cfg.scale
     source = None  # rollouts on Ray workers or across the learner ranks; None: `generate` here
     if sc.workers or learners.world > 1:
-        source = RolloutSource(learners, gen)
+        source = RolloutSource(learners, gen, remote=sc.workers > 0)
         if sc.workers and main:  # rank 0 drives the workers and shares their rollouts
             source.start_workers(
                 str(ckpt or base_path),
