@@ -65,9 +65,10 @@ class Rollout:
         return replace(self, **out)
 
     @staticmethod
-    def cat(rolls: list[Rollout]) -> Rollout:
+    def cat(rolls: list[Rollout], *, pad_id: int = 0) -> Rollout:
         """Rollouts of several generation rounds as one batch: prompts re-padded on the left,
-        completions on the right (pads are 0 with mask 0), ``group`` renumbered consecutively.
+        completions on the right (pads are 0 with mask 0; the token ids' new pads are ``pad_id``),
+        ``group`` renumbered consecutively.
 
         Optional fields must be set in all or none of the parts.
         """
@@ -75,11 +76,11 @@ class Rollout:
             return rolls[0]
         p_len = max(x.prompt_ids.shape[1] for x in rolls)
 
-        def pad(t: Tensor, width: int, left: bool) -> Tensor:
+        def pad(t: Tensor, width: int, left: bool, value: int = 0) -> Tensor:
             extra = width - t.shape[1]
             if extra == 0:
                 return t
-            z = torch.zeros((t.shape[0], extra), dtype=t.dtype, device=t.device)
+            z = torch.full((t.shape[0], extra), value, dtype=t.dtype, device=t.device)
             return torch.cat([z, t] if left else [t, z], dim=1)
 
         out: dict[str, Any] = {}
@@ -101,11 +102,12 @@ class Rollout:
                 continue
             if any(v is None for v in vals):
                 raise ValueError(f"Rollout.cat: {f.name!r} is set in some parts only")
+            value = pad_id if f.name in ("prompt_ids", "completion_ids") else 0
             if f.name in ("prompt_ids", "prompt_mask"):
-                vals = [pad(v, p_len, left=True) for v in vals]
+                vals = [pad(v, p_len, left=True, value=value) for v in vals]
             elif vals[0].dim() == 2 and f.name != "reward_parts":  # [N, T] or [N, K]: pad right
                 width = max(v.shape[1] for v in vals)
-                vals = [pad(v, width, left=False) for v in vals]
+                vals = [pad(v, width, left=False, value=value) for v in vals]
             out[f.name] = torch.cat(vals)
         return Rollout(**out)
 

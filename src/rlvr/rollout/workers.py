@@ -115,10 +115,7 @@ class PendingRollouts:
                         ) from err
                     restarts += self._pool._replace(shard.worker, shard.actor)
                     self._pool._send(shard)
-        roll = Rollout.cat(parts)
-        # Rollout.cat pads with 0: write the pad id where one generate over all prompts writes it
-        roll.prompt_ids = roll.prompt_ids.masked_fill(roll.prompt_mask == 0, self._pad_id)
-        roll.completion_ids = roll.completion_ids.masked_fill(roll.mask == 0, self._pad_id)
+        roll = Rollout.cat(parts, pad_id=self._pad_id)  # pads where one generate would put them
         roll.policy_version = min(p.policy_version for p in parts)
         return roll
 

@@ -160,7 +160,8 @@ class Ready:
 
 
 class _Shared:
-    """Rank 0's pending rollout from the workers, broadcast to the other ranks when it is awaited."""
+    """Rank 0's pending rollout from the workers, broadcast to the other ranks when it is awaited
+    (with one rank, passed through)."""
 
     def __init__(self, pending: Any, learners: Learners) -> None:
         self.pending, self.learners, self.roll = pending, learners, None
@@ -173,7 +174,8 @@ class _Shared:
 
 
 class _Sharded:
-    """Each rank's share of the prompts, generated locally; joined on every rank when awaited."""
+    """Each rank's share of the prompts, generated locally; joined on every rank when awaited (with
+    one rank, the only share)."""
 
     def __init__(self, part: Rollout | None, learners: Learners, pad_id: int) -> None:
         self.part, self.learners, self.pad_id, self.roll = part, learners, pad_id, None
@@ -181,11 +183,7 @@ class _Sharded:
     def result(self) -> Rollout:
         if self.roll is None:
             parts = [p for p in gather_objects(self.part, self.learners) if p is not None]
-            roll = Rollout.cat(parts)
-            # Rollout.cat pads with 0: the pad id, where one generate over all prompts writes it
-            roll.prompt_ids = roll.prompt_ids.masked_fill(roll.prompt_mask == 0, self.pad_id)
-            roll.completion_ids = roll.completion_ids.masked_fill(roll.mask == 0, self.pad_id)
-            self.roll = roll
+            self.roll = Rollout.cat(parts, pad_id=self.pad_id)  # pads where one generate puts them
         return self.roll
 
 
@@ -234,7 +232,7 @@ class RolloutSource:
                     self.pool.sync(model, version, wait=False)  # ordered before the generate
                     self.synced = version
                 pending = self.pool.submit(prompts, num_samples=num_samples, row_seeds=seeds, **gen_kw)
-            return _Shared(pending, lr) if lr.world > 1 else pending
+            return _Shared(pending, lr)
         lo, hi = lr.share(0, len(prompts))  # this rank's prompts
         part = None
         if hi > lo:
@@ -246,7 +244,7 @@ class RolloutSource:
                 **gen_kw,
             )
             part.policy_version = version
-        return _Sharded(part, lr, gen_kw["pad_id"]) if lr.world > 1 else Ready(part)  # type: ignore[arg-type]
+        return _Sharded(part, lr, gen_kw["pad_id"])
 
     def start_workers(
         self,

@@ -485,9 +485,7 @@ def _round(
         if pending is not None:
             roll = pending.result()
         else:
-            ids, num_samples = prompt_ids(
-                tokenizer, problems, g, guides, sizes if counts is not None else None
-            )
+            ids, num_samples = prompt_ids(tokenizer, problems, g, guides, counts)
             if source is None:
                 roll = generate(
                     model, ids, num_samples=num_samples, generator=gen, **gen_knobs(cfg, tokenizer)
