@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import random
@@ -22,7 +24,9 @@ __all__ = [
     "atomic_write_text",
     "console",
     "fsync_dir",
+    "fsync_file",
     "pick_device",
+    "reuse_freed_memory",
     "seed_everything",
 ]
 
@@ -86,12 +90,51 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk."""
+def append_jsonl(path: str | Path, record: dict[str, Any], *, sync: bool = True) -> None:
+    """Append one JSON line and flush it to the OS (a crash of the process loses nothing); with
+    ``sync`` also to the disk (``fsync``: survives a power loss too, at about 1 ms a line)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a file's written data to disk (for lines appended with ``sync=False``)."""
+    with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+_MALLOC_KEEP = 256 << 20  # bytes: blocks below this come from the heap, and it keeps this much free
+
+
+def reuse_freed_memory() -> bool:
+    """Keep the memory of freed tensors in the process (glibc ``malloc``) instead of handing it back.
+
+    A training step allocates and frees the same tensors every step. With glibc's defaults a block
+    of more than about 128 KiB is mapped fresh by ``mmap`` and unmapped on free, and free memory at
+    the top of the heap is trimmed, so every step pays page faults to touch the same memory again
+    (measured: about 2,600 minor faults per step of the default job, half of them gone with this).
+    This sets ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to 256 MiB: blocks below that are reused
+    and the process keeps up to that much freed memory. Nothing is done when the user set glibc's own
+    ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``, when ``RLVR_MALLOC_TUNING=0``, or on a C
+    library other than glibc. Returns whether the thresholds were set.
+    """
+    if os.environ.get("RLVR_MALLOC_TUNING", "1") == "0":
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return False
+    if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    ok = libc.mallopt(m_mmap_threshold, _MALLOC_KEEP) == 1
+    return libc.mallopt(m_trim_threshold, _MALLOC_KEEP) == 1 and ok
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -118,12 +118,13 @@ def test_stream_seeds_refuses_bad_arguments():
 
 
 # --------------------------------------------------------------------------------------------------
-# generate: the default path is unchanged
+# generate: the default path (one uniform per row and step)
 
 
-def _reference_multinomial(model, prompts, *, t, eos, pad, seed):
+def _reference_default(model, prompts, *, t, eos, pad, seed):
     """The default sampler without a cache: every step a full forward over prompt + prefix, then one
-    ``torch.multinomial`` over all N rows from one generator."""
+    uniform per row, ``torch.rand(N)`` from one generator, and the token where the cumulative
+    distribution first exceeds it (a loop over the rows)."""
     gen = torch.Generator().manual_seed(seed)
     ids, mask = left_pad(prompts, pad)  # [B, P]
     ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)  # [N, P]
@@ -134,7 +135,9 @@ def _reference_multinomial(model, prompts, *, t, eos, pad, seed):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [N, P + k]
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]  # [N, V]
-        tok = torch.multinomial(logits.float().softmax(-1), 1, generator=gen).squeeze(-1)  # [N]
+        probs = logits.float().softmax(-1)  # [N, V]
+        u = torch.rand(n, generator=gen)  # [N]
+        tok = torch.tensor([int((probs[i].cumsum(0) <= u[i]).sum()) for i in range(n)])  # [N]
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         cols.append(tok)
         done = done | (tok == eos)
@@ -145,11 +148,11 @@ def _reference_multinomial(model, prompts, *, t, eos, pad, seed):
     return torch.stack(cols, 1)  # [N, T]
 
 
-def test_default_path_is_one_multinomial_per_step_from_the_generator(micro_model):
+def test_default_path_is_one_uniform_per_row_and_step_from_the_generator(micro_model):
     model, tok = micro_model
     prompts = _ids(tok)
     roll = _gen(model, tok, prompts, generator=torch.Generator().manual_seed(3))
-    ref = _reference_multinomial(model, prompts, t=8, eos=tok.eos_token_id, pad=tok.pad_token_id, seed=3)
+    ref = _reference_default(model, prompts, t=8, eos=tok.eos_token_id, pad=tok.pad_token_id, seed=3)
     assert torch.equal(roll.completion_ids, ref)
     again = _gen(model, tok, prompts, generator=torch.Generator().manual_seed(3), row_seeds=None)
     assert torch.equal(again.completion_ids, roll.completion_ids)

@@ -75,7 +75,9 @@ from rlvr.utils import (
     atomic_dir,
     atomic_write_text,
     console,
+    fsync_file,
     pick_device,
+    reuse_freed_memory,
     seed_everything,
 )
 
@@ -1229,6 +1231,7 @@ def train(
         )
     task = build_task(cfg, tokenizer)  # a bad task fails here, before a run dir or model exists
     device = pick_device(cfg.model.device)
+    reuse_freed_memory()  # no page faults to re-touch each step's tensors
     learners = init_learners(cfg.scale.learners, device)  # this process's rank among the learners
     main = learners.main  # only rank 0 writes the run directory, evaluates and prints
     if not main:
@@ -1297,14 +1300,19 @@ def train(
     traces = TraceStore(gd.traces_per_prompt) if guide is not None else None
     rollouts_total = 0  # completions generated so far, dropped ones included
     o = cfg.optim
+    fused = device.type in ("cpu", "cuda")  # one kernel over all parameters (CPU: 0.6 vs 3.8 ms/step)
     opt = torch.optim.AdamW(
-        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, fused=fused
     )
     critic, critic_opt = None, None
     if cfg.critic.enabled:  # a value model beside the policy, with its own optimizer
         critic = ValueModel(base_path, device=device)
         critic_opt = torch.optim.AdamW(
-            critic.parameters(), lr=cfg.critic.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+            critic.parameters(),
+            lr=cfg.critic.lr,
+            betas=(o.beta1, o.beta2),
+            weight_decay=o.weight_decay,
+            fused=fused,
         )
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     cpu_gen = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
@@ -1599,8 +1607,8 @@ def train(
                 mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False, verifier)
                 m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
                 model.train()
-            if main:
-                append_jsonl(metrics_path, m)
+            if main:  # to disk at each checkpoint, the lines a resume keeps
+                append_jsonl(metrics_path, m, sync=False)
             scalars = {
                 k: v
                 for k, v in m.items()
@@ -1677,6 +1685,7 @@ def train(
                     ),
                 }
                 if main:
+                    fsync_file(metrics_path)
                     save_checkpoint(
                         run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints
                     )
@@ -1685,6 +1694,8 @@ def train(
             if stop_signal:
                 raise TrainingInterrupted(stop_signal[0], run_dir, step)
     runner.close()  # the reward workers, if any
+    if main and metrics_path.exists():
+        fsync_file(metrics_path)
     if source is not None:
         source.close()  # the rollout workers, if any
     close_learners(learners)
