@@ -7,7 +7,12 @@ A worker is a long-lived process that trains step by step but runs only when the
 so that the driver can interleave blocks of steps of both trainers on the shared machine:
 
     driver -> worker (stdin, one JSON object a line): {"cmd": "run", "steps": K, ...} | {"cmd": "stop"}
-    worker -> driver (the original stdout):          {"kind": "ready" | "step" | "block_done" | "final"}
+                                                      | {"cmd": "save", "path": P} (between blocks)
+    worker -> driver (the original stdout):          {"kind": "ready" | "step" | "block_done" | "final"
+                                                      | "saved"}
+
+``save`` writes the policy's weights (the worker's ``saver``) while the worker is between blocks, so
+the time it takes is not in any step.
 
 Everything else a worker's libraries print goes to stderr (fd 1 is pointed at fd 2 at start-up).
 
@@ -99,6 +104,7 @@ class Worker:
         self.steps_done = 0
         self._last = 0.0
         self._wait = 0.0
+        self.saver: Callable[[str], None] | None = None  # writes the policy's weights to a path
 
     def send(self, kind: str, **data: Any) -> None:
         self._out.write(json.dumps({"kind": kind, "worker": self.name, **data}) + "\n")
@@ -107,6 +113,13 @@ class Worker:
     def _next_command(self) -> None:
         line = sys.stdin.readline()
         cmd = json.loads(line) if line.strip() else {"cmd": "stop"}
+        while cmd.get("cmd") == "save":
+            if self.saver is None:
+                raise ValueError(f"worker {self.name}: save asked for, but no saver is set")
+            self.saver(str(cmd["path"]))
+            self.send("saved", path=cmd["path"], step=self.steps_done)
+            line = sys.stdin.readline()
+            cmd = json.loads(line) if line.strip() else {"cmd": "stop"}
         if cmd.get("cmd") == "stop":
             self.send("final", peak_rss_mib=peak_rss_mib(), steps=self.steps_done)
             self._out.close()

@@ -33,7 +33,7 @@ from protocol import Timers, Worker
 B, G, LR = 8, 8, 1e-4
 
 
-def overrides(max_new_tokens: int, steps: int) -> list[str]:
+def overrides(max_new_tokens: int, steps: int, seed: int = 0) -> list[str]:
     """The grpo recipe changed to the benchmark's work (what TRL is configured with, too)."""
     return [
         "rewards={answer={weight=1.0}}",  # the task's strict verifier only, as TRL's reward function
@@ -46,20 +46,20 @@ def overrides(max_new_tokens: int, steps: int) -> list[str]:
         "algo.minibatches=1",
         f"optim.lr={LR}",
         f"train.steps={steps}",
-        "train.seed=0",
+        f"train.seed={seed}",
         "model.device='cpu'",
         "eval.before=false",
         "eval.after=false",
     ]
 
 
-def dump(out: Path, count: int) -> None:
+def dump(out: Path, count: int, seed: int = 0) -> None:
     from rlvr.data.prompts import INSTRUCTION, format_prompt
     from rlvr.models.tiny import EMBEDDED, ensure_base, load_tokenizer
     from rlvr.train import load_config
     from rlvr.train.trainer import build_task
 
-    cfg = load_config("grpo", overrides(12, 1))
+    cfg = load_config("grpo", overrides(12, 1, seed))
     task = build_task(cfg)
     base = ensure_base(EMBEDDED[cfg.model.embedded], progress=False)
     tok = load_tokenizer(base)
@@ -79,7 +79,7 @@ def dump(out: Path, count: int) -> None:
     out.write_text(json.dumps({"model": str(base), "rows": rows}))
 
 
-def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path) -> None:
+def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path, seed: int = 0) -> None:
     worker = Worker(f"rlvr-T{max_new_tokens}")
     import torch
 
@@ -93,8 +93,16 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
     shape: dict[str, Any] = {}
 
     gen_fn = timers.wrap(tr.generate, "gen")
+    policy: list[Any] = []  # the trainer's model, seen at its first generate call
+
+    def save(path: str) -> None:
+        torch.save({k: v.detach().cpu() for k, v in policy[0].state_dict().items()}, path)
+
+    worker.saver = save
 
     def generate(model: Any, prompts: Any, **kw: Any) -> Any:
+        if not policy:
+            policy.append(model)
         k = worker.steps_done  # the step being generated (0-based)
         expected = [r["prompt_ids"] for r in rows[k * B : (k + 1) * B]]
         roll = gen_fn(model, prompts, **kw)
@@ -111,8 +119,8 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
     tr.sequence_logp = timers.wrap(tr.sequence_logp, "logp")
     append = tr.append_jsonl
 
-    def append_jsonl(path: Any, record: dict[str, Any]) -> None:
-        append(path, record)
+    def append_jsonl(path: Any, record: dict[str, Any], **kw: Any) -> None:
+        append(path, record, **kw)
         if Path(path).name != "metrics.jsonl":
             return
         parts = timers.take()
@@ -129,7 +137,7 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
         )
 
     tr.append_jsonl = append_jsonl
-    cfg = load_config("grpo", overrides(max_new_tokens, steps))
+    cfg = load_config("grpo", overrides(max_new_tokens, steps, seed))
     worker.start(
         torch=torch.__version__,
         rlvr=getattr(rlvr, "__version__", "?"),
@@ -145,16 +153,18 @@ def main() -> None:
     d = sub.add_parser("dump")
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--prompts", type=int, required=True)
+    d.add_argument("--seed", type=int, default=0, help="train.seed: the stream of problems")
     t = sub.add_parser("train")
     t.add_argument("--max-new-tokens", type=int, required=True)
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--run-dir", type=Path, required=True)
     t.add_argument("--prompts", type=Path, required=True)
+    t.add_argument("--seed", type=int, default=0, help="train.seed (its stream must match --prompts)")
     a = ap.parse_args()
     if a.mode == "dump":
-        dump(a.out, a.prompts)
+        dump(a.out, a.prompts, a.seed)
     else:
-        run_train(a.max_new_tokens, a.steps, a.run_dir, a.prompts)
+        run_train(a.max_new_tokens, a.steps, a.run_dir, a.prompts, a.seed)
 
 
 if __name__ == "__main__":

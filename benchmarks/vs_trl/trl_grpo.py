@@ -48,6 +48,13 @@ def main() -> None:
         default="default",
         help="GRPOConfig.gradient_checkpointing (TRL's default is on)",
     )
+    ap.add_argument("--seed", type=int, default=0, help="GRPOConfig.seed")
+    ap.add_argument(
+        "--match-rlvr-optim",
+        action="store_true",
+        help="constant lr and Adam beta2 = 0.99 as rlvr's defaults (TRL's: linear decay to 0 at "
+        "max_steps, beta2 0.999), for time-to-target runs where the schedule over max_steps matters",
+    )
     a = ap.parse_args()
     worker = Worker(f"trl-T{a.max_new_tokens}")
 
@@ -130,11 +137,12 @@ def main() -> None:
         max_steps=a.steps,
         use_cpu=True,
         bf16=False,
-        seed=0,
+        seed=a.seed,
         shuffle_dataset=False,
         save_strategy="no",
         report_to="none",
         **gc[a.gradient_checkpointing],
+        **({"lr_scheduler_type": "constant", "adam_beta2": 0.99} if a.match_rlvr_optim else {}),
     )
     dataset = Dataset.from_list(
         [
@@ -153,6 +161,11 @@ def main() -> None:
         train_dataset=dataset,
         callbacks=[Report()],
     )
+
+    def save(path: str) -> None:
+        torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, path)
+
+    worker.saver = save
     tok = trainer.processing_class
     ids = tok.apply_chat_template(
         [{"role": "user", "content": rows[0]["content"]}], add_generation_prompt=True, tokenize=True
