@@ -225,3 +225,42 @@ def test_row_seeds_length_is_checked(micro_model):
     for temperature in (1.0, 0.0):
         with pytest.raises(ValueError, match=r"row_seeds has 11 entries but there are 12 rows"):
             _gen(model, tok, _ids(tok), row_seeds=list(range(11)), temperature=temperature)
+
+
+class _EosWhen(torch.nn.Module):
+    """The micro model with the EOS logit raised by 30 where (last position + last token) % 3 == 0,
+    so that rows finish at different steps; records the rows of every forward."""
+
+    def __init__(self, inner, eos):
+        super().__init__()
+        self.inner, self.eos, self.rows = inner, eos, []
+
+    def forward(self, input_ids, position_ids=None, **kw):
+        out = self.inner(input_ids=input_ids, position_ids=position_ids, **kw)
+        if position_ids is None:
+            position_ids = kw["attention_mask"].long().cumsum(-1) - 1
+        hit = ((position_ids[:, -1] + input_ids[:, -1]) % 3 == 0).float()  # [R]
+        out.logits[:, -1, self.eos] += 30.0 * hit
+        self.rows.append(input_ids.shape[0])
+        return out
+
+
+def test_finished_rows_leave_the_batch_and_the_tokens_stay_the_same(micro_model):
+    model, tok = micro_model
+    eos = tok.eos_token_id
+    wrapped = _EosWhen(model, eos)
+    prompts = _ids(tok)
+    roll = _gen(wrapped, tok, prompts, t=10, generator=torch.Generator().manual_seed(5))
+    n = len(prompts) * G
+    assert min(wrapped.rows[1:]) < n  # some decode step ran on fewer rows than the batch
+    assert 0 < roll.finish.count("eos") < n  # rows finished at different steps
+    ref = _reference_default(
+        wrapped, prompts, t=roll.completion_ids.shape[1], eos=eos, pad=tok.pad_token_id, seed=5
+    )
+    assert torch.equal(roll.completion_ids, ref)
+    # the lengths and the mask follow the first EOS of each row
+    for r in range(n):
+        row = roll.completion_ids[r].tolist()
+        k = row.index(eos) + 1 if eos in row else len(row)
+        assert int(roll.lengths[r]) == k
+        assert roll.mask[r].tolist() == [1.0] * k + [0.0] * (len(row) - k)
