@@ -12,10 +12,9 @@ Standard library only (like ``run.py``, whose worker processes and venvs it reus
    beta = 0, one optimizer step per batch, lr 1e-4, 12 new tokens, the ``answer`` reward, fp32 on the
    CPU, seed S). TRL runs with ``--match-rlvr-optim`` (constant lr and Adam beta2 = 0.99, rlvr's
    defaults), so that both run the same algorithm and only the speed differs;
-4. they train in interleaved blocks of ``--every`` steps (the order alternates), so that load from
-   other processes falls on both alike. After each block the trainer's weights are saved and
-   evaluated while both trainers wait; a trainer stops at the first evaluation at or above the target,
-   or at ``--max-steps``.
+4. they take turns of ``--block`` steps (the order alternates), so that load from other processes
+   falls on both alike; every ``--every`` steps each trainer's weights are saved and evaluated while
+   both wait. A trainer stops at the first evaluation at or above the target, or at ``--max-steps``.
 
 Time to target = the sum of the trainer's step walls (``protocol.py``: everything between two
 optimizer steps, the driver's waits, saving and evaluation excluded) up to that evaluation; steps to
@@ -92,30 +91,40 @@ def run_seed(seed: int, a: argparse.Namespace, rlvr_py: str) -> dict[str, Any]:
     active = list(procs)
     rnd = 0
     while active:
-        for name in list(active if rnd % 2 == 0 else reversed(active)):
+        # sub-blocks of --block steps, alternating, up to the next evaluation of every active trainer
+        goal = {n: min(state[n]["steps"] + a.every, a.max_steps) for n in active}
+        while any(state[n]["steps"] < goal[n] for n in active):
+            for name in list(active if rnd % 2 == 0 else reversed(active)):
+                st = state[name]
+                k = min(a.block, goal[name] - st["steps"])
+                if k <= 0:
+                    continue
+                steps, _ = procs[name].block(steps=k)
+                st["steps"] += k
+                st["walls"] += [s["wall"] for s in steps]
+                st["time_s"] += sum(s["wall"] for s in steps)
+            rnd += 1
+        for name in list(active):
             st, p = state[name], procs[name]
-            k = min(a.every, a.max_steps - st["steps"])
-            steps, _ = p.block(steps=k)
-            st["steps"] += k
-            st["walls"] += [s["wall"] for s in steps]
-            st["time_s"] += sum(s["wall"] for s in steps)
             path = d / f"{name}-step{st['steps']}.pt"
             p.send(cmd="save", path=str(path))
             if p.recv().get("kind") != "saved":
                 raise RuntimeError(f"{name}: save failed")
             e = evaluate(ev, str(path))
             path.unlink()
-            st["curve"].append({"step": st["steps"], "time_s": st["time_s"], "pass1": e["pass1"]})
+            load = os.getloadavg()[0]
+            st["curve"].append(
+                {"step": st["steps"], "time_s": st["time_s"], "pass1": e["pass1"], "load": load}
+            )
             log(
                 f"seed {seed} {name}: step {st['steps']} train time {st['time_s']:.1f} s "
-                f"pass@1 {e['pass1']:.4f} (eval {e['seconds']:.1f} s)"
+                f"pass@1 {e['pass1']:.4f} (eval {e['seconds']:.1f} s, load {load:.2f})"
             )
             if e["pass1"] >= target or st["steps"] >= a.max_steps:
                 if e["pass1"] >= target:
                     st["reached"] = {"step": st["steps"], "time_s": st["time_s"], "pass1": e["pass1"]}
                 p.stop()
                 active.remove(name)
-        rnd += 1
     ev.p.stdin.close()  # type: ignore[union-attr]
     ev.p.wait(timeout=60)
     for st in state.values():
@@ -133,7 +142,8 @@ def write_md(res: dict[str, Any]) -> None:
         f"{res['load_end']:.2f}.",
         "",
         f"Target: the base's held-out pass@1 + {res['gain'] * 100:.0f} points; evaluated every "
-        f"{res['every']} steps, at most {res['max_steps']} steps (method: ttt.py's docstring).",
+        f"{res['every']} steps, turns of {res['block']} steps, at most {res['max_steps']} steps "
+        "(method: ttt.py's docstring).",
         "",
         "| seed | base pass@1 | target | rlvr steps | rlvr time (s) | TRL steps | TRL time (s) | "
         "TRL time / rlvr time | rlvr s/step | TRL s/step |",
@@ -163,7 +173,10 @@ def write_md(res: dict[str, Any]) -> None:
     md += ["", "## Curves (step, training seconds, held-out pass@1)", ""]
     for r in res["seeds"]:
         for name, st in r["trainers"].items():
-            pts = "; ".join(f"{c['step']}: {c['time_s']:.0f} s {c['pass1']:.3f}" for c in st["curve"])
+            pts = "; ".join(
+                f"{c['step']}: {c['time_s']:.0f} s {c['pass1']:.3f} (load {c['load']:.1f})"
+                for c in st["curve"]
+            )
             md.append(f"- seed {r['seed']} {name}: {pts}")
     (HERE / "TTT.md").write_text("\n".join(md) + "\n")
 
@@ -173,6 +186,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--gain", type=float, default=0.08, help="target = base pass@1 + this")
     ap.add_argument("--every", type=int, default=100, help="steps between evaluations")
+    ap.add_argument("--block", type=int, default=10, help="steps per turn (the trainers alternate)")
     ap.add_argument("--max-steps", type=int, default=2000)
     ap.add_argument("--rlvr-python", default=str(REPO / ".venv" / "bin" / "python"))
     ap.add_argument("--python311", default="python3.11", help="interpreter that creates .venv-trl")
@@ -188,6 +202,7 @@ def main() -> None:
         "commit": commit,
         "gain": a.gain,
         "every": a.every,
+        "block": a.block,
         "max_steps": a.max_steps,
         "load_start": os.getloadavg()[0],
         "seeds": [],
