@@ -1,11 +1,27 @@
-"""Log-probabilities of sampled completions under a causal LM, computed in row chunks."""
+"""Log-probabilities of sampled completions under a causal LM, computed in row chunks.
+
+When the whole [N, T, V] logits would be large (a big vocabulary), the model's decoder is run alone
+for the hidden states [N, T, H] and the output head is applied to a few rows at a time, each chunk
+under activation checkpointing, so that neither the forward nor the backward ever holds more than
+one chunk's logits (see :func:`sequence_logp`).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["sequence_logp", "token_logp"]
+__all__ = ["CHUNKABLE_MODEL_TYPES", "LOGIT_BUDGET_BYTES", "chunk_rows", "sequence_logp", "token_logp"]
+
+CHUNKABLE_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
+"""Model types whose causal-LM forward is exactly ``logits = lm_head(model(x).last_hidden_state)`` (the
+decoder's output already through its final norm; no logit scaling or soft-capping), so that the head
+may be applied to chunks of the hidden states."""
+
+LOGIT_BUDGET_BYTES = 256 << 20
+"""Float32 logits larger than this, N * T * V * 4 bytes, are computed in row chunks of at most this
+size each (when the model type allows it)."""
 
 
 def _blocks(inverse: Tensor) -> tuple[Tensor, int] | None:
@@ -43,6 +59,78 @@ def _spread_cache(cache: object, inverse: Tensor, g: int | None) -> None:
             setattr(layer, name, rows.reshape(n, *x.shape[1:]))  # [N, H, P, D]
 
 
+def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+    """(decoder, output head) of a causal LM whose logits are ``head(decoder(x).last_hidden_state)``;
+    None for any other model (not in :data:`CHUNKABLE_MODEL_TYPES`, or without those parts)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
+        return None
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return None
+    decoder, head = getattr(model, "model", None), getattr(model, "lm_head", None)
+    if not isinstance(decoder, torch.nn.Module) or not isinstance(head, torch.nn.Linear):
+        return None
+    return decoder, head
+
+
+def chunk_rows(model: torch.nn.Module, n: int, t: int, logit_chunk: int | None = None) -> int | None:
+    """Rows per chunk of the head for N = ``n`` sequences of T = ``t`` completion tokens, or None for
+    the plain path (the model computes the whole [N, T, V] logits).
+
+    ``logit_chunk``: None chooses: chunks when the model type allows it and N * T * V * 4 bytes exceed
+    :data:`LOGIT_BUDGET_BYTES`, then c = max(1, budget // (T * V * 4)) rows each; 0 never chunks; k > 0
+    forces chunks of k rows (a ValueError for a model type that does not allow it).
+    """
+    parts = _decoder_and_head(model)
+    if logit_chunk is not None:
+        if logit_chunk < 0:
+            raise ValueError(f"logit_chunk must be None, 0 or a number of rows >= 1, got {logit_chunk}")
+        if logit_chunk == 0:
+            return None
+        if parts is None:
+            kind = getattr(getattr(model, "config", None), "model_type", None)
+            raise ValueError(
+                f"logit_chunk={logit_chunk}: model type {kind!r} is not known to compute its logits "
+                f"as lm_head(decoder(x)); chunked log-probs support {sorted(CHUNKABLE_MODEL_TYPES)}"
+            )
+        return logit_chunk
+    if parts is None:
+        return None
+    row_bytes = t * parts[1].weight.shape[0] * 4  # one row's float32 logits [T, V]
+    if n * row_bytes <= LOGIT_BUDGET_BYTES:
+        return None
+    return max(1, LOGIT_BUDGET_BYTES // row_bytes)
+
+
+def _head_logp(
+    head: torch.nn.Module, hidden: Tensor, ids: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """hidden [c, T, H], ids [c, T] -> token_logp(head(hidden) / temperature, ids), one chunk."""
+    logits = head(hidden)  # [c, T, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return token_logp(logits, ids, chunk=hidden.shape[0])
+
+
+def _chunked_logp(
+    head: torch.nn.Module, hidden: Tensor, ids: Tensor, temperature: float, rows: int
+) -> tuple[Tensor, Tensor]:
+    """hidden [N, T, H], ids [N, T] -> (logp [N, T], entropy [N, T]), ``rows`` rows at a time.
+
+    With gradients each chunk is checkpointed: its forward keeps only the chunk's hidden states, and
+    the backward recomputes the chunk's logits, so at most one chunk of [rows, T, V] logits is alive.
+    """
+    logps, ents = [], []
+    for h, ix in zip(hidden.split(rows), ids.split(rows), strict=True):
+        if torch.is_grad_enabled():
+            lp, en = checkpoint(_head_logp, head, h, ix, temperature, use_reentrant=False)
+        else:
+            lp, en = _head_logp(head, h, ix, temperature)
+        logps.append(lp)
+        ents.append(en)
+    return torch.cat(logps), torch.cat(ents)
+
+
 def token_logp(logits: Tensor, ids: Tensor, *, chunk: int = 16) -> tuple[Tensor, Tensor]:
     """log softmax(logits)[ids] and the entropy of softmax(logits), in chunks of rows.
 
@@ -68,20 +156,46 @@ def sequence_logp(
     *,
     temperature: float = 1.0,
     share_prompts: bool | None = None,
+    logit_chunk: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-token log-probs and entropies of the completions under ``model``.
 
     prompt_ids/prompt_mask [N, P] (left-padded), completion_ids/completion_mask [N, T] (right-padded)
     -> (logp [N, T], entropy [N, T]). Logits are divided by ``temperature``, as in sampling, so that
-    at the first update the ratio to the behaviour policy is 1.
+    at the first update the ratio to the behaviour policy is 1:
+
+        logp[n, t] = z[n, t, y] - logsumexp_v z[n, t, v],   z = logits / temperature,  y = token t
+        entropy[n, t] = logsumexp_v z - sum_v softmax(z)_v z_v
 
     Shared prompts: the G completions of one prompt share its P prompt tokens, whose hidden states do
     not depend on the completion (causal attention). The prompt is then run once per distinct prompt
     (U rows instead of N), its key/value cache gathered to the N rows (a differentiable index), and
     only the completions run per row. Gradients are exactly those of the full forward. By default this
     path is taken when there are at most N/2 distinct prompts.
+
+    Chunked logits (:func:`chunk_rows`, ``logit_chunk``): for a model whose logits are
+    ``lm_head(decoder(x))`` the decoder alone gives the hidden states h [N, T, H], and z is computed
+    from ``rows`` rows of h at a time, each chunk under activation checkpointing (its logits are
+    recomputed in the backward), instead of the model's whole [N, T, V]. The values and gradients are
+    those of the plain path up to float rounding. By default this is done only when the float32
+    logits would exceed :data:`LOGIT_BUDGET_BYTES`.
     """
     n, t = completion_ids.shape
+    rows = chunk_rows(model, n, t, logit_chunk)
+    parts = _decoder_and_head(model) if rows is not None else None
+    # the network that runs: the decoder (hidden states out) when chunking, else the whole model
+    net = model if parts is None else parts[0]
+
+    def run(**kw: object) -> tuple[Tensor, object]:
+        """(logits, or the decoder's hidden states when chunking; the cache)."""
+        if parts is None:
+            out = net(**kw)
+            return out.logits, out.past_key_values
+        keep = int(kw.pop("logits_to_keep", 0))  # type: ignore[call-overload]
+        out = net(**kw)
+        h = out.last_hidden_state  # [*, L, H]
+        return (h[:, -keep:] if keep else h), out.past_key_values
+
     key = torch.cat([prompt_ids, prompt_mask.long()], dim=1)  # [N, 2P]
     uniq, inverse = torch.unique(key, dim=0, return_inverse=True)  # [U, 2P], [N]
     if share_prompts is None:
@@ -90,13 +204,13 @@ def sequence_logp(
         ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+T]
         attn = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)  # [N, P+T]
         pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
-        logits = model(
+        logits = run(
             input_ids=ids,
             attention_mask=attn,
             position_ids=pos,
             logits_to_keep=t + 1,
             use_cache=False,
-        ).logits[:, :-1]  # [N, T, V]
+        )[0][:, :-1]  # [N, T, V] (or hidden states [N, T, H] when chunking)
     else:
         p = prompt_ids.shape[1]
         blocks = _blocks(inverse)
@@ -106,31 +220,32 @@ def sequence_logp(
             inverse = torch.arange(uniq.shape[0], device=inverse.device).repeat_interleave(g)  # [N]
         u_ids, u_mask = uniq[:, :p], uniq[:, p:]  # [U, P]
         u_pos = (u_mask.cumsum(-1) - 1).clamp(min=0)  # [U, P]
-        out = model(
+        last, cache = run(
             input_ids=u_ids,
             attention_mask=u_mask,
             position_ids=u_pos,
             logits_to_keep=1,
             use_cache=True,
         )
-        first = out.logits[:, -1][inverse].unsqueeze(1)  # [N, 1, V] predicts completion token 0
+        first = last[:, -1][inverse].unsqueeze(1)  # [N, 1, V] (or [N, 1, H]) predicts token 0
         if t == 1:
             logits = first
         else:
-            cache = out.past_key_values
             _spread_cache(cache, inverse, None if blocks is None else blocks[1])  # rows U -> N
             attn = torch.cat(
                 [prompt_mask, completion_mask[:, :-1].to(prompt_mask.dtype)], dim=1
             )  # [N, P+T-1]
             pos = u_pos[inverse][:, -1:] + torch.arange(1, t, device=completion_ids.device)
-            rest = model(
+            rest = run(
                 input_ids=completion_ids[:, :-1],
                 attention_mask=attn,
                 position_ids=pos,
                 past_key_values=cache,
                 use_cache=True,
-            ).logits  # [N, T-1, V]
-            logits = torch.cat([first, rest], dim=1)  # [N, T, V]
+            )[0]  # [N, T-1, V] (or [N, T-1, H])
+            logits = torch.cat([first, rest], dim=1)  # [N, T, V] (or hidden states [N, T, H])
+    if parts is not None:
+        return _chunked_logp(parts[1], logits, completion_ids, temperature, rows)  # type: ignore[arg-type]
     if temperature != 1.0:
         logits = logits / temperature
     return token_logp(logits, completion_ids)

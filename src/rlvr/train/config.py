@@ -60,6 +60,10 @@ class ModelConfig:
     chain_sum answers) or 'calculator' (also shown calculator tool calls, for the calculator env)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    dtype: str = "float32"
+    """'float32', or 'bfloat16': mixed precision as TRL's bf16 = true does it, float32 weights and
+    optimizer state with the rollout generation and the learner's forwards under bfloat16 autocast
+    (log-probs still computed in float32)."""
 
 
 @dataclass
@@ -418,6 +422,13 @@ def validate(cfg: Config) -> Config:
     _check_range("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]")
     _check_range("algo.beta", a.beta, a.beta >= 0, ">= 0")
     _check_range("train.threads", t.threads, t.threads >= 0, ">= 0 (0: torch's default)")
+    if cfg.model.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"'model.dtype' = {cfg.model.dtype!r}; expected 'float32' or 'bfloat16'")
+    if cfg.model.dtype == "bfloat16" and cfg.scale.workers:
+        raise ConfigError(
+            "'model.dtype' = 'bfloat16' is not supported with Ray rollout workers (scale.workers = "
+            f"{cfg.scale.workers}): they generate in float32; use 'float32' or scale.workers = 0"
+        )
     if a.kl_in not in ("loss", "reward"):
         raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
     _check_range("algo.kl_target", a.kl_target, a.kl_target >= 0, ">= 0 (0: fixed coefficient)")

@@ -8,6 +8,7 @@ and are passed to the component as keyword arguments of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -448,6 +449,14 @@ class _Round:
         return sl.stop - sl.start
 
 
+def _autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``model.dtype`` = 'bfloat16': bfloat16 autocast on ``device`` (float32 weights and optimizer,
+    as TRL's bf16 = true); 'float32': nothing."""
+    if cfg.model.dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _round(
     model: Any,
     tokenizer: Any,
@@ -479,8 +488,10 @@ def _round(
     sizes = [int(c) for c in counts] if counts is not None else [g] * b
     t0 = time.perf_counter()
     sample_meta, info = None, {}
+    precision = _autocast(cfg, next(model.parameters()).device)
     if env is not None:
-        roll, texts, sample_meta, info = _play(model, tokenizer, problems, cfg, gen, env)
+        with precision:
+            roll, texts, sample_meta, info = _play(model, tokenizer, problems, cfg, gen, env)
         gen_time = time.perf_counter() - t0
     else:
         model.eval()
@@ -488,14 +499,15 @@ def _round(
             roll = pending.result()
         else:
             ids, num_samples = prompt_ids(tokenizer, problems, g, guides, counts)
-            if source is None:
-                roll = generate(
-                    model, ids, num_samples=num_samples, generator=gen, **gen_knobs(cfg, tokenizer)
-                )
-            else:
-                roll = source.submit(
-                    model, ids, num_samples=num_samples, version=version, **gen_knobs(cfg, tokenizer)
-                ).result()
+            with precision:
+                if source is None:
+                    roll = generate(
+                        model, ids, num_samples=num_samples, generator=gen, **gen_knobs(cfg, tokenizer)
+                    )
+                else:
+                    roll = source.submit(
+                        model, ids, num_samples=num_samples, version=version, **gen_knobs(cfg, tokenizer)
+                    ).result()
         model.train()
         gen_time = time.perf_counter() - t0
         if counts is not None:
@@ -941,6 +953,7 @@ def _learn(
     lo, hi = learners.share(0, mb_size)  # this rank's rows of each mini-batch
     micro = (hi - lo) // a.micro_batches
     params = [p for p in model.parameters() if p.requires_grad]
+    precision = _autocast(cfg, params[0].device)  # the forward only; backward and optimizer in fp32
     for _epoch in range(a.epochs):
         # shuffle whole groups, so that mini-batches keep a prompt's samples together and the
         # shared-prompt forward applies
@@ -959,14 +972,15 @@ def _learn(
             for c in range(lo, hi, micro):
                 rows = torch.arange(c, min(c + micro, hi), device=adv.device)
                 sub = mb.select(rows)
-                logp, ent = sequence_logp(
-                    model,
-                    sub.prompt_ids,
-                    sub.prompt_mask,
-                    sub.completion_ids,
-                    sub.attention,
-                    temperature=temp,
-                )
+                with precision:
+                    logp, ent = sequence_logp(
+                        model,
+                        sub.prompt_ids,
+                        sub.prompt_mask,
+                        sub.completion_ids,
+                        sub.attention,
+                        temperature=temp,
+                    )  # [m, T] float32
                 stats: dict[str, float] = {}
                 loss_tok = comps.objective(
                     logp,
@@ -1508,12 +1522,16 @@ def train(
                 nxt = task.next(b)
                 ids, k = prompt_ids(tokenizer, nxt, g)
                 knobs = gen_knobs(cfg, tokenizer)
-                ahead.append((nxt, source.submit(model, ids, num_samples=k, version=step - 1, **knobs)))
+                with _autocast(cfg, device):
+                    ahead.append(
+                        (nxt, source.submit(model, ids, num_samples=k, version=step - 1, **knobs))
+                    )
             off_policy = {}  # staleness and importance-weight statistics of asynchronous rollouts
             if sc.staleness:
-                off_policy = _correct_stale(model, roll, step - 1, sc.is_cap, r.temperature)
+                with _autocast(cfg, device):
+                    off_policy = _correct_stale(model, roll, step - 1, sc.is_cap, r.temperature)
             if ref is not None:
-                with torch.no_grad():
+                with torch.no_grad(), _autocast(cfg, device):
                     roll.ref_logp, _ = sequence_logp(
                         ref,
                         roll.prompt_ids,
