@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(VENV)/bin/rlvr train
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples scripts

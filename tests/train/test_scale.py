@@ -23,6 +23,7 @@ CASES = [
     ["algo.aggregation='seq_mean_token_mean'", "algo.minibatches=2", "algo.micro_batches=2"],
     ["algo.objective='gspo'", "algo.epochs=2", "algo.aggregation='seq_mean_token_mean'"],
 ]
+LABELS = ["token_mean", "minibatches", "gspo_epochs"]
 
 
 def _setup(path: str, overrides: list[str]):
@@ -58,24 +59,25 @@ def _setup(path: str, overrides: list[str]):
     return cfg, model, opt, roll, adv
 
 
-def _rank(rank: int, world: int, port: int, path: str, overrides: list[str], out: str) -> None:
+def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
+    """Every case of CASES in one process group (one spawn for all three)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        cfg, model, opt, roll, adv = _setup(path, overrides)
-        stats = _learn(
-            model,
-            opt,
-            roll,
-            adv,
-            build_components(cfg),
-            cfg,
-            torch.Generator().manual_seed(1),
-            learners=Learners(rank, world),
-        )
-        torch.save(
-            {"params": [p.detach().clone() for p in model.parameters()], "stats": stats}, f"{out}.{rank}"
-        )
+        for c, overrides in enumerate(CASES):
+            cfg, model, opt, roll, adv = _setup(path, overrides)
+            stats = _learn(
+                model,
+                opt,
+                roll,
+                adv,
+                build_components(cfg),
+                cfg,
+                torch.Generator().manual_seed(1),
+                learners=Learners(rank, world),
+            )
+            params = [p.detach().clone() for p in model.parameters()]
+            torch.save({"params": params, "stats": stats}, f"{out}.{c}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -86,25 +88,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("overrides", CASES, ids=["token_mean", "minibatches", "gspo_epochs"])
-def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path, overrides):
-    cfg, model, opt, roll, adv = _setup(str(micro_base), overrides)
-    before = [p.detach().clone() for p in model.parameters()]
-    solo = _learn(model, opt, roll, adv, build_components(cfg), cfg, torch.Generator().manual_seed(1))
+def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path):
     out = str(tmp_path / "rank")
-    mp.start_processes(
-        _rank, args=(2, _free_port(), str(micro_base), overrides, out), nprocs=2, start_method="spawn"
-    )
-    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
-    moved = 0.0
-    for k, p in enumerate(model.parameters()):
-        for r in ranks:  # both ranks hold the same parameters, equal to the one-rank update
-            gap = float((r["params"][k] - p.detach()).abs().max())
-            assert gap < 1e-6, (k, gap)
-        moved = max(moved, float((p.detach() - before[k]).abs().max()))
-    assert moved > 1e-4  # the update did something
-    for key in ("loss", "grad_norm"):  # (entropy is a mean of per-micro-batch means)
-        assert ranks[0]["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), key
+    args = (2, _free_port(), str(micro_base), out)
+    mp.start_processes(_rank, args=args, nprocs=2, start_method="spawn")
+    for c, (overrides, label) in enumerate(zip(CASES, LABELS, strict=True)):
+        cfg, model, opt, roll, adv = _setup(str(micro_base), overrides)
+        before = [p.detach().clone() for p in model.parameters()]
+        gen = torch.Generator().manual_seed(1)
+        solo = _learn(model, opt, roll, adv, build_components(cfg), cfg, gen)
+        ranks = [torch.load(f"{out}.{c}.{r}") for r in range(2)]
+        moved = 0.0
+        for k, p in enumerate(model.parameters()):
+            for r in ranks:  # both ranks hold the same parameters, equal to the one-rank update
+                gap = float((r["params"][k] - p.detach()).abs().max())
+                assert gap < 1e-6, (label, k, gap)
+            moved = max(moved, float((p.detach() - before[k]).abs().max()))
+        assert moved > 1e-4, label  # the update did something
+        for key in ("loss", "grad_norm"):  # (entropy is a mean of per-micro-batch means)
+            assert ranks[0]["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), (label, key)
 
 
 def test_learner_shares_are_contiguous_and_even():
