@@ -512,7 +512,13 @@ def write_results(out: dict[str, Any]) -> None:
         "(no format reward, as TRL), evaluation off and its other defaults (tensorboard logging on, "
         "progress bar on, beta2 0.99, constant lr).",
         "",
-        "Raw per-step records (walls, pieces, shapes, floor) are in results.json.",
+        "- The floor is the plain Hugging Face model's work (every row decoded to the batch's last "
+        "token, the prompt cache spread by a differentiable index); rlvr's sampler drops finished "
+        "rows and its learner spreads the cache with an expand, so rlvr's pieces can come in under "
+        "the floor's.",
+        "",
+        "Raw per-step records (walls, pieces, shapes, floor) are in results.json. Time to a held-out "
+        "target, 3 seeds: TTT.md (`ttt.py`). The H100 half: GPU.md (`gpu.py`, the one device command).",
         "",
     ]
     (HERE / "RESULTS.md").write_text("\n".join(md))

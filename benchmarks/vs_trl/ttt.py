@@ -171,8 +171,19 @@ def write_md(res: dict[str, Any]) -> None:
             f"{cell(rl, 'time_s')} | {cell(tr, 'step')} | {cell(tr, 'time_s')} | {ratio} | "
             f"{rl['median_step_s']:.4f} | {tr['median_step_s']:.4f} | {med} |"
         )
+    speed = []
+    for r in res["seeds"]:  # TRL time / rlvr time at the last step both were evaluated at
+        tr, rl = r["trainers"]["trl"]["curve"], r["trainers"]["rlvr"]["curve"]
+        k = min(len(tr), len(rl)) - 1
+        if k >= 0:
+            speed.append((r["seed"], tr[k]["step"], tr[k]["time_s"] / rl[k]["time_s"]))
     if ratios:
         md += [
+            "",
+            "At equal steps (the speed alone; the rest of a time-to-target ratio is where each noisy "
+            "curve first crosses its target, at the same expected step for the same algorithm): "
+            + "; ".join(f"seed {s} at step {k}: {q:.2f}x" for s, k, q in speed)
+            + ".",
             "",
             f"Mean over seeds of TRL time / rlvr time: **{statistics.fmean(ratios):.2f}x** (with each "
             f"trainer's steps to target times its median s/step, which a burst of load from other "
@@ -198,7 +209,11 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=2000)
     ap.add_argument("--rlvr-python", default=str(REPO / ".venv" / "bin" / "python"))
     ap.add_argument("--python311", default="python3.11", help="interpreter that creates .venv-trl")
+    ap.add_argument("--report-only", action="store_true", help="rewrite TTT.md from ttt.json")
     a = ap.parse_args()
+    if a.report_only:
+        write_md(json.loads((HERE / "ttt.json").read_text()))
+        return
     ensure_trl_venv(a.python311)
     WORK.mkdir(exist_ok=True)
     commit = subprocess.run(
