@@ -344,8 +344,8 @@ def test_grid_skips_finished_runs_and_resumes_interrupted_ones(
         calls.append((cfg.name, cfg.train.seed, kw["resume"]))
         return real_train(cfg, **kw)
 
-    def append_then_sigterm(path, record):  # SIGTERM arrives in grpo seed 1's first step
-        real_append(path, record)
+    def append_then_sigterm(path, record, **kw):  # SIGTERM arrives in grpo seed 1's first step
+        real_append(path, record, **kw)
         if Path(path).name == "metrics.jsonl" and Path(path).parent == out / "grpo" / "seed1":
             signal.raise_signal(signal.SIGTERM)
 
