@@ -216,17 +216,12 @@ def trl_worker(spec: dict[str, Any]) -> None:
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
-    from transformers.generation.utils import GenerationMixin
     from trl import GRPOConfig, GRPOTrainer
 
     b, g, t = spec["prompts"], spec["samples"], spec["new_tokens"]
     rows = [json.loads(x) for x in Path(spec["data"]).read_text().splitlines()]
     timers = Timers()
-    timers.install_torch_hooks()
-    GenerationMixin.generate = timers.wrap(GenerationMixin.generate, "gen")  # type: ignore[method-assign]
-    GRPOTrainer._get_per_token_logps_and_entropies = timers.wrap(  # type: ignore[method-assign]
-        GRPOTrainer._get_per_token_logps_and_entropies, "logp"
-    )
+    timers.install_trl_hooks()
     info: dict[str, Any] = {}
 
     def _score(completions: list[Any], completion_ids: list[list[int]], **_: Any) -> list[float]:

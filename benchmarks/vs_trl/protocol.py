@@ -84,6 +84,18 @@ class Timers:
         register_optimizer_step_pre_hook(pre)
         register_optimizer_step_post_hook(post)
 
+    def install_trl_hooks(self) -> None:
+        """Time TRL's pieces from the outside: ``GenerationMixin.generate`` ("gen") and
+        ``GRPOTrainer._get_per_token_logps_and_entropies`` ("logp"), plus the torch hooks above."""
+        from transformers.generation.utils import GenerationMixin
+        from trl import GRPOTrainer
+
+        self.install_torch_hooks()
+        GenerationMixin.generate = self.wrap(GenerationMixin.generate, "gen")  # type: ignore[method-assign]
+        GRPOTrainer._get_per_token_logps_and_entropies = self.wrap(  # type: ignore[method-assign]
+            GRPOTrainer._get_per_token_logps_and_entropies, "logp"
+        )
+
     def take(self) -> dict[str, float]:
         out = dict(self.acc)
         self.acc.clear()

@@ -64,7 +64,6 @@ def main() -> None:
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
-    from transformers.generation.utils import GenerationMixin
     from trl import GRPOConfig, GRPOTrainer
 
     spec = json.loads(a.prompts.read_text())
@@ -72,11 +71,7 @@ def main() -> None:
     if len(rows) < a.steps * B:
         raise ValueError(f"{a.prompts}: {len(rows)} prompts, {a.steps * B} needed for {a.steps} steps")
     timers = Timers()
-    timers.install_torch_hooks()
-    GenerationMixin.generate = timers.wrap(GenerationMixin.generate, "gen")  # type: ignore[method-assign]
-    GRPOTrainer._get_per_token_logps_and_entropies = timers.wrap(  # type: ignore[method-assign]
-        GRPOTrainer._get_per_token_logps_and_entropies, "logp"
-    )
+    timers.install_trl_hooks()
     step_info: dict[str, Any] = {}
 
     def _score(
