@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import textwrap
 import time
 
@@ -308,3 +309,22 @@ def test_metadata_named_like_an_argument_is_renamed():
     res = runner.score(["p"], ["c"], ["a"], [{"prompt": "x", "answer": "y", "other": 1}])
     assert res.rewards == [1.0] and res.failures == {}
     assert seen == [{"meta_prompt": "x", "meta_answer": "y", "other": 1}]
+
+
+def test_timed_loop_restores_the_alarm_handler_and_leaves_no_timer(user_module):
+    """The handler is installed once for a component's loop of timed calls (not once per sample), and
+    the caller's SIGALRM handler and a clear timer are back afterwards, also after a timeout."""
+    mine = lambda signum, frame: None  # noqa: E731
+    old = signal.signal(signal.SIGALRM, mine)
+    try:
+        for fn in ("sleepy", "text"):
+            runner = RewardRunner(
+                [RewardComponent(fn, 1.0, {"function": f"{user_module}:{fn}"})],
+                timeout=0.3,
+                log=lambda m: None,
+            )
+            _score(runner)
+            assert signal.getsignal(signal.SIGALRM) is mine
+            assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    finally:
+        signal.signal(signal.SIGALRM, old)

@@ -110,3 +110,26 @@ def test_reward_registry():
     assert "answer" in REWARDS and "format" in REWARDS
     assert REWARDS.knobs("answer") == {"partial_credit": False}
     assert REWARDS.knobs("format") == {}
+
+
+def test_task_reward_builds_the_score_function_once_per_task(problem, monkeypatch):
+    """reasoning-gym builds a dataset in every ``get_score_answer_fn`` call; the reward asks once."""
+    import reasoning_gym
+
+    from rlvr.rewards import verifiers
+
+    calls: list[str] = []
+    real = reasoning_gym.get_score_answer_fn
+
+    def counting(name):
+        calls.append(name)
+        return real(name)
+
+    monkeypatch.setattr(reasoning_gym, "get_score_answer_fn", counting)
+    verifiers._score_answer_fn.cache_clear()
+    try:
+        fn = make_task_reward()
+        assert [_score(fn, problem, "<answer>3</answer>") for _ in range(5)] == [1.0] * 5
+        assert calls == ["chain_sum"]
+    finally:
+        verifiers._score_answer_fn.cache_clear()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import importlib
 import inspect
 import math
@@ -36,7 +37,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,35 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise RewardTimeout
 
 
-def _call_with_timeout(fn: Callable[..., Any], timeout: float, args: tuple, kwargs: dict) -> Any:
-    """``fn(*args, **kwargs)`` with a SIGALRM timer when this is the main thread (else no limit)."""
+def _call_with_timeout(
+    fn: Callable[..., Any], timeout: float, args: tuple, kwargs: dict, *, armed: bool = False
+) -> Any:
+    """``fn(*args, **kwargs)`` with a SIGALRM timer when this is the main thread (else no limit).
+
+    ``armed``: the caller holds :func:`_alarm_handler` (a loop of calls installs the handler once and
+    only sets and clears the timer per call)."""
+    if timeout <= 0 or not (armed or threading.current_thread() is threading.main_thread()):
+        return fn(*args, **kwargs)
+    if armed:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    with _alarm_handler(timeout) as armed_here:
+        return _call_with_timeout(fn, timeout, args, kwargs, armed=armed_here)
+
+
+@contextlib.contextmanager
+def _alarm_handler(timeout: float) -> Iterator[bool]:
+    """Install the SIGALRM handler for a run of timed calls; yields whether timers can be used
+    (a positive timeout in the main thread), and restores the previous handler after."""
     if timeout <= 0 or threading.current_thread() is not threading.main_thread():
-        return fn(*args, **kwargs)
+        yield False
+        return
     old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        return fn(*args, **kwargs)
+        yield True
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -164,11 +186,19 @@ def _meta_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one(
-    fn: Callable[..., Any], timeout: float, prompt: str, completion: str, answer: str, meta: dict
+    fn: Callable[..., Any],
+    timeout: float,
+    prompt: str,
+    completion: str,
+    answer: str,
+    meta: dict,
+    armed: bool = False,
 ) -> tuple[float | None, str | None]:
     """Score one sample: (value, None) or (None, error text)."""
     try:
-        value = _call_with_timeout(fn, timeout, (prompt, completion, answer), _meta_kwargs(meta))
+        value = _call_with_timeout(
+            fn, timeout, (prompt, completion, answer), _meta_kwargs(meta), armed=armed
+        )
         return _as_score(value), None
     except RewardTimeout:
         return None, f"timed out after {timeout:g} s"
@@ -208,7 +238,8 @@ def _worker_chunk(
 ) -> list[tuple[float | None, str | None]]:
     fn = _WORKER_FNS[k]
     assert fn is not None
-    return [_one(fn, timeout, *item) for item in items]
+    with _alarm_handler(timeout) as armed:
+        return [_one(fn, timeout, *item, armed=armed) for item in items]
 
 
 # ------------------------------------------------------------------------------- the runner
@@ -349,9 +380,12 @@ class RewardRunner:
             elif self._async(fn):
                 self._score_async(k, fn, prompts, completions, answers, metas, parts, counts)
             else:
-                for i in range(n):
-                    value, err = _one(fn, self.timeout, prompts[i], completions[i], answers[i], metas[i])
-                    parts[i][k] = value if err is None else self._fail(k, err, counts)  # type: ignore[assignment]
+                with _alarm_handler(self.timeout) as armed:
+                    for i in range(n):
+                        value, err = _one(
+                            fn, self.timeout, prompts[i], completions[i], answers[i], metas[i], armed
+                        )
+                        parts[i][k] = value if err is None else self._fail(k, err, counts)  # type: ignore[assignment]
         if futures:
             self._collect(futures, parts, counts)
         for name, c in counts.items():

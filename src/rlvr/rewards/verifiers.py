@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,17 @@ __all__ = [
 ]
 
 RewardFn = Callable[..., float]
+
+
+@functools.cache
+def _score_answer_fn(source: str) -> Callable[..., float]:
+    """reasoning-gym's ``score_answer`` of the task ``source``, built once per process.
+
+    ``reasoning_gym.get_score_answer_fn`` builds the task's dataset with its default config at every
+    call (17 us for chain_sum, more for tasks that load word lists): once per sample, that was most of
+    the scoring time of a step.
+    """
+    return reasoning_gym.get_score_answer_fn(source)
 
 
 class BatchedReward:
@@ -93,7 +105,7 @@ def make_task_reward(*, partial_credit: bool = False) -> RewardFn:
         source = meta.get("source_dataset")
         if source is None:
             raise ValueError("answer reward: problem metadata has no 'source_dataset'")
-        score = reasoning_gym.get_score_answer_fn(source)(
+        score = _score_answer_fn(source)(
             extracted, {"question": prompt, "answer": answer, "metadata": meta}
         )
         score = float(score)
