@@ -1,0 +1,45 @@
+"""benchmarks/recipes.py: the table from finished runs, with each row's commits and thread settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("recipes_bench", ROOT / "benchmarks" / "recipes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(d: Path, p1: float, gain: float, wall: float, info: dict | None) -> None:
+    d.mkdir(parents=True)
+    summary = {"after": {"pass@1": p1, "pass@16": 0.5}, "pass@1_gain": gain}
+    (d / "summary.json").write_text(json.dumps(summary))
+    rows = [{"step": s, "entropy": 0.25, "response_length": 4.0} for s in range(1, 4)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "wall_s.txt").write_text(f"{wall}\n")
+    if info is not None:
+        (d / "bench.json").write_text(json.dumps(info))
+
+
+def test_table_rows_with_settings(bench, tmp_path):
+    _run(tmp_path / "grpo" / "seed0", 0.30, 0.10, 120, {"commits": ["abc1234"], "threads": 1, "jobs": 2})
+    _run(tmp_path / "grpo" / "seed1", 0.40, 0.20, 240, {"commits": ["abc1234"], "threads": 1, "jobs": 2})
+    _run(tmp_path / "grpo" / "seed2", 0.50, 0.30, 360, None)  # from before bench.json
+    _run(tmp_path / "dapo" / "seed0", 0.20, 0.05, 60, {"commits": ["a", "b"], "threads": 2, "jobs": 1})
+    (tmp_path / "ppo" / "seed0").mkdir(parents=True)  # unfinished: no row
+    lines = bench.table(tmp_path).splitlines()
+    assert len(lines) == 4 and "commit, threads x jobs" in lines[0]
+    dapo, grpo = lines[2], lines[3]
+    assert dapo.startswith("| dapo | 1 | 20.0 (1 seed) | +5.0 (1 seed) |") and "| a+b, 2 x 1 |" in dapo
+    # mean 40.0, t-interval half-width 4.303 * 10 / sqrt(3) = 24.8
+    assert grpo.startswith("| grpo | 3 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |")
+    assert grpo.endswith("| abc1234, 1 x 2; unrecorded |")
