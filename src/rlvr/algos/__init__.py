@@ -46,8 +46,7 @@ INPUTS: dict[str, frozenset[str]] = {
         }
     ),
     # token-level credit assigners: (rewards [B, G], mask [N, T]) -> advantages [N, T]; they replace the
-    # outcome-level estimator when a recipe sets `credit`. Not supplied yet: `process_rewards` (needs a
-    # process reward model), so `pure_min` cannot be chosen.
+    # outcome-level estimator when a recipe sets `credit`.
     "credit": frozenset(
         {
             "kl",  # [N, T] the chosen KL estimator between behaviour and reference (loads a reference)
@@ -57,6 +56,7 @@ INPUTS: dict[str, frozenset[str]] = {
             "turn",  # [N, T] long: k >= 1 on the tokens of the k-th model turn, 0 elsewhere
             "turn_rewards",  # [N, K] the environment's reward after model turn k (column k-1)
             "turn_states",  # [N, K] long anchor-state id (>= 1) seen before model turn k, 0 beyond
+            "process_rewards",  # [N, T] a step's score on its last token, 0 elsewhere (a step reward)
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rlvr.rewards.steps import StepReward, split_steps
 from rlvr.rewards.verifiers import REWARDS, BatchedReward
 
 if TYPE_CHECKING:
@@ -418,20 +419,7 @@ def make_ensemble(
 # ---------------------------------------------------------------- process reward model
 
 
-def split_steps(completion: str, delimiter: str = "\n\n") -> list[str]:
-    """The step prefixes of a completion: the text up to the end of each step.
-
-    Steps are the pieces between delimiters; pieces that are only whitespace are not steps (they
-    stay inside the following prefixes). A completion without a non-blank piece has no step.
-    Example: ``"a\\n\\nb"`` -> ``["a", "a\\n\\nb"]``.
-    """
-    if not delimiter:
-        raise ValueError("delimiter must not be empty")
-    pieces = completion.split(delimiter)
-    return [delimiter.join(pieces[: k + 1]) for k, piece in enumerate(pieces) if piece.strip()]
-
-
-class ProcessReward(BatchedReward):
+class ProcessReward(StepReward):
     """A process reward model (PRM) used as an outcome reward.
 
     For a completion with steps 1..S (:func:`split_steps`), the PRM (a sequence classifier, see
@@ -443,9 +431,9 @@ class ProcessReward(BatchedReward):
         none:  R = sum_k r_k
 
     A completion with no step gets 0. The delta form keeps its bounded-return property per step, but
-    summed to one sequence reward it is just r_1: it is meant for per-step (token-level) credit, which
-    the trainer does not wire yet (``pure_min`` in ``algos/credit.py`` would need per-token step
-    rewards); :meth:`step_rewards` exposes them for that use.
+    summed to one sequence reward it is just r_1: it is meant for per-step (token-level) credit.
+    As a :class:`~rlvr.rewards.steps.StepReward` its step scores are also the ``process_rewards`` of
+    token-level credit (``pure_min``), placed on each step's last token.
     """
 
     def __init__(
@@ -457,7 +445,7 @@ class ProcessReward(BatchedReward):
             raise ValueError("prm: the knob 'delimiter' must not be empty")
         self.scorer, self.delimiter, self.shaping, self.eta = scorer, delimiter, shaping, eta
 
-    def step_rewards(
+    def score_steps(
         self, prompts: Sequence[str], completions: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(step rewards [N, S], step mask [N, S]) with S the most steps of any completion."""

@@ -38,6 +38,8 @@ class Rollout:
     turn: Tensor | None = None  # [N, T] long: k >= 1 on tokens of the k-th model turn, else 0
     turn_rewards: Tensor | None = None  # [N, K] environment reward after model turn k (column k-1)
     turn_states: Tensor | None = None  # [N, K] long: anchor-state id (>= 1) before model turn k
+    process_rewards: Tensor | None = None
+    """[N, T] each step's process reward on the step's last token, 0 elsewhere (``StepReward``)."""
     is_weight: Tensor | None = None
     """[N, T] truncated importance weights of rollouts from older weights (asynchronous training)."""
     policy_version: int = 0

@@ -51,6 +51,7 @@ from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
 from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
 from rlvr.rewards.runner import RewardComponent, RewardRunner
+from rlvr.rewards.steps import StepReward, step_token_rewards
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.rollout.replay import ReplayBuffer, ReplayGroup
 from rlvr.train.checkpoint import (
@@ -315,8 +316,40 @@ def credit_inputs(
         "turn": lambda: _episode_field(roll, "turn"),  # [N, T]
         "turn_rewards": lambda: _episode_field(roll, "turn_rewards"),  # [N, K]
         "turn_states": lambda: _episode_field(roll, "turn_states"),  # [N, K]
+        "process_rewards": lambda: _need_field(roll, "process_rewards"),  # [N, T]
     }
     return {k: supply[k]() for k in needs}
+
+
+def _need_field(roll: Rollout, name: str) -> Tensor:
+    value = getattr(roll, name)
+    if value is None:  # train() resolves a step reward whenever a component needs them
+        raise ConfigError(f"the credit assigner needs {name!r}, which this batch does not carry")
+    return value
+
+
+def step_source(runner: RewardRunner, comps: Components, cfg: Config) -> StepReward | None:
+    """The run's step reward, when the credit assigner needs ``process_rewards``; else None.
+
+    Exactly one reward component must be a :class:`~rlvr.rewards.steps.StepReward` (``arith_steps``,
+    ``prm``); its step scores become the process rewards (weight 0 keeps it out of the outcome reward).
+    """
+    if comps.credit is None or "process_rewards" not in comps.credit.needs:  # type: ignore[attr-defined]
+        return None
+    found = [n for n, fn in zip(runner.names, runner.fns, strict=True) if isinstance(fn, StepReward)]
+    if len(found) != 1:
+        raise ConfigError(
+            f"algo.credit = {cfg.algo.credit!r} needs process rewards from exactly one step reward in "
+            f"[rewards] (arith_steps, prm), found {len(found)}"
+            + (f" ({', '.join(found)})" if found else "")
+            + "; add one, e.g. `rewards.arith_steps.weight=0.0` to use it for credit only"
+        )
+    if cfg.task.source == "env" or cfg.guidance.strategy:
+        raise ConfigError(
+            f"algo.credit = {cfg.algo.credit!r} (process rewards) works on plain completions; "
+            "it cannot be combined with multi-turn episodes (task.source = 'env') or guidance"
+        )
+    return runner.fns[runner.names.index(found[0])]  # type: ignore[return-value]
 
 
 def _episode_field(roll: Rollout, name: str) -> Tensor:
@@ -474,6 +507,7 @@ def _round(
     source: RolloutSource | None = None,
     version: int = 0,
     pending: Any = None,
+    steps: StepReward | None = None,
 ) -> _Round:
     """Generate G completions for each problem, score them and shape the rewards (CPU tensors).
 
@@ -483,6 +517,7 @@ def _round(
     ``env`` (the environment's knobs): play G multi-turn episodes per problem instead.
     ``source``: generate on Ray workers or across the learner ranks (weights ``version``) instead of
     with ``gen`` here; ``pending``: a generation already started for these problems (asynchronous).
+    ``steps``: the step reward whose scores become ``roll.process_rewards`` (token-level credit).
     """
     r, b, g = cfg.rollout, len(problems), cfg.rollout.samples_per_prompt
     sizes = [int(c) for c in counts] if counts is not None else [g] * b
@@ -558,6 +593,12 @@ def _round(
         for name, c in f_s.items():
             fails[name] = fails.get(name, 0) + c
     roll.rewards, roll.reward_parts = rewards.to(roll.mask.device), parts.to(roll.mask.device)
+    if steps is not None:
+        owner = roll.group.tolist()  # [N] problem of each row
+        scores, step_mask = steps.step_rewards([problems[j].question for j in owner], texts)  # [N, S]
+        roll.process_rewards = step_token_rewards(
+            tokenizer, roll.completion_ids, roll.lengths, texts, scores, step_mask, steps.delimiter
+        )  # [N, T]
     return _Round(
         problems,
         picked,
@@ -1306,6 +1347,7 @@ def train(
     runner = build_rewards(cfg)
     verifier = build_verifier(cfg)
     kv = runner.names.index(cfg.task.verifier) if cfg.task.verifier in runner.names else None
+    steps = step_source(runner, comps, cfg)  # process rewards for token-level credit, when needed
     reward_weights = torch.tensor(runner.weights, device=device)  # [K]
     shapers = [(SHAPING[name], dict(knobs)) for name, knobs in cfg.shaping.items()]
     sp = cfg.sampling
@@ -1446,6 +1488,7 @@ def train(
             source,
             step - 1,  # the weights' version: updates applied before this step
             pending,
+            steps,
         )
 
     sampler_in = {"group_size": g} if "group_size" in sampler.needs else {}  # type: ignore[attr-defined]
