@@ -87,6 +87,9 @@ def test_step_token_rewards_puts_each_score_on_the_steps_last_token():
     assert _place(chars, [[0, 1, 2, 3, 4]], [[0.5, -1.0]], [[1, 1]]) == [[0, 0.5, 0, 0, -1.0]]
     # multi-character tokens: "ab" | "\nc" | "d"; step 1 ("ab") ends inside token 0, step 2 at token 2
     assert _place(["ab", "\nc", "d"], [[0, 1, 2]], [[0.5, -1.0]], [[1, 1]]) == [[0.5, 0, -1.0]]
+    # the last step owns the tail: a trailing delimiter and an EOS that decodes to nothing
+    pieces = ["ab", "\n", "cd", "\n", ""]
+    assert _place(pieces, [[0, 1, 2, 3, 4]], [[0.5, -1.0]], [[1, 1]]) == [[0.5, 0, 0, 0, -1.0]]
     # two steps ending on one token keep the lower score; padding rows stay 0
     assert _place(["ab\ncd", "x"], [[0], [1, 1]], [[0.5, -1.0], [2.0, 0.0]], [[1, 1], [1, 0]]) == [
         [-1.0, 0],
@@ -108,7 +111,7 @@ def test_step_token_rewards_on_the_real_tokenizer_matches_decoded_prefixes(micro
     ]
     ends = [t for t in range(len(ids)) if out[t] != 0]
     assert len(ends) == 3 and ends[-1] == len(ids) - 1
-    for k, t in enumerate(ends):  # the first token whose decoded prefix covers step k
+    for k, t in enumerate(ends[:-1]):  # the first token whose decoded prefix covers step k
         end = len("\n".join(decoded.split("\n")[: k + 1]))
         assert len(tok.decode(ids[: t + 1])) >= end > len(tok.decode(ids[:t]))
 
@@ -141,7 +144,8 @@ def test_pure_min_without_a_step_reward_is_refused(micro_base, tmp_path):
 
 
 def test_pure_trains_on_process_rewards_placed_on_tokens(micro_base, tmp_path, monkeypatch):
-    """The rollouts carry process rewards: one nonzero per step, on counted tokens only."""
+    """The rollouts carry process rewards: one nonzero per step, on counted tokens only, the last
+    counted token (EOS) always one of them."""
     import rlvr.train.trainer as trainer_mod
 
     seen = []
@@ -158,5 +162,8 @@ def test_pure_trains_on_process_rewards_placed_on_tokens(micro_base, tmp_path, m
     for p, mask in seen:
         assert p.shape == mask.shape and bool(((p != 0) <= (mask > 0)).all())
         assert set(p.unique().tolist()) <= {-1.0, 0.0, 1.0}
+        last = mask.sum(-1).long() - 1  # [N] every completion's last counted token ends a step
+        rows = torch.nonzero(last >= 0).squeeze(1)
+        assert bool((p[rows, last[rows]] != 0).all())
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss"]) for r in rows)

@@ -93,8 +93,11 @@ def step_token_rewards(
     ``texts[i]`` is the decoded completion i (``Rollout.texts``: its first ``lengths[i]`` tokens,
     special tokens dropped); step k ends at character c_k = len(split_steps(texts[i])[k]). Its token is
     the first t with len(decode(ids[:t + 1])) >= c_k (a binary search over decoded prefixes, so
-    O(S log T) decodes per completion). Steps that end on the same token keep the lowest score there.
-    Every other position is 0 (``pure_min`` reads nonzero counted positions as step ends).
+    O(S log T) decodes per completion). The last step ends on the last counted token instead: what
+    follows its text (trailing delimiters, the EOS token, which the text drops) belongs to it, so no
+    token of a completion is left without a step ahead (``pure_min`` gives such a token the value 0,
+    which would push against ending the completion). Steps that end on the same token keep the lowest
+    score there. Every other position is 0 (``pure_min`` reads nonzero counted positions as step ends).
     """
     import torch
 
@@ -112,16 +115,17 @@ def step_token_rewards(
                 memo[t] = len(tokenizer.decode(row[: t + 1], skip_special_tokens=True))
             return memo[t]
 
-        for k, end in enumerate(ends):
-            if k >= step_mask.shape[1] or not step_mask[i, k]:
-                break
+        steps = sum(1 for k in range(min(len(ends), step_mask.shape[1])) if step_mask[i, k])
+        for k, end in enumerate(ends[:steps]):
             lo, hi = 0, length - 1
-            while lo < hi:  # the first token whose decoded prefix reaches the step's end
+            while lo < hi and k < steps - 1:  # the first token whose decoded prefix reaches the end
                 mid = (lo + hi) // 2
                 if decoded(mid) >= end:
                     hi = mid
                 else:
                     lo = mid + 1
+            if k == steps - 1:
+                lo = length - 1  # the last step owns the completion's tail
             value = float(scores[i, k])
             out[i, lo] = value if out[i, lo] == 0 else min(float(out[i, lo]), value)
     return out.to(completion_ids.device)
