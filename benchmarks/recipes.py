@@ -10,9 +10,10 @@ checkpoint). The table, benchmarks/recipes.md, is rewritten from every finished 
 held-out pass@1 after training (mean over seeds, with a t-interval), the gain over the base, pass@16,
 the policy's token entropy and the mean completion length over the last 100 steps, and wall time.
 By default runs are sequential, with torch's threads. ``--jobs J`` runs J at a time in spawned
-processes with ``train.threads = cores // J``: on the 2-core machine two one-thread runs finish about
-1.4x more runs per hour than one two-thread run (0.224 against 0.166 s per step in
-benchmarks/vs_trl/RESULTS.md), at a longer wall time each. Every run records the commit(s) it ran at
+processes with ``train.threads = cores // J``: on the 2-core machine two one-thread runs side by
+side finish more runs per hour than one two-thread run (one thread: 0.163 s per step against 0.136 s
+with two, benchmarks/vs_trl/RESULTS.md; two 3500-step grpo runs side by side took 11.3 to 11.8
+minutes each), at a longer wall time each. Every run records the commit(s) it ran at
 and its threads and jobs in ``bench.json``; the table shows both, so rows measured at different
 commits or settings are visible as such.
 """
