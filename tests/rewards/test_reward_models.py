@@ -393,6 +393,45 @@ def test_prm_steps_shaping_and_sums(rm_dirs):
     )
 
 
+def test_pure_takes_its_process_rewards_from_a_prm(rm_dirs, micro_base, tmp_path, monkeypatch):
+    """A PRM (weight 0) as the pure recipe's step reward: its sigmoid step scores reach pure_min."""
+    import json
+
+    from tests.conftest import micro_run
+
+    import rlvr.train.trainer as trainer_mod
+    from rlvr.train.config import load_config
+    from rlvr.train.trainer import train
+
+    seen = []
+    real = trainer_mod.credit_inputs
+
+    def spy(roll, needs, kl):
+        out = real(roll, needs, kl)
+        seen.append(out["process_rewards"].clone())
+        return out
+
+    monkeypatch.setattr(trainer_mod, "credit_inputs", spy)
+    prm = f'prm={{path="{rm_dirs["main"]}", weight=0.0, device="cpu"}}'
+    cfg = load_config(
+        "pure",
+        micro_run(
+            micro_base,
+            "eval.before=false",
+            "eval.after=false",
+            "train.steps=2",
+            f"rewards={{answer={{weight=1.0}}, {prm}}}",
+        ),
+    )
+    train(cfg, run_dir=tmp_path / "r", progress=False)
+    assert len(seen) == 2
+    for p in seen:  # sigmoid probabilities on step ends, 0 elsewhere
+        nz = p[p != 0]
+        assert nz.numel() > 0 and bool(((nz > 0) & (nz < 1)).all())
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+
+
 # ---------------------------------------------------------------- likelihood
 
 
