@@ -8,7 +8,8 @@ Each (recipe, seed) run goes to benchmarks/runs/<recipe>/seed<S>/ and is skipped
 summary.json exists, so an interrupted benchmark resumes (a run cut mid-way resumes from its last
 checkpoint). The table, benchmarks/recipes.md, is rewritten from every finished run after each run:
 held-out pass@1 after training (mean over seeds, with a t-interval), the gain over the base, pass@16,
-the policy's token entropy and the mean completion length over the last 100 steps, and wall time.
+the policy's token entropy and the mean completion length over the last 100 steps, and wall time (of
+the runs that were not interrupted and resumed: ``bench.json`` counts the starts).
 By default runs are sequential, with torch's threads. ``--jobs J`` runs J at a time in spawned
 processes with ``train.threads = cores // J``: on the 2-core machine two one-thread runs side by
 side finish more runs per hour than one two-thread run (one thread: 0.163 s per step against 0.136 s
@@ -81,7 +82,9 @@ def run_one(
     info = json.loads(info_path.read_text()) if info_path.exists() else {"commits": []}
     if commit() not in info["commits"]:  # a run resumed at another commit lists both
         info["commits"].append(commit())
-    info.update(threads=threads or torch_threads(), jobs=jobs)
+    info.update(
+        threads=threads or torch_threads(), jobs=jobs, starts=info.get("starts", int(resume)) + 1
+    )
     atomic_write_text(info_path, json.dumps(info) + "\n")
     t0 = time.perf_counter()
     train(cfg, run_dir=out, resume=resume, progress=False)
@@ -105,6 +108,13 @@ def _tail_mean(metrics: Path, key: str, n: int = 100) -> float:
     rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     vals = [r[key] for r in rows[-n:] if key in r and r[key] == r[key]]
     return statistics.fmean(vals) if vals else math.nan
+
+
+def _starts(d: Path) -> int:
+    """How many times the run was started (1: in one piece; 0: from before bench.json)."""
+    if not (d / "bench.json").exists():
+        return 0
+    return int(json.loads((d / "bench.json").read_text()).get("starts", 1))
 
 
 def _settings(dirs: list[Path]) -> str:
@@ -145,10 +155,12 @@ def table(runs: Path) -> str:
         p16 = statistics.fmean(100 * s["after"].get("pass@16", math.nan) for _, s, _ in sums)
         ent = statistics.fmean(_tail_mean(d / "metrics.jsonl", "entropy") for d, _, _ in sums)
         length = statistics.fmean(_tail_mean(d / "metrics.jsonl", "response_length") for d, _, _ in sums)
-        wall = statistics.fmean(w for _, _, w in sums)
+        # a resumed run's wall_s.txt has only its last part: wall time from runs in one piece
+        whole = [w for d, _, w in sums if _starts(d) <= 1]
+        wall_text = f"{statistics.fmean(whole) / 60:.1f} min" if whole else "n/a (resumed)"
         lines.append(
             f"| {rdir.name} | {len(sums)} | {_pm(*p1)} | {_pm(*gain, sign='+')} "
-            f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall / 60:.1f} min "
+            f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall_text} "
             f"| {_settings([d for d, _, _ in sums])} |"
         )
     return "\n".join(lines) + "\n"

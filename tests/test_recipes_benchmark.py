@@ -34,12 +34,19 @@ def test_table_rows_with_settings(bench, tmp_path):
     _run(tmp_path / "grpo" / "seed0", 0.30, 0.10, 120, {"commits": ["abc1234"], "threads": 1, "jobs": 2})
     _run(tmp_path / "grpo" / "seed1", 0.40, 0.20, 240, {"commits": ["abc1234"], "threads": 1, "jobs": 2})
     _run(tmp_path / "grpo" / "seed2", 0.50, 0.30, 360, None)  # from before bench.json
-    _run(tmp_path / "dapo" / "seed0", 0.20, 0.05, 60, {"commits": ["a", "b"], "threads": 2, "jobs": 1})
+    _run(
+        tmp_path / "dapo" / "seed0",
+        0.20,
+        0.05,
+        60,
+        {"commits": ["a", "b"], "threads": 2, "jobs": 1, "starts": 2},
+    )
     (tmp_path / "ppo" / "seed0").mkdir(parents=True)  # unfinished: no row
     lines = bench.table(tmp_path).splitlines()
     assert len(lines) == 4 and "commit, threads x jobs" in lines[0]
     dapo, grpo = lines[2], lines[3]
     assert dapo.startswith("| dapo | 1 | 20.0 (1 seed) | +5.0 (1 seed) |") and "| a+b, 2 x 1 |" in dapo
+    assert "| n/a (resumed) |" in dapo  # its wall_s.txt holds only the part after the resume
     # mean 40.0, t-interval half-width 4.303 * 10 / sqrt(3) = 24.8
     assert grpo.startswith("| grpo | 3 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |")
     assert grpo.endswith("| abc1234, 1 x 2; unrecorded |")
