@@ -39,8 +39,8 @@ def test_shipped_recipes_load_and_round_trip():
         ("algo.clip_hi=0.3", "their knobs: clip_high, clip_low, dual_clip, eps, scale"),
         (
             "rewards.nope.weight=1",
-            "'rewards.nope': unknown reward; valid names: answer, code, ensemble, env, env_success, "
-            "exact_match, format",
+            "'rewards.nope': unknown reward; valid names: answer, arith_steps, code, ensemble, env, "
+            "env_success, exact_match, format",
         ),
         ("rewards.answer.strict=true", "'rewards.answer.strict' is not a knob"),
         ("train.steps=-1", "'train.steps' = -1 is out of range"),
@@ -278,8 +278,13 @@ def test_knob_values_are_range_checked(override, expected):
 def test_components_needing_inputs_the_trainer_cannot_supply_are_refused():
     with pytest.raises(ConfigError, match=r"'gae' needs values from a critic; set critic.enabled"):
         load_config("grpo", ["algo.credit='gae'"])
-    with pytest.raises(ConfigError, match=r"'pure_min' needs process_rewards, which the trainer"):
+    with pytest.raises(ConfigError, match=r"'pure_min' needs process rewards from exactly one step"):
         load_config("grpo", ["algo.credit='pure_min'"])
+    with pytest.raises(ConfigError, match=r"found 2 \(arith_steps, prm\)"):
+        load_config("pure", ['rewards.prm={path="/nowhere", weight=0.0}'])
+    assert load_config("grpo", ["algo.credit='pure_min'", "rewards.arith_steps.weight=0.0"])
+    with pytest.raises(ConfigError, match=r"cannot be combined with multi-turn episodes"):
+        load_config("pure", ["guidance.strategy='hints'"])
     assert load_config("grpo", ["algo.credit='gae'", "critic.enabled=true"]).critic.enabled
     with pytest.raises(ConfigError, match=r"'algo.credit': unknown credit assigner 'nope'"):
         load_config("grpo", ["algo.credit='nope'"])

@@ -501,7 +501,7 @@ def make_prm(
     device: str = "auto",
     dtype: DType = "auto",
     label: int = -1,
-) -> BatchedReward:
+) -> ProcessReward:
     """A process reward model (:class:`ProcessReward`): a sequence classifier at ``path`` scores every
     step prefix (steps split by ``delimiter``), the step scores are shaped by ``clip`` (threshold
     ``eta``) or ``delta`` and summed. ``normalize`` defaults to ``sigmoid`` so that step scores are

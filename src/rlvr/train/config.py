@@ -32,6 +32,7 @@ from rlvr.data.samplers import SAMPLERS
 from rlvr.registry import KnobError, Registry, UnknownComponentError
 from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
+from rlvr.rewards.steps import StepReward
 
 __all__ = [
     "RECIPES_DIR",
@@ -491,6 +492,21 @@ def validate(cfg: Config) -> Config:
                 f"'algo.{fld}': {reg.kind} {name!r} needs values from a critic; "
                 "set critic.enabled = true"
             )
+        if "process_rewards" in reg.needs(name):
+            steps = [r for r in cfg.rewards if is_step_reward(r)]
+            if len(steps) != 1:
+                raise ConfigError(
+                    f"'algo.{fld}': {reg.kind} {name!r} needs process rewards from exactly one step "
+                    f"reward in [rewards] (arith_steps, prm), found {len(steps)}"
+                    + (f" ({', '.join(steps)})" if steps else "")
+                    + "; add one, e.g. `rewards.arith_steps.weight=0.0` to use it for credit only"
+                )
+            if cfg.task.source == "env" or cfg.guidance.strategy:
+                raise ConfigError(
+                    f"'algo.{fld}': {reg.kind} {name!r} (process rewards) works on plain "
+                    "completions; it cannot be combined with multi-turn episodes (task.source = "
+                    "'env') or guidance"
+                )
         if missing:
             raise ConfigError(
                 f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "
@@ -814,6 +830,18 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a table of sections")
     return data
+
+
+def is_step_reward(name: str) -> bool:
+    """Whether the registered reward ``name`` builds a :class:`~rlvr.rewards.steps.StepReward`
+    (by its factory's return annotation; the trainer checks the built component again)."""
+    if name not in REWARDS:
+        return False
+    try:
+        ret = typing.get_type_hints(REWARDS[name]).get("return")
+    except Exception:  # an annotation that does not resolve: not declared a step reward
+        return False
+    return isinstance(ret, type) and issubclass(ret, StepReward)
 
 
 def resolve_recipe(recipe: str) -> Path:
