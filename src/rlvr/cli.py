@@ -45,6 +45,8 @@ def _train(args: argparse.Namespace) -> int:
                 overrides.append(f"scale.{key}={getattr(args, flag)}")
         if args.ray_address:
             overrides.append(f"scale.ray_address={json.dumps(args.ray_address)}")
+        if args.shard:
+            overrides.append(f"scale.shard={json.dumps(args.shard)}")
         cfg = load_config(args.recipe, overrides)
         if cfg.scale.learners > 1 and not under_launcher():
             # start the learner ranks with torchrun; they share the run directory picked here
@@ -391,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--learners",
         type=int,
         help="data-parallel learner ranks, started with torchrun (scale.learners)",
+    )
+    p.add_argument(
+        "--shard",
+        choices=["none", "fsdp"],
+        help="fsdp: shard the policy, its gradients and optimizer state over the learner ranks "
+        "(scale.shard)",
     )
     p.add_argument("--ray-address", help="a running Ray cluster's address (scale.ray_address)")
     p.add_argument(

@@ -10,8 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rlvr.models.shard import full_weights, gathered, shard_policy
 from rlvr.models.tiny import load_model
-from rlvr.rollout import generate
+from rlvr.rollout import generate, sequence_logp
 from rlvr.train.config import ConfigError, load_config
 from rlvr.train.scale import SOLO, Learners, allreduce_grads
 from rlvr.train.trainer import _learn, build_components
@@ -59,8 +60,43 @@ def _setup(path: str, overrides: list[str]):
     return cfg, model, opt, roll, adv
 
 
+def _sharded_case(rank: int, world: int, path: str, overrides: list[str]):
+    """One case with the policy sharded by FSDP2; returns the full updated weights (on rank 0)."""
+    cfg, model, _, roll, adv = _setup(path, overrides)
+    shard_policy(model, world, torch.device("cpu"))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)  # over the shards
+    stats = _learn(
+        model,
+        opt,
+        roll,
+        adv,
+        build_components(cfg),
+        cfg,
+        torch.Generator().manual_seed(1),
+        learners=Learners(rank, world),
+    )
+    return full_weights(model), stats, model, roll
+
+
+def _chunked_grads(model, roll, rank: int, world: int, *, chunk: int | None) -> dict:
+    """Gradients of a sum of this rank's rows' log-probs (rows split over the ranks), full tensors."""
+    model.zero_grad(set_to_none=True)
+    lo, hi = Learners(rank, world).share(0, len(roll))
+    sub = roll.select(torch.arange(lo, hi))
+    logp, _ = sequence_logp(
+        model,
+        sub.prompt_ids,
+        sub.prompt_mask,
+        sub.completion_ids,
+        sub.attention,
+        logit_chunk=chunk,
+    )  # [m, T]
+    ((logp * sub.mask).sum() * world).backward()  # FSDP averages over the ranks: x world is the sum
+    return {n: p.grad.full_tensor() for n, p in model.named_parameters()}
+
+
 def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
-    """Every case of CASES in one process group (one spawn for all three)."""
+    """Every case of CASES in one process group (one spawn for all of them), plain and sharded."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -78,6 +114,21 @@ def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
             )
             params = [p.detach().clone() for p in model.parameters()]
             torch.save({"params": params, "stats": stats}, f"{out}.{c}.{rank}")
+        for c, overrides in enumerate(CASES):
+            weights, stats, model, roll = _sharded_case(rank, world, path, overrides)
+            torch.save({"weights": weights, "stats": stats}, f"{out}.fsdp{c}.{rank}")
+        # the chunked head through a sharded root (headless): the plain path's gradients
+        grads = {k: _chunked_grads(model, roll, rank, world, chunk=k) for k in (None, 3)}
+        with gathered(model):  # ranks decode different numbers of tokens without a collective
+            n = generate(
+                model,
+                [[1, 2]],
+                num_samples=1 + 3 * rank,
+                max_new_tokens=4 + 4 * rank,
+                eos_id=-1,
+                pad_id=0,
+            )
+        torch.save({"grads": grads, "rows": len(n)}, f"{out}.chunk.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -107,6 +158,25 @@ def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path):
         assert moved > 1e-4, label  # the update did something
         for key in ("loss", "grad_norm"):  # (entropy is a mean of per-micro-batch means)
             assert ranks[0]["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), (label, key)
+        # sharded (FSDP2): rank 0's gathered weights are the one-rank update too
+        fsdp = [torch.load(f"{out}.fsdp{c}.{r}") for r in range(2)]
+        assert fsdp[1]["weights"] == {}  # gathered to rank 0 only
+        named = dict(model.named_parameters())
+        assert set(named) <= set(fsdp[0]["weights"])
+        for name, p in named.items():
+            gap = float((fsdp[0]["weights"][name] - p.detach()).abs().max())
+            assert gap < 1e-6, ("fsdp", label, name, gap)
+        for key in ("loss", "grad_norm"):
+            for r in fsdp:
+                assert r["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), (label, key)
+    chunk = [torch.load(f"{out}.chunk.{r}") for r in range(2)]
+    assert [c["rows"] for c in chunk] == [1, 4]
+    for c in chunk:  # the same full gradients on both ranks, with and without the chunked head
+        plain, chunked = c["grads"][None], c["grads"][3]
+        assert max(float(g.abs().max()) for g in plain.values()) > 0
+        for name, g in plain.items():
+            assert float((chunked[name] - g).abs().max()) < 1e-5, name
+            assert float((chunk[0]["grads"][None][name] - g).abs().max()) < 1e-6, name
 
 
 def test_learner_shares_are_contiguous_and_even():
@@ -131,5 +201,11 @@ def test_scale_config_errors():
         load_config("grpo", ["scale.ray_address='ray://x:10001'"])
     with pytest.raises(ConfigError, match=re.escape("do not combine with task.source = 'env'")):
         load_config("grpo", ["scale.learners=2", "task.source='env'", "task.env='calculator'"])
+    with pytest.raises(ConfigError, match=re.escape("set scale.learners >= 2")):
+        load_config("grpo", ["scale.shard='fsdp'"])
+    with pytest.raises(ConfigError, match=re.escape("'scale.shard' = 'zero3': expected")):
+        load_config("grpo", ["scale.shard='zero3'"])
+    with pytest.raises(ConfigError, match=re.escape("'fsdp' does not combine with scale.workers")):
+        load_config("grpo", ["scale.shard='fsdp'", "scale.learners=2", "scale.workers=1"])
     cfg = load_config("grpo", ["scale.workers=2", "scale.staleness=1"])
     assert (cfg.scale.workers, cfg.scale.staleness, cfg.scale.learners) == (2, 1, 1)

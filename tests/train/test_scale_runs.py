@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rlvr.cli import main
 from rlvr.train.config import load_config
@@ -87,6 +88,48 @@ def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_se
         tmp_path / "ddp" / "checkpoints" / "step_3" / "trainer_state.pt", weights_only=False
     )
     assert w_ddp["step"] == 3
+
+
+def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_path):
+    """`--learners 2 --shard fsdp` (FSDP2 over gloo): the same steps as two plain ranks, with a reset
+    reference (ProRL), mid-run and final evaluation by rank 0 and checkpoints of the full weights;
+    a run resumed from a sharded checkpoint repeats the uninterrupted one."""
+    ov = _overrides(
+        micro_base,
+        tmp_path,
+        "train.steps=3",
+        "train.checkpoint_every=2",
+        "algo.beta=0.05",
+        "algo.ref_reset_every=2",
+        "eval.every=2",
+        "eval.after=true",
+    )
+    run = ["train", "--quiet", "--learners", "2"]
+    assert main([*run, "--run-dir", str(tmp_path / "plain"), *ov]) == 0
+    assert main([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov]) == 0
+    plain, fsdp = _metrics(tmp_path / "plain"), _metrics(tmp_path / "fsdp")
+    assert len(plain) == len(fsdp) == 3
+    for a, b in zip(plain, fsdp, strict=True):
+        for key in ("reward_mean", "response_length", "loss", "grad_norm", "kl", "heldout_pass@1"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    assert "heldout_pass@1" in fsdp[1] and fsdp[-1]["grad_norm"] > 0
+    for d in ("plain", "fsdp"):  # the full weights, whatever held them
+        assert (tmp_path / d / "references" / "step_2" / "model.safetensors").exists()
+    a = load_file(tmp_path / "plain" / "checkpoints" / "step_3" / "model.safetensors")
+    b = load_file(tmp_path / "fsdp" / "checkpoints" / "step_3" / "model.safetensors")
+    assert set(a) == set(b) and all(float((a[k] - b[k]).abs().max()) < 1e-5 for k in a)
+    s_a, s_b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("plain", "fsdp"))
+    assert s_b["after"]["pass@1"] == pytest.approx(s_a["after"]["pass@1"], abs=1e-6)
+    # a crash after step 2's checkpoint; the resumed run loads the full optimizer state into shards
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "again")
+    shutil.rmtree(tmp_path / "again" / "checkpoints" / "step_3")
+    (tmp_path / "again" / "checkpoints" / "latest").write_text("step_2\n")
+    assert main(["train", "--quiet", "--resume", str(tmp_path / "again")]) == 0
+    for ra, rb in zip(fsdp, _metrics(tmp_path / "again"), strict=True):
+        for k in ra:
+            if k not in TIMING:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (ra["step"], k)
 
 
 def test_async_rollouts_are_one_step_stale_and_resume_exactly(micro_base, tmp_path, ray_session):

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from rlvr.models.shard import headless, is_sharded
+
 __all__ = ["CHUNKABLE_MODEL_TYPES", "LOGIT_BUDGET_BYTES", "chunk_rows", "sequence_logp", "token_logp"]
 
 CHUNKABLE_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
@@ -191,6 +193,10 @@ def sequence_logp(
         if parts is None:
             out = net(**kw)
             return out.logits, out.past_key_values
+        if is_sharded(model):  # through the root, so that FSDP gathers and reduces the head too
+            with headless(model):
+                out = model(**kw)
+            return out.logits, out.past_key_values  # hidden states [*, L, H]
         keep = int(kw.pop("logits_to_keep", 0))  # type: ignore[call-overload]
         out = net(**kw)
         h = out.last_hidden_state  # [*, L, H]

@@ -22,12 +22,21 @@ _STEP = re.compile(r"^step_(\d+)$")
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model: Any, tokenizer: Any, state: dict[str, Any], *, keep: int = 2
+    run_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    *,
+    keep: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """Write ``checkpoints/step_<step>`` and point ``latest`` at it, keeping the newest ``keep``.
+    ``weights``: the model's full state dict when ``model`` itself holds only shards (FSDP)."""
     ckdir = run_dir / "checkpoints"
     final = ckdir / f"step_{step}"
     with atomic_dir(final) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / "trainer_state.pt")
     atomic_write_text(ckdir / "latest", final.name + "\n")

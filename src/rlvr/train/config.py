@@ -280,6 +280,11 @@ class ScaleConfig:
     """Data-parallel learner ranks in one torch.distributed group (gloo on CPU, NCCL on GPU). More
     than 1 on one machine: `rlvr train` starts them with torchrun; each rank trains on its share of
     every mini-batch and the gradients are summed, so the update equals one rank's on the whole batch."""
+    shard: str = "none"
+    """'fsdp': shard the policy's parameters, gradients and AdamW state over the learner ranks with
+    FSDP2 (one unit per decoder layer), for a model whose training state does not fit one device;
+    'none': every rank holds all of it. Needs learners >= 2; the rollouts and the update are the same
+    either way."""
     ray_address: str = ""
     """Address of a running Ray cluster (`ray start --head` prints it); empty: a local Ray instance."""
     staleness: int = 0
@@ -560,6 +565,19 @@ def _validate_scale(cfg: Config) -> None:
     _check_range("scale.worker_threads", s.worker_threads, s.worker_threads >= 1, ">= 1")
     _check_range("scale.staleness", s.staleness, s.staleness >= 0, ">= 0 (0: synchronous)")
     _check_range("scale.is_cap", s.is_cap, s.is_cap >= 1, ">= 1")
+    if s.shard not in ("none", "fsdp"):
+        raise ConfigError(f"'scale.shard' = {s.shard!r}: expected 'none' or 'fsdp'")
+    if s.shard == "fsdp":
+        if s.learners < 2:
+            raise ConfigError(
+                f"'scale.shard' = 'fsdp' shards over the learner ranks, but scale.learners = "
+                f"{s.learners}: set scale.learners >= 2"
+            )
+        _refuse_together(
+            "'scale.shard' = 'fsdp'",
+            [("scale.workers", s.workers > 0)],
+            "the weight sync to Ray workers sends rank 0's unsharded state dict (not built for shards)",
+        )
     if s.ray_address and not s.workers:
         raise ConfigError("'scale.ray_address' is set but scale.workers = 0: no Ray workers to place")
     if (s.workers or s.learners > 1) and cfg.task.source == "env":

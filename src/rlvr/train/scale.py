@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from rlvr.models.shard import gathered
 from rlvr.rollout.batch import Rollout
 from rlvr.rollout.sampler import generate, stream_seeds
 
@@ -235,15 +236,16 @@ class RolloutSource:
             return _Shared(pending, lr)
         lo, hi = lr.share(0, len(prompts))  # this rank's prompts
         part = None
-        if hi > lo:
-            part = generate(
-                model,
-                prompts[lo:hi],
-                num_samples=num_samples,
-                row_seeds=seeds[lo * num_samples : hi * num_samples],
-                **gen_kw,
-            )
-            part.policy_version = version
+        with gathered(model):  # a sharded policy: whole on every rank, then each decodes its share
+            if hi > lo:
+                part = generate(
+                    model,
+                    prompts[lo:hi],
+                    num_samples=num_samples,
+                    row_seeds=seeds[lo * num_samples : hi * num_samples],
+                    **gen_kw,
+                )
+                part.policy_version = version
         return _Sharded(part, lr, gen_kw["pad_id"])
 
     def start_workers(

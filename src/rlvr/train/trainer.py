@@ -49,6 +49,16 @@ from rlvr.eval import (
 )
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
+from rlvr.models.shard import (
+    drop_aliases,
+    full_optimizer_state,
+    full_weights,
+    gathered,
+    grad_norm,
+    is_sharded,
+    load_optimizer_state,
+    shard_policy,
+)
 from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
 from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rewards.steps import StepReward, step_token_rewards
@@ -1003,6 +1013,7 @@ def _learn(
     lo, hi = learners.share(0, mb_size)  # this rank's rows of each mini-batch
     micro = (hi - lo) // a.micro_batches
     params = [p for p in model.parameters() if p.requires_grad]
+    sharded = is_sharded(model)  # FSDP: gradients reduced (averaged) over the ranks in the backward
     precision = _autocast(cfg, params[0].device)  # the forward only; backward and optimizer in fp32
     for _epoch in range(a.epochs):
         # shuffle whole groups, so that mini-batches keep a prompt's samples together and the
@@ -1059,19 +1070,16 @@ def _learn(
                 # summing gives exactly the mini-batch aggregate
                 full = torch.zeros_like(mb.old_logp).index_copy(0, rows, loss_tok)  # [n_mb, T]
                 loss = comps.aggregation(full, mb.mask, **comps.kwargs["aggregation"])
-                loss.backward()
+                (loss * learners.world if sharded else loss).backward()  # FSDP's mean -> the sum
                 total += float(loss.detach())
                 for k, v in stats.items():
                     note(k, v)
                 note("entropy", float((ent.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
-            if learners.world > 1:  # the ranks' parts of the global aggregate: sum them
+            if sharded:  # FSDP summed the gradients; the ranks' parts of the loss are summed here
+                total = sum(gather_objects(total, learners))
+            elif learners.world > 1:  # the ranks' parts of the global aggregate: sum them
                 (total,) = allreduce_grads(params, learners, total)
-            if cfg.optim.grad_clip > 0:
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            else:
-                gnorm = torch.linalg.vector_norm(
-                    torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
-                )
+            gnorm = grad_norm(list(model.parameters()), cfg.optim.grad_clip)  # clipped when > 0
             if not (torch.isfinite(gnorm) and math.isfinite(total)):
                 note("skipped_updates", 1.0)
                 note("nonfinite_loss", total)  # nan / inf: which quantity, for the log line
@@ -1173,11 +1181,14 @@ class _stop_on_signals:
             signal.signal(s, handler)
 
 
-def _save_reference(run_dir: Path, step: int, model: Any, tokenizer: Any, keep: int = 2) -> None:
-    """Save a reset reference model as references/step_N (atomic), keeping the newest ``keep``."""
+def _save_reference(
+    run_dir: Path, step: int, model: Any, tokenizer: Any, keep: int = 2, weights: Any = None
+) -> None:
+    """Save a reset reference model as references/step_N (atomic), keeping the newest ``keep``
+    (``weights``: the full state dict of a sharded model)."""
     root = run_dir / "references"
     with atomic_dir(root / f"step_{step}") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
     old = sorted((int(p.name.split("_")[1]), p) for p in root.glob("step_*") if p.is_dir())
     for _, path in old[:-keep]:
@@ -1364,6 +1375,9 @@ def train(
     guide = GUIDES[gd.strategy] if gd.strategy else None
     traces = TraceStore(gd.traces_per_prompt) if guide is not None else None
     rollouts_total = 0  # completions generated so far, dropped ones included
+    if cfg.scale.shard == "fsdp":  # after the reference's copy, before the optimizer (it takes shards)
+        shard_policy(model, learners.world, device)
+    sharded = is_sharded(model)
     o = cfg.optim
     fused = device.type in ("cpu", "cuda")  # one kernel over all parameters (CPU: 0.6 vs 3.8 ms/step)
     opt = torch.optim.AdamW(
@@ -1402,7 +1416,10 @@ def train(
         if critic is not None:
             critic.load_state_dict(st["critic"])
             critic_opt.load_state_dict(st["critic_optimizer"])  # type: ignore[union-attr]
-        opt.load_state_dict(st["optimizer"])
+        if sharded:  # the full state, keyed by parameter name: each rank keeps its shards
+            load_optimizer_state(model, opt, st["optimizer"])
+        else:
+            opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
         cpu_gen.set_state(st["cpu_generator"])
         torch.set_rng_state(st["torch_rng"])
@@ -1433,18 +1450,23 @@ def train(
 
     console.print(f"run dir: {run_dir}  device: {device}  model: {base_path}")
     before_path = run_dir / "eval_before.json"
-    if cfg.eval.before and main and not before_path.exists():
-        before = _eval(
-            model if ckpt is None else load_model(base_path, device=device)[0],
-            tokenizer,
-            task.heldout,
-            cfg,
-            "eval (base)",
-            progress,
-            verifier,
-        )
-        atomic_write_text(before_path, json.dumps(_eval_record(before)))
-        console.print(_fmt_eval("base", before.summary()))
+    do_before = cfg.eval.before and main and not before_path.exists()
+    if sharded:  # every rank gathers the weights for rank 0's evaluation
+        do_before = broadcast(do_before, learners)
+    if do_before:
+        with gathered(model):
+            if main:
+                before = _eval(
+                    model if ckpt is None else load_model(base_path, device=device)[0],
+                    tokenizer,
+                    task.heldout,
+                    cfg,
+                    "eval (base)",
+                    progress,
+                    verifier,
+                )
+                atomic_write_text(before_path, json.dumps(_eval_record(before)))
+                console.print(_fmt_eval("base", before.summary()))
 
     r, b, g = cfg.rollout, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt
     columns = [
@@ -1622,10 +1644,12 @@ def train(
                     kl_coef, learn["kl"], target=algo.kl_target, horizon=algo.kl_horizon, n=len(roll)
                 )
             if ref is not None and algo.ref_reset_every and step % algo.ref_reset_every == 0:
-                ref.load_state_dict(model.state_dict())  # ProRL: the current policy is the new anchor
+                weights = full_weights(model, everywhere=True) if sharded else model.state_dict()
+                ref.load_state_dict(weights)  # ProRL: the current policy is the new anchor
                 ref_step = step
                 if main:
-                    _save_reference(run_dir, step, model, tokenizer)
+                    saved = drop_aliases(model, weights) if sharded else None
+                    _save_reference(run_dir, step, model, tokenizer, weights=saved)
             step_time = time.perf_counter() - t0
             zero_var = [
                 (grid.std(dim=1) == 0) if s > 1 else torch.ones(grid.shape[0], dtype=torch.bool)
@@ -1673,10 +1697,14 @@ def train(
                 **({"worker_restarts": source.restarts} if source is not None and sc.workers else {}),
                 **learn,
             }
-            if main and cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
-                mid = _eval(model, tokenizer, task.heldout, cfg, f"eval (step {step})", False, verifier)
-                m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
-                model.train()
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                with gathered(model):  # sharded: every rank gathers, rank 0 evaluates
+                    if main:
+                        mid = _eval(
+                            model, tokenizer, task.heldout, cfg, f"eval (step {step})", False, verifier
+                        )
+                        m.update({f"heldout_{k}": v for k, v in mid.summary().items() if "_ci" not in k})
+                        model.train()
             if main:  # to disk at each checkpoint, the lines a resume keeps
                 append_jsonl(metrics_path, m, sync=False)
             scalars = {
@@ -1734,7 +1762,7 @@ def train(
                 ahead = deque((probs, Ready(w.result())) for probs, w in ahead)  # every rank waits
                 state = {
                     "step": step,
-                    "optimizer": opt.state_dict(),
+                    "optimizer": full_optimizer_state(model, opt) if sharded else opt.state_dict(),
                     "generator": gen.get_state(),
                     "cpu_generator": cpu_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
@@ -1753,10 +1781,17 @@ def train(
                         else {}
                     ),
                 }
+                weights = drop_aliases(model, full_weights(model)) if sharded else None  # on rank 0
                 if main:
                     fsync_file(metrics_path)
                     save_checkpoint(
-                        run_dir, step, model, tokenizer, state, keep=cfg.train.keep_checkpoints
+                        run_dir,
+                        step,
+                        model,
+                        tokenizer,
+                        state,
+                        keep=cfg.train.keep_checkpoints,
+                        weights=weights,
                     )
                 if tb is not None:  # the events on disk reach at least the newest checkpoint
                     tb.flush()
@@ -1767,6 +1802,7 @@ def train(
         fsync_file(metrics_path)
     if source is not None:
         source.close()  # the rollout workers, if any
+    final = full_weights(model) if sharded else None  # the trained weights, on rank 0
     close_learners(learners)
     if tb is not None:
         tb.close()
@@ -1782,6 +1818,9 @@ def train(
     if not main:  # the other ranks end here: rank 0 evaluates and writes the summary
         console.quiet = quiet
         return summary
+    if final is not None:  # rank 0 evaluates an unsharded copy
+        model = load_model(base_path, device=device)[0]
+        model.load_state_dict(final)
     if cfg.eval.after:
         after = _eval(model, tokenizer, task.heldout, cfg, "eval (trained)", progress, verifier)
         atomic_write_text(run_dir / "eval_after.json", json.dumps(_eval_record(after)))
