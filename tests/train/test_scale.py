@@ -14,7 +14,7 @@ from rlvr.models.shard import full_weights, gathered, shard_policy
 from rlvr.models.tiny import load_model
 from rlvr.rollout import generate, sequence_logp
 from rlvr.train.config import ConfigError, load_config
-from rlvr.train.scale import SOLO, Learners, allreduce_grads
+from rlvr.train.scale import SOLO, Learners, allreduce_grads, split_rows
 from rlvr.train.trainer import _learn, build_components
 
 # (overrides, label): the default token-mean, a per-sequence aggregation with several mini-batches and
@@ -114,6 +114,17 @@ def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
             )
             params = [p.detach().clone() for p in model.parameters()]
             torch.save({"params": params, "stats": stats}, f"{out}.{c}.{rank}")
+        # a frozen model's forward split over the ranks' rows and gathered: 16 rows, then 15 (uneven)
+        _, model, _, roll, _ = _setup(path, [])
+        x = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
+        with torch.no_grad():
+            split = [
+                split_rows(
+                    lambda *a: sequence_logp(model, *a)[0], [t[:k] for t in x], Learners(rank, world)
+                )
+                for k in (16, 15)
+            ]
+        torch.save(split, f"{out}.split.{rank}")
         for c, overrides in enumerate(CASES):
             weights, stats, model, roll = _sharded_case(rank, world, path, overrides)
             torch.save({"weights": weights, "stats": stats}, f"{out}.fsdp{c}.{rank}")
@@ -169,6 +180,18 @@ def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path):
         for key in ("loss", "grad_norm"):
             for r in fsdp:
                 assert r["stats"][key] == pytest.approx(solo[key], rel=1e-5, abs=1e-6), (label, key)
+    _, model, _, roll, _ = _setup(str(micro_base), [])
+    with torch.no_grad():
+        whole = sequence_logp(
+            model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention
+        )[0]
+    for r in range(2):
+        split = torch.load(f"{out}.split.{r}")
+        assert [tuple(t.shape) for t in split] == [tuple(whole.shape), (15, whole.shape[1])]
+        assert (
+            float((split[0] - whole).abs().max()) < 1e-5
+            and float((split[1] - whole[:15]).abs().max()) < 1e-5
+        )
     chunk = [torch.load(f"{out}.chunk.{r}") for r in range(2)]
     assert [c["rows"] for c in chunk] == [1, 4]
     for c in chunk:  # the same full gradients on both ranks, with and without the chunked head

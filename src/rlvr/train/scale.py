@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from rlvr.models.shard import gathered
 from rlvr.rollout.batch import Rollout
@@ -41,6 +42,7 @@ __all__ = [
     "gather_objects",
     "init_learners",
     "launch_learners",
+    "split_rows",
     "under_launcher",
 ]
 
@@ -148,6 +150,24 @@ def broadcast(obj: Any, learners: Learners) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def split_rows(fn: Callable[..., Tensor], inputs: Sequence[Tensor], learners: Learners) -> Tensor:
+    """``fn(*inputs)`` of N rows, each rank computing its share of the rows and all-gathering the
+    rest: the same [N, ...] result on every rank, for 1/M of the work (a frozen reference's or the
+    critic's forward over the batch, which every rank needs whole). With one rank, ``fn(*inputs)``."""
+    if learners.world == 1:
+        return fn(*inputs)
+    n = inputs[0].shape[0]
+    lo, hi = learners.share(0, n)
+    mine = fn(*(x[lo:hi] for x in inputs))  # [hi - lo, ...]
+    width = -(-n // learners.world)  # the largest share: shares differ by at most one row
+    padded = mine.new_zeros((width, *mine.shape[1:]))  # [width, ...]
+    padded[: hi - lo] = mine
+    parts = [torch.empty_like(padded) for _ in range(learners.world)]
+    dist.all_gather(parts, padded.contiguous())
+    sizes = [b - a for a, b in (Learners(r, learners.world).share(0, n) for r in range(learners.world))]
+    return torch.cat([part[:k] for part, k in zip(parts, sizes, strict=True)])  # [N, ...]
 
 
 class Ready:

@@ -81,6 +81,7 @@ from rlvr.train.scale import (
     close_learners,
     gather_objects,
     init_learners,
+    split_rows,
 )
 from rlvr.utils import (
     append_jsonl,
@@ -1604,21 +1605,17 @@ def train(
             if sc.staleness:
                 with _autocast(cfg, device):
                     off_policy = _correct_stale(model, roll, step - 1, sc.is_cap, r.temperature)
-            if ref is not None:
+            rows_in = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
+            if ref is not None:  # each learner rank runs its share of the rows
                 with torch.no_grad(), _autocast(cfg, device):
-                    roll.ref_logp, _ = sequence_logp(
-                        ref,
-                        roll.prompt_ids,
-                        roll.prompt_mask,
-                        roll.completion_ids,
-                        roll.attention,
-                        temperature=r.temperature,
+                    roll.ref_logp = split_rows(
+                        lambda *x: sequence_logp(ref, *x, temperature=r.temperature)[0],
+                        rows_in,
+                        learners,
                     )  # [N, T]
             if critic is not None:
                 with torch.no_grad():
-                    roll.values = critic(
-                        roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention
-                    )  # [N, T]
+                    roll.values = split_rows(critic, rows_in, learners)  # [N, T]
             scored = roll.rewards  # [N] what the advantage sees
             kl_seen = None  # mean per-token KL to the reference, when measured
             if ref is not None and cfg.algo.kl_in == "reward" and kl_coef > 0:
