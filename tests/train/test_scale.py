@@ -60,11 +60,13 @@ def _setup(path: str, overrides: list[str]):
     return cfg, model, opt, roll, adv
 
 
-def _sharded_case(rank: int, world: int, path: str, overrides: list[str]):
-    """One case with the policy sharded by FSDP2; returns the full updated weights (on rank 0)."""
-    cfg, model, _, roll, adv = _setup(path, overrides)
-    shard_policy(model, world, torch.device("cpu"))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)  # over the shards
+def _update(rank: int, world: int, path: str, overrides: list[str], *, shard: bool = False):
+    """One case's update on this rank's share (the policy sharded by FSDP2 with ``shard``); returns
+    the model and the rollout after it, and the update's statistics."""
+    cfg, model, opt, roll, adv = _setup(path, overrides)
+    if shard:
+        shard_policy(model, world, torch.device("cpu"))
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)  # over the shards
     stats = _learn(
         model,
         opt,
@@ -75,7 +77,7 @@ def _sharded_case(rank: int, world: int, path: str, overrides: list[str]):
         torch.Generator().manual_seed(1),
         learners=Learners(rank, world),
     )
-    return full_weights(model), stats, model, roll
+    return model, roll, stats
 
 
 def _chunked_grads(model, roll, rank: int, world: int, *, chunk: int | None) -> dict:
@@ -101,17 +103,7 @@ def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         for c, overrides in enumerate(CASES):
-            cfg, model, opt, roll, adv = _setup(path, overrides)
-            stats = _learn(
-                model,
-                opt,
-                roll,
-                adv,
-                build_components(cfg),
-                cfg,
-                torch.Generator().manual_seed(1),
-                learners=Learners(rank, world),
-            )
+            model, _, stats = _update(rank, world, path, overrides)
             params = [p.detach().clone() for p in model.parameters()]
             torch.save({"params": params, "stats": stats}, f"{out}.{c}.{rank}")
         # a frozen model's forward split over the ranks' rows and gathered: 16 rows, then 15 (uneven)
@@ -126,8 +118,8 @@ def _rank(rank: int, world: int, port: int, path: str, out: str) -> None:
             ]
         torch.save(split, f"{out}.split.{rank}")
         for c, overrides in enumerate(CASES):
-            weights, stats, model, roll = _sharded_case(rank, world, path, overrides)
-            torch.save({"weights": weights, "stats": stats}, f"{out}.fsdp{c}.{rank}")
+            model, roll, stats = _update(rank, world, path, overrides, shard=True)
+            torch.save({"weights": full_weights(model), "stats": stats}, f"{out}.fsdp{c}.{rank}")
         # the chunked head through a sharded root (headless): the plain path's gradients
         grads = {k: _chunked_grads(model, roll, rank, world, chunk=k) for k in (None, 3)}
         with gathered(model):  # ranks decode different numbers of tokens without a collective
