@@ -195,6 +195,18 @@ def test_bnpo_neutral_is_dr_grpo():
     close(bnpo(same_rate), dr_grpo(same_rate))
 
 
+def test_bnpo_takes_float32_rewards_at_the_range_ends():
+    # answer (weight 1) + format (weight 0.1) in float32: 1.1000000238 > 1.1 (the bnpo recipe's
+    # reward_max); the ends of the range are the ends, not an error
+    top = torch.tensor(1.0) + torch.tensor(0.1)  # float32
+    assert float(top) > 1.1
+    r = torch.stack([top, torch.tensor(0.1), torch.tensor(0.0), top]).view(1, 4)  # [1, 4]
+    exact = torch.tensor([[1.0, 0.1 / 1.1, 0.0, 1.0]])
+    close(bnpo(r, reward_max=1.1), bnpo(exact))
+    with pytest.raises(ValueError, match=r"got values from 0\.0 to 1\.2"):
+        bnpo(torch.tensor([[0.0, 1.2]]), reward_max=1.1)
+
+
 @pytest.mark.parametrize("g", [2, 4, 8])
 def test_bnpo_three_halves_is_scaled_grpo_with_population_std(g):
     r = _rand_binary(6, g, g)

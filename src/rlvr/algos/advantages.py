@@ -130,6 +130,9 @@ def reinforce_pp(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
 # ---------------------------------------------------------------- BNPO
 
 
+_BNPO_SLACK = 1e-6  # of the reward range: float32 rounding of a weighted sum of rewards
+
+
 @ADVANTAGES.register("bnpo", bounds={"norm_alpha": "> 0", "norm_beta": "> 0", "max_weight": "> 0"})
 def bnpo(
     rewards: Tensor,
@@ -162,10 +165,13 @@ def bnpo(
         raise ValueError(f"bnpo: reward_max must exceed reward_min, got {reward_min}, {reward_max}")
     r = rewards.double()
     s = (r - reward_min) / (reward_max - reward_min)  # [B, G]
-    if (s < 0).any() or (s > 1).any():
+    # float32 rewards round: 1.0 + 0.1 (answer + format) is 1.1000000238 > 1.1; allow that much
+    if (s < -_BNPO_SLACK).any() or (s > 1 + _BNPO_SLACK).any():
         raise ValueError(
-            f"bnpo: rewards must lie in [reward_min, reward_max] = [{reward_min}, {reward_max}]"
+            f"bnpo: rewards must lie in [reward_min, reward_max] = [{reward_min}, {reward_max}], "
+            f"got values from {float(r.min())} to {float(r.max())}"
         )
+    s = s.clamp(0.0, 1.0)
     p = s.mean(dim=1, keepdim=True)  # [B, 1]
     alpha, beta = _bnpo_params(p.squeeze(1))
     alpha = alpha if norm_alpha is None else float(norm_alpha)
