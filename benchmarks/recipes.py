@@ -6,7 +6,9 @@
 
 Each (recipe, seed) run goes to benchmarks/runs/<recipe>/seed<S>/ and is skipped when its
 summary.json exists, so an interrupted benchmark resumes (a run cut mid-way resumes from its last
-checkpoint). The table, benchmarks/recipes.md, is rewritten from every finished run after each run:
+checkpoint). A run that fails leaves its traceback in ``error.txt``, is listed under the table, and
+does not stop the others; the command then exits with an error naming the failed runs. The table,
+benchmarks/recipes.md, is rewritten from every finished run after each run:
 held-out pass@1 after training (mean over seeds, with a t-interval), the gain over the base, pass@16,
 the policy's token entropy and the mean completion length over the last 100 steps, and wall time (of
 the runs that were not interrupted and resumed: ``bench.json`` counts the starts).
@@ -30,6 +32,7 @@ import os
 import statistics
 import subprocess
 import time
+import traceback
 from pathlib import Path
 
 from rlvr.compare import mean_ci
@@ -87,7 +90,12 @@ def run_one(
     )
     atomic_write_text(info_path, json.dumps(info) + "\n")
     t0 = time.perf_counter()
-    train(cfg, run_dir=out, resume=resume, progress=False)
+    try:
+        train(cfg, run_dir=out, resume=resume, progress=False)
+    except Exception:  # kept beside the run for the table; the benchmark goes on with the others
+        atomic_write_text(out / "error.txt", traceback.format_exc())
+        raise
+    (out / "error.txt").unlink(missing_ok=True)
     (out / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
 
 
@@ -163,6 +171,16 @@ def table(runs: Path) -> str:
             f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall_text} "
             f"| {_settings([d for d, _, _ in sums])} |"
         )
+    failed = [
+        d
+        for d in sorted(runs.glob("*/seed*"))
+        if (d / "error.txt").exists() and not (d / "summary.json").exists()
+    ]
+    if failed:
+        lines += ["", "Runs that failed (their last error; the benchmark resumes them when rerun):", ""]
+        for d in failed:
+            last = (d / "error.txt").read_text().strip().splitlines()[-1]
+            lines.append(f"- {d.parent.name} {d.name}: `{last}` ({d.parent.name}/{d.name}/error.txt)")
     return "\n".join(lines) + "\n"
 
 
@@ -201,27 +219,41 @@ def main() -> None:
         for seed in args.seeds
         if not (args.runs / recipe / f"seed{seed}" / "summary.json").exists()
     ]
+    failures: list[str] = []
+
+    def failed(label: str, err: BaseException) -> None:
+        failures.append(label)
+        console.print(f"[red]{label} failed[/red]: {type(err).__name__}: {err}")
+
     if args.jobs == 1:
         for recipe, seed, out in todo:
             console.print(f"[bold]{recipe} seed {seed}[/bold] -> {out}")
-            run_one(recipe, seed, args.steps, out)
+            try:
+                run_one(recipe, seed, args.steps, out)
+            except Exception as err:  # a broken recipe does not stop the others
+                failed(f"{recipe} seed {seed}", err)
             atomic_write_text(args.out, header + table(args.runs))
     else:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_run_job, recipe, seed, args.steps, out, threads, args.jobs)
+            futures = {
+                pool.submit(_run_job, recipe, seed, args.steps, out, threads, args.jobs): (recipe, seed)
                 for recipe, seed, out in todo
-            ]
+            }
             try:
                 for fut in cf.as_completed(futures):
-                    console.print(f"[bold]{fut.result()}[/bold] done")
+                    try:
+                        console.print(f"[bold]{fut.result()}[/bold] done")
+                    except Exception as err:  # a broken recipe does not stop the others
+                        failed("{} seed {}".format(*futures[fut]), err)
                     atomic_write_text(args.out, header + table(args.runs))
-            except BaseException:  # a failed run (or Ctrl-C): start no more; the running ones resume
+            except BaseException:  # Ctrl-C: start no more; the running ones resume when rerun
                 for fut in futures:
                     fut.cancel()
                 raise
     console.print(table(args.runs))
+    if failures:
+        raise SystemExit(f"{len(failures)} run(s) failed: {', '.join(failures)} (see error.txt in each)")
 
 
 if __name__ == "__main__":

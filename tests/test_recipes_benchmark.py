@@ -50,3 +50,21 @@ def test_table_rows_with_settings(bench, tmp_path):
     # mean 40.0, t-interval half-width 4.303 * 10 / sqrt(3) = 24.8
     assert grpo.startswith("| grpo | 3 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |")
     assert grpo.endswith("| abc1234, 1 x 2; unrecorded |")
+
+
+def test_a_failed_run_is_listed_and_the_others_go_on(bench, tmp_path, monkeypatch):
+    def fake_train(cfg, run_dir, resume, progress):
+        if cfg.name == "bnpo":
+            raise ValueError("boom")
+        (run_dir / "summary.json").write_text(json.dumps({"after": {"pass@1": 0.3}, "pass@1_gain": 0.1}))
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "entropy": 0.2}) + "\n")
+
+    monkeypatch.setattr(bench, "train", fake_train)
+    argv = ["recipes.py", "--recipes", "bnpo", "grpo", "--seeds", "0", "--runs", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", [*argv, "--out", str(tmp_path / "t.md")])
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed: bnpo seed 0"):
+        bench.main()  # bnpo (first) failed, grpo still ran
+    text = (tmp_path / "t.md").read_text()
+    assert "| grpo | 1 | 30.0 (1 seed) |" in text
+    assert "- bnpo seed0: `ValueError: boom` (bnpo/seed0/error.txt)" in text
+    assert "Traceback" in (tmp_path / "bnpo" / "seed0" / "error.txt").read_text()
