@@ -31,6 +31,29 @@ def test_counts_with_decay_hand_values():
     assert s.seen().tolist() == [2, 1] and s.last_step().tolist() == [3, 3]
 
 
+def test_vectorised_counts_equal_the_loop_and_survive_a_round_trip():
+    rng = np.random.default_rng(4)
+    s = PromptStats(7)
+    for step in range(200):  # more observations than the flat buffer's first capacity
+        for i in rng.choice(7, 3, replace=False):
+            s.update(int(i), step=step, successes=float(rng.integers(0, 5)), attempts=4)
+    for decay in (1.0, 0.97, 0.5):
+        want_s, want_a = np.zeros(7), np.zeros(7)  # the definition, one observation at a time
+        for i, h in enumerate(s.history):
+            for t, succ, att, _ in h:
+                w = decay ** max(150 - t, 0)  # (observations after step 150 count in full)
+                want_s[i] += w * succ
+                want_a[i] += w * att
+        got_s, got_a = s.counts(150, decay)
+        np.testing.assert_allclose(got_s, want_s, rtol=1e-12)
+        np.testing.assert_allclose(got_a, want_a, rtol=1e-12)
+        t = PromptStats(7)
+        t.load_state_dict(s.state_dict())
+        assert all(
+            np.array_equal(x, y) for x, y in zip(t.counts(150, decay), (got_s, got_a), strict=True)
+        )
+
+
 def test_state_round_trip_and_size_check():
     s = _stats([0.1, None, 0.9], categories=["a", "b", "a"])
     t = PromptStats(3)

@@ -52,6 +52,10 @@ class PromptStats:
     def __init__(self, size: int, categories: Sequence[str] | None = None) -> None:
         self.size = int(size)
         self.history: list[list[tuple[int, float, int, float]]] = [[] for _ in range(self.size)]
+        # every observation, for vectorised sums: (prompt, step, successes, attempts); each prompt's
+        # in its history's order, so that its sums add up in the same order as a loop over it
+        self._flat = np.zeros((64, 4))  # [capacity, 4], rows [0, _n) used
+        self._n = 0
         self.categories = list(categories) if categories is not None else [""] * self.size
         if len(self.categories) != self.size:
             raise ValueError(f"{len(self.categories)} categories for a pool of {self.size} prompts")
@@ -61,6 +65,13 @@ class PromptStats:
     ) -> None:
         """Record one rolled-out group of prompt ``index`` at ``step``."""
         self.history[index].append((int(step), float(successes), int(attempts), float(abs_adv)))
+        self._record(index, step, successes, attempts)
+
+    def _record(self, index: int, step: int, successes: float, attempts: int) -> None:
+        if self._n == len(self._flat):  # double the capacity: amortised O(1) per observation
+            self._flat = np.concatenate([self._flat, np.zeros_like(self._flat)])
+        self._flat[self._n] = (index, step, successes, attempts)
+        self._n += 1
 
     def seen(self) -> np.ndarray:
         """Times each prompt was rolled out (groups) [P]."""
@@ -75,13 +86,11 @@ class PromptStats:
 
         S_i = sum_obs decay^(step - t_obs) * s_obs,   A_i = sum_obs decay^(step - t_obs) * a_obs
         """
-        s = np.zeros(self.size)  # [P]
-        a = np.zeros(self.size)  # [P]
-        for i, h in enumerate(self.history):
-            for t, succ, att, _ in h:
-                w = decay ** max(step - t, 0)
-                s[i] += w * succ
-                a[i] += w * att
+        obs = self._flat[: self._n]  # [O, 4]
+        idx = obs[:, 0].astype(np.int64)  # [O]
+        w = np.power(decay, np.maximum(step - obs[:, 1], 0.0))  # [O]
+        s = np.bincount(idx, weights=w * obs[:, 2], minlength=self.size)  # [P]
+        a = np.bincount(idx, weights=w * obs[:, 3], minlength=self.size)  # [P]
         return s, a
 
     def success_rate(self, *, prior_a: float = 1.0, prior_b: float = 1.0, step: int = 0) -> np.ndarray:
@@ -104,6 +113,10 @@ class PromptStats:
             [(int(t), float(s), int(a), float(v)) for t, s, a, v in h] for h in state["history"]
         ]
         self.categories = list(state["categories"])
+        self._n = 0
+        for i, h in enumerate(self.history):  # a prompt's sums depend only on its own order
+            for t, succ, att, _ in h:
+                self._record(i, t, succ, att)
 
 
 def _check_b(stats: PromptStats, b: int) -> None:
