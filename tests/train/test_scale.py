@@ -220,7 +220,5 @@ def test_scale_config_errors():
         load_config("grpo", ["scale.shard='fsdp'"])
     with pytest.raises(ConfigError, match=re.escape("'scale.shard' = 'zero3': expected")):
         load_config("grpo", ["scale.shard='zero3'"])
-    with pytest.raises(ConfigError, match=re.escape("'fsdp' does not combine with scale.workers")):
-        load_config("grpo", ["scale.shard='fsdp'", "scale.learners=2", "scale.workers=1"])
     cfg = load_config("grpo", ["scale.workers=2", "scale.staleness=1"])
     assert (cfg.scale.workers, cfg.scale.staleness, cfg.scale.learners) == (2, 1, 1)

@@ -75,13 +75,17 @@ def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_se
     # both at once: rank 0 drives a Ray worker and shares its rollouts with rank 1
     both = ["train", "--quiet", "--learners", "2", "--workers", "1", "--run-dir", str(tmp_path / "both")]
     assert main([*both, *ov]) == 0
-    ddp, one, mixed = (_metrics(tmp_path / d) for d in ("ddp", "ray", "both"))
-    assert len(ddp) == len(one) == len(mixed) == 3
-    for a, b, c in zip(ddp, one, mixed, strict=True):
+    # and with the policy sharded: rank 0 sends the weights that every rank helped gather
+    sharded = [*both[:-1], str(tmp_path / "sharded"), "--shard", "fsdp"]
+    assert main([*sharded, *ov]) == 0
+    ddp, one, mixed, fsdp = (_metrics(tmp_path / d) for d in ("ddp", "ray", "both", "sharded"))
+    assert len(ddp) == len(one) == len(mixed) == len(fsdp) == 3
+    for a, b, c, d in zip(ddp, one, mixed, fsdp, strict=True):
         for key in ("reward_mean", "response_length", "loss", "grad_norm", "adv_std"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
             assert c[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (c["step"], key)
-        assert b["worker_restarts"] == 0 and c["worker_restarts"] == 0
+            assert d[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (d["step"], key)
+        assert b["worker_restarts"] == 0 and c["worker_restarts"] == 0 and d["worker_restarts"] == 0
     assert ddp[-1]["grad_norm"] > 0  # the updates did something
     # the ranks' checkpoints are rank 0's: one model, equal to the one-process run's
     w_ddp = torch.load(

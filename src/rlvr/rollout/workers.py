@@ -199,15 +199,25 @@ class WorkerPool:
         shard.actor = self.workers[shard.worker]
         shard.ref = shard.actor.generate.remote(shard.prompts, **shard.kw)
 
-    def sync(self, model: torch.nn.Module, version: int, *, wait: bool = True) -> None:
+    def sync(
+        self,
+        model: torch.nn.Module,
+        version: int,
+        *,
+        wait: bool = True,
+        weights: dict[str, Tensor] | None = None,
+    ) -> None:
         """Send ``model``'s weights to every worker (one ``ray.put`` of the CPU state dict) and tag
         their later rollouts with ``version``. With ``wait``, block until every worker has loaded
         them, replacing a worker found dead (counted in ``restarts``); without, return at once: an
         actor runs its calls in order, so the next ``submit`` still sees the new weights, and a dead
-        worker is replaced by ``result()``."""
+        worker is replaced by ``result()``. ``weights``: the full state dict to send instead of
+        ``model.state_dict()`` (a sharded model's, gathered)."""
         ray = _ray()
+        if weights is None:
+            weights = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
         # ray.put serialises at once, so later in-place updates of the model do not reach the workers
-        self._weights = ray.put({k: v.detach().to("cpu") for k, v in model.state_dict().items()})
+        self._weights = ray.put(weights)
         self.version = int(version)
         actors = list(self.workers)
         refs = [a.set_weights.remote(self._weights, self.version) for a in actors]

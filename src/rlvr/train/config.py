@@ -567,16 +567,10 @@ def _validate_scale(cfg: Config) -> None:
     _check_range("scale.is_cap", s.is_cap, s.is_cap >= 1, ">= 1")
     if s.shard not in ("none", "fsdp"):
         raise ConfigError(f"'scale.shard' = {s.shard!r}: expected 'none' or 'fsdp'")
-    if s.shard == "fsdp":
-        if s.learners < 2:
-            raise ConfigError(
-                f"'scale.shard' = 'fsdp' shards over the learner ranks, but scale.learners = "
-                f"{s.learners}: set scale.learners >= 2"
-            )
-        _refuse_together(
-            "'scale.shard' = 'fsdp'",
-            [("scale.workers", s.workers > 0)],
-            "the weight sync to Ray workers sends rank 0's unsharded state dict (not built for shards)",
+    if s.shard == "fsdp" and s.learners < 2:
+        raise ConfigError(
+            f"'scale.shard' = 'fsdp' shards over the learner ranks, but scale.learners = "
+            f"{s.learners}: set scale.learners >= 2"
         )
     if s.ray_address and not s.workers:
         raise ConfigError("'scale.ray_address' is set but scale.workers = 0: no Ray workers to place")

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from rlvr.models.shard import gathered
+from rlvr.models.shard import full_weights, gathered, is_sharded
 from rlvr.rollout.batch import Rollout
 from rlvr.rollout.sampler import generate, stream_seeds
 
@@ -248,11 +248,14 @@ class RolloutSource:
         lr = self.learners
         if self.remote:
             pending = None
+            fresh = version != self.synced
+            # a sharded policy: every rank joins in gathering the full weights for rank 0 to send
+            weights = full_weights(model) if fresh and is_sharded(model) else None
             if lr.main:
-                if version != self.synced:
-                    self.pool.sync(model, version, wait=False)  # ordered before the generate
-                    self.synced = version
+                if fresh:  # ordered before the generate
+                    self.pool.sync(model, version, wait=False, weights=weights)
                 pending = self.pool.submit(prompts, num_samples=num_samples, row_seeds=seeds, **gen_kw)
+            self.synced = version
             return _Shared(pending, lr)
         lo, hi = lr.share(0, len(prompts))  # this rank's prompts
         part = None
