@@ -45,10 +45,15 @@ def test_table_rows_with_settings(bench, tmp_path):
     lines = bench.table(tmp_path).splitlines()
     assert len(lines) == 4 and "commit, threads x jobs" in lines[0]
     dapo, grpo = lines[2], lines[3]
-    assert dapo.startswith("| dapo | 1 | 20.0 (1 seed) | +5.0 (1 seed) |") and "| a+b, 2 x 1 |" in dapo
+    assert (
+        dapo.startswith("| dapo | 1 | 20.0 (1 seed) | 20.0 (1 seed) | +5.0 (1 seed) |")
+        and "| a+b, 2 x 1 |" in dapo
+    )
     assert "| n/a (resumed) |" in dapo  # its wall_s.txt holds only the part after the resume
     # mean 40.0, t-interval half-width 4.303 * 10 / sqrt(3) = 24.8
-    assert grpo.startswith("| grpo | 3 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |")
+    assert grpo.startswith(
+        "| grpo | 3 | 40.0 ± 24.8 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |"
+    )  # (no mid-run evaluations: the last 3 evaluations are the final one)
     assert grpo.endswith("| abc1234, 1 x 2; unrecorded |")
 
 
@@ -65,6 +70,17 @@ def test_a_failed_run_is_listed_and_the_others_go_on(bench, tmp_path, monkeypatc
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed: bnpo seed 0"):
         bench.main()  # bnpo (first) failed, grpo still ran
     text = (tmp_path / "t.md").read_text()
-    assert "| grpo | 1 | 30.0 (1 seed) |" in text
+    assert "| grpo | 1 | 30.0 (1 seed) | 30.0 (1 seed) |" in text
     assert "- bnpo seed0: `ValueError: boom` (bnpo/seed0/error.txt)" in text
     assert "Traceback" in (tmp_path / "bnpo" / "seed0" / "error.txt").read_text()
+
+
+def test_last_evaluations_average_the_final_and_the_latest_mid_run_ones(bench, tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    rows = [{"step": 1}, {"step": 2, "heldout_pass@1": 0.2}, {"step": 3, "heldout_pass@1": 0.4}]
+    rows += [{"step": 4, "heldout_pass@1": 0.6}, {"step": 5}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    final = {"after": {"pass@1": 0.3}}
+    assert bench._late_pass1(d, final) == pytest.approx((0.4 + 0.6 + 0.3) / 3)
+    assert bench._late_pass1(d, final, k=1) == pytest.approx(0.3)
