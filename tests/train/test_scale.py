@@ -194,6 +194,61 @@ def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path):
             assert float((chunk[0]["grads"][None][name] - g).abs().max()) < 1e-6, name
 
 
+def _one_rank_sharded(rank: int, port: int, path: str, device: str, out: str) -> None:
+    """The sharding helpers in a one-rank group on ``device`` (NCCL on CUDA): an update, generation
+    with the weights gathered, and the gathered weights."""
+    torch.set_num_threads(1)
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        cfg, model, _, roll, adv = _setup(path, CASES[1])
+        model.to(device)
+        shard_policy(model, 1, torch.device(device))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=True)
+        args = (roll.to(device), adv.to(device), build_components(cfg), cfg)
+        stats = _learn(model, opt, *args, torch.Generator().manual_seed(1), learners=Learners(0, 1))
+        with gathered(model):
+            after = generate(model, [[1, 2]], num_samples=4, max_new_tokens=6, eos_id=-1, pad_id=0,
+                             generator=torch.Generator(device).manual_seed(5))  # fmt: skip
+        torch.save(
+            {"weights": full_weights(model), "stats": stats, "tokens": after.completion_ids.cpu()}, out
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+    ],
+)
+def test_sharded_helpers_on_each_device(micro_base, tmp_path, device):
+    """One FSDP2 rank (gloo on the CPU, NCCL on a GPU): the update (fused AdamW on the shards) and
+    the generation that follows equal a plain model's; on the device machine this is the GPU check
+    of the sharded path (its one GPU cannot hold two NCCL ranks)."""
+    out = str(tmp_path / "one")
+    mp.start_processes(
+        _one_rank_sharded,
+        args=(_free_port(), str(micro_base), device, out),
+        nprocs=1,
+        start_method="spawn",
+    )
+    got = torch.load(out)
+    cfg, model, _, roll, adv = _setup(str(micro_base), CASES[1])
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=True)
+    args = (roll.to(device), adv.to(device), build_components(cfg), cfg)
+    solo = _learn(model, opt, *args, torch.Generator().manual_seed(1))
+    for name, p in model.named_parameters():
+        assert float((got["weights"][name] - p.detach().cpu()).abs().max()) < 1e-5, name
+    assert got["stats"]["loss"] == pytest.approx(solo["loss"], rel=1e-5, abs=1e-6)
+    after = generate(model, [[1, 2]], num_samples=4, max_new_tokens=6, eos_id=-1, pad_id=0,
+                     generator=torch.Generator(device).manual_seed(5))  # fmt: skip
+    assert torch.equal(got["tokens"], after.completion_ids.cpu())
+
+
 def test_learner_shares_are_contiguous_and_even():
     assert [Learners(r, 3).share(0, 10) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
     assert [Learners(r, 2).share(4, 8) for r in range(2)] == [(4, 6), (6, 8)]
