@@ -12,7 +12,8 @@ benchmarks/recipes.md, is rewritten from every finished run after each run:
 held-out pass@1 after training (mean over seeds, with a t-interval), the same averaged over each
 run's last 3 evaluations (less noisy than one final checkpoint), the gain over the base, pass@16,
 the policy's token entropy and the mean completion length over the last 100 steps, and wall time (of
-the runs that were not interrupted and resumed: ``bench.json`` counts the starts).
+the runs that were not interrupted and resumed, nor paused: ``bench.json`` counts the starts, and
+``paused_s`` in it marks a run whose processes were stopped for a while).
 By default runs are sequential, with torch's threads. ``--jobs J`` runs J at a time in spawned
 processes with ``train.threads = cores // J``: on the 2-core machine two one-thread runs side by
 side finish more runs per hour than one two-thread run (one thread: 0.163 s per step against 0.136 s
@@ -135,6 +136,13 @@ def _starts(d: Path) -> int:
     return int(json.loads((d / "bench.json").read_text()).get("starts", 1))
 
 
+def _whole(d: Path) -> bool:
+    """The run's wall time is its own: started once and never paused (``paused_s`` in bench.json
+    marks a run whose processes were stopped for a while, e.g. to measure something else alone)."""
+    info = json.loads((d / "bench.json").read_text()) if (d / "bench.json").exists() else {}
+    return _starts(d) <= 1 and not info.get("paused_s")
+
+
 def _settings(dirs: list[Path]) -> str:
     """The commits and 'threads x jobs' of a row's runs; runs from before bench.json: 'unrecorded'."""
     seen: list[str] = []
@@ -175,8 +183,8 @@ def table(runs: Path) -> str:
         ent = statistics.fmean(_tail_mean(d / "metrics.jsonl", "entropy") for d, _, _ in sums)
         length = statistics.fmean(_tail_mean(d / "metrics.jsonl", "response_length") for d, _, _ in sums)
         # a resumed run's wall_s.txt has only its last part: wall time from runs in one piece
-        whole = [w for d, _, w in sums if _starts(d) <= 1]
-        wall_text = f"{statistics.fmean(whole) / 60:.1f} min" if whole else "n/a (resumed)"
+        whole = [w for d, _, w in sums if _whole(d)]
+        wall_text = f"{statistics.fmean(whole) / 60:.1f} min" if whole else "n/a (resumed or paused)"
         lines.append(
             f"| {rdir.name} | {len(sums)} | {_pm(*p1)} | {_pm(*late)} | {_pm(*gain, sign='+')} "
             f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall_text} "

@@ -41,15 +41,18 @@ def test_table_rows_with_settings(bench, tmp_path):
         60,
         {"commits": ["a", "b"], "threads": 2, "jobs": 1, "starts": 2},
     )
+    info = {"commits": ["c"], "threads": 1, "jobs": 2, "starts": 1, "paused_s": 240}
+    _run(tmp_path / "rloo" / "seed0", 0.3, 0.1, 600, info)  # stopped a while: no wall time
     (tmp_path / "ppo" / "seed0").mkdir(parents=True)  # unfinished: no row
     lines = bench.table(tmp_path).splitlines()
-    assert len(lines) == 4 and "commit, threads x jobs" in lines[0]
+    assert len(lines) == 5 and "commit, threads x jobs" in lines[0]
+    assert "| n/a (resumed or paused) |" in lines[4]  # rloo
     dapo, grpo = lines[2], lines[3]
     assert (
         dapo.startswith("| dapo | 1 | 20.0 (1 seed) | 20.0 (1 seed) | +5.0 (1 seed) |")
         and "| a+b, 2 x 1 |" in dapo
     )
-    assert "| n/a (resumed) |" in dapo  # its wall_s.txt holds only the part after the resume
+    assert "| n/a (resumed or paused) |" in dapo  # its wall_s.txt holds only the part after the resume
     # mean 40.0, t-interval half-width 4.303 * 10 / sqrt(3) = 24.8
     assert grpo.startswith(
         "| grpo | 3 | 40.0 ± 24.8 | 40.0 ± 24.8 | +20.0 ± 24.8 | 50.0 | 0.250 | 4.00 | 4.0 min |"
