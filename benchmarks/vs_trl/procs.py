@@ -123,7 +123,7 @@ def main() -> None:
         "best": best,
         "ratio_best": med[best["TRL"]] / med[best["rlvr"]],
     }
-    (a.out.with_suffix(".json")).write_text(json.dumps(res, indent=1))
+    a.out.with_name(a.out.stem.lower() + ".json").write_text(json.dumps(res, indent=1))
     lines = [
         "# rlvr vs TRL on 2 cores, each in its best layout",
         "",
