@@ -16,8 +16,9 @@ How the training loop uses it:
   and rank 0 may evaluate alone. The memory saved is the gradients' and the optimizer's, the larger
   part for AdamW (3 fp32 copies of the parameters against 1).
 - **Checkpoints** hold the full weights (gathered to rank 0 by :func:`full_weights`) and the full
-  optimizer state keyed by parameter name (:func:`full_optimizer_state`), so a sharded run's
-  checkpoint is an ordinary model directory, and resumes with any number of ranks.
+  optimizer state keyed by parameter name (:func:`full_optimizer_state`): a sharded run's checkpoint
+  is an ordinary model directory, and a resumed run loads that state into its shards. (A plain
+  run's optimizer state is keyed by position instead; the two kinds do not resume into each other.)
 """
 
 from __future__ import annotations
