@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -32,7 +33,45 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Timers", "Worker", "peak_rss_mib"]
+__all__ = ["Timers", "Worker", "peak_rss_mib", "strict_answer_score", "trl_rows"]
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)  # as rlvr.rewards.extract_answer
+
+
+_SCORE_FNS: dict[str, Callable[..., Any]] = {}
+
+
+def _score_fn(source: str) -> Callable[..., Any]:
+    """reasoning-gym's ``score_answer`` of a task, built once (building it makes the task's dataset;
+    rlvr's ``answer`` reward caches it the same way)."""
+    if source not in _SCORE_FNS:
+        import reasoning_gym
+
+        _SCORE_FNS[source] = reasoning_gym.get_score_answer_fn(source)
+    return _SCORE_FNS[source]
+
+
+def strict_answer_score(prompt: Any, completion: Any, answer: str, meta: str) -> float:
+    """rlvr's strict ``answer`` reward for one of TRL's (conversational) samples: reasoning-gym's score
+    of the text inside the completion's last ``<answer>...</answer>``, 1.0 only for full credit."""
+    text = completion[-1]["content"] if isinstance(completion, list) else completion
+    found = _ANSWER.findall(text)
+    if not found:
+        return 0.0
+    md = json.loads(meta)
+    question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+    score = _score_fn(md["source_dataset"])(
+        found[-1].strip(), {"question": question, "answer": answer, "metadata": md}
+    )
+    return 1.0 if float(score) >= 1.0 else 0.0
+
+
+def trl_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dumped prompt rows as TRL dataset rows: conversational prompts, answer and metadata."""
+    return [
+        {"prompt": [{"role": "user", "content": r["content"]}], "answer": r["answer"], "meta": r["meta"]}
+        for r in rows
+    ]
 
 
 def peak_rss_mib() -> float:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from protocol import strict_answer_score, trl_rows
+
 B, G, LR = 8, 8, 1e-4
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)  # as rlvr.rewards.extract_answer
 
 
 def main() -> None:
@@ -32,7 +35,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=Path("/tmp/trl_free"))
     a = ap.parse_args()
-    import reasoning_gym
     import torch
     import trl
     from datasets import Dataset
@@ -49,20 +51,10 @@ def main() -> None:
         prompts: list[Any], completions: list[Any], answer: list[str], meta: list[str], **_: Any
     ) -> list[float]:
         """rlvr's strict ``answer`` reward (as trl_grpo.py)."""
-        out = []
-        for prompt, comp, ans, m in zip(prompts, completions, answer, meta, strict=True):
-            text = comp[-1]["content"] if isinstance(comp, list) else comp
-            found = _ANSWER.findall(text)
-            if not found:
-                out.append(0.0)
-                continue
-            md = json.loads(m)
-            question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
-            score = reasoning_gym.get_score_answer_fn(md["source_dataset"])(
-                found[-1].strip(), {"question": question, "answer": ans, "metadata": md}
-            )
-            out.append(1.0 if float(score) >= 1.0 else 0.0)
-        return out
+        return [
+            strict_answer_score(p, c, ans, m)
+            for p, c, ans, m in zip(prompts, completions, answer, meta, strict=True)
+        ]
 
     ends: list[float] = []
 
@@ -88,16 +80,7 @@ def main() -> None:
         report_to="none",
         logging_steps=10**6,
     )
-    dataset = Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": r["content"]}],
-                "answer": r["answer"],
-                "meta": r["meta"],
-            }
-            for r in rows
-        ]
-    )
+    dataset = Dataset.from_list(trl_rows(rows))
     trainer = GRPOTrainer(
         model=spec["model"],
         reward_funcs=answer_reward,

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from protocol import Timers, Worker
+from protocol import Timers, Worker, strict_answer_score, trl_rows
 
 B, G, LR = 8, 8, 1e-4
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)  # as rlvr.rewards.extract_answer
 
 
 def main() -> None:
@@ -58,7 +56,6 @@ def main() -> None:
     a = ap.parse_args()
     worker = Worker(f"trl-T{a.max_new_tokens}")
 
-    import reasoning_gym
     import torch
     import transformers
     import trl
@@ -85,19 +82,10 @@ def main() -> None:
         """rlvr's strict ``answer`` reward: reasoning-gym's score of the last <answer>...</answer>."""
         k = worker.steps_done
         expected = [r["content"] for r in rows[k * B : (k + 1) * B] for _ in range(G)]
-        out = []
-        for prompt, comp, ans, m in zip(prompts, completions, answer, meta, strict=True):
-            text = comp[-1]["content"] if isinstance(comp, list) else comp
-            question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
-            found = _ANSWER.findall(text)
-            if not found:
-                out.append(0.0)
-                continue
-            md = json.loads(m)
-            score = reasoning_gym.get_score_answer_fn(md["source_dataset"])(
-                found[-1].strip(), {"question": question, "answer": ans, "metadata": md}
-            )
-            out.append(1.0 if float(score) >= 1.0 else 0.0)
+        out = [
+            strict_answer_score(p, c, ans, m)
+            for p, c, ans, m in zip(prompts, completions, answer, meta, strict=True)
+        ]
         lengths = [len(c) for c in completion_ids]
         step_info.update(
             T=max(lengths),
@@ -139,16 +127,7 @@ def main() -> None:
         **gc[a.gradient_checkpointing],
         **({"lr_scheduler_type": "constant", "adam_beta2": 0.99} if a.match_rlvr_optim else {}),
     )
-    dataset = Dataset.from_list(
-        [
-            {
-                "prompt": [{"role": "user", "content": r["content"]}],
-                "answer": r["answer"],
-                "meta": r["meta"],
-            }
-            for r in rows
-        ]
-    )
+    dataset = Dataset.from_list(trl_rows(rows))
     trainer = GRPOTrainer(
         model=spec["model"],
         reward_funcs=answer_reward,
