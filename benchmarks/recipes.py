@@ -231,10 +231,10 @@ def main() -> None:
         "update, so clip bounds do nothing: recipes that differ from grpo only in clipping need "
         "several mini-batches or epochs (dapo uses 4 mini-batches) to differ at all.\n\n"
         "clip_cov and kl_cov act on floor(fraction x counted tokens) tokens of each loss call. A step "
-        "here has about 64 x 4.6 = 300 counted tokens, so their papers' fractions (2e-4 and 2e-3) "
-        "select no token (cov_frac is 0 at every step) and both recipes train exactly as grpo: "
-        "clip_cov's row equals grpo's to the last digit. They need batches of thousands of tokens "
-        "to act.\n\n"
+        "here has about 64 x 4.6 = 300 counted tokens: at its paper's fraction (2e-4) clip_cov "
+        "selects no token (cov_frac is 0 at every step) and its row equals grpo's to the last digit; "
+        "kl_cov (2e-3) selects one token only in a step of 500 counted tokens or more. They are "
+        "meant for batches of many thousands of tokens.\n\n"
     )
     if args.table_only:
         atomic_write_text(args.out, header + table(args.runs))
