@@ -232,9 +232,10 @@ def main() -> None:
         "several mini-batches or epochs (dapo uses 4 mini-batches) to differ at all.\n\n"
         "clip_cov and kl_cov act on floor(fraction x counted tokens) tokens of each loss call. A step "
         "here has about 64 x 4.6 = 300 counted tokens: at its paper's fraction (2e-4) clip_cov "
-        "selects no token (cov_frac is 0 at every step) and its row equals grpo's to the last digit; "
-        "kl_cov (2e-3) selects one token only in a step of 500 counted tokens or more. They are "
-        "meant for batches of many thousands of tokens.\n\n"
+        "selects no token, and kl_cov (2e-3) would select one only in a step of 500 counted tokens "
+        "or more, which no step of its runs reached: cov_frac is 0 at every step of both recipes' "
+        "runs, and both rows equal grpo's to the last digit. They are meant for batches of many "
+        "thousands of tokens.\n\n"
     )
     if args.table_only:
         atomic_write_text(args.out, header + table(args.runs))
