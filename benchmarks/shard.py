@@ -4,7 +4,8 @@
     python benchmarks/shard.py --layers 4 --hidden 256 --steps 2     # a quick check
 
 For each mode ('none': every rank holds the whole policy; 'fsdp': `shard_policy`), two ranks run the
-trainer's own update (`_learn`, grpo, AdamW) on the same fixed rollout, and each rank reports:
+trainer's own update (`Learner.update_policy`, grpo, AdamW) on the same fixed rollout, and each
+rank reports:
 
 - the bytes of training state it holds: parameters, gradients and AdamW moments, counted from its
   local tensors (a DTensor's local shard when sharded) after the last step;
@@ -36,9 +37,10 @@ import torch.multiprocessing as mp
 
 from rlvr.models.shard import shard_policy
 from rlvr.rollout import generate
+from rlvr.train.components import build_components
 from rlvr.train.config import load_config
+from rlvr.train.learner import Learner
 from rlvr.train.scale import Learners
-from rlvr.train.trainer import _learn, build_components
 from rlvr.utils import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
@@ -87,11 +89,13 @@ def _rank(rank: int, world: int, port: int, mode: str, args: argparse.Namespace,
         if mode == "fsdp":
             shard_policy(model, world, torch.device("cpu"))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-        comps, times = build_components(cfg), []
+        learner, times = (
+            Learner(model, opt, build_components(cfg), cfg, learners=Learners(rank, world)),
+            [],
+        )
         for _ in range(args.steps):
             t0 = time.perf_counter()
-            _learn(model, opt, roll, adv, comps, cfg, torch.Generator().manual_seed(1),
-                   learners=Learners(rank, world))  # fmt: skip
+            learner.update_policy(roll, adv, torch.Generator().manual_seed(1))
             times.append(time.perf_counter() - t0)
         state = {
             "parameters": sum(_local_bytes(p) for p in model.parameters()),

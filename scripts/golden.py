@@ -63,7 +63,15 @@ def scale_cases(base: Path, tmp: Path) -> dict[str, list[str]]:
         "scale/learners2": ["--learners", "2", *three],
         "scale/workers1": [*three, "scale.workers=1"],
         "scale/learners2_workers1": ["--learners", "2", "--workers", "1", *three],
-        "scale/learners2_workers1_fsdp": ["--learners", "2", "--workers", "1", "--shard", "fsdp", *three],
+        "scale/learners2_workers1_fsdp": [
+            "--learners",
+            "2",
+            "--workers",
+            "1",
+            "--shard",
+            "fsdp",
+            *three,
+        ],
         "scale/learners2_kl_reset_eval": ["--learners", "2", *fsdp],
         "scale/fsdp_kl_reset_eval": ["--learners", "2", "--shard", "fsdp", *fsdp],
         "scale/async": [
@@ -77,7 +85,9 @@ def scale_cases(base: Path, tmp: Path) -> dict[str, list[str]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("mode", choices=["record", "check"])
     ap.add_argument("--scale", action="store_true", help="also the scale-out cases")
     ap.add_argument("--only", nargs="*", default=None, help="cases whose name contains one of these")
@@ -127,7 +137,9 @@ def main() -> int:
             records[case] = got
             print(f"recorded {case} ({len(got['metrics'])} steps, {took:.1f} s)", flush=True)
         else:
-            diffs = golden.differences(records[case], got, case) if case in records else [f"{case}: none"]
+            diffs = (
+                golden.differences(records[case], got, case) if case in records else [f"{case}: none"]
+            )
             print(f"{'ok  ' if not diffs else 'DIFF'} {case} ({took:.1f} s)", flush=True)
             for d in diffs[:10]:
                 print("     " + d)

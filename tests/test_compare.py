@@ -332,13 +332,13 @@ def test_grid_skips_finished_runs_and_resumes_interrupted_ones(
 ):
     import signal
 
-    from rlvr.train import trainer
+    from rlvr.train import metrics, trainer
     from rlvr.train.trainer import TrainingInterrupted
 
     over = micro_run(micro_base, "eval.samples=2", "eval.max_new_tokens=6", "train.tensorboard=false")
     out = tmp_path / "grid"
     calls: list[tuple[str, int, bool]] = []
-    real_train, real_append = trainer.train, trainer.append_jsonl
+    real_train, real_append = trainer.train, metrics.append_jsonl
 
     def recording_train(cfg, **kw):
         calls.append((cfg.name, cfg.train.seed, kw["resume"]))
@@ -350,7 +350,7 @@ def test_grid_skips_finished_runs_and_resumes_interrupted_ones(
             signal.raise_signal(signal.SIGTERM)
 
     monkeypatch.setattr(trainer, "train", recording_train)
-    monkeypatch.setattr(trainer, "append_jsonl", append_then_sigterm)
+    monkeypatch.setattr(metrics, "append_jsonl", append_then_sigterm)
     base = ["--recipes", "grpo,dr_grpo", "--steps", "2", "--out", str(out), "--quiet"]
     # 1. a subset: seed 0 of both recipes
     args = _parse([*base, "--seeds", "0,", *over])
@@ -368,7 +368,7 @@ def test_grid_skips_finished_runs_and_resumes_interrupted_ones(
     assert not (cut / "summary.json").exists() and (cut / "checkpoints" / "step_1").is_dir()
     first_session = float((cut / "wall_s.partial").read_text())
     # 3. the same command again: seed 0 runs are skipped, grpo seed 1 resumes, dr_grpo seed 1 is new
-    monkeypatch.setattr(trainer, "append_jsonl", real_append)
+    monkeypatch.setattr(metrics, "append_jsonl", real_append)
     calls.clear()
     assert args.fn(args) == 0
     assert calls == [("grpo", 1, True), ("dr_grpo", 1, False)]

@@ -132,3 +132,47 @@ def test_tiny_code_data_is_what_its_generator_writes_and_reference_bodies_pass()
         meta = {k: r[k] for k in ("entry_point", "code_prompt", "tests")}
         assert reward(r["prompt"], r["answer"], "", **meta) == 1.0  # the reference body passes
         assert reward(r["prompt"], " None", "", **meta) == 0.0
+
+
+TRUNCATED = Path(__file__).resolve().parents[1] / "examples" / "drop_truncated.py"
+
+
+@pytest.fixture()
+def truncation_filter():
+    from rlvr.data.samplers import GROUP_FILTERS
+
+    load_plugins([str(TRUNCATED)])
+    yield GROUP_FILTERS["not_all_truncated"]
+    GROUP_FILTERS._items.pop("not_all_truncated", None)
+
+
+def test_batch_stage_example_hand_values(truncation_filter):
+    import numpy as np
+
+    truncated = np.array([[True, True, True], [True, False, True], [False, False, False]])
+    keep = truncation_filter(np.zeros((3, 3)), truncated=truncated)
+    assert keep.tolist() == [False, True, True]
+
+
+def test_batch_stage_example_drops_capped_groups_in_a_run(truncation_filter, micro_base, tmp_path):
+    """With a cap of 1 token every completion is cut: every group fails, rounds repeat and the
+    batch is filled with dropped groups; with the micro runs' cap of 6 tokens both groups pass."""
+    over = [
+        "eval.before=false",
+        "eval.after=false",
+        "train.steps=1",
+        "sampling.max_rounds=2",
+        'sampling.filters=["not_all_truncated"]',
+    ]
+    train(
+        load_config("grpo", micro_run(micro_base, *over, "rollout.max_new_tokens=1")),
+        run_dir=tmp_path / "cut",
+        progress=False,
+    )
+    (row,) = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert row["truncated_frac"] == 1.0 and row["sampling_rounds"] == 2
+    assert row["sampling_filled"] == 2 and row["rollouts"] == 16
+    train(load_config("grpo", micro_run(micro_base, *over)), run_dir=tmp_path / "ok", progress=False)
+    (row,) = [json.loads(x) for x in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()]
+    # (seed 0: 6 of the 8 completions hit the cap, but each group has one that ended)
+    assert row["truncated_frac"] < 1.0 and row["sampling_rounds"] == 1 and row["sampling_filled"] == 0

@@ -342,13 +342,18 @@ def rlvr_worker(spec: dict[str, Any], micro_batches: int) -> None:
     import torch
 
     import rlvr
+    import rlvr.train.advantage as adv_mod
+    import rlvr.train.learner as learner_mod
+    import rlvr.train.metrics as metrics_mod
+    import rlvr.train.rounds as rounds_mod
     import rlvr.train.trainer as tr
     from rlvr.train import load_config
+    from rlvr.train.score import Scorer
 
     timers = Timers()
     timers.install_torch_hooks()
     shape: dict[str, Any] = {}
-    gen_fn = timers.wrap(tr.generate, "gen")
+    gen_fn = timers.wrap(rounds_mod.generate, "gen")
 
     def generate(model: Any, prompts: Any, **kw: Any) -> Any:
         roll = gen_fn(model, prompts, **kw)
@@ -359,13 +364,13 @@ def rlvr_worker(spec: dict[str, Any], micro_batches: int) -> None:
         )
         return roll
 
-    tr.generate = generate
-    tr._score_step = timers.wrap(tr._score_step, "score")
-    logp_fn = tr.sequence_logp
+    rounds_mod.generate = generate
+    Scorer._components = timers.wrap(Scorer._components, "score")  # the reward components
+    logp_fn = learner_mod.sequence_logp
     if spec["rlvr_logit_chunk"] is not None:
         logp_fn = functools.partial(logp_fn, logit_chunk=spec["rlvr_logit_chunk"])
-    tr.sequence_logp = timers.wrap(logp_fn, "logp")
-    append = tr.append_jsonl
+    learner_mod.sequence_logp = adv_mod.sequence_logp = timers.wrap(logp_fn, "logp")
+    append = metrics_mod.append_jsonl
 
     def append_jsonl(path: Any, record: dict[str, Any], **kw: Any) -> None:
         append(path, record, **kw)
@@ -382,7 +387,7 @@ def rlvr_worker(spec: dict[str, Any], micro_batches: int) -> None:
             }
         )
 
-    tr.append_jsonl = append_jsonl
+    metrics_mod.append_jsonl = append_jsonl
     cfg = load_config("grpo", rlvr_overrides(spec, micro_batches))
     worker.start(
         torch=torch.__version__,

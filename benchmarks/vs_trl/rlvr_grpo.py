@@ -57,7 +57,7 @@ def dump(out: Path, count: int, seed: int = 0) -> None:
     from rlvr.data.prompts import INSTRUCTION, format_prompt
     from rlvr.models.tiny import EMBEDDED, ensure_base, load_tokenizer
     from rlvr.train import load_config
-    from rlvr.train.trainer import build_task
+    from rlvr.train.setup import build_task
 
     cfg = load_config("grpo", overrides(12, 1, seed))
     task = build_task(cfg)
@@ -84,15 +84,20 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
     import torch
 
     import rlvr
+    import rlvr.train.advantage as adv_mod
+    import rlvr.train.learner as learner_mod
+    import rlvr.train.metrics as metrics_mod
+    import rlvr.train.rounds as rounds_mod
     import rlvr.train.trainer as tr
     from rlvr.train import load_config
+    from rlvr.train.score import Scorer
 
     rows = json.loads(prompts_path.read_text())["rows"]
     timers = Timers()
     timers.install_torch_hooks()
     shape: dict[str, Any] = {}
 
-    gen_fn = timers.wrap(tr.generate, "gen")
+    gen_fn = timers.wrap(rounds_mod.generate, "gen")
     policy: list[Any] = []  # the trainer's model, seen at its first generate call
 
     def save(path: str) -> None:
@@ -114,10 +119,11 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
         )
         return roll
 
-    tr.generate = generate
-    tr._score_step = timers.wrap(tr._score_step, "score")
-    tr.sequence_logp = timers.wrap(tr.sequence_logp, "logp")
-    append = tr.append_jsonl
+    rounds_mod.generate = generate
+    Scorer._components = timers.wrap(Scorer._components, "score")  # the reward components
+    learner_mod.sequence_logp = timers.wrap(learner_mod.sequence_logp, "logp")
+    adv_mod.sequence_logp = learner_mod.sequence_logp  # the reference's forward, when there is one
+    append = metrics_mod.append_jsonl
 
     def append_jsonl(path: Any, record: dict[str, Any], **kw: Any) -> None:
         append(path, record, **kw)
@@ -136,7 +142,7 @@ def run_train(max_new_tokens: int, steps: int, run_dir: Path, prompts_path: Path
             }
         )
 
-    tr.append_jsonl = append_jsonl
+    metrics_mod.append_jsonl = append_jsonl
     cfg = load_config("grpo", overrides(max_new_tokens, steps, seed))
     worker.start(
         torch=torch.__version__,

@@ -35,7 +35,8 @@ def main() -> None:
 
     from rlvr.models.tiny import EMBEDDED, ensure_base, load_model
     from rlvr.train import load_config
-    from rlvr.train.trainer import build_task, build_verifier, evaluate_problems
+    from rlvr.train.evaluation import evaluate_problems
+    from rlvr.train.setup import build_task, build_verifier
 
     cfg = load_config("grpo", overrides(12, 1, a.seed))
     task = build_task(cfg)

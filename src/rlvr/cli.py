@@ -16,7 +16,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = ()
 def _train(args: argparse.Namespace) -> int:
     from rlvr.train.config import apply_overrides, config_from_dict, load_config
     from rlvr.train.scale import launch_learners, under_launcher
-    from rlvr.train.trainer import new_run_dir, train
+    from rlvr.train.setup import new_run_dir
+    from rlvr.train.trainer import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -109,7 +110,8 @@ def _eval(args: argparse.Namespace) -> int:
     from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
     from rlvr.train.checkpoint import latest_checkpoint
     from rlvr.train.config import ConfigError, load_config
-    from rlvr.train.trainer import build_task, build_verifier, evaluate_problems
+    from rlvr.train.evaluation import evaluate_problems
+    from rlvr.train.setup import build_task, build_verifier
     from rlvr.utils import atomic_write_text, console, pick_device
 
     def resolve(value: str) -> Path | None:

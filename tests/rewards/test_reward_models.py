@@ -399,7 +399,7 @@ def test_pure_takes_its_process_rewards_from_a_prm(rm_dirs, micro_base, tmp_path
 
     from tests.conftest import micro_run
 
-    import rlvr.train.trainer as trainer_mod
+    import rlvr.train.advantage as trainer_mod  # where the credit inputs are supplied
     from rlvr.train.config import load_config
     from rlvr.train.trainer import train
 

@@ -146,7 +146,7 @@ def test_pure_min_without_a_step_reward_is_refused(micro_base, tmp_path):
 def test_pure_trains_on_process_rewards_placed_on_tokens(micro_base, tmp_path, monkeypatch):
     """The rollouts carry process rewards: one nonzero per step, on counted tokens only, the last
     counted token (EOS) always one of them."""
-    import rlvr.train.trainer as trainer_mod
+    import rlvr.train.advantage as trainer_mod  # where the credit inputs are supplied
 
     seen = []
     real = trainer_mod.credit_inputs

@@ -8,10 +8,11 @@ import torch
 
 from rlvr.data.tasks import Problem
 from rlvr.rollout import Rollout
-from rlvr.rollout.replay import ReplayBuffer, ReplayGroup
+from rlvr.rollout.replay import ReplayBuffer
+from rlvr.train.batch import Batch
 
 
-def _group(step: int, g: int = 2) -> ReplayGroup:
+def _group(step: int, g: int = 2) -> Batch:
     roll = Rollout(
         prompt_ids=torch.full((g, 3), step),
         prompt_mask=torch.ones(g, 3, dtype=torch.long),
@@ -22,15 +23,17 @@ def _group(step: int, g: int = 2) -> ReplayGroup:
         finish=["eos"] * g,
         group=torch.zeros(g, dtype=torch.long),
         rewards=torch.tensor([0.0, 1.0]),
+        reward_parts=torch.tensor([[0.0], [1.0]]),
     )
-    return ReplayGroup(
-        problem=Problem(f"q{step}", "a", meta={"i": step}, messages=({"role": "user", "content": "x"},)),
+    return Batch(
+        problems=[
+            Problem(f"q{step}", "a", meta={"i": step}, messages=({"role": "user", "content": "x"},))
+        ],
         roll=roll,
         texts=["t0", "t1"],
-        parts=torch.tensor([[0.0], [1.0]]),
         correct=torch.tensor([0.0, 1.0]),
-        rewards=torch.tensor([0.0, 1.0]),
         raw=torch.tensor([0.0, 1.0]),
+        sizes=[g],
         step=step,
     )
 
@@ -66,14 +69,45 @@ def test_state_dict_round_trip(tmp_path):
     for s in (1, 2):
         buf.add(_group(s))
     torch.save(buf.state_dict(), tmp_path / "s.pt")
-    new = ReplayBuffer()
+    new = ReplayBuffer(load_group=Batch.from_state)
     new.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=False))
     assert (new.capacity, new.max_age, len(new)) == (4, 5, 2)
     a, b = buf.groups[1], new.groups[1]
     assert (
-        b.problem == a.problem
-        and b.problem.meta == {"i": 2}
-        and b.problem.messages == a.problem.messages
+        b.problems == a.problems
+        and b.problems[0].meta == {"i": 2}
+        and b.problems[0].messages == a.problems[0].messages
     )
     assert torch.equal(a.roll.old_logp, b.roll.old_logp) and a.roll.finish == b.roll.finish
     assert b.texts == a.texts and b.step == 2 and torch.equal(b.rewards, a.rewards)
+
+
+def test_a_replay_buffer_of_an_older_checkpoint_loads():
+    """Checkpoints written before the batch type stored each group as a ReplayGroup's fields
+    (problem, roll, texts, parts, correct, rewards, raw, step); they resume into batches."""
+    from dataclasses import asdict
+
+    x = _group(3)
+    p = x.problems[0]
+    old = {
+        "capacity": 4,
+        "max_age": 5,
+        "groups": [
+            {
+                "texts": x.texts,
+                "parts": x.parts,
+                "correct": x.correct,
+                "rewards": x.rewards,
+                "raw": x.raw,
+                "step": 3,
+                "problem": {**asdict(p), "meta": p.meta},
+                "roll": vars(x.roll).copy(),
+            }
+        ],
+    }
+    buf = ReplayBuffer(load_group=Batch.from_state)
+    buf.load_state_dict(old)
+    (b,) = buf.groups
+    assert b.problems == [p] and b.problems[0].messages == p.messages and b.sizes == [2]
+    assert b.step == 3 and b.texts == x.texts and torch.equal(b.rewards, x.rewards)
+    assert torch.equal(b.parts, x.parts) and torch.equal(b.correct, x.correct)

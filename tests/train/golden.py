@@ -58,7 +58,12 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
     ),
     "replay": (
         "grpo",
-        [*DENSE, "sampling.replay_fraction=0.5", "sampling.replay_max_age=2", "rollout.prompts_per_step=4"],
+        [
+            *DENSE,
+            "sampling.replay_fraction=0.5",
+            "sampling.replay_max_age=2",
+            "rollout.prompts_per_step=4",
+        ],
     ),
     "replay_dynamic": (
         "grpo",
@@ -189,8 +194,10 @@ def load_golden() -> dict[str, Any]:
     return json.loads(GOLDEN.read_text())
 
 
-def differences(want: Any, got: Any, where: str = "", rel: float = 1e-4, abs_: float = 1e-6) -> list[str]:
-    """Every place where ``got`` differs from ``want``: numbers beyond round-off, anything else at all."""
+def differences(
+    want: Any, got: Any, where: str = "", rel: float = 1e-4, abs_: float = 1e-6
+) -> list[str]:
+    """Where ``got`` differs from ``want``: numbers beyond round-off, anything else at all."""
     if isinstance(want, dict) and isinstance(got, dict):
         out = []
         if set(want) != set(got):

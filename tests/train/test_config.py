@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlvr.algos import ADVANTAGES, KL_ESTIMATORS
+from rlvr.train.components import build_components
 from rlvr.train.config import (
     ConfigError,
     apply_overrides,
@@ -15,7 +16,6 @@ from rlvr.train.config import (
     load_config,
     recipe_names,
 )
-from rlvr.train.trainer import build_components
 
 
 def test_shipped_recipes_load_and_round_trip():

@@ -13,8 +13,12 @@ from rlvr.data.guidance import GUIDES, Guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem
 from rlvr.models.tiny import load_model
+from rlvr.train.batch import Batch
+from rlvr.train.collect import Guidance
 from rlvr.train.config import load_config
-from rlvr.train.trainer import _guide_failed, _Round, _round, build_rewards, build_verifier
+from rlvr.train.rounds import Rounds
+from rlvr.train.score import Scorer
+from rlvr.train.setup import build_rewards, build_verifier
 
 
 class _GD:
@@ -24,19 +28,21 @@ class _GD:
 
 def _fake_round(problems, correct, guides=None):
     n = len(correct)
-    return _Round(
+    return Batch(
         problems=problems,
-        picked=None,
         roll=None,  # type: ignore[arg-type]
         texts=[""] * n,
-        parts=torch.zeros(n, 1),
         raw=torch.zeros(n),
-        rewards=torch.tensor(correct, dtype=torch.float32),
         correct=torch.tensor(correct, dtype=torch.float32),
-        fails={},
-        gen_time=0.0,
+        sizes=[n // len(problems)] * len(problems),
         guides=guides,
     )
+
+
+def _guide_failed(rounds, rnd, guide, gd, traces, rng, run_round):
+    """The guidance stage's re-rolls of ``rounds[rnd]``, with ``run_round(problems, picked, guides)``."""
+    stage = Guidance(guide, gd.max_tier, gd.knobs, traces, rng)
+    return stage.rescue(rounds, rnd, lambda problems, guides: run_round(problems, None, guides))
 
 
 def test_guide_failed_raises_tiers_until_rescued():
@@ -78,9 +84,8 @@ def test_prefix_is_prompt_side_and_scored(micro_base):
     p = Problem("1 + 2 + 3 =", "6", meta={"source_dataset": "chain_sum", "expression": "1 + 2 + 3"})
     guide = Guide(assistant_prefix="<answer>6", tier=1)
     gen = torch.Generator().manual_seed(0)
-    x = _round(
-        model, tok, [p], None, cfg, gen, build_rewards(cfg), build_verifier(cfg), None, [], [guide]
-    )
+    scorer = Scorer(build_rewards(cfg), build_verifier(cfg), "", [], cfg.rollout.max_new_tokens)
+    x = Rounds(cfg, model, tok, scorer, gen).run([p], guides=[guide])
     want = tok(format_prompt(tok, p.question) + "<answer>6", add_special_tokens=False)["input_ids"]
     for row in range(3):
         ids = x.roll.prompt_ids[row][x.roll.prompt_mask[row] > 0].tolist()

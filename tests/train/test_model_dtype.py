@@ -11,6 +11,9 @@ import torch
 from safetensors import safe_open
 from tests.conftest import micro_run
 
+import rlvr.train.advantage
+import rlvr.train.learner
+import rlvr.train.rounds
 import rlvr.train.trainer as tr
 from rlvr.train.config import ConfigError, load_config
 
@@ -25,14 +28,19 @@ def _cfg(micro_base, *extra):
 def _spy(monkeypatch) -> dict[str, list[tuple[bool, torch.dtype]]]:
     """Record (autocast on, autocast dtype) on the CPU at every generate / sequence_logp call."""
     seen: dict[str, list[tuple[bool, torch.dtype]]] = {"generate": [], "sequence_logp": []}
-    for name in seen:
-        fn = getattr(tr, name)
+    callers = {  # the trainer's modules that call each
+        "generate": [rlvr.train.rounds],
+        "sequence_logp": [rlvr.train.learner, rlvr.train.advantage],
+    }
+    for name, modules in callers.items():
+        for mod in modules:
+            fn = getattr(mod, name)
 
-        def wrapped(*a, _fn=fn, _name=name, **kw):
-            seen[_name].append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
-            return _fn(*a, **kw)
+            def wrapped(*a, _fn=fn, _name=name, **kw):
+                seen[_name].append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+                return _fn(*a, **kw)
 
-        monkeypatch.setattr(tr, name, wrapped)
+            monkeypatch.setattr(mod, name, wrapped)
     return seen
 
 

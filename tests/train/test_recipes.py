@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tests.conftest import micro_run
+from tests.train import golden
 
 from rlvr.cli import main
 from rlvr.train.checkpoint import latest_checkpoint
@@ -52,6 +53,7 @@ def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
     after = load_file(latest_checkpoint(tmp_path / "run") / "model.safetensors")
     moved = sum(not torch.equal(before[k], after[k]) for k in before)
     assert moved > 0, f"recipe {name}: no parameter changed in 2 steps"
+    golden.check(f"recipe/{name}", tmp_path / "run")  # as the loop trained before its redesign
 
 
 def test_extends_merges_sections_and_keeps_its_own_identity(tmp_path):

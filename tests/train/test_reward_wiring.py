@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import micro_run
 
 from rlvr.train.config import ConfigError, load_config
-from rlvr.train.trainer import build_task, train
+from rlvr.train.setup import build_task
+from rlvr.train.trainer import train
 
 
 def _metrics(run_dir):
@@ -97,7 +98,7 @@ def test_mixture_of_tasks_scores_each_with_its_own_scorer():
     task = build_task(cfg)
     sources = {p.meta["source_dataset"] for p in task.next(64)}
     assert sources == {"chain_sum", "basic_arithmetic"}
-    from rlvr.train.trainer import build_verifier
+    from rlvr.train.setup import build_verifier
 
     verifier = build_verifier(cfg)
     probs = task.heldout[:10]

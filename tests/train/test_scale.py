@@ -13,9 +13,10 @@ import torch.multiprocessing as mp
 from rlvr.models.shard import full_weights, gathered, shard_policy
 from rlvr.models.tiny import load_model
 from rlvr.rollout import generate, sequence_logp
+from rlvr.train.components import build_components
 from rlvr.train.config import ConfigError, load_config
+from rlvr.train.learner import Learner
 from rlvr.train.scale import SOLO, Learners, allreduce_grads, split_rows
-from rlvr.train.trainer import _learn, build_components
 
 # (overrides, label): the default token-mean, a per-sequence aggregation with several mini-batches and
 # micro-batches, and a sequence-level objective with two epochs
@@ -67,16 +68,8 @@ def _update(rank: int, world: int, path: str, overrides: list[str], *, shard: bo
     if shard:
         shard_policy(model, world, torch.device("cpu"))
         opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)  # over the shards
-    stats = _learn(
-        model,
-        opt,
-        roll,
-        adv,
-        build_components(cfg),
-        cfg,
-        torch.Generator().manual_seed(1),
-        learners=Learners(rank, world),
-    )
+    learner = Learner(model, opt, build_components(cfg), cfg, learners=Learners(rank, world))
+    stats = learner.update_policy(roll, adv, torch.Generator().manual_seed(1))
     return model, roll, stats
 
 
@@ -150,7 +143,7 @@ def test_two_learner_ranks_give_the_one_rank_update(micro_base, tmp_path):
         cfg, model, opt, roll, adv = _setup(str(micro_base), overrides)
         before = [p.detach().clone() for p in model.parameters()]
         gen = torch.Generator().manual_seed(1)
-        solo = _learn(model, opt, roll, adv, build_components(cfg), cfg, gen)
+        solo = Learner(model, opt, build_components(cfg), cfg).update_policy(roll, adv, gen)
         ranks = [torch.load(f"{out}.{c}.{r}") for r in range(2)]
         moved = 0.0
         for k, p in enumerate(model.parameters()):
@@ -205,8 +198,8 @@ def _one_rank_sharded(rank: int, port: int, path: str, device: str, out: str) ->
         model.to(device)
         shard_policy(model, 1, torch.device(device))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=True)
-        args = (roll.to(device), adv.to(device), build_components(cfg), cfg)
-        stats = _learn(model, opt, *args, torch.Generator().manual_seed(1), learners=Learners(0, 1))
+        learner = Learner(model, opt, build_components(cfg), cfg, learners=Learners(0, 1))
+        stats = learner.update_policy(roll.to(device), adv.to(device), torch.Generator().manual_seed(1))
         with gathered(model):
             after = generate(model, [[1, 2]], num_samples=4, max_new_tokens=6, eos_id=-1, pad_id=0,
                              generator=torch.Generator(device).manual_seed(5))  # fmt: skip
@@ -239,8 +232,8 @@ def test_sharded_helpers_on_each_device(micro_base, tmp_path, device):
     cfg, model, _, roll, adv = _setup(str(micro_base), CASES[1])
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, fused=True)
-    args = (roll.to(device), adv.to(device), build_components(cfg), cfg)
-    solo = _learn(model, opt, *args, torch.Generator().manual_seed(1))
+    learner = Learner(model, opt, build_components(cfg), cfg)
+    solo = learner.update_policy(roll.to(device), adv.to(device), torch.Generator().manual_seed(1))
     for name, p in model.named_parameters():
         assert float((got["weights"][name] - p.detach().cpu()).abs().max()) < 1e-5, name
     assert got["stats"]["loss"] == pytest.approx(solo["loss"], rel=1e-5, abs=1e-6)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.train import golden
 
 from rlvr.cli import main
 from rlvr.train.config import load_config
@@ -79,6 +80,10 @@ def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_se
     sharded = [*both[:-1], str(tmp_path / "sharded"), "--shard", "fsdp"]
     assert main([*sharded, *ov]) == 0
     ddp, one, mixed, fsdp = (_metrics(tmp_path / d) for d in ("ddp", "ray", "both", "sharded"))
+    golden.check("scale/learners2", tmp_path / "ddp")  # as the loop trained before its redesign
+    golden.check("scale/workers1", tmp_path / "ray")
+    golden.check("scale/learners2_workers1", tmp_path / "both")
+    golden.check("scale/learners2_workers1_fsdp", tmp_path / "sharded")
     assert len(ddp) == len(one) == len(mixed) == len(fsdp) == 3
     for a, b, c, d in zip(ddp, one, mixed, fsdp, strict=True):
         for key in ("reward_mean", "response_length", "loss", "grad_norm", "adv_std"):
@@ -112,6 +117,8 @@ def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_pa
     assert main([*run, "--run-dir", str(tmp_path / "plain"), *ov]) == 0
     assert main([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov]) == 0
     plain, fsdp = _metrics(tmp_path / "plain"), _metrics(tmp_path / "fsdp")
+    golden.check("scale/learners2_kl_reset_eval", tmp_path / "plain")
+    golden.check("scale/fsdp_kl_reset_eval", tmp_path / "fsdp")
     assert len(plain) == len(fsdp) == 3
     for a, b in zip(plain, fsdp, strict=True):
         for key in ("reward_mean", "response_length", "loss", "grad_norm", "kl", "heldout_pass@1"):
@@ -141,6 +148,7 @@ def test_async_rollouts_are_one_step_stale_and_resume_exactly(micro_base, tmp_pa
         micro_base, tmp_path, "scale.workers=1", "scale.staleness=1", "train.checkpoint_every=2"
     )
     train(load_config("grpo", [*ov, "train.steps=4"]), run_dir=tmp_path / "a", progress=False)
+    golden.check("scale/async", tmp_path / "a")
     # a crash after step 2's checkpoint: the resumed run must replay step 3 from the rollouts that
     # were generating ahead when the checkpoint was written
     shutil.copytree(tmp_path / "a", tmp_path / "b")

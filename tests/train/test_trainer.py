@@ -11,8 +11,10 @@ from tests.conftest import micro_run
 
 from rlvr.rollout import generate, sequence_logp
 from rlvr.train.checkpoint import latest_checkpoint
+from rlvr.train.components import build_components
 from rlvr.train.config import load_config
-from rlvr.train.trainer import _learn, build_components, train
+from rlvr.train.learner import Learner
+from rlvr.train.trainer import train
 
 TIMING = {"gen_time", "learn_time", "step_time", "tokens_per_s"}
 
@@ -102,7 +104,7 @@ def test_update_moves_policy_toward_positive_advantages(micro_base, micro_model,
             model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.mask
         )
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    out = _learn(model, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
+    out = Learner(model, opt, build_components(cfg), cfg).update_policy(roll, adv, torch.Generator())
     assert math.isfinite(out["loss"])
     with torch.no_grad():
         after, _ = sequence_logp(
@@ -122,7 +124,7 @@ def test_micro_batches_give_the_same_update(micro_base, micro_model):
         m = type(model).from_pretrained(micro_base)
         m.train()
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        _learn(m, opt, roll, adv, build_components(cfg), cfg, torch.Generator())
+        Learner(m, opt, build_components(cfg), cfg).update_policy(roll, adv, torch.Generator())
         params.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(params[0], params[2], rtol=1e-5, atol=1e-6)
@@ -141,7 +143,7 @@ def test_the_trainer_supplies_every_declared_input():
     """Each optional input that a component may declare has a supplier in the trainer."""
     from rlvr.algos import INPUTS
     from rlvr.rollout import Rollout
-    from rlvr.train.trainer import advantage_inputs, token_inputs
+    from rlvr.train.advantage import advantage_inputs, token_inputs
 
     b, g, t, k = 2, 3, 4, 2
     n = b * g
@@ -172,7 +174,7 @@ def test_the_trainer_supplies_every_declared_input():
 
 
 def test_lr_schedules_hand_values():
-    from rlvr.train.trainer import lr_at
+    from rlvr.train.learner import lr_at
 
     kw = {"lr": 1.0, "total": 11, "warmup": 1, "min_ratio": 0.1}
     assert [lr_at(s, schedule="constant", **kw) for s in (1, 2, 11)] == [1.0, 1.0, 1.0]

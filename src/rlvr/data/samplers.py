@@ -30,6 +30,7 @@ import numpy as np
 from rlvr.registry import Registry
 
 __all__ = [
+    "GROUP_FILTERS",
     "SAMPLERS",
     "PromptStats",
     "informative_groups",
@@ -38,6 +39,12 @@ __all__ = [
 ]
 
 SAMPLERS = Registry("sampler")
+GROUP_FILTERS = Registry("group filter")
+"""Filters of freshly generated groups, chosen by ``sampling.filters``: ``fn(rewards [B, G], *,
+**needs) -> keep [B]`` (numpy bool). A filter declares the inputs it needs beyond the rewards (the
+trainer supplies ``correct`` [B, G] 0/1, ``lengths`` [B, G] completion tokens, ``truncated`` [B, G]
+bool: the completion hit ``max_len`` = rollout.max_new_tokens). Dropped groups are re-sampled as
+dynamic sampling's are (``sampling.max_rounds``)."""
 
 
 class PromptStats:
@@ -370,3 +377,10 @@ def informative_groups(rewards: np.ndarray, *, atol: float = 0.0) -> np.ndarray:
     if rewards.ndim != 2:
         raise ValueError(f"rewards must have shape [B, G], got {rewards.shape}")
     return (rewards.max(axis=1) - rewards.min(axis=1)) > atol
+
+
+@GROUP_FILTERS.register("informative")
+def informative(rewards: np.ndarray) -> np.ndarray:
+    """DAPO's dynamic sampling as a group filter (``sampling.dynamic_sampling = true`` is this one):
+    keep [B] the groups whose rewards are not all equal."""
+    return informative_groups(rewards)

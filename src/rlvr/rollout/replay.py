@@ -13,45 +13,44 @@ the others zero advantage. The buffer is part of the checkpoint.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
-from torch import Tensor
 
-from rlvr.data.tasks import Problem
-from rlvr.rollout.batch import Rollout
-
-__all__ = ["ReplayBuffer", "ReplayGroup"]
+__all__ = ["ReplayBuffer"]
 
 
-@dataclass
-class ReplayGroup:
-    """One scored group of G samples of one prompt (tensors on the CPU)."""
+class Replayable(Protocol):
+    """What the buffer stores: a scored group (the trainer's ``Batch`` of one group)."""
 
-    problem: Problem
-    roll: Rollout  # G rows
-    texts: list[str]  # G completions
-    parts: Tensor  # [G, K] unweighted reward components
-    correct: Tensor  # [G] verifier outcome 0/1
-    rewards: Tensor  # [G] shaped rewards
-    raw: Tensor  # [G] weighted sum before shaping
     step: int  # the step that generated it
+
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 class ReplayBuffer:
-    """The newest ``capacity`` groups, each usable until it is ``max_age`` steps old."""
+    """The newest ``capacity`` groups, each usable until it is ``max_age`` steps old.
 
-    def __init__(self, capacity: int = 256, max_age: int = 8) -> None:
+    ``load_group`` turns a stored group's ``state_dict()`` back into a group when a checkpoint is
+    loaded (the trainer's ``Batch.from_state``)."""
+
+    def __init__(
+        self,
+        capacity: int = 256,
+        max_age: int = 8,
+        load_group: Callable[[dict[str, Any]], Replayable] | None = None,
+    ) -> None:
         if capacity < 1 or max_age < 1:
             raise ValueError(f"capacity ({capacity}) and max_age ({max_age}) must be >= 1")
         self.capacity, self.max_age = int(capacity), int(max_age)
-        self.groups: deque[ReplayGroup] = deque(maxlen=self.capacity)
+        self.load_group = load_group
+        self.groups: deque[Any] = deque(maxlen=self.capacity)
 
     def __len__(self) -> int:
         return len(self.groups)
 
-    def add(self, group: ReplayGroup) -> None:
+    def add(self, group: Replayable) -> None:
         self.groups.append(group)
 
     def evict(self, step: int) -> None:
@@ -59,7 +58,7 @@ class ReplayBuffer:
         while self.groups and step - self.groups[0].step > self.max_age:
             self.groups.popleft()
 
-    def sample(self, k: int, step: int, rng: np.random.Generator) -> list[ReplayGroup]:
+    def sample(self, k: int, step: int, rng: np.random.Generator) -> list[Any]:
         """Up to ``k`` distinct groups, uniformly among those young enough at ``step``; a group may
         be replayed at several steps while it stays in the buffer."""
         self.evict(step)
@@ -73,27 +72,11 @@ class ReplayBuffer:
         return {
             "capacity": self.capacity,
             "max_age": self.max_age,
-            "groups": [
-                {
-                    **{k: v for k, v in vars(x).items() if k not in ("problem", "roll")},
-                    "problem": {**asdict(x.problem), "meta": x.problem.meta},
-                    "roll": vars(x.roll).copy(),
-                }
-                for x in self.groups
-            ],
+            "groups": [x.state_dict() for x in self.groups],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.load_group is None:
+            raise ValueError("ReplayBuffer.load_state_dict needs load_group (how to rebuild a group)")
         self.capacity, self.max_age = int(state["capacity"]), int(state["max_age"])
-        self.groups = deque(maxlen=self.capacity)
-        for d in state["groups"]:
-            p = dict(d["problem"])
-            if p.get("messages") is not None:
-                p["messages"] = tuple(p["messages"])
-            self.groups.append(
-                ReplayGroup(
-                    **{k: v for k, v in d.items() if k not in ("problem", "roll")},
-                    problem=Problem(**p),
-                    roll=Rollout(**d["roll"]),
-                )
-            )
+        self.groups = deque((self.load_group(d) for d in state["groups"]), maxlen=self.capacity)

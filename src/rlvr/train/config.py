@@ -122,9 +122,13 @@ class SamplingConfig:
     training rows; 0: the whole dataset, or for reasoning-gym the endless stream ('uniform' only)."""
     dynamic_sampling: bool = False
     """DAPO: drop groups whose rewards are all equal and sample more until the batch is full."""
+    filters: list[str] = field(default_factory=list)
+    """Group filters (rlvr.data.samplers.GROUP_FILTERS) that every freshly generated group must
+    pass, as dynamic sampling's filter ('informative', which dynamic_sampling = true adds): dropped
+    groups are re-sampled up to max_rounds."""
     max_rounds: int = 4
-    """Generation rounds per step under dynamic sampling; a batch still short after them is filled
-    with dropped groups (counted as sampling_filled)."""
+    """Generation rounds per step under dynamic sampling (or group filters); a batch still short after
+    them is filled with dropped groups (counted as sampling_filled)."""
     category_field: str = "source_dataset"
     """Metadata field that names a prompt's category (the arms of 'sec')."""
     replay_fraction: float = 0.0
@@ -591,6 +595,7 @@ def _validate_scale(cfg: Config) -> None:
                 (f"sampling.strategy = {sp.strategy!r}", sp.strategy != "uniform"),
                 ("sampling.pool_size", sp.pool_size > 0),
                 ("sampling.dynamic_sampling", sp.dynamic_sampling),
+                ("sampling.filters", bool(sp.filters)),
                 ("sampling.replay_fraction", sp.replay_fraction > 0),
                 ("guidance.strategy", bool(cfg.guidance.strategy)),
             ],
@@ -643,11 +648,28 @@ def _validate_sampling(cfg: Config) -> None:
             "different sizes)",
             [
                 ("sampling.dynamic_sampling", sp.dynamic_sampling),
+                ("sampling.filters", bool(sp.filters)),
                 ("sampling.replay_fraction", sp.replay_fraction > 0),
                 ("guidance.strategy", bool(cfg.guidance.strategy)),
             ],
             "they assume groups of rollout.samples_per_prompt",
         )
+    from rlvr.data.samplers import GROUP_FILTERS
+
+    if not isinstance(sp.filters, list) or not all(isinstance(x, str) for x in sp.filters):
+        raise ConfigError(f"'sampling.filters' must be a list of group filter names, got {sp.filters!r}")
+    for name in sp.filters:
+        if name not in GROUP_FILTERS:
+            raise ConfigError(
+                f"'sampling.filters': unknown group filter {name!r}; valid names: "
+                f"{', '.join(GROUP_FILTERS.names())}"
+            )
+        unknown = GROUP_FILTERS.needs(name) - {"correct", "lengths", "truncated", "max_len"}
+        if unknown:
+            raise ConfigError(
+                f"'sampling.filters': group filter {name!r} needs {', '.join(sorted(unknown))}, "
+                "which the trainer does not supply (correct, lengths, truncated, max_len)"
+            )
     # a dry run on a dummy pool catches knobs that conflict with the batch (for example knapsack's
     # min_rollouts above rollout.samples_per_prompt) with the sampler's own check, before any work
     import numpy as np
