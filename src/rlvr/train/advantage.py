@@ -159,8 +159,8 @@ class Advantages:
             returns = returns.clone()  # filled per bucket where an assigner gives its own targets
         for s, _, rows in parts:
             sub = roll if rows is None else roll.select(rows)
-            sc = scored if rows is None else scored[rows.to(scored.device)]  # [n_s]
-            grid = sc.view(-1, s)  # [B_s, s]
+            sub_scored = scored if rows is None else scored[rows.to(scored.device)]  # [n_s]
+            grid = sub_scored.view(-1, s)  # [B_s, s]
             ret = None
             if comps.credit is not None:  # token-level credit: every token its own advantage
                 adv = comps.credit(

@@ -118,7 +118,7 @@ class Guidance:
         re-roll rescued (some sample correct); the guided rounds are appended to ``rounds``."""
         x = rounds[rnd]
         failing = [j for j in range(len(x.problems)) if float(x.correct[x.group(j)].sum()) == 0.0]
-        swaps: dict[tuple[int, int], tuple[int, int]] = {}
+        rescued: dict[tuple[int, int], tuple[int, int]] = {}
         for tier in range(1, self.max_tier + 1):
             todo: list[tuple[int, Guide]] = []
             for j in failing:
@@ -134,13 +134,13 @@ class Guidance:
             still = []
             for jj, (j, _) in enumerate(todo):
                 if float(y.correct[y.group(jj)].sum()) > 0:
-                    swaps[(rnd, j)] = (len(rounds) - 1, jj)
+                    rescued[(rnd, j)] = (len(rounds) - 1, jj)
                 else:
                     still.append(j)
             failing = still
             if not failing:
                 break
-        return swaps
+        return rescued
 
     def remember(self, rounds: list[Batch]) -> None:
         """Keep this step's successful completions (prefix included) as the prompts' known solutions."""
@@ -170,31 +170,33 @@ class Collector:
     """Collects each step's batch (see the module docstring for the stages)."""
 
     def __init__(self, cfg: Config, rounds: Rounds, state: TrainState, device: torch.device) -> None:
-        sp, gd = cfg.sampling, cfg.guidance
+        sampling, guidance = cfg.sampling, cfg.guidance
         self.cfg, self.rounds, self.state, self.device = cfg, rounds, state, device
         self.b = cfg.rollout.prompts_per_step
         self.task = state.task
         self.pool: list[Problem] | None = None  # the finite prompt pool a sampler picks from
-        if sp.strategy != "uniform" or sp.pool_size:
-            self.pool = prompt_pool(self.task, sp.pool_size)
+        if sampling.strategy != "uniform" or sampling.pool_size:
+            self.pool = prompt_pool(self.task, sampling.pool_size)
             state.prompt_stats = PromptStats(
-                len(self.pool), [str(p.meta.get(sp.category_field, "")) for p in self.pool]
+                len(self.pool), [str(p.meta.get(sampling.category_field, "")) for p in self.pool]
             )
-        named = (["informative"] if sp.dynamic_sampling else []) + sp.filters
+        named = (["informative"] if sampling.dynamic_sampling else []) + sampling.filters
         self.filters = [GROUP_FILTERS[name] for name in dict.fromkeys(named)]  # each once, in order
-        self.sampler = SAMPLERS[sp.strategy]
+        self.sampler = SAMPLERS[sampling.strategy]
         self.sizes_groups = "group_size" in self.sampler.needs  # type: ignore[attr-defined]
         self.replay = None
-        if sp.replay_fraction > 0:
-            state.replay = ReplayBuffer(sp.replay_capacity, sp.replay_max_age, Batch.from_state)
-            self.replay = ReplayStage(state.replay, sp.replay_fraction, state.sample_rng)  # type: ignore[arg-type]
+        if sampling.replay_fraction > 0:
+            state.replay = ReplayBuffer(
+                sampling.replay_capacity, sampling.replay_max_age, Batch.from_state
+            )
+            self.replay = ReplayStage(state.replay, sampling.replay_fraction, state.sample_rng)  # type: ignore[arg-type]
         self.guidance = None
-        if gd.strategy:
-            state.traces = TraceStore(gd.traces_per_prompt)
+        if guidance.strategy:
+            state.traces = TraceStore(guidance.traces_per_prompt)
             self.guidance = Guidance(
-                GUIDES[gd.strategy],
-                gd.max_tier,
-                gd.knobs,
+                GUIDES[guidance.strategy],
+                guidance.max_tier,
+                guidance.knobs,
                 state.traces,
                 state.sample_rng,  # type: ignore[arg-type]
             )
@@ -208,10 +210,10 @@ class Collector:
             return problems, None, None, pending
         if self.pool is None:
             return self.task.next(n), None, None, None
-        sp = self.cfg.sampling
+        sampling = self.cfg.sampling
         extra = {"group_size": self.cfg.rollout.samples_per_prompt} if self.sizes_groups else {}
         picked = self.sampler(
-            self.state.prompt_stats, n, step, self.state.sample_rng, **extra, **sp.knobs
+            self.state.prompt_stats, n, step, self.state.sample_rng, **extra, **sampling.knobs
         )
         counts = None
         if isinstance(picked, tuple):
@@ -220,17 +222,17 @@ class Collector:
 
     def collect(self, step: int) -> Collection:
         """The batch of step ``step`` (1-based)."""
-        sp, b = self.cfg.sampling, self.b
+        sampling, b = self.cfg.sampling, self.b
         rounds: list[Batch] = []
         kept: list[tuple[int, int]] = []  # (round, group) of the groups that will train
-        dropped: list[tuple[int, int]] = []  # groups whose rewards were all equal
+        dropped: list[tuple[int, int]] = []  # groups that failed a filter
         if self.replay is not None and (old := self.replay.take(b, step, self.device)) is not None:
             rounds.append(old)
             kept = [(0, j) for j in range(len(old.problems))]
-        fresh = b - len(kept)  # prompts to generate for in each round
-        swaps: dict[tuple[int, int], tuple[int, int]] = {}  # failed group -> its guided re-roll
-        for _ in range(sp.max_rounds if self.filters else 1):
-            problems, picked, counts, pending = self._prompts(fresh, step)
+        to_generate = b - len(kept)  # prompts to generate for in each round
+        rescued: dict[tuple[int, int], tuple[int, int]] = {}  # failed group -> its guided re-roll
+        for _ in range(sampling.max_rounds if self.filters else 1):
+            problems, picked, counts, pending = self._prompts(to_generate, step)
             rounds.append(
                 self.rounds.run(problems, picked=picked, counts=counts, pending=pending, step=step)
             )
@@ -240,9 +242,9 @@ class Collector:
                 def guided(problems: list[Problem], guides: list[Guide]) -> Batch:
                     return self.rounds.run(problems, guides=guides, step=step)
 
-                swaps.update(self.guidance.rescue(rounds, base, guided))
-            for j in range(fresh):
-                rnd, jj = swaps.get((base, j), (base, j))
+                rescued.update(self.guidance.rescue(rounds, base, guided))
+            for j in range(to_generate):
+                rnd, jj = rescued.get((base, j), (base, j))
                 (kept if self._passes(rounds[rnd], jj) else dropped).append((rnd, jj))
             if len(kept) >= b:
                 break

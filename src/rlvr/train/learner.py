@@ -92,8 +92,8 @@ class Learner:
         the log-probs under the current (proximal) policy the objective's ``old_logp`` and weight each
         token by the truncated importance ratio (``truncated_is``). Returns the metrics (none for a
         synchronous run)."""
-        sc = self.cfg.scale
-        if not sc.staleness:
+        scale = self.cfg.scale
+        if not scale.staleness:
             return {}
         lag = (step - 1) - roll.policy_version  # updates between the behaviour and current weights
         out = {"staleness": float(lag)}
@@ -110,7 +110,7 @@ class Learner:
             )  # [N, T]
         stats: dict[str, float] = {}
         roll.is_weight = truncated_is(
-            prox, roll.old_logp, roll.mask, cap=sc.is_cap, stats=stats
+            prox, roll.old_logp, roll.mask, cap=scale.is_cap, stats=stats
         )  # [N, T]
         roll.old_logp = prox * roll.mask
         return out | stats

@@ -248,11 +248,11 @@ class RolloutSource:
         lr = self.learners
         if self.remote:
             pending = None
-            fresh = version != self.synced
+            new_weights = version != self.synced
             # a sharded policy: every rank joins in gathering the full weights for rank 0 to send
-            weights = full_weights(model) if fresh and is_sharded(model) else None
+            weights = full_weights(model) if new_weights and is_sharded(model) else None
             if lr.main:
-                if fresh:  # ordered before the generate
+                if new_weights:  # ordered before the generate
                     self.pool.sync(model, version, wait=False, weights=weights)
                 pending = self.pool.submit(prompts, num_samples=num_samples, row_seeds=seeds, **gen_kw)
             self.synced = version

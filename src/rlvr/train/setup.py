@@ -328,6 +328,7 @@ def setup_run(
     reuse_freed_memory()  # no page faults to re-touch each step's tensors
     learners = init_learners(cfg.scale.learners, device)  # this process's rank among the learners
     main = learners.main
+    progress = progress and main  # only rank 0 shows progress
     path = _run_dir(run_dir, runs_root, cfg, learners)
     console.quiet = console.quiet or not main
     seed_everything(cfg.train.seed)
@@ -377,17 +378,17 @@ def setup_run(
     state.generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     state.cpu_generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     state.kl_coef = cfg.algo.beta
-    sc = cfg.scale
+    scale = cfg.scale
     source = None  # rollouts on Ray workers or across the learner ranks; None: `generate` here
-    if sc.workers or learners.world > 1:
-        source = RolloutSource(learners, state.generator, remote=sc.workers > 0)
-        if sc.workers and main:  # rank 0 drives the workers and shares their rollouts
+    if scale.workers or learners.world > 1:
+        source = RolloutSource(learners, state.generator, remote=scale.workers > 0)
+        if scale.workers and main:  # rank 0 drives the workers and shares their rollouts
             source.start_workers(
                 str(ckpt or base),
-                sc.workers,
-                threads=sc.worker_threads,
+                scale.workers,
+                threads=scale.worker_threads,
                 device=str(device),
-                address=sc.ray_address or None,
+                address=scale.ray_address or None,
             )
     rounds = Rounds(cfg, model, tokenizer, scorer, state.generator, source)
     collector = Collector(cfg, rounds, state, device)  # the pool, its tracker, replay buffer, traces

@@ -116,6 +116,6 @@ def _load(current: Any, saved: Any) -> Any:
         return deque((probs, Ready(roll)) for probs, roll in saved)
     elif hasattr(current, "load_state_dict"):
         current.load_state_dict(saved)
-    else:
-        return type(current)(saved)
+    else:  # a plain number (step, counts, the KL coefficient): the saved value
+        return saved
     return current
