@@ -49,6 +49,7 @@ from rlvr.eval import (
 )
 from rlvr.eval.report import write_report
 from rlvr.models.critic import ValueModel
+from rlvr.models.hf import check_model_dir, load_model, load_tokenizer
 from rlvr.models.shard import (
     drop_aliases,
     full_optimizer_state,
@@ -59,7 +60,7 @@ from rlvr.models.shard import (
     load_optimizer_state,
     shard_policy,
 )
-from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
+from rlvr.models.tiny import EMBEDDED, ensure_base
 from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rewards.steps import StepReward, step_token_rewards
 from rlvr.rollout import Rollout, generate, sequence_logp
