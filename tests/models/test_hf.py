@@ -60,3 +60,21 @@ def test_the_check_imports_neither_torch_nor_the_tiny_model():
     assert rlvr.models.load_model is load_model and rlvr.models.check_model_dir is check_model_dir
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         rlvr.models.nope  # noqa: B018
+
+
+def test_loading_and_saving_a_model_print_no_progress_bar(micro_base, tmp_path, capfd):
+    """transformers' tqdm bars ("Loading weights", "Writing model shards") would land in rlvr's log at
+    every model load and checkpoint: loading through rlvr turns them off, for later saves too."""
+    from transformers.utils import logging
+
+    from rlvr.models.critic import ValueModel
+    from rlvr.train.checkpoint import save_checkpoint
+
+    logging.enable_progress_bar()  # as in a fresh process (an earlier test may have loaded a model)
+    model, tok = load_model(micro_base)
+    save_checkpoint(tmp_path / "run", 1, model, tok, {"step": 1})
+    logging.enable_progress_bar()
+    ValueModel(micro_base)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err and "it/s" not in err
+    assert not logging.is_progress_bar_enabled()

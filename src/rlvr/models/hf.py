@@ -4,6 +4,10 @@
 likelihood models, ``rlvr eval --model``): it raises FileNotFoundError naming the path and what is
 missing, before any work. torch and transformers are imported only when something is loaded, so that
 importing this module stays cheap (``rlvr.rewards`` checks its model paths when a reward is built).
+
+Loading a model through here (or building the embedded base, or loading a reward model) also turns
+transformers' progress bars off for the process (:func:`quiet_progress_bars`): its "Loading weights"
+and "Writing model shards" bars would otherwise land in rlvr's log at every load and checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_model_dir", "load_model", "load_tokenizer"]
+__all__ = ["check_model_dir", "load_model", "load_tokenizer", "quiet_progress_bars"]
 
 _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 _TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
@@ -44,6 +48,15 @@ def check_model_dir(path: str | Path, *, what: str = "model") -> Path:
     return p
 
 
+def quiet_progress_bars() -> None:
+    """Turn off transformers' tqdm progress bars (and huggingface_hub's, which transformers turns off
+    with its own), for the whole process: rlvr prints its own progress. Idempotent and cheap once
+    transformers is imported."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def _tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -64,6 +77,7 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple
     from transformers import AutoModelForCausalLM
 
     path = check_model_dir(path)
+    quiet_progress_bars()
     tokenizer = _tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     return model, tokenizer

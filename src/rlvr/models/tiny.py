@@ -33,6 +33,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
+from rlvr.models.hf import quiet_progress_bars
 from rlvr.utils import atomic_dir, console, seed_everything
 
 __all__ = [
@@ -316,6 +317,7 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
 
     model.eval()
     out_dir = Path(out_dir)
+    quiet_progress_bars()  # no "Writing model shards" bar in the log
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rlvr.models.hf import check_model_dir
+from rlvr.models.hf import check_model_dir, quiet_progress_bars
 from rlvr.rewards.steps import StepReward, split_steps
 from rlvr.rewards.verifiers import REWARDS, BatchedReward
 
@@ -132,6 +132,7 @@ class SequenceScorer:
             return self._model, self._tok
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+        quiet_progress_bars()
         try:
             archs = list(getattr(AutoConfig.from_pretrained(self.path), "architectures", None) or [])
         except Exception as err:
@@ -615,6 +616,7 @@ class LikelihoodReward(BatchedReward):
         if self._own is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
+            quiet_progress_bars()
             try:
                 tok = AutoTokenizer.from_pretrained(self.path)
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_dtype(self.dtype_name))
