@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from rlvr.models.tiny import TinyRecipe, build_base, load_model
+from rlvr.models.hf import load_model
+from rlvr.models.tiny import TinyRecipe, build_base
 
 # The test models are tiny (hidden size 32): a second intra-op thread only adds synchronisation, and on
 # a busy 2-core machine it made a 2-step run 5x slower (7.2 s against 1.5 s).

@@ -116,7 +116,7 @@ def build(work: Path, shape: dict[str, int], rows: int, seed: int) -> dict[str, 
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     from rlvr.data.prompts import INSTRUCTION, format_prompt
-    from rlvr.models.tiny import load_tokenizer
+    from rlvr.models.hf import load_tokenizer
 
     v = shape["vocab_size"]
     # byte-level BPE as Qwen2's (AutoTokenizer loads a qwen2 directory as a Qwen2Tokenizer, which keeps

@@ -55,7 +55,8 @@ def overrides(max_new_tokens: int, steps: int, seed: int = 0) -> list[str]:
 
 def dump(out: Path, count: int, seed: int = 0) -> None:
     from rlvr.data.prompts import INSTRUCTION, format_prompt
-    from rlvr.models.tiny import EMBEDDED, ensure_base, load_tokenizer
+    from rlvr.models.hf import load_tokenizer
+    from rlvr.models.tiny import EMBEDDED, ensure_base
     from rlvr.train import load_config
     from rlvr.train.setup import build_task
 

@@ -33,7 +33,8 @@ def main() -> None:
     import torch
     from rlvr_grpo import overrides
 
-    from rlvr.models.tiny import EMBEDDED, ensure_base, load_model
+    from rlvr.models.hf import load_model
+    from rlvr.models.tiny import EMBEDDED, ensure_base
     from rlvr.train import load_config
     from rlvr.train.evaluation import evaluate_problems
     from rlvr.train.setup import build_task, build_verifier

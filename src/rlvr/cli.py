@@ -107,7 +107,8 @@ def _eval(args: argparse.Namespace) -> int:
         write_boundary_csv,
     )
     from rlvr.eval.plots import save_passk_plot
-    from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
+    from rlvr.models.hf import check_model_dir, load_model, load_tokenizer
+    from rlvr.models.tiny import EMBEDDED, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint
     from rlvr.train.config import ConfigError, load_config
     from rlvr.train.evaluation import evaluate_problems

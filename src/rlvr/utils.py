@@ -30,7 +30,23 @@ __all__ = [
     "seed_everything",
 ]
 
-console = Console(highlight=False)
+
+class _LogConsole(Console):
+    """A rich Console whose printed lines stay whole when the output is not a terminal.
+
+    rich breaks every line longer than the console width, 80 columns when the output is a file or a
+    pipe, so a training log would read ``... 80 \\nms/step``. When the output is not a terminal,
+    ``print`` soft-wraps by default (no line breaks added, nothing cropped); on a terminal it wraps
+    words at the terminal width as rich does, so that progress bars and live displays keep fitting.
+    """
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        if soft_wrap is None:
+            soft_wrap = self.soft_wrap or not self.is_terminal
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
+
+console = _LogConsole(highlight=False)
 
 
 def fsync_dir(path: Path) -> None:

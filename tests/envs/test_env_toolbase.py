@@ -14,6 +14,7 @@ from rlvr.envs import build_env_task, make_env, run_episodes
 from rlvr.envs.calculator import calculator_observation
 from rlvr.envs.episodes import ChatFormat
 from rlvr.envs.tools import parse_tool_calls
+from rlvr.models.hf import load_model
 from rlvr.models.tiny import (
     _CALC_MIX,
     EMBEDDED,
@@ -23,7 +24,6 @@ from rlvr.models.tiny import (
     _demo_text,
     cache_dir,
     ensure_base,
-    load_model,
 )
 
 CALC = EMBEDDED["calculator"]

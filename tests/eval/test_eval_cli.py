@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlvr.cli import main
-from rlvr.models.tiny import load_model
+from rlvr.models.hf import load_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST = ["model.device='cpu'", "task.heldout_size=6", "eval.max_new_tokens=5", "--quiet"]

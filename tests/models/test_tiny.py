@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from tests.conftest import MICRO
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlvr.models.tiny import TinyRecipe, build_base, cache_dir, ensure_base, load_model
+from rlvr.models.tiny import TinyRecipe, build_base, cache_dir, ensure_base
 
 
 def test_loads_with_auto_classes(micro_base):
@@ -55,19 +55,6 @@ def test_ensure_base_caches(monkeypatch, tmp_path):
     stamp = (path / "model.safetensors").stat().st_mtime_ns
     assert ensure_base(tiny, progress=False) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
-
-
-def test_load_model_errors(tmp_path):
-    import pytest
-
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
-        load_model(tmp_path / "empty")
-    (tmp_path / "empty" / "config.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="no weights"):
-        load_model(tmp_path / "empty")
 
 
 def test_build_and_load_tokenize_identically(micro_base):

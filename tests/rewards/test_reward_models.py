@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from rlvr.data.prompts import format_prompt
-from rlvr.models.tiny import load_model
+from rlvr.models.hf import check_model_dir, load_model
 from rlvr.registry import KnobError
 from rlvr.rewards.models import (
     EnsembleScorer,
@@ -33,7 +33,6 @@ from rlvr.rewards.models import (
     ProcessReward,
     SequenceScorer,
     answer_logprobs,
-    check_model_directory,
     combine_scores,
     split_steps,
 )
@@ -189,7 +188,7 @@ def test_missing_or_invalid_directory_names_path_and_what(tmp_path, rm_dirs):
     d = tmp_path / "d"
     d.mkdir()
     with pytest.raises(FileNotFoundError, match=r"has no config\.json"):
-        check_model_directory(d)
+        check_model_dir(d)
     (d / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"has no weights"):
         REWARDS["ensemble"](paths=f"{rm_dirs['main']},{d}")

@@ -409,3 +409,43 @@ def test_uid_slots_are_exclusive_and_leftovers_are_seen():
         child.kill()
         child.wait()
     assert sandbox_leftovers() == []
+
+
+def test_bootstrap_is_a_standard_library_file_run_by_path():
+    import ast
+
+    from rlvr.rewards import sandbox, sandbox_child  # importing the bootstrap runs nothing
+
+    assert callable(sandbox_child._setup)
+    assert os.path.abspath(sandbox_child.__file__) == sandbox._CHILD and os.path.isabs(sandbox._CHILD)
+    with open(sandbox._CHILD) as f:
+        tree = ast.parse(f.read())
+    nodes = list(ast.walk(tree))
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in nodes)  # no relative import
+    names = {a.name.split(".")[0] for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in nodes if isinstance(n, ast.ImportFrom) and n.module}
+    assert names and names <= sys.stdlib_module_names, names - sys.stdlib_module_names
+    res = _run(
+        "import sys\nprint(sorted(m for m in sys.modules if m.startswith('rlvr')))", {}, timeout=10
+    )
+    assert res.status == "ok" and res.stdout == "[]\n"
+
+
+def test_replacing_builtins_does_not_blind_the_hook(tmp_path):
+    """The hook binds every builtin it calls before the program runs: a program that replaces
+    ``len``, ``bool``, ``any`` or ``repr`` in ``builtins`` is still refused a path outside."""
+    victim = tmp_path / "keep.txt"
+    victim.write_text("x")
+    tmp_path.chmod(0o777)
+    src = (
+        "import builtins, os\n"
+        "builtins.len = lambda x: 0\nbuiltins.bool = lambda x: False\n"
+        "builtins.any = lambda x: False\nbuiltins.repr = lambda x: ''\n"
+        f"try:\n    os.remove({str(victim)!r})\n    print('removed')\n"
+        "except PermissionError as e:\n    print('refused')\n"
+        f"try:\n    open({str(tmp_path / 'new.txt')!r}, 'w')\n    print('written')\n"
+        "except PermissionError:\n    print('refused')\n"
+    )
+    res = _run(src, {"isolation": "hook"}, timeout=10)
+    assert res.stdout.split() == ["refused", "refused"], res.stdout + res.stderr
+    assert victim.exists() and not (tmp_path / "new.txt").exists()

@@ -34,7 +34,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def tok(micro_base):
-    from rlvr.models.tiny import load_tokenizer
+    from rlvr.models.hf import load_tokenizer
 
     return load_tokenizer(micro_base)
 

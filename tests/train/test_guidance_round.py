@@ -12,7 +12,7 @@ from tests.conftest import micro_run
 from rlvr.data.guidance import GUIDES, Guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem
-from rlvr.models.tiny import load_model
+from rlvr.models.hf import load_model
 from rlvr.train.batch import Batch
 from rlvr.train.collect import Guidance
 from rlvr.train.config import load_config

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rlvr.models.hf import load_model
 from rlvr.models.shard import full_weights, gathered, shard_policy
-from rlvr.models.tiny import load_model
 from rlvr.rollout import generate, sequence_logp
 from rlvr.train.components import build_components
 from rlvr.train.config import ConfigError, load_config

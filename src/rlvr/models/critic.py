@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel
 
+from rlvr.models.hf import quiet_progress_bars
+
 __all__ = ["ValueModel"]
 
 
@@ -20,6 +22,7 @@ class ValueModel(nn.Module):
 
     def __init__(self, path: str | Path, *, device: torch.device | str = "cpu") -> None:
         super().__init__()
+        quiet_progress_bars()
         self.backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
         self.head = nn.Linear(self.backbone.config.hidden_size, 1)
         nn.init.zeros_(self.head.weight)

@@ -3,7 +3,8 @@
 The model is a small Qwen2 decoder (``Qwen2ForCausalLM``) with a byte-level BPE tokenizer trained with
 ``tokenizers`` on the task's own text (digits kept one per token), a chat template, and weights
 warm-started by supervised training on reasoning-gym samples of the default task. The result loads with
-``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` like any other model.
+``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` like any other model
+(:func:`rlvr.models.hf.load_model`).
 
 A recipe with ``demos`` set trains on whole demonstration episodes of an environment instead (the loss on
 the assistant's tokens only), so that the base knows a tool-call format that RL could not discover:
@@ -27,17 +28,12 @@ from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
+from rlvr.models.hf import quiet_progress_bars
 from rlvr.utils import atomic_dir, console, seed_everything
 
 __all__ = [
@@ -46,8 +42,6 @@ __all__ = [
     "build_base",
     "cache_dir",
     "ensure_base",
-    "load_model",
-    "load_tokenizer",
 ]
 
 PAD, EOS, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
@@ -323,6 +317,7 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
 
     model.eval()
     out_dir = Path(out_dir)
+    quiet_progress_bars()  # no "Writing model shards" bar in the log
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -350,32 +345,3 @@ def ensure_base(recipe: TinyRecipe | None = None, *, progress: bool = True) -> P
     if progress:
         console.print(f"base model: building {path} (cached for later runs)")
     return build_base(recipe, path, progress=progress)
-
-
-def check_model_dir(path: str | Path) -> Path:
-    """Raise FileNotFoundError, naming what is missing, unless ``path`` looks like a loadable local
-    Hugging Face model directory (a folder with config.json and weights)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory: no config.json")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise FileNotFoundError(f"{path} has no weights (*.safetensors or *.bin)")
-    return path
-
-
-def load_tokenizer(path: str | Path) -> Any:
-    """The tokenizer of a local Hugging Face model directory (pad token = EOS when it has none)."""
-    tokenizer = AutoTokenizer.from_pretrained(check_model_dir(path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """Load any local Hugging Face causal LM directory: (model, tokenizer)."""
-    path = check_model_dir(path)
-    tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
-    return model, tokenizer

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from rlvr.models.hf import check_model_dir, quiet_progress_bars
 from rlvr.rewards.steps import StepReward, split_steps
 from rlvr.rewards.verifiers import REWARDS, BatchedReward
 
@@ -36,7 +37,6 @@ __all__ = [
     "RewardModelReward",
     "SequenceScorer",
     "answer_logprobs",
-    "check_model_directory",
     "combine_scores",
     "make_ensemble",
     "make_likelihood",
@@ -47,32 +47,9 @@ __all__ = [
 
 Normalize = Literal["none", "sigmoid"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
-_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
 
 
 # ---------------------------------------------------------------- loading
-
-
-def check_model_directory(path: str | Path, *, what: str = "reward model") -> Path:
-    """``path`` as a Path, after checking that it is a local Hugging Face model directory with a
-    config, weights and a tokenizer. Raises FileNotFoundError naming the path and what is missing."""
-    if not str(path):
-        raise FileNotFoundError(f"{what}: the knob 'path' is empty; give a local model directory")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{what} directory {p} does not exist")
-    if not p.is_dir():
-        raise FileNotFoundError(f"{what} path {p} is not a directory")
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{what} directory {p} has no config.json")
-    if not any(any(p.glob(pattern)) for pattern in _WEIGHTS):
-        raise FileNotFoundError(f"{what} directory {p} has no weights (*.safetensors or *.bin)")
-    if not any((p / name).is_file() for name in _TOKENIZER):
-        raise FileNotFoundError(
-            f"{what} directory {p} has no tokenizer (tokenizer.json or tokenizer_config.json)"
-        )
-    return p
 
 
 def _device(device: str) -> torch.device:
@@ -133,7 +110,7 @@ class SequenceScorer:
         normalize: str = "none",
         label: int = -1,
     ) -> None:
-        self.path = check_model_directory(path)
+        self.path = check_model_dir(path, what="reward model")
         if batch_size < 1 or max_length < 2:
             raise ValueError(
                 f"reward model {self.path}: batch_size must be >= 1 and max_length >= 2, "
@@ -155,6 +132,7 @@ class SequenceScorer:
             return self._model, self._tok
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+        quiet_progress_bars()
         try:
             archs = list(getattr(AutoConfig.from_pretrained(self.path), "architectures", None) or [])
         except Exception as err:
@@ -619,7 +597,7 @@ class LikelihoodReward(BatchedReward):
             raise ValueError(f"likelihood: reduce must be 'mean' or 'sum', got {reduce!r}")
         if "{answer}" not in template:
             raise ValueError(f"likelihood: template must contain '{{answer}}', got {template!r}")
-        self.path = check_model_directory(path, what="likelihood model") if path else None
+        self.path = check_model_dir(path, what="likelihood model") if path else None
         self.needs_policy = self.path is None
         self.reduce, self.template, self.strip_answer = reduce, template, strip_answer
         _device(device), _dtype(dtype)  # a bad value fails when the reward is built
@@ -638,6 +616,7 @@ class LikelihoodReward(BatchedReward):
         if self._own is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
+            quiet_progress_bars()
             try:
                 tok = AutoTokenizer.from_pretrained(self.path)
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_dtype(self.dtype_name))

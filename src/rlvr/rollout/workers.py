@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlvr.models.tiny import load_model, load_tokenizer
+from rlvr.models.hf import load_model, load_tokenizer
 from rlvr.rollout.batch import Rollout
 from rlvr.rollout.sampler import generate
 

@@ -26,8 +26,9 @@ from rlvr.algos import SHAPING
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask
 from rlvr.models.critic import ValueModel
+from rlvr.models.hf import check_model_dir, load_model, load_tokenizer
 from rlvr.models.shard import is_sharded, shard_policy
-from rlvr.models.tiny import EMBEDDED, check_model_dir, ensure_base, load_model, load_tokenizer
+from rlvr.models.tiny import EMBEDDED, ensure_base
 from rlvr.rewards.runner import RewardComponent, RewardRunner
 from rlvr.rewards.steps import StepReward
 from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, remove_partial

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from rlvr.eval.report import write_report
+from rlvr.models.hf import load_model
 from rlvr.models.shard import drop_aliases, full_weights, gathered
-from rlvr.models.tiny import load_model
 from rlvr.train.advantage import Advantages
 from rlvr.train.checkpoint import latest_checkpoint, save_checkpoint
 from rlvr.train.config import Config
