@@ -3,10 +3,13 @@
 A component is a plain function registered under a name. Registries give errors that list the valid
 names, and check knob values (keyword-only arguments) against a component's type hints and declared
 bounds before any work is done, so a bad value fails when the recipe loads, not at the first update.
+The same type and bound checks (:func:`type_matches`, :func:`in_bounds`) check the recipe's own fields
+in ``rlvr.train.config``.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -15,7 +18,15 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["KnobError", "Registry", "UnknownComponentError", "parse_bound"]
+__all__ = [
+    "KnobError",
+    "Registry",
+    "UnknownComponentError",
+    "describe_type",
+    "in_bounds",
+    "parse_bound",
+    "type_matches",
+]
 
 # keyword arguments that the trainer itself supplies; they are not user knobs
 RESERVED = frozenset({"stats"})
@@ -37,6 +48,7 @@ _REL = re.compile(rf"^\s*(>=|<=|>|<)\s*({_NUM})\s*$")
 _INTERVAL = re.compile(rf"^\s*([\[(])\s*({_NUM})\s*,\s*({_NUM})\s*([\])])\s*$")
 
 
+@functools.cache
 def parse_bound(text: str) -> Callable[[float], bool]:
     """A predicate from a bound: ``"> 1"``, ``">= 0"``, ``"< 1"``, ``"<= 1"`` or ``"[0, 1)"``."""
     if m := _REL.match(text):
@@ -55,13 +67,23 @@ def parse_bound(text: str) -> Callable[[float], bool]:
     raise ValueError(f"bad bound {text!r}; write '> x', '>= x', '< x', '<= x' or '[a, b)'")
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether a knob value (as parsed from TOML/YAML) fits a type hint. Unknown hints accept."""
+def in_bounds(value: float, bound: str) -> bool:
+    """Whether ``value`` lies within ``bound`` (see :func:`parse_bound`); NaN never does."""
+    return not (isinstance(value, float) and math.isnan(value)) and parse_bound(bound)(value)
+
+
+def type_matches(value: Any, hint: Any) -> bool:
+    """Whether a value (as parsed from TOML/YAML) fits a type hint. Unknown hints accept.
+
+    ``bool`` takes only true/false, ``int`` no bools, ``float`` ints too; ``Literal[...]`` its listed
+    values; ``list[X]`` / ``tuple[X, ...]`` check every element; other generics (``dict[str, Any]``)
+    check the container only.
+    """
     if hint is Any or hint is inspect.Parameter.empty:
         return True
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
+        return any(type_matches(value, h) for h in typing.get_args(hint))
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if hint is type(None):
@@ -77,25 +99,28 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin in (list, tuple):  # list[str], tuple[float, ...]: the container and every element
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return (
-            isinstance(value, list | tuple) and all(_matches(v, args[0]) for v in value)
+            isinstance(value, list | tuple) and all(type_matches(v, args[0]) for v in value)
             if args
             else True
         )
+    if isinstance(origin, type):  # dict[str, Any], set[int], ...: the container only
+        return isinstance(value, origin)
     if isinstance(hint, type):
-        return isinstance(value, origin or hint)
+        return isinstance(value, hint)
     return True
 
 
-def _describe(hint: Any) -> str:
+def describe_type(hint: Any) -> str:
+    """A type hint in words for an error message: ``float``, ``int or None``, ``one of 'a', 'b'``."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(h) for h in typing.get_args(hint))
+        return " or ".join(describe_type(h) for h in typing.get_args(hint))
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "None"
     if typing.get_origin(hint) in (list, tuple) and typing.get_args(hint):
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
+        return f"a list of {describe_type(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -201,16 +226,12 @@ class Registry:
                     f"its knobs: {', '.join(sorted(params)) or 'none'}"
                 )
             hint = hints.get(knob, inspect.Parameter.empty)
-            if not _matches(value, hint):
+            if not type_matches(value, hint):
                 raise KnobError(
-                    f"{knob!r} of {self.kind} {name!r} must be {_describe(hint)}, got {value!r}"
+                    f"{knob!r} of {self.kind} {name!r} must be {describe_type(hint)}, got {value!r}"
                 )
             bound = fn.bounds.get(knob)  # type: ignore[attr-defined]
-            if (
-                bound is not None
-                and value is not None
-                and ((isinstance(value, float) and math.isnan(value)) or not parse_bound(bound)(value))
-            ):
+            if bound is not None and value is not None and not in_bounds(value, bound):
                 raise KnobError(
                     f"{knob!r} of {self.kind} {name!r} = {value!r} is out of range; expected {bound}"
                 )

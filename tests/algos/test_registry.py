@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
 from rlvr.algos import ADVANTAGES, AGGREGATIONS, INPUTS, KL_ESTIMATORS, OBJECTIVES, TOKEN_WEIGHTS
-from rlvr.registry import KnobError, Registry, UnknownComponentError, parse_bound
+from rlvr.registry import (
+    KnobError,
+    Registry,
+    UnknownComponentError,
+    describe_type,
+    in_bounds,
+    parse_bound,
+    type_matches,
+)
 
 
 def _reg() -> Registry:
@@ -216,6 +224,13 @@ def test_check_knobs_types_literals_optionals_and_bounds():
         with pytest.raises(KnobError) as err:
             reg.check_knobs("w", values)
         assert message in str(err.value)
+
+
+def test_type_matches_and_in_bounds_shared_with_the_config():
+    assert type_matches({}, dict[str, Any]) and not type_matches(3, dict[str, Any])
+    assert type_matches(1, float) and not type_matches(True, float) and not type_matches(True, int)
+    assert describe_type(dict[str, Any]) == "dict" and describe_type(int | None) == "int or None"
+    assert in_bounds(1, "(0, 1]") and not in_bounds(0, "(0, 1]") and not in_bounds(float("nan"), ">= 0")
 
 
 def test_real_component_bounds_hold_for_their_defaults():

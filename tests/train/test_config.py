@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -150,6 +151,40 @@ def test_empty_dict_gives_the_dataclass_defaults():
     from rlvr.train.config import Config, validate
 
     assert config_from_dict({}) == validate(Config())
+
+
+def test_every_declared_bound_is_checked_naming_the_field():
+    import dataclasses
+
+    from rlvr.registry import in_bounds
+    from rlvr.train.config import Config, bounded
+
+    declared = {
+        f"{section.name}.{f.name}": f.metadata["bounds"]
+        for section in dataclasses.fields(Config)
+        if dataclasses.is_dataclass(section.default_factory)
+        for f in dataclasses.fields(section.default_factory)
+        if "bounds" in f.metadata
+    }
+    assert len(declared) == 51 and declared["optim.beta2"] == "[0, 1)"
+    for path, bound in declared.items():  # the defaults lie within their bounds (config_from_dict({}))
+        bad = next(v for v in (-1, 0) if not in_bounds(v, bound))
+        with pytest.raises(
+            ConfigError, match=re.escape(f"'{path}' = ") + ".* is out of range; expected"
+        ):
+            load_config("grpo", [f"{path}={bad}"])
+    for override, message in [
+        ("scale.staleness=-1", "'scale.staleness' = -1 is out of range; expected >= 0 (0: synchronous)"),
+        (
+            "sampling.replay_fraction=1",
+            "'sampling.replay_fraction' = 1.0 is out of range; expected in [0, 1)",
+        ),
+        ("optim.lr=nan", "'optim.lr' = nan is out of range; expected > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config("grpo", [override])
+    with pytest.raises(ValueError, match="bad bound"):
+        bounded(1, "=> 0")
 
 
 def test_group_estimators_need_two_samples_but_others_may_not_exist():

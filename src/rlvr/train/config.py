@@ -1,7 +1,10 @@
 """Recipes: a named choice of components and numbers, validated on load.
 
 A recipe is a TOML (or YAML) file whose sections mirror the dataclasses below. Unknown fields, wrong
-types and out-of-range values are refused with a message that names the field and what was expected.
+types and out-of-range values are refused with a message that names the field and what was expected:
+a field's type is its annotation, its range the bound it declares beside its default (``bounded``),
+both checked as the registry checks component knobs; checks of one field against another are code in
+``validate``.
 Extra keys in ``[algo]`` are knobs of the chosen components (for example ``clip_high`` of ``ppo_clip``),
 routed by name to every chosen component whose signature accepts them.
 """
@@ -29,7 +32,15 @@ from rlvr.algos import (
 )
 from rlvr.data.guidance import GUIDES
 from rlvr.data.samplers import SAMPLERS
-from rlvr.registry import KnobError, Registry, UnknownComponentError
+from rlvr.registry import (
+    KnobError,
+    Registry,
+    UnknownComponentError,
+    describe_type,
+    in_bounds,
+    parse_bound,
+    type_matches,
+)
 from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
 from rlvr.rewards.steps import StepReward
@@ -50,6 +61,14 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 class ConfigError(ValueError):
     """A bad recipe or command-line value; the message names the field."""
+
+
+def bounded(default: Any, bound: str, note: str = "") -> Any:
+    """A field with a ``default`` and a valid range ``bound`` in the registry's syntax (``">= 1"``,
+    ``"(0, 1]"``, ...; see :func:`rlvr.registry.parse_bound`), checked on load by ``validate``;
+    ``note`` follows the bound in the error, e.g. ``"(0: never)"``."""
+    parse_bound(bound)  # a typo in a bound fails at import
+    return field(default=default, metadata={"bounds": bound, "note": note})
 
 
 @dataclass
@@ -99,13 +118,13 @@ class TaskConfig:
     """A separate held-out file; empty: `heldout_size` rows of `path` are held out (by split_seed)."""
     on_bad_row: str = "fail"
     """'fail': a dataset with bad rows is refused, listing them; 'skip': train on the good rows."""
-    max_prompt_tokens: int = 0
+    max_prompt_tokens: int = bounded(0, ">= 0")
     """Rows whose prompt is longer than this (in tokens) are bad rows; 0: no limit."""
     verifier: str = "answer"
     """The reward that decides correctness (evaluation and the accuracy metric): a name in
     `rewards` or the registry, e.g. 'answer' (the reasoning-gym task's own scorer), 'math',
     'exact_match', 'code'. Its knobs come from `rewards.<verifier>` when the run uses it."""
-    heldout_size: int = 256
+    heldout_size: int = bounded(256, ">= 1")
     """Held-out problems, never seen in training."""
     split_seed: int = 0
     """Seed of the held-out set (independent of train.seed, so every seed is evaluated on the same
@@ -117,7 +136,7 @@ class SamplingConfig:
     strategy: str = "uniform"
     """Which prompts a step trains on (rlvr.data.samplers): 'uniform', 'vade', 'difficulty_targeted',
     'curriculum' or 'sec'. Every strategy but 'uniform' picks from a finite pool (`pool_size`)."""
-    pool_size: int = 0
+    pool_size: int = bounded(0, ">= 0")
     """Prompts in the pool: the first pool_size problems of a reasoning-gym stream, or of a dataset's
     training rows; 0: the whole dataset, or for reasoning-gym the endless stream ('uniform' only)."""
     dynamic_sampling: bool = False
@@ -126,18 +145,18 @@ class SamplingConfig:
     """Group filters (rlvr.data.samplers.GROUP_FILTERS) that every freshly generated group must
     pass, as dynamic sampling's filter ('informative', which dynamic_sampling = true adds): dropped
     groups are re-sampled up to max_rounds."""
-    max_rounds: int = 4
+    max_rounds: int = bounded(4, ">= 1")
     """Generation rounds per step under dynamic sampling (or group filters); a batch still short after
     them is filled with dropped groups (counted as sampling_filled)."""
     category_field: str = "source_dataset"
     """Metadata field that names a prompt's category (the arms of 'sec')."""
-    replay_fraction: float = 0.0
+    replay_fraction: float = bounded(0.0, "[0, 1)")
     """Rollout replay: the share of each step's groups drawn from a buffer of recent informative
     groups (rewards not all equal) instead of generated afresh; they keep the behaviour log-probs of
     the policy that sampled them, so use an importance-ratio objective (ppo_clip, ...)."""
-    replay_capacity: int = 256
+    replay_capacity: int = bounded(256, ">= 1")
     """Groups the replay buffer holds (the oldest go first)."""
-    replay_max_age: int = 8
+    replay_max_age: int = bounded(8, ">= 1")
     """Steps a group may stay in the replay buffer (bounds how off-policy a replayed group is)."""
     knobs: dict[str, Any] = field(default_factory=dict)
     """The strategy's knobs (extra keys of [sampling]); filled on load."""
@@ -148,9 +167,9 @@ class GuidanceConfig:
     strategy: str = ""
     """Guidance for groups whose samples all fail (rlvr.data.guidance): 'hints' (tiered hints in the
     prompt, Scaf-GRPO) or 'prefix' (continue a prefix of a known solution, PrefixRL); '' for none."""
-    max_tier: int = 3
+    max_tier: int = bounded(3, ">= 1")
     """Highest tier tried: a failed group is re-rolled with tier 1, 2, ... until a sample succeeds."""
-    traces_per_prompt: int = 4
+    traces_per_prompt: int = bounded(4, ">= 1")
     """Successful completions kept per prompt as prefixes' sources."""
     knobs: dict[str, Any] = field(default_factory=dict)
     """The guide's knobs (extra keys of [guidance]); filled on load."""
@@ -158,9 +177,9 @@ class GuidanceConfig:
 
 @dataclass
 class ScoringConfig:
-    workers: int = 0
+    workers: int = bounded(0, ">= 0", note="(0: in the trainer's process)")
     """Processes that run the per-sample reward functions; 0: in the trainer's process."""
-    timeout: float = 10.0
+    timeout: float = bounded(10.0, ">= 0", note="(0: no limit)")
     """Seconds a reward call may take; 0: no limit."""
     failure_score: float = 0.0
     """Score of a sample whose reward raised, returned a non-number or timed out (counted in the
@@ -169,17 +188,17 @@ class ScoringConfig:
 
 @dataclass
 class RolloutConfig:
-    prompts_per_step: int = 8
+    prompts_per_step: int = bounded(8, ">= 1")
     """B: prompts sampled per training step."""
-    samples_per_prompt: int = 8
+    samples_per_prompt: int = bounded(8, ">= 1")
     """G: completions sampled per prompt."""
-    max_new_tokens: int = 12
+    max_new_tokens: int = bounded(12, ">= 1")
     """Tokens per completion; in multi-turn episodes, per model turn."""
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_turns: int = 4
+    temperature: float = bounded(1.0, "> 0", note="for training")
+    top_p: float = bounded(1.0, "(0, 1]")
+    max_turns: int = bounded(4, ">= 1")
     """Multi-turn episodes (task.source = 'env'): model turns per episode at most."""
-    max_episode_tokens: int = 0
+    max_episode_tokens: int = bounded(0, ">= 0")
     """Multi-turn episodes: tokens after the first prompt (model and environment turns) at most;
     0: up to the model's context length."""
 
@@ -196,25 +215,25 @@ class AlgoConfig:
     credit: str = ""
     """Token-level credit assigner (e.g. 'tree_td'); when set it replaces the outcome-level
     `advantage` estimator and gives every token its own advantage. Empty: outcome-level only."""
-    beta: float = 0.0
+    beta: float = bounded(0.0, ">= 0")
     """KL penalty coefficient (the starting value when adaptive); a reference model is loaded only
     when beta > 0 or a component needs it."""
     kl_in: str = "loss"
     """'loss': beta * KL per token in the loss; 'reward': beta * (sequence KL under the behaviour
     policy) subtracted from each completion's reward before the advantage."""
-    kl_target: float = 0.0
+    kl_target: float = bounded(0.0, ">= 0", note="(0: fixed coefficient)")
     """Adaptive coefficient (Ziegler et al.): steer the per-token KL toward this; 0 keeps beta fixed."""
-    kl_horizon: int = 10000
+    kl_horizon: int = bounded(10000, ">= 1")
     """Horizon (in sequences) of the adaptive coefficient's update."""
-    ref_reset_every: int = 0
+    ref_reset_every: int = bounded(0, ">= 0", note="(0: never)")
     """Reset the reference model to the current policy every this many steps (ProRL); 0: never."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (subtracted from the loss)."""
-    epochs: int = 1
+    epochs: int = bounded(1, ">= 1")
     """Passes over each rollout batch."""
-    minibatches: int = 1
+    minibatches: int = bounded(1, ">= 1")
     """Optimizer steps per epoch (the batch is split into this many mini-batches)."""
-    micro_batches: int = 1
+    micro_batches: int = bounded(1, ">= 1")
     """Gradient-accumulation chunks per mini-batch (exact for the linear aggregations)."""
     knobs: dict[str, Any] = field(default_factory=dict)
     """Component knobs (extra keys of [algo]); filled on load."""
@@ -225,37 +244,37 @@ class CriticConfig:
     enabled: bool = False
     """Train a value model (the policy's base backbone and a scalar head) beside the policy; it
     supplies `values` to components that need them (e.g. credit = "gae")."""
-    lr: float = 1e-4
+    lr: float = bounded(1e-4, "> 0")
     """The critic's own AdamW learning rate."""
-    value_clip: float = 0.2
+    value_clip: float = bounded(0.2, ">= 0", note="(0 disables)")
     """Clip of the value loss around the critic's previous values; 0 disables."""
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
+    lr: float = bounded(1e-4, "> 0")
+    weight_decay: float = bounded(0.0, ">= 0")
+    beta1: float = bounded(0.9, "[0, 1)")
+    beta2: float = bounded(0.99, "[0, 1)")
+    grad_clip: float = bounded(1.0, ">= 0", note="(0 disables)")
     """Max global gradient norm; 0 disables clipping."""
-    warmup_steps: int = 0
+    warmup_steps: int = bounded(0, ">= 0")
     """Linear warm-up from 0 to lr over this many steps."""
     schedule: str = "constant"
     """After warm-up: 'constant', or 'linear' / 'cosine' decay to min_lr_ratio * lr at train.steps."""
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: float = bounded(0.0, "[0, 1]")
     """Final learning rate of a decaying schedule, as a fraction of lr."""
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 200
+    steps: int = bounded(200, ">= 0")
     seed: int = 0
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    log_every: int = 20
+    checkpoint_every: int = bounded(100, ">= 1")
+    keep_checkpoints: int = bounded(2, ">= 1")
+    log_every: int = bounded(20, ">= 1")
     """Print a metrics line every this many steps."""
-    samples_every: int = 20
+    samples_every: int = bounded(20, ">= 1")
     """Write some rollouts to samples.jsonl every this many steps."""
     tensorboard: bool = True
     """Also write every step's metrics as TensorBoard events under RUN_DIR/tensorboard
@@ -263,10 +282,10 @@ class TrainConfig:
     wandb_project: str = ""
     """Also log to Weights & Biases under this project (needs `pip install wandb`; the W&B run id is
     the run directory's name, so a resumed run continues the same W&B run); empty: off."""
-    max_nonfinite_steps: int = 3
+    max_nonfinite_steps: int = bounded(3, ">= 0", note="(0: never)")
     """Stop the run after this many steps in a row whose update was skipped for a non-finite loss or
     gradient (no checkpoint is written during such a streak); 0: never stop."""
-    threads: int = 0
+    threads: int = bounded(0, ">= 0", note="(0: torch's default)")
     """CPU threads for torch's operators (torch.set_num_threads); 0: torch's default. On a machine
     busy with other work, 1 avoids a many-fold slowdown of the tiny model (benchmarks/vs_trl)."""
 
@@ -275,12 +294,12 @@ class TrainConfig:
 class ScaleConfig:
     """Scale-out (docs/scaling.md): Ray rollout workers, torch.distributed learners, async rollouts."""
 
-    workers: int = 0
+    workers: int = bounded(0, ">= 0", note="(0: generate in the trainer)")
     """Ray rollout workers, each a process with a copy of the policy that gets the new weights after
     every update; the step's prompts are spread over them (0: generate in the training process)."""
-    worker_threads: int = 1
+    worker_threads: int = bounded(1, ">= 1")
     """torch CPU threads of each rollout worker."""
-    learners: int = 1
+    learners: int = bounded(1, ">= 1")
     """Data-parallel learner ranks in one torch.distributed group (gloo on CPU, NCCL on GPU). More
     than 1 on one machine: `rlvr train` starts them with torchrun; each rank trains on its share of
     every mini-batch and the gradients are summed, so the update equals one rank's on the whole batch."""
@@ -291,24 +310,24 @@ class ScaleConfig:
     either way."""
     ray_address: str = ""
     """Address of a running Ray cluster (`ray start --head` prints it); empty: a local Ray instance."""
-    staleness: int = 0
+    staleness: int = bounded(0, ">= 0", note="(0: synchronous)")
     """Asynchronous rollouts: the workers generate up to this many steps ahead while the learner
     trains (1: one-step-off policy); 0: synchronous. Needs workers >= 1."""
-    is_cap: float = 2.0
+    is_cap: float = bounded(2.0, ">= 1")
     """Truncated importance sampling of stale rollouts: each token's loss is weighted by
     min(pi_prox / pi_behaviour, is_cap), pi_prox being the learner's policy when the step starts."""
 
 
 @dataclass
 class EvalConfig:
-    samples: int = 8
+    samples: int = bounded(8, ">= 1")
     """n completions per held-out problem (pass@k for every power of two k <= n)."""
-    max_new_tokens: int = 12
-    temperature: float = 1.0
-    top_p: float = 1.0
+    max_new_tokens: int = bounded(12, ">= 1")
+    temperature: float = bounded(1.0, ">= 0", note="(0 is greedy)")
+    top_p: float = bounded(1.0, "(0, 1]")
     before: bool = True
     after: bool = True
-    every: int = 0
+    every: int = bounded(0, ">= 0", note="(0 disables)")
     """Also evaluate on the held-out set every this many steps (0: only before and after)."""
 
 
@@ -355,25 +374,6 @@ class Config:
 # loading and validation
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))
-
-
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -394,8 +394,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{path!r} must be a table (section), got {value!r}")
             kwargs[key] = _build(hint, value, path)
         else:
-            if not _type_ok(value, hint):
-                raise ConfigError(f"{path!r} must be {_describe(hint)}, got {value!r}")
+            if not type_matches(value, hint):
+                raise ConfigError(f"{path!r} must be {describe_type(hint)}, got {value!r}")
             kwargs[key] = float(value) if hint is float else value
     obj = cls(**kwargs)
     if cls in (AlgoConfig, SamplingConfig, GuidanceConfig):
@@ -403,9 +403,19 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return obj
 
 
-def _check_range(path: str, value: float, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{path!r} = {value!r} is out of range; expected {expected}")
+def _check_bounds(obj: Any, where: str = "") -> None:
+    """Refuse the first field of ``obj`` (and of its sections, in order) outside its declared bound."""
+    for f in dataclasses.fields(obj):
+        value, path = getattr(obj, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_bounds(value, f"{path}.")
+        elif "bounds" in f.metadata and not in_bounds(value, f.metadata["bounds"]):
+            bound, note = f.metadata["bounds"], f.metadata["note"]
+            expected = ("in " if bound.lstrip().startswith(("[", "(")) else "") + bound
+            raise ConfigError(
+                f"{path!r} = {value!r} is out of range; expected {expected}"
+                + (f" {note}" if note else "")
+            )
 
 
 def chosen_components(a: AlgoConfig) -> dict[str, tuple[Registry, str]]:
@@ -423,15 +433,10 @@ def chosen_components(a: AlgoConfig) -> dict[str, tuple[Registry, str]]:
 
 
 def validate(cfg: Config) -> Config:
-    """Check ranges and component names; route component knobs. Returns ``cfg``."""
-    r, a, o, t, e = cfg.rollout, cfg.algo, cfg.optim, cfg.train, cfg.eval
-    _check_range("rollout.prompts_per_step", r.prompts_per_step, r.prompts_per_step >= 1, ">= 1")
-    _check_range("rollout.samples_per_prompt", r.samples_per_prompt, r.samples_per_prompt >= 1, ">= 1")
-    _check_range("rollout.max_new_tokens", r.max_new_tokens, r.max_new_tokens >= 1, ">= 1")
-    _check_range("rollout.temperature", r.temperature, r.temperature > 0, "> 0 for training")
-    _check_range("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1]")
-    _check_range("algo.beta", a.beta, a.beta >= 0, ">= 0")
-    _check_range("train.threads", t.threads, t.threads >= 0, ">= 0 (0: torch's default)")
+    """Check bounds, cross-field constraints and component names; route component knobs. Returns
+    ``cfg``."""
+    _check_bounds(cfg)  # every field's own range first: the checks below may assume them
+    r, a, o = cfg.rollout, cfg.algo, cfg.optim
     if cfg.model.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"'model.dtype' = {cfg.model.dtype!r}; expected 'float32' or 'bfloat16'")
     if cfg.model.dtype == "bfloat16" and cfg.scale.workers:
@@ -441,18 +446,11 @@ def validate(cfg: Config) -> Config:
         )
     if a.kl_in not in ("loss", "reward"):
         raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
-    _check_range("algo.kl_target", a.kl_target, a.kl_target >= 0, ">= 0 (0: fixed coefficient)")
-    _check_range("algo.kl_horizon", a.kl_horizon, a.kl_horizon >= 1, ">= 1")
-    _check_range("algo.ref_reset_every", a.ref_reset_every, a.ref_reset_every >= 0, ">= 0 (0: never)")
     if a.kl_target > 0 and a.beta <= 0:
         raise ConfigError(
             "'algo.kl_target' > 0 adapts the KL coefficient, which starts at 'algo.beta': set beta > 0"
         )
-    _check_range("algo.epochs", a.epochs, a.epochs >= 1, ">= 1")
-    _check_range("algo.minibatches", a.minibatches, a.minibatches >= 1, ">= 1")
-    _check_range("algo.micro_batches", a.micro_batches, a.micro_batches >= 1, ">= 1")
     n = r.prompts_per_step * r.samples_per_prompt
-    _check_range("scale.learners", cfg.scale.learners, cfg.scale.learners >= 1, ">= 1")
     split = a.minibatches * a.micro_batches * cfg.scale.learners  # pieces of one step's batch
     if n % split != 0:
         raise ConfigError(
@@ -460,33 +458,10 @@ def validate(cfg: Config) -> Config:
             + (" x 'scale.learners'" if cfg.scale.learners > 1 else "")
             + f" = {split} must divide the batch of B*G = {n} sequences"
         )
-    c = cfg.critic
-    _check_range("critic.lr", c.lr, c.lr > 0, "> 0")
-    _check_range("critic.value_clip", c.value_clip, c.value_clip >= 0, ">= 0 (0 disables)")
-    _check_range("optim.lr", o.lr, o.lr > 0, "> 0")
-    _check_range("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0")
-    _check_range("optim.beta1", o.beta1, 0 <= o.beta1 < 1, "in [0, 1)")
-    _check_range("optim.beta2", o.beta2, 0 <= o.beta2 < 1, "in [0, 1)")
-    _check_range("optim.grad_clip", o.grad_clip, o.grad_clip >= 0, ">= 0 (0 disables)")
-    _check_range("optim.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
     if o.schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(
             f"'optim.schedule' = {o.schedule!r}; expected one of 'constant', 'linear', 'cosine'"
         )
-    _check_range("optim.min_lr_ratio", o.min_lr_ratio, 0 <= o.min_lr_ratio <= 1, "in [0, 1]")
-    _check_range("train.steps", t.steps, t.steps >= 0, ">= 0")
-    _check_range("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 1, ">= 1")
-    _check_range("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, ">= 1")
-    _check_range("train.log_every", t.log_every, t.log_every >= 1, ">= 1")
-    _check_range("train.samples_every", t.samples_every, t.samples_every >= 1, ">= 1")
-    _check_range(
-        "train.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 0, ">= 0 (0: never)"
-    )
-    _check_range("eval.samples", e.samples, e.samples >= 1, ">= 1")
-    _check_range("eval.every", e.every, e.every >= 0, ">= 0 (0 disables)")
-    _check_range("eval.max_new_tokens", e.max_new_tokens, e.max_new_tokens >= 1, ">= 1")
-    _check_range("eval.temperature", e.temperature, e.temperature >= 0, ">= 0 (0 is greedy)")
-    _check_range("eval.top_p", e.top_p, 0 < e.top_p <= 1, "in (0, 1]")
 
     chosen = chosen_components(a)
     for fld, (reg, name) in chosen.items():
@@ -553,9 +528,6 @@ def validate(cfg: Config) -> Config:
         )
 
     _validate_task(cfg)
-    sc = cfg.scoring
-    _check_range("scoring.workers", sc.workers, sc.workers >= 0, ">= 0 (0: in the trainer's process)")
-    _check_range("scoring.timeout", sc.timeout, sc.timeout >= 0, ">= 0 (0: no limit)")
     _validate_rewards(cfg)
     _validate_shaping(cfg)
     _validate_sampling(cfg)
@@ -565,10 +537,6 @@ def validate(cfg: Config) -> Config:
 
 def _validate_scale(cfg: Config) -> None:
     s, sp = cfg.scale, cfg.sampling
-    _check_range("scale.workers", s.workers, s.workers >= 0, ">= 0 (0: generate in the trainer)")
-    _check_range("scale.worker_threads", s.worker_threads, s.worker_threads >= 1, ">= 1")
-    _check_range("scale.staleness", s.staleness, s.staleness >= 0, ">= 0 (0: synchronous)")
-    _check_range("scale.is_cap", s.is_cap, s.is_cap >= 1, ">= 1")
     if s.shard not in ("none", "fsdp"):
         raise ConfigError(f"'scale.shard' = {s.shard!r}: expected 'none' or 'fsdp'")
     if s.shard == "fsdp" and s.learners < 2:
@@ -620,8 +588,6 @@ def _validate_sampling(cfg: Config) -> None:
             f"'sampling.strategy': unknown sampler {sp.strategy!r}; "
             f"valid names: {', '.join(SAMPLERS.names())}"
         )
-    _check_range("sampling.pool_size", sp.pool_size, sp.pool_size >= 0, ">= 0")
-    _check_range("sampling.max_rounds", sp.max_rounds, sp.max_rounds >= 1, ">= 1")
     b = cfg.rollout.prompts_per_step
     if sp.pool_size and sp.pool_size < b:
         raise ConfigError(
@@ -639,9 +605,6 @@ def _validate_sampling(cfg: Config) -> None:
         "sampling.",
         f"a field of [sampling] nor a knob of sampler {sp.strategy!r}",
     )
-    _check_range(
-        "sampling.replay_fraction", sp.replay_fraction, 0 <= sp.replay_fraction < 1, "in [0, 1)"
-    )
     if "group_size" in SAMPLERS[sp.strategy].needs:  # type: ignore[attr-defined]
         _refuse_together(
             f"'sampling.strategy' = {sp.strategy!r} (rollouts allocated per prompt: groups of "
@@ -656,8 +619,6 @@ def _validate_sampling(cfg: Config) -> None:
         )
     from rlvr.data.samplers import GROUP_FILTERS
 
-    if not isinstance(sp.filters, list) or not all(isinstance(x, str) for x in sp.filters):
-        raise ConfigError(f"'sampling.filters' must be a list of group filter names, got {sp.filters!r}")
     for name in sp.filters:
         if name not in GROUP_FILTERS:
             raise ConfigError(
@@ -682,16 +643,12 @@ def _validate_sampling(cfg: Config) -> None:
         sampler(PromptStats(b), b, 0, np.random.default_rng(0), **inputs, **sp.knobs)
     except ValueError as err:
         raise ConfigError(f"'sampling' knobs of sampler {sp.strategy!r}: {err}") from None
-    _check_range("sampling.replay_capacity", sp.replay_capacity, sp.replay_capacity >= 1, ">= 1")
-    _check_range("sampling.replay_max_age", sp.replay_max_age, sp.replay_max_age >= 1, ">= 1")
     gd = cfg.guidance
     if gd.strategy and gd.strategy not in GUIDES:
         raise ConfigError(
             f"'guidance.strategy': unknown guide {gd.strategy!r}; valid names: "
             f"{', '.join(GUIDES.names())} (or '' for none)"
         )
-    _check_range("guidance.max_tier", gd.max_tier, gd.max_tier >= 1, ">= 1")
-    _check_range("guidance.traces_per_prompt", gd.traces_per_prompt, gd.traces_per_prompt >= 1, ">= 1")
     if gd.strategy:
         _check_table_knobs(
             GUIDES,
@@ -724,8 +681,6 @@ def _check_table_knobs(reg: Registry, name: str, values: dict[str, Any], prefix:
 
 def _validate_task(cfg: Config) -> None:
     task = cfg.task
-    _check_range("task.heldout_size", task.heldout_size, task.heldout_size >= 1, ">= 1")
-    _check_range("task.max_prompt_tokens", task.max_prompt_tokens, task.max_prompt_tokens >= 0, ">= 0")
     if task.source not in ("reasoning_gym", "file", "env"):
         raise ConfigError(f"'task.source' = {task.source!r}; expected 'reasoning_gym', 'file' or 'env'")
     if task.source == "env":
@@ -736,9 +691,6 @@ def _validate_task(cfg: Config) -> None:
                 f"'task.env' = {task.env!r}: task.source = 'env' needs an environment; valid names: "
                 f"{', '.join(ENVS.names())}"
             )
-    r = cfg.rollout
-    _check_range("rollout.max_turns", r.max_turns, r.max_turns >= 1, ">= 1")
-    _check_range("rollout.max_episode_tokens", r.max_episode_tokens, r.max_episode_tokens >= 0, ">= 0")
     turn_inputs = {"turn", "turn_rewards", "turn_states"}
     credit = cfg.algo.credit
     if credit in CREDIT and turn_inputs & CREDIT[credit].needs and task.source != "env":  # type: ignore[attr-defined]
@@ -773,7 +725,7 @@ def _validate_task(cfg: Config) -> None:
         if not isinstance(spec, dict):
             raise ConfigError(f"'task.mixture.{tname}' must be a table like {{weight = 1.0}}")
         w = spec.get("weight", 1.0)
-        if not _type_ok(w, float) or not w > 0:
+        if not type_matches(w, float) or not w > 0:
             raise ConfigError(f"'task.mixture.{tname}.weight' must be a number > 0, got {w!r}")
     if not task.verifier:
         raise ConfigError("'task.verifier' is empty; name the reward that decides correctness")
@@ -791,7 +743,7 @@ def _validate_rewards(cfg: Config) -> None:
         if not isinstance(spec, dict):
             raise ConfigError(f"'rewards.{rname}' must be a table like {{weight = 1.0}}")
         w = spec.get("weight", 1.0)
-        if not _type_ok(w, float):
+        if not type_matches(w, float):
             raise ConfigError(f"'rewards.{rname}.weight' must be a number, got {w!r}")
         if "function" in spec:  # a user's function: its other keys are its keyword arguments
             if not isinstance(spec["function"], str):
