@@ -119,3 +119,26 @@ def test_bad_settings_are_refused():
         sft_config(["steps='a'"])
     with pytest.raises(ValueError, match="needs 'path'"):
         sft_config(["source='file'"])
+
+
+def test_cli_sft_then_train_takes_the_model(micro_base, tmp_path):
+    """`rlvr sft` writes RUN_DIR/model, and `rlvr train model.path=...` trains from it."""
+    from rlvr.cli import main
+
+    run = tmp_path / "s"
+    args = ["sft", "--quiet", "--model", str(micro_base), "--steps", "2", "--run-dir", str(run)]
+    assert main([*args, "heldout_size=4", "rows=2", "seq_len=96", "eval_samples=0"]) == 0
+    assert (run / "model" / "config.json").exists() and (run / "checkpoints" / "latest").exists()
+    assert main(["sft", "--quiet", "--run-dir", str(run), "stepz=1"]) == 2  # refused, named
+    over = [
+        f"model.path={json.dumps(str(run / 'model'))}",
+        "model.device='cpu'",
+        "rollout.prompts_per_step=2",
+        "rollout.samples_per_prompt=2",
+        "rollout.max_new_tokens=4",
+        "task.heldout_size=4",
+        "eval.before=false",
+        "eval.after=false",
+    ]
+    rl = ["train", "--quiet", "--steps", "1", "--run-dir", str(tmp_path / "rl"), *over]
+    assert main(rl) == 0

@@ -126,6 +126,17 @@ def sft_config(overrides: list[str] | None = None, base: dict[str, Any] | None =
 # ----------------------------------------------------------------------------------------- data
 
 
+def _interrupted(signum: int, run_dir: Path, step: int) -> Exception:
+    """``TrainingInterrupted`` (the CLI's exit code 128 + signal) with the sft resume command."""
+    from rlvr.train.trainer import TrainingInterrupted
+
+    class SFTInterrupted(TrainingInterrupted):
+        def __str__(self) -> str:
+            return super().__str__().replace("rlvr train --resume", "rlvr sft --resume")
+
+    return SFTInterrupted(signum, run_dir, step)
+
+
 def _rl_config(cfg: SFTConfig) -> Any:
     """The RL recipe whose task, held-out split and evaluation settings this run shares."""
     from rlvr.train.config import load_config
@@ -340,7 +351,7 @@ def sft(
     from rlvr.models.tiny import EMBEDDED, _lr_at, ensure_base, load_model
     from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
     from rlvr.train.setup import build_task, build_verifier
-    from rlvr.train.trainer import TrainingInterrupted, _StopOnSignals
+    from rlvr.train.trainer import _StopOnSignals
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -413,7 +424,7 @@ def sft(
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                 checkpoint()
             if stop:
-                raise TrainingInterrupted(stop[0], run_dir, step)
+                raise _interrupted(stop[0], run_dir, step)
     after = _evaluate(model, tokenizer, stream, rl, verifier, cfg)
     console.print(f"held-out after: {after}")
     model.eval()
