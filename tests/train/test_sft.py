@@ -142,3 +142,29 @@ def test_cli_sft_then_train_takes_the_model(micro_base, tmp_path):
     ]
     rl = ["train", "--quiet", "--steps", "1", "--run-dir", str(tmp_path / "rl"), *over]
     assert main(rl) == 0
+
+
+def test_sft_on_a_dataset_solution_field(micro_base, tmp_path):
+    """source = 'file': the target is the row's solution field; pass@1 by the chosen verifier."""
+    from rlvr.train.setup import build_task
+    from rlvr.train.sft import Examples, _rl_config
+
+    rows = [
+        {
+            "prompt": f"{a} + {b} =",
+            "answer": str(a + b),
+            "solution": f"{a} + {b} = {a + b}\n<answer>{a + b}</answer>",
+        }
+        for a in range(4)
+        for b in range(4)
+    ]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(
+        micro_base, "source='file'", f"path={json.dumps(str(data))}", "verifier='exact_match'", "steps=1"
+    )
+    ex = Examples(cfg, build_task(_rl_config(cfg)))
+    p, target = next(ex)
+    assert target == p.meta["solution"] and len(ex.heldout()) == 4
+    out = sft(cfg, run_dir=tmp_path / "f", progress=False)
+    assert set(out["after"]) == {"heldout_loss", "pass@1"}
