@@ -168,3 +168,29 @@ def test_sft_on_a_dataset_solution_field(micro_base, tmp_path):
     assert target == p.meta["solution"] and len(ex.heldout()) == 4
     out = sft(cfg, run_dir=tmp_path / "f", progress=False)
     assert set(out["after"]) == {"heldout_loss", "pass@1"}
+
+
+def test_sigint_finishes_the_step_checkpoints_and_resumes(micro_base, tmp_path, monkeypatch):
+    import signal
+
+    from rlvr.train.trainer import TrainingInterrupted
+
+    full = sft(
+        _cfg(micro_base, "eval_samples=0", "checkpoint_every=10"), run_dir=tmp_path / "a", progress=False
+    )
+    clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip_then_signal(*args, **kw):  # Ctrl-C arrives during step 1's update
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+        return clip(*args, **kw)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_then_signal)
+    cfg = _cfg(micro_base, "eval_samples=0", "checkpoint_every=10")
+    with pytest.raises(TrainingInterrupted, match="rlvr sft --resume") as err:
+        sft(cfg, run_dir=tmp_path / "b", progress=False)
+    assert err.value.step == 1 and (tmp_path / "b" / "checkpoints" / "step_1").is_dir()
+    resumed = sft(cfg, run_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-6)
