@@ -63,6 +63,33 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sft(args: argparse.Namespace) -> int:
+    from rlvr.train.config import ConfigError
+    from rlvr.train.sft import sft, sft_config
+    from rlvr.utils import console
+
+    overrides = list(args.overrides)
+    for flag, key in (("model", "model_path"), ("steps", "steps"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={json.dumps(getattr(args, flag))}")
+    run_dir = Path(args.resume or args.run_dir or Path(args.runs_root) / "sft")
+    base = None
+    if args.resume:
+        saved = run_dir / "sft_config.json"
+        if not saved.exists():
+            raise FileNotFoundError(f"{run_dir} is not an sft run directory: no sft_config.json")
+        base = json.loads(saved.read_text())
+    try:
+        cfg = sft_config(overrides, base)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    summary = sft(cfg, run_dir=run_dir, resume=bool(args.resume), progress=not args.quiet)
+    b, a = summary["before"], summary["after"]
+    parts = [f"{k} {b[k]:.3f} → {a[k]:.3f}" for k in ("heldout_loss", "pass@1") if k in a and k in b]
+    console.print(f"[bold]held-out {', '.join(parts)}; model: {summary['model']}")
+    return 0
+
+
 def _print_summary(summary: dict) -> None:
     from rlvr.eval import summary_ks
     from rlvr.utils import console
@@ -489,6 +516,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     p.add_argument("name", nargs="?", help="task name (for show)")
     p.set_defaults(fn=_tasks)
+
+    p = sub.add_parser(
+        "sft",
+        parents=[plugin],
+        help="supervised warm start on worked solutions, a dataset or a run's good samples",
+        description="Fine-tune a local HF causal LM (or the embedded base) on worked solutions of a "
+        "reasoning-gym task (source=task), a dataset's solution field (source=file) or the "
+        "samples of an rlvr train run with reward >= min_reward (source=samples). Settings are "
+        "key=value (rlvr.train.sft.SFTConfig); RUN_DIR/model is the result.",
+    )
+    p.add_argument("--model", help="local HF model directory (default: the embedded base)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", help="run directory (default: RUNS_ROOT/sft)")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an sft run from its newest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="key=value (SFTConfig fields)")
+    p.set_defaults(fn=_sft)
 
     from rlvr.compare import add_compare_parser  # light: heavy imports happen when it runs
 
