@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rlvr.models.tiny import load_model
+from rlvr.models.hf import load_model
 from rlvr.train.sft import encode, pack, packed_loss, sft, sft_config
 
 

@@ -100,7 +100,8 @@ class SFTConfig:
 def sft_config(overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> SFTConfig:
     """An :class:`SFTConfig` from ``key=value`` overrides (TOML values; a bare word is a string) over
     ``base``; raises ValueError naming an unknown key or a value of the wrong type."""
-    from rlvr.train.config import _describe, _parse_value, _type_ok
+    from rlvr.registry import describe_type, type_matches
+    from rlvr.train.config import _parse_value
 
     data = dict(base or {})
     for item in overrides or []:
@@ -113,8 +114,8 @@ def sft_config(overrides: list[str] | None = None, base: dict[str, Any] | None =
     for key, value in data.items():
         if key not in names:
             raise ValueError(f"unknown sft setting {key!r}; valid: {', '.join(sorted(names))}")
-        if not _type_ok(value, hints[key]):
-            raise ValueError(f"sft setting {key!r}: expected {_describe(hints[key])}, got {value!r}")
+        if not type_matches(value, hints[key]):
+            raise ValueError(f"sft setting {key!r}: expected {describe_type(hints[key])}, got {value!r}")
     cfg = SFTConfig(**data)
     if cfg.source not in ("task", "file", "samples"):
         raise ValueError(f"sft setting 'source': 'task', 'file' or 'samples', got {cfg.source!r}")
@@ -348,7 +349,8 @@ def sft(
 ) -> dict[str, Any]:
     """Fine-tune with ``cfg`` into ``run_dir``; returns the summary (also ``summary.json``): held-out
     loss and pass@1 before and after, the losses of every step, and ``model``, the HF directory."""
-    from rlvr.models.tiny import EMBEDDED, _lr_at, ensure_base, load_model
+    from rlvr.models.hf import load_model
+    from rlvr.models.tiny import EMBEDDED, _lr_at, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
     from rlvr.train.setup import build_task, build_verifier
     from rlvr.train.trainer import _StopOnSignals
