@@ -15,7 +15,6 @@ import pytest
 
 from rlvr.compare import (
     add_compare_parser,
-    betainc,
     holm,
     mean_ci,
     parse_recipes,
@@ -73,23 +72,6 @@ def test_t_cdf_equals_integrated_density():
     pdf = np.exp(logc - (df + 1) / 2 * np.log1p(x**2 / df))  # [X]
     area = float(np.sum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x)))  # mass below -400: ~1e-10
     assert t_cdf(2.1, df) == pytest.approx(area, abs=1e-7)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "x"), [(1, 1, 0.3), (2, 3, 0.4), (5, 2, 0.9), (3, 7, 0.05), (6, 6, 0.5)]
-)
-def test_betainc_binomial_identity(a, b, x):
-    """For integers, I_x(a, b) = P(Binomial(a + b - 1, x) >= a)."""
-    n = a + b - 1
-    direct = sum(math.comb(n, j) * x**j * (1 - x) ** (n - j) for j in range(a, n + 1))
-    assert betainc(a, b, x) == pytest.approx(direct, abs=1e-13)
-
-
-def test_betainc_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="0 <= x <= 1"):
-        betainc(1, 1, 1.5)
-    with pytest.raises(ValueError, match="a > 0"):
-        betainc(0, 1, 0.5)
 
 
 # ------------------------------------------------------------------------------- mean CI and Welch

@@ -20,17 +20,16 @@ Significance, for each pair of recipes (A, B), Welch's unequal-variance t-test o
 
     d = m_A - m_B;  se = sqrt(s_A^2 / n_A + s_B^2 / n_B);  t = d / se
     df = se^4 / ((s_A^2 / n_A)^2 / (n_A - 1) + (s_B^2 / n_B)^2 / (n_B - 1))   (Welch-Satterthwaite)
-    p = P(|T_df| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2);   95% CI of d: d +- t_{0.975, df} se
+    p = P(|T_df| >= |t|);   95% CI of d: d +- t_{0.975, df} se
 
-where I_x(a, b) is the regularized incomplete beta function, computed here from its continued
-fraction (scipy is not a dependency). Why Welch and not a permutation test over seeds: with 3 seeds
-per recipe there are only C(6, 3) = 20 ways to split the 6 values, so the smallest two-sided
-permutation p-value is 2 / 20 = 0.1 and no difference could ever reach p < 0.05. Welch's test assumes
-that a recipe's per-seed pass@1 is roughly normal (plausible: each is a mean over hundreds of problems
-and samples) but cannot check it from 3 values; with df around 2 to 4 the critical |t| is 2.8 to 4.3,
-so only differences several times larger than the seed-to-seed spread are flagged, and a
-non-significant result says little. Holm's step-down adjustment for the number of pairs is reported
-beside the raw p-value:
+with Student's t distribution from scipy.stats (df need not be an integer). Why Welch and not a
+permutation test over seeds: with 3 seeds per recipe there are only C(6, 3) = 20 ways to split the 6
+values, so the smallest two-sided permutation p-value is 2 / 20 = 0.1 and no difference could ever
+reach p < 0.05. Welch's test assumes that a recipe's per-seed pass@1 is roughly normal (plausible:
+each is a mean over hundreds of problems and samples) but cannot check it from 3 values; with df
+around 2 to 4 the critical |t| is 2.8 to 4.3, so only differences several times larger than the
+seed-to-seed spread are flagged, and a non-significant result says little. Holm's step-down
+adjustment for the number of pairs is reported beside the raw p-value:
 
     sort p_(1) <= ... <= p_(m);  p_holm_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))
 
@@ -63,7 +62,6 @@ __all__ = [
     "CURVE_METRICS",
     "WelchResult",
     "add_compare_parser",
-    "betainc",
     "holm",
     "mean_ci",
     "parse_recipes",
@@ -92,83 +90,33 @@ SMOOTH_DIV = 25  # per-step metrics: trailing mean over 1/25 of the run (at leas
 
 
 # ---------------------------------------------------------------------------------------------------
-# the t distribution, from the regularized incomplete beta function
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) = B(x; a, b) / B(a, b) for a, b > 0, 0 <= x <= 1.
-
-    Continued fraction (evaluated with the modified Lentz method), valid for x < (a + 1) / (a + b + 2):
-
-        I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) * 1 / (1 + d_1 / (1 + d_2 / (1 + ...)))
-        d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))
-        d_{2m}   = m (b - m) x / ((a + 2m - 1)(a + 2m))
-
-    and the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) for larger x.
-    """
-    if not (a > 0 and b > 0):
-        raise ValueError(f"betainc needs a > 0 and b > 0, got a={a}, b={b}")
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"betainc needs 0 <= x <= 1, got x={x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - betainc(b, a, 1.0 - x)
-    log_front = (
-        a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    )
-    tiny, eps = 1e-300, 1e-15
-    f, c, d = tiny, tiny, 0.0  # Lentz: f = b0 + a1/(b1 + a2/(b2 + ...)), b0 = 0, b_j = 1
-    for j in range(1, 10_000):
-        if j == 1:
-            coef = 1.0
-        else:
-            m, odd = divmod(j - 1, 2)  # coefficient d_{j-1}
-            if odd:
-                coef = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-            else:
-                coef = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + coef * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + coef / c
-        c = c if abs(c) > tiny else tiny
-        f *= c * d
-        if abs(c * d - 1.0) < eps:
-            break
-    return math.exp(log_front) * f / a
+# the t distribution (scipy.stats)
 
 
 def t_sf2(t: float, df: float) -> float:
-    """Two-sided tail P(|T| >= |t|) of Student's t with ``df`` degrees of freedom:
-    I_{df / (df + t^2)}(df / 2, 1 / 2)."""
+    """Two-sided tail P(|T| >= |t|) of Student's t with ``df`` degrees of freedom (scipy.stats.t)."""
     if df <= 0 or math.isnan(df) or math.isnan(t):
         return math.nan
-    if math.isinf(t):
-        return 0.0
-    return betainc(df / 2, 0.5, df / (df + t * t))
+    return float(2.0 * _t().sf(abs(t), df))
 
 
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with ``df`` degrees of freedom (df > 0, need not be an integer)."""
-    half = 0.5 * t_sf2(t, df)
-    return 1.0 - half if t > 0 else half
+    return float(_t().cdf(t, df))
 
 
 def t_ppf(q: float, df: float) -> float:
-    """The q-quantile of Student's t (0 < q < 1), by bisection on :func:`t_cdf`."""
+    """The q-quantile of Student's t (0 < q < 1)."""
     if not 0.0 < q < 1.0:
         raise ValueError(f"t_ppf needs 0 < q < 1, got {q}")
-    if q < 0.5:
-        return -t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    return float(_t().ppf(q, df))
+
+
+def _t() -> Any:
+    """scipy's Student t distribution (imported on first use: scipy is slow to import)."""
+    from scipy.stats import t
+
+    return t
 
 
 def mean_ci(xs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
