@@ -24,7 +24,7 @@ GOLDEN = Path(__file__).with_name("golden.json")
 TIMING = {"gen_time", "learn_time", "step_time", "tokens_per_s"}
 DENSE = ["rewards.answer.weight=0.0", "rewards.length.weight=0.9"]
 
-# as in tests/train/test_recipes.py: 2 steps, a checkpoint at step 2
+# the runs of tests/train/test_recipes.py: 2 steps, a checkpoint at step 2
 RECIPE_RUN = [
     "eval.before=false",
     "eval.after=false",

@@ -13,18 +13,10 @@ from tests.train import golden
 
 from rlvr.cli import main
 from rlvr.train.checkpoint import latest_checkpoint
-from rlvr.train.config import ConfigError, load_config, read_recipe, recipe_names
+from rlvr.train.config import ConfigError, load_config, recipe_names
 from rlvr.train.trainer import train
 
-MICRO_RUN = [
-    "eval.before=false",
-    "eval.after=false",
-    "eval.every=0",
-    "train.steps=2",
-    "train.checkpoint_every=2",
-    "optim.lr=1e-2",
-    "optim.warmup_steps=0",
-]
+MICRO_RUN = golden.RECIPE_RUN  # 2 steps, a checkpoint at step 2 (the golden records' runs)
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -36,14 +28,10 @@ def test_recipe_describes_itself(name):
 
 @pytest.mark.parametrize("name", recipe_names())
 def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
-    # mini-batch counts of the recipe must divide the micro batch of 2 x 4 = 8 sequences
-    data = read_recipe(name)
-    split = data.get("algo", {}).get("minibatches", 1) * data.get("algo", {}).get("micro_batches", 1)
-    extra = [] if 8 % split == 0 else ["algo.minibatches=1", "algo.micro_batches=1"]
-    if "pass_k" in data.get("algo", {}):
-        # with G = 4 a pass@k advantage (k > 1) is zero unless a group has 2+ failures and a success;
-        # k = 1 checks the wiring (the estimator itself is tested against enumeration)
-        extra.append("algo.pass_k=1")
+    # mini-batch counts that do not divide the micro batch of 2 x 4 = 8 sequences become 1; a
+    # pass@k advantage gets k = 1 (with G = 4 a k > 1 advantage is mostly zero; the estimator itself
+    # is tested against enumeration)
+    extra = golden.recipe_extra(name)
     cfg = load_config(name, micro_run(micro_base, *MICRO_RUN, *dense_reward, *extra))
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
