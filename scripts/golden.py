@@ -22,33 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DENSE_FILE = '''
-def length(prompt, completion, answer, **meta):
-    """Dense: the micro model never answers right, so the task reward alone gives no gradient."""
-    return min(len(completion), 20) / 20
-'''
-
 
 def scale_cases(base: Path, tmp: Path) -> dict[str, list[str]]:
     """case -> `rlvr train` arguments (the run directory is added): the runs of
     tests/train/test_scale_runs.py, with the same overrides."""
-    fn = tmp / "dense.py"
-    fn.write_text(DENSE_FILE)
-    ov = [
-        f"model.path={json.dumps(str(base))}",
-        "model.device='cpu'",
-        "rollout.prompts_per_step=4",
-        "rollout.samples_per_prompt=4",
-        "rollout.max_new_tokens=6",
-        "task.heldout_size=8",
-        "eval.samples=2",
-        "eval.before=false",
-        "eval.after=false",
-        "optim.lr=0.003",
-        "train.threads=1",
-        "rewards.answer.weight=0.0",
-        f'rewards.length={{function = "{fn}:length", weight = 0.9}}',
-    ]
+    from tests.train import golden
+
+    ov = golden.scale_overrides(base, tmp)
     three = [*ov, "train.steps=3"]
     fsdp = [
         *ov,

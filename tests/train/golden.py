@@ -227,3 +227,34 @@ def check(case: str, run_dir: Path) -> None:
     want = load_golden()[case]
     diffs = differences(want, record_of(run_dir), case)
     assert not diffs, "\n".join(diffs[:20])
+
+
+SCALE_REWARD = '''
+def length(prompt, completion, answer, **meta):
+    """Dense: the micro model never answers right, so the task reward alone gives no gradient."""
+    return min(len(completion), 20) / 20
+'''
+
+
+def scale_overrides(micro_base: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """The overrides of the scale-out runs (tests/train/test_scale_runs.py and the scale cases of
+    scripts/golden.py): 4 prompts x 4 samples, one thread, the dense reward from a file (the ranks
+    and workers are other processes, which a registered test reward does not reach)."""
+    fn = tmp_path / "dense.py"
+    fn.write_text(SCALE_REWARD)
+    return [
+        f"model.path={json.dumps(str(micro_base))}",
+        "model.device='cpu'",
+        "rollout.prompts_per_step=4",
+        "rollout.samples_per_prompt=4",
+        "rollout.max_new_tokens=6",
+        "task.heldout_size=8",
+        "eval.samples=2",
+        "eval.before=false",
+        "eval.after=false",
+        "optim.lr=0.003",
+        "train.threads=1",
+        "rewards.answer.weight=0.0",
+        f'rewards.length={{function = "{fn}:length", weight = 0.9}}',
+        *extra,
+    ]

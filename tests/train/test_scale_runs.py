@@ -25,11 +25,6 @@ from rlvr.train.trainer import train
 ray = pytest.importorskip("ray")
 
 TIMING = {"gen_time", "learn_time", "step_time", "tokens_per_s"}
-REWARD = '''
-def length(prompt, completion, answer, **meta):
-    """Dense: the micro model never answers right, so the task reward alone gives no gradient."""
-    return min(len(completion), 20) / 20
-'''
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +36,7 @@ def ray_session():
 
 
 def _overrides(micro_base: Path, tmp_path: Path, *extra: str) -> list[str]:
-    fn = tmp_path / "dense.py"
-    fn.write_text(REWARD)
-    return [
-        f"model.path={json.dumps(str(micro_base))}",
-        "model.device='cpu'",
-        "rollout.prompts_per_step=4",
-        "rollout.samples_per_prompt=4",
-        "rollout.max_new_tokens=6",
-        "task.heldout_size=8",
-        "eval.samples=2",
-        "eval.before=false",
-        "eval.after=false",
-        "optim.lr=0.003",
-        "train.threads=1",
-        "rewards.answer.weight=0.0",
-        f'rewards.length={{function = "{fn}:length", weight = 0.9}}',
-        *extra,
-    ]
+    return golden.scale_overrides(micro_base, tmp_path, *extra)
 
 
 def _metrics(run: Path) -> list[dict]:
