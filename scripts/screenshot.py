@@ -2,11 +2,15 @@
 
     python scripts/screenshot.py runs/compare-X/report.html report.png [--width 1200] [--height 3000]
     python scripts/screenshot.py report.html --check-only
+    python scripts/screenshot.py report.html --fits 1280
 
 First, without a browser: every <img> must have a ``data:image/png;base64,`` src that decodes to a
 valid PNG (signature, chunk CRCs, IHDR first, IEND last, and the image data decompresses to the
 declared size). Then ``chromium --headless`` renders the page at the given window size and writes
-the PNG. Exit status 1 names every broken image; 2 when Chromium is missing or fails.
+the PNG. ``--fits W`` instead measures the laid-out page in a W-pixel-wide window (its
+``scrollWidth``, read from the DOM that Chromium dumps after a script added to a copy of the page
+has run) and fails when the page is wider than the window, i.e. would need a horizontal scroll bar.
+Exit status 1 names every broken image or a page too wide; 2 when Chromium is missing or fails.
 Chromium is Debian's ``chromium`` package (``apt-get install -y chromium``).
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import re
 import shutil
 import struct
 import subprocess
@@ -24,7 +29,7 @@ import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 
-__all__ = ["check_images", "check_png", "find_chromium", "screenshot"]
+__all__ = ["check_images", "check_png", "find_chromium", "page_width", "screenshot"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
@@ -136,6 +141,47 @@ def screenshot(
     return out_png
 
 
+_MEASURE = (
+    "<script>addEventListener('load',()=>{document.body.setAttribute('data-scroll-width',"
+    "document.documentElement.scrollWidth)})</script>"
+)
+
+
+def page_width(html_file: str | Path, width: int = 1280, height: int = 900) -> int:
+    """The laid-out width in CSS pixels (``document.documentElement.scrollWidth``) of ``html_file``
+    rendered by headless Chromium in a ``width``-pixel window: more than ``width`` means a
+    horizontal scroll bar. The page is measured from a copy with a script added before
+    ``</body>``; the original is not touched."""
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError("chromium is not installed (Debian: apt-get install -y chromium)")
+    text = Path(html_file).read_text()
+    cut = text.rfind("</body>")
+    text = (text[:cut] + _MEASURE + text[cut:]) if cut >= 0 else text + _MEASURE
+    with tempfile.TemporaryDirectory(prefix="rlvr-chromium-") as tmp:
+        page = Path(tmp) / "page.html"
+        page.write_text(text)
+        cmd = [
+            exe,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp}/profile",
+            f"--window-size={width},{height}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-scroll-width="(\d+)"', proc.stdout)
+    if found is None:
+        raise RuntimeError(
+            f"chromium did not report the page width (exit {proc.returncode}): {proc.stderr[-800:]}"
+        )
+    return int(found.group(1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--check-only", action="store_true", help="only check the images, no browser")
+    ap.add_argument(
+        "--fits",
+        type=int,
+        metavar="W",
+        help="check that the page needs no horizontal scroll bar in a W-pixel-wide window",
+    )
     args = ap.parse_args(argv)
     n, problems = check_images(args.html)
     for prob in problems:
@@ -153,6 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 1
     if args.check_only:
+        return 0
+    if args.fits:
+        try:
+            wide = page_width(args.html, args.fits)
+        except (FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"page width {wide} px in a {args.fits} px window")
+        if wide > args.fits:
+            print(f"too wide: {args.html} needs a horizontal scroll bar", file=sys.stderr)
+            return 1
         return 0
     if not args.png:
         ap.error("give the output PNG path, or --check-only")

@@ -265,6 +265,7 @@ def test_chromium_screenshot(fake_grid, tmp_path):
     pixels = np.asarray(Image.open(png).convert("L"))  # [H, W]
     assert (pixels < 100).mean() > 0.002  # not a blank page: dark text and lines ...
     assert (pixels > 245).mean() > 0.5  # ... on a white background
+    assert shot.page_width(out / "report.html", 1280) <= 1280  # no horizontal scroll bar
 
 
 # ----------------------------------------------------------------------- the resumable grid (micro)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,19 @@ def passk_figure(
     metric: str = "pass",
     title: str = "",
     size: tuple[float, float] = (5.0, 3.6),
+    colors: Mapping[str, str] | None = None,
+    band: bool = False,
+    dashed: Collection[str] = (),
+    xlabel: str = "k (log2 scale)",
+    legend_below: bool = False,
 ) -> Any:
-    """One axis: ``{metric}@k`` against k (log2 scale) for each labelled summary, with its 95% CI as
-    error bars; a dashed vertical line at each non-None crossover k (keyed by the label of the curve
-    it belongs to, drawn in that curve's colour). Returns a matplotlib Figure."""
+    """One axis: ``{metric}@k`` against k (log2 scale) for each labelled summary, with its interval
+    (``{metric}@k_ci_low`` / ``_ci_high``) as error bars, or as a shaded band when ``band``; a dashed
+    vertical line at each non-None crossover k (keyed by the label of the curve it belongs to, drawn
+    in that curve's colour). ``colors`` fixes a label's colour (others take matplotlib's cycle);
+    the curves named in ``dashed`` are drawn dashed with square markers, above the others (a
+    reference such as the base model). ``legend_below`` puts the legend under the axis, for many
+    curves. Returns a matplotlib Figure."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size)
@@ -41,12 +50,24 @@ def passk_figure(
         if not ks:
             continue
         ys = [s[f"{metric}@{k}"] for k in ks]
-        lo = [max(0.0, y - s.get(f"{metric}@{k}_ci_low", y)) for k, y in zip(ks, ys, strict=True)]
-        hi = [max(0.0, s.get(f"{metric}@{k}_ci_high", y) - y) for k, y in zip(ks, ys, strict=True)]
-        shift = 2 ** (0.04 * (i - (len(curves) - 1) / 2))  # side by side, so the CI bars stay apart
-        xs = [k * shift for k in ks]
-        bars = ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=label)
-        colours[label] = bars.lines[0].get_color()
+        lows = [s.get(f"{metric}@{k}_ci_low", y) for k, y in zip(ks, ys, strict=True)]
+        highs = [s.get(f"{metric}@{k}_ci_high", y) for k, y in zip(ks, ys, strict=True)]
+        style: dict[str, Any] = {"marker": "o", "ms": 4, "label": label}
+        if colors and label in colors:
+            style["color"] = colors[label]
+        if label in dashed:
+            style.update(ls="--", marker="s", zorder=4)
+        if band:
+            (line,) = ax.plot(ks, ys, lw=1.6, **style)
+            colour = line.get_color()
+            ax.fill_between(ks, lows, highs, color=colour, alpha=0.15, lw=0)
+        else:
+            lo = [max(0.0, y - v) for y, v in zip(ys, lows, strict=True)]
+            hi = [max(0.0, v - y) for y, v in zip(ys, highs, strict=True)]
+            shift = 2 ** (0.04 * (i - (len(curves) - 1) / 2))  # side by side: CI bars stay apart
+            xs = [k * shift for k in ks]
+            colour = ax.errorbar(xs, ys, yerr=[lo, hi], capsize=3, **style).lines[0].get_color()
+        colours[label] = colour
         all_ks.update(ks)
     for label, k in (crossovers or {}).items():
         if k is None:
@@ -66,11 +87,21 @@ def passk_figure(
     ax.set_xticks(ticks, labels=[str(k) for k in ticks])
     ax.minorticks_off()
     ax.set_xlim(ticks[0] / 1.3, ticks[-1] * 1.3)
-    ax.set_xlabel("k (log2 scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric}@k")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    if curves:
+    if curves and legend_below:
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(labels), 4),
+            frameon=False,
+        )
+    elif curves:
         ax.legend(fontsize=8, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,37 +12,33 @@ from rlvr.eval.evaluate import summary_ks
 __all__ = ["write_report"]
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
+CURVES = [  # metric key in metrics.jsonl, chart title; a chart is drawn when some step logged it
+    ("reward_mean", "reward"),
+    ("accuracy", "train accuracy"),
+    ("heldout_pass@1", "held-out pass@1"),
+    ("entropy", "entropy"),
+    ("response_length", "response length"),
+    ("kl", "KL to reference"),
+    ("clip_frac", "clip fraction"),
+]
 
 
-def _curves(rows: list[dict[str, Any]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _curves(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One small chart per logged metric, as (title, base64 PNG): separate images, so that the page
+    lays them out in as many columns as the window has room for. Points are drawn in step order."""
     import numpy as np
+    from matplotlib.figure import Figure
 
-    keys = [
-        ("reward_mean", "reward"),
-        ("accuracy", "train accuracy"),
-        ("heldout_pass@1", "held-out pass@1"),
-        ("entropy", "entropy"),
-        ("response_length", "response length"),
-        ("kl", "KL to reference"),
-        ("clip_frac", "clip fraction"),
-    ]
-    keys = [(k, t) for k, t in keys if any(k in r for r in rows)]
-    cols = min(4, len(keys))
-    nrows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(keys) :]:
-        ax.axis("off")
-    for ax, (k, title) in zip(axes.flat, keys, strict=False):
-        pts = [(r["step"], r[k]) for r in rows if k in r]
-        x, y = np.array(pts).T
+    from rlvr.eval.plots import png_base64
+
+    charts = []
+    for key, title in CURVES:
+        pts = sorted((r["step"], r[key]) for r in rows if r.get(key) is not None)
+        if not pts:
+            continue
+        fig = Figure(figsize=(3.4, 2.6))
+        ax = fig.subplots()
+        x, y = np.array(pts, dtype=float).T  # [T], [T]
         ax.plot(x, y, lw=0.6, alpha=0.4 if len(x) > 50 else 1.0)
         if len(x) > 50:  # moving average over ~2% of the run
             w = max(5, len(x) // 50)
@@ -52,10 +46,9 @@ def _curves(rows: list[dict[str, Any]]) -> str:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    out = _png(fig)
-    plt.close(fig)
-    return out
+        fig.tight_layout()
+        charts.append((title, png_base64(fig)))
+    return charts
 
 
 def _passk_plot(before: dict[str, float] | None, after: dict[str, float] | None) -> str:
@@ -87,7 +80,9 @@ def write_report(run_dir: str | Path) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>rlvr run report</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "font-size:13px}pre{background:#f6f6f6;padding:8px;font-size:12px}</style></head><body>",
+        "font-size:13px}pre{background:#f6f6f6;padding:8px;font-size:12px;white-space:pre-wrap}"
+        "img{max-width:100%}.charts{display:flex;flex-wrap:wrap;gap:6px}.charts img{width:360px}"
+        "</style></head><body>",
         f"<h1>rlvr run: {html.escape(run_dir.name)}</h1>",
     ]
     if before or after:
@@ -109,9 +104,18 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append("</table><p>95% bootstrap intervals over problems.</p>")
         summaries = (before and before["summary"], after and after["summary"])
         parts.append(f"<img alt='pass@k curves' src='data:image/png;base64,{_passk_plot(*summaries)}'>")
+    if rows and before and after:  # held-out pass@1 from the evaluations before and after, too
+        last = max(r["step"] for r in rows)
+        rows = [
+            {"step": 0, "heldout_pass@1": before["summary"]["pass@1"]},
+            *rows,
+            {"step": last, "heldout_pass@1": after["summary"]["pass@1"]},
+        ]
     if rows:
-        parts.append("<h2>Learning curves</h2>")
-        parts.append(f"<img alt='learning curves' src='data:image/png;base64,{_curves(rows)}'>")
+        parts.append("<h2>Learning curves</h2><div class=charts>")
+        for title, png in _curves(rows):
+            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+        parts.append("</div>")
     if after and after.get("samples"):
         parts.append(
             "<h2>Sample completions (trained)</h2><table><tr><th>question</th>"
