@@ -297,14 +297,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _base(args: argparse.Namespace) -> int:
-    from rlvr.models.tiny import TinyRecipe, build_base, cache_dir, ensure_base
+    from rlvr.models.tiny import TinyRecipe, build_portable, cache_dir, check_reference, ensure_base
     from rlvr.utils import console
 
     recipe = TinyRecipe()
-    if args.out:
-        path = build_base(recipe, args.out)
-    elif args.force:
-        path = build_base(recipe, cache_dir() / "base" / recipe.key())
+    if args.out or args.force:
+        path = build_portable(recipe, args.out or cache_dir() / "base" / recipe.key())
+        check_reference(recipe, path)
     else:
         path = ensure_base(recipe)
     console.print(f"base model: {path}")
@@ -562,6 +561,9 @@ def load_plugins(names: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help and usage errors before the heavy imports
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to start learner ranks with
+    from rlvr.numerics import use_portable_numerics
+
+    use_portable_numerics()  # before torch starts: the same results on any machine with AVX2
 
     from rlvr.registry import UnknownComponentError
     from rlvr.train.config import ConfigError

@@ -38,10 +38,14 @@ from rlvr.utils import atomic_dir, console, seed_everything
 
 __all__ = [
     "EMBEDDED",
+    "REFERENCE_WEIGHTS",
     "TinyRecipe",
     "build_base",
+    "build_portable",
     "cache_dir",
+    "check_reference",
     "ensure_base",
+    "weights_sha",
 ]
 
 PAD, EOS, USER, ASSISTANT, SYSTEM = "<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"
@@ -216,6 +220,15 @@ def _lr_at(step: int, *, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _check_recipe(recipe: TinyRecipe) -> None:
+    """What can be checked before a build starts (in this process, before a child is started)."""
+    if recipe.demos and recipe.demos not in _DEMOS:
+        raise ValueError(
+            f"TinyRecipe.demos: unknown demonstration source {recipe.demos!r}; "
+            f"valid: {', '.join(sorted(_DEMOS))} (or '' for none)"
+        )
+
+
 def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True) -> Path:
     """Build the tiny base model described by ``recipe`` into ``out_dir`` (written atomically)."""
     seed_everything(recipe.seed)
@@ -232,11 +245,7 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
     if recipe.demos:
         from rlvr.envs.episodes import ChatFormat
 
-        if recipe.demos not in _DEMOS:
-            raise ValueError(
-                f"TinyRecipe.demos: unknown demonstration source {recipe.demos!r}; "
-                f"valid: {', '.join(sorted(_DEMOS))} (or '' for none)"
-            )
+        _check_recipe(recipe)
         demo, demo_rng = _DEMOS[recipe.demos], random.Random(recipe.seed)
         plain.eos_token = EOS
         chat = ChatFormat(plain)
@@ -327,6 +336,11 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
                     "recipe": asdict(recipe),
                     "key": recipe.key(),
                     "build_seconds": round(time.perf_counter() - t0, 1),
+                    "numerics": {
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                        "MKL_CBWR": os.environ.get("MKL_CBWR", ""),
+                        "threads": torch.get_num_threads(),
+                    },
                 },
                 indent=2,
             )
@@ -334,8 +348,56 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
     return out_dir
 
 
+REFERENCE_WEIGHTS: dict[str, str] = {
+    EMBEDDED["default"].key(): "3a3253ae592c2fe5",
+    EMBEDDED["calculator"].key(): "a5666575d0679554",
+}
+"""Recipe key -> the first 16 hex digits of the sha256 of ``model.safetensors`` that a portable build
+(:func:`build_portable`) of that shipped recipe gives; the README's figures come from these models."""
+
+
+def weights_sha(model_dir: str | Path) -> str:
+    """The first 16 hex digits of the sha256 of ``model_dir/model.safetensors``."""
+    return hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def build_portable(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """:func:`build_base` with portable numerics (:mod:`rlvr.numerics`) and ``BUILD_THREADS`` torch
+    threads, so that every x86-64 machine with AVX2 builds the same weights. In this process when its
+    torch already computes portably (the ``rlvr`` command sets that up before importing torch) or
+    cannot (``RLVR_NUMERICS=native``, no AVX2: then the build is this machine's own, and says so);
+    otherwise in a child process started with the portable environment."""
+    import subprocess
+    import sys
+
+    from rlvr.numerics import build_threads, portable_env, portable_in_effect
+
+    _check_recipe(recipe)
+    extra = portable_env()
+    if portable_in_effect() or not extra:
+        if not portable_in_effect() and progress:
+            console.print(
+                "[yellow]base model: portable numerics are off (RLVR_NUMERICS=native, a variable "
+                "of rlvr.numerics.PORTABLE_ENV set otherwise, or no AVX2): this build may differ "
+                "from other machines'[/yellow]"
+            )
+        with build_threads():
+            return build_base(recipe, out_dir, progress=progress)
+    cmd = [sys.executable, "-m", "rlvr.models.tiny", "--recipe", json.dumps(asdict(recipe))]
+    cmd += ["--out", str(out_dir)] + ([] if progress else ["--quiet"])
+    proc = subprocess.run(cmd, env={**os.environ, **extra}, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"building the base model in a child process with portable numerics failed (exit "
+            f"{proc.returncode}); its output is above. Command: {' '.join(cmd)}"
+        )
+    return Path(out_dir)
+
+
 def ensure_base(recipe: TinyRecipe | None = None, *, progress: bool = True) -> Path:
-    """The cached base model for ``recipe``, building it first if it is not cached yet."""
+    """The cached base model for ``recipe``, building it first (:func:`build_portable`) if it is
+    not cached yet; a fresh build of a shipped recipe whose weights differ from
+    :data:`REFERENCE_WEIGHTS` is reported (its results will not match the README's)."""
     recipe = recipe or TinyRecipe()
     path = cache_dir() / "base" / recipe.key()
     if (path / "model.safetensors").exists() and (path / "rlvr_base.json").exists():
@@ -344,4 +406,42 @@ def ensure_base(recipe: TinyRecipe | None = None, *, progress: bool = True) -> P
         return path
     if progress:
         console.print(f"base model: building {path} (cached for later runs)")
-    return build_base(recipe, path, progress=progress)
+    build_portable(recipe, path, progress=progress)
+    check_reference(recipe, path)
+    return path
+
+
+def check_reference(recipe: TinyRecipe, path: str | Path) -> bool | None:
+    """Compare a build of ``recipe`` at ``path`` with :data:`REFERENCE_WEIGHTS`: None when the recipe
+    has no reference, True when the weights match, False (with a warning) when they do not."""
+    want = REFERENCE_WEIGHTS.get(recipe.key())
+    if want is None:
+        return None
+    got = weights_sha(path)
+    if got != want:
+        console.print(
+            f"[yellow]base model: {path} has weights {got}, not the reference build's {want}; "
+            "results on it will differ from the README's (see rlvr.numerics)[/yellow]"
+        )
+    return got == want
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m rlvr.models.tiny --recipe JSON --out DIR``: the child process of
+    :func:`build_portable`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m rlvr.models.tiny", description=_main.__doc__)
+    ap.add_argument("--recipe", required=True, help="the TinyRecipe's fields as JSON")
+    ap.add_argument("--out", required=True, help="where the model directory goes")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    from rlvr.numerics import build_threads
+
+    with build_threads():
+        build_base(TinyRecipe(**json.loads(args.recipe)), args.out, progress=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
