@@ -84,3 +84,14 @@ def test_portable_build_is_the_same_from_any_parent(tmp_path):
     env["MKL_ENABLE_INSTRUCTIONS"] = "AVX"
     subprocess.run([sys.executable, "-c", code, json.dumps(asdict(MICRO))], env=env, check=True)
     assert weights_sha(tmp_path / "b") == weights_sha(first)
+
+
+def test_check_reference_reports_a_different_build(micro_base, monkeypatch, capsys):
+    import rlvr.models.tiny as tiny
+
+    assert tiny.check_reference(MICRO, micro_base) is None  # no reference for the micro recipe
+    monkeypatch.setitem(tiny.REFERENCE_WEIGHTS, MICRO.key(), "0" * 16)
+    assert tiny.check_reference(MICRO, micro_base) is False
+    assert "not the reference build's 0000000000000000" in capsys.readouterr().out
+    monkeypatch.setitem(tiny.REFERENCE_WEIGHTS, MICRO.key(), weights_sha(micro_base))
+    assert tiny.check_reference(MICRO, micro_base) is True
