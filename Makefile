@@ -2,6 +2,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# test processes (pytest-xdist): the tests run torch with one thread, so two keep a 2-core machine busy
+TEST_JOBS ?= 2
 
 .PHONY: run test lint format clean-runs
 
@@ -16,7 +18,7 @@ run: $(STAMP)
 	$(VENV)/bin/rlvr train
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples scripts

@@ -4,7 +4,8 @@
     python scripts/golden.py check  [--scale] [--only SUBSTRING ...]   # exit 1 on any difference
 
 Each case trains a few steps on the micro model of the test suite (built here in a temporary cache),
-with one torch thread. ``--scale`` adds the scale-out cases: learner ranks under torchrun, Ray rollout
+with one torch thread and the portable kernels of ``rlvr.numerics`` (as the test suite).
+``--scale`` adds the scale-out cases: learner ranks under torchrun, Ray rollout
 workers, asynchronous rollouts and FSDP2 (slower: each starts processes). ``record`` merges into the
 existing file, so a case can be re-recorded alone.
 """
@@ -75,6 +76,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="rlvr-golden-"))
     os.environ["RLVR_CACHE"] = str(tmp / "cache")
+    from rlvr.numerics import use_portable_numerics
+
+    use_portable_numerics()  # the kernels of the test suite (tests/conftest.py), before torch starts
     import torch
 
     torch.set_num_threads(1)

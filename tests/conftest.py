@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
+from rlvr.numerics import use_portable_numerics
 
-from rlvr.models.hf import load_model
-from rlvr.models.tiny import TinyRecipe, build_base
+# Before torch starts: the same kernels on every x86-64 machine with AVX2 (rlvr.numerics), so that
+# the golden records, recorded with them, repeat on a processor with AVX-512 too.
+use_portable_numerics()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from rlvr.models.hf import load_model  # noqa: E402
+from rlvr.models.tiny import TinyRecipe, build_base  # noqa: E402
 
 # The test models are tiny (hidden size 32): a second intra-op thread only adds synchronisation, and on
 # a busy 2-core machine it made a 2-step run 5x slower (7.2 s against 1.5 s).

@@ -30,7 +30,8 @@ def test_cpu_has_avx2_reads_the_flags(tmp_path):
 def test_portable_env_keeps_what_the_user_set(monkeypatch):
     monkeypatch.setattr(numerics, "cpu_has_avx2", lambda: True)
     assert numerics.portable_env({}) == numerics.PORTABLE_ENV
-    assert numerics.portable_env({"MKL_CBWR": "COMPATIBLE"}) == {"ATEN_CPU_CAPABILITY": "avx2"}
+    kept = numerics.portable_env({"MKL_CBWR": "COMPATIBLE"})
+    assert "MKL_CBWR" not in kept and kept["ATEN_CPU_CAPABILITY"] == "avx2"
     assert numerics.portable_env({"RLVR_NUMERICS": "native"}) == {}
     monkeypatch.setattr(numerics, "cpu_has_avx2", lambda: False)
     assert numerics.portable_env({}) == {}
@@ -70,11 +71,17 @@ def test_build_threads_restores():
 def test_portable_build_is_the_same_from_any_parent(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}
     env.pop("RLVR_NUMERICS", None)
-    # in this process (torch started without the variables): a child process builds it
+    # in this process (the test suite starts torch with the variables, tests/conftest.py)
     first = build_portable(MICRO, tmp_path / "a", progress=False)
     meta = json.loads((first / "rlvr_base.json").read_text())["numerics"]
-    assert meta == {"cpu_capability": "AVX2", "MKL_CBWR": "AVX2", "threads": 2}
-    # a parent with one thread and MKL held to AVX instructions builds the same weights
+    assert meta == {
+        "cpu_capability": "AVX2",
+        "MKL_CBWR": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "threads": 2,
+    }
+    # a parent whose torch started without them (so a child process builds it), with one thread
+    # and MKL held to AVX instructions, builds the same weights
     code = (
         "import sys, json, torch; torch.set_num_threads(1); "
         "from rlvr.models.tiny import TinyRecipe, build_portable; "

@@ -339,6 +339,7 @@ def build_base(recipe: TinyRecipe, out_dir: str | Path, *, progress: bool = True
                     "numerics": {
                         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                         "MKL_CBWR": os.environ.get("MKL_CBWR", ""),
+                        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
                         "threads": torch.get_num_threads(),
                     },
                 },
