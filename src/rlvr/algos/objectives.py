@@ -588,3 +588,137 @@ def copg(
         with torch.no_grad():
             stats["seq_log_ratio_ref"] = l_seq.mean().item()
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
+
+
+# ---------------------------------------------------------------- the peers' losses (issue 28)
+
+
+@OBJECTIVES.register("sapo", bounds={"tau_pos": "> 0", "tau_neg": "> 0"})
+def sapo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.05,
+    stats: dict | None = None,
+) -> Tensor:
+    """Soft Adaptive Policy Optimization (SAPO): a smooth sigmoid gate in place of the hard clip.
+
+    rho_t = exp(logp_t - old_logp_t);   tau_t = tau_pos if A_t > 0 else tau_neg
+    f(rho; tau) = (4 / tau) * sigmoid(tau * (rho - 1))
+    L_t = -f(rho_t; tau_t) * A_t
+
+    d f / d logp = 4 rho sigma(1 - sigma) with sigma = sigmoid(tau (rho - 1)): at rho = 1 it is 1, so
+    on-policy the gradient is REINFORCE's, and it decays smoothly as rho leaves 1 (faster for larger
+    tau). As TRL (``loss_type="sapo"``) and verl (``compute_policy_loss_sapo``) compute it; the log
+    ratio is not clamped here (verl clamps it to [-20, 20]). Defaults are TRL's (tau_neg = 1.05 >
+    tau_pos: negative updates fade sooner); verl defaults both to 1. Both peers aggregate SAPO by
+    seq_mean_token_mean.
+    """
+    a = _per_token(adv, logp)
+    ratio = torch.exp(logp - old_logp)  # [N, T]
+    tau = torch.where(a > 0, torch.full_like(a, tau_pos), torch.full_like(a, tau_neg))  # [N, T]
+    gate = torch.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+            stats["gate_mean"] = _masked_mean(_where_mask(gate, mask), mask).item()
+    return _where_mask(-gate * a, mask)
+
+
+@OBJECTIVES.register("gmpo", bounds={"clip_low": ">= 0", "clip_high": ">= 0"})
+def gmpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.4,
+    clip_high: float = 0.4,
+    stats: dict | None = None,
+) -> Tensor:
+    """Geometric-Mean Policy Optimization (GMPO; verl's ``geo_mean``): the geometric mean of the token
+    ratios of a sequence, each clipped in log space, times the sequence's advantage.
+
+    d_t  = logp_t - old_logp_t;   s = sign(A_t)
+    d'_t = s * min(s * d_t, s * clip(d_t, -clip_low, clip_high))    (PPO's pessimistic clip, in logs)
+    L_i  = -A_i * exp(mean_t d'_it)             (mean over row i's counted tokens; A_i its mean adv)
+
+    Every counted token of row i carries L_i (gradient through the mean), so seq_mean_token_mean
+    gives mean_i L_i, the mean verl's ``compute_policy_loss_geo_mean`` takes. The clip bounds are in
+    log space: the GMPO paper's range (e^-0.4, e^0.4) is clip_low = clip_high = 0.4 (the default;
+    verl reuses its clip_ratio, 0.2 unless set). With one token per row and a ratio inside the range
+    this is the unclipped PPO surrogate; on-policy its gradient is REINFORCE's with the advantage
+    spread evenly over the row's tokens.
+    """
+    a = _per_token(adv, logp)
+    d = _where_mask(logp - old_logp, mask)  # [N, T]
+    s = torch.sign(a)
+    d_clip = torch.minimum(s * d, s * d.clamp(-clip_low, clip_high)) * s  # [N, T]
+    n_tok = mask.sum(-1).clamp(min=1)  # [N]
+    ratio = torch.exp(_where_mask(d_clip, mask).sum(-1) / n_tok)  # [N]
+    a_seq = _seq_adv(a, mask)  # [N]
+    per_seq = -a_seq * ratio  # [N]
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean((d_clip != d).float(), mask).item()
+            stats["seq_ratio_mean"] = ratio.mean().item()
+    return _where_mask(per_seq.unsqueeze(-1).expand_as(logp), mask)
+
+
+@OBJECTIVES.register("dppo", bounds={"clip_low": ">= 0", "clip_high": ">= 0", "ratio_cap": "> 0"})
+def dppo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    divergence: Literal["tv", "kl"] = "tv",
+    clip_low: float | None = None,
+    clip_high: float | None = None,
+    ratio_cap: float = 20.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Divergence PPO (DPPO, "binary" form): the trust region is a divergence between the old and the
+    new probability of the sampled token, not a range of their ratio.
+
+    p_t = exp(logp_t), q_t = exp(old_logp_t), rho_t = p_t / q_t
+    "tv": keep_t = (p_t - q_t <= clip_high) where A_t > 0,  (p_t - q_t >= -clip_low) elsewhere
+    "kl": D_t = q log(q / p) + (1 - q) log((1 - q) / (1 - p)) (the KL of the two Bernoulli laws
+          "this token or another"); keep_t = (D_t <= clip_high or p_t <= q_t) where A_t > 0,
+          (D_t <= clip_low or p_t >= q_t) elsewhere
+    L_t = -A_t * sg(min(rho_t, ratio_cap)) * logp_t * keep_t
+
+    A token is dropped (no gradient) only when the update has already moved its probability past the
+    divergence bound in the advantage's direction; otherwise the gradient is the truncated-IS
+    REINFORCE one. Defaults: clip 0.15 for "tv" and 0.05 for "kl" (the DPPO example scripts), ratio_cap
+    20 (clip_ratio_c's default there); at rho = 1 every token is kept and this is REINFORCE. The
+    formula is the one of verl's ``compute_policy_loss_dppo_tv`` / ``compute_policy_loss_dppo_kl``
+    (newer than the January 2026 verl we read, so read from a later copy of core_algos.py); prime-rl
+    ships the same masking as its default loss. The 1e-8 inside verl's binary-KL logarithms is kept.
+    """
+    if divergence not in ("tv", "kl"):
+        raise ValueError(f"dppo: divergence must be 'tv' or 'kl', got {divergence!r}")
+    default = 0.15 if divergence == "tv" else 0.05
+    lo = default if clip_low is None else clip_low
+    hi = default if clip_high is None else clip_high
+    a = _per_token(adv, logp)
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T]
+    ratio = torch.exp(log_ratio)
+    w = ratio.clamp(max=ratio_cap).detach()  # [N, T]
+    with torch.no_grad():
+        p, q = torch.exp(logp), torch.exp(old_logp)  # [N, T]
+        if divergence == "tv":
+            keep_pos, keep_neg = (p - q) <= hi, (p - q) >= -lo
+        else:
+            bkl = q * (old_logp - logp) + (1 - q) * torch.log((1 - q + 1e-8) / (1 - p + 1e-8))
+            keep_pos, keep_neg = (bkl <= hi) | (p <= q), (bkl <= lo) | (p >= q)
+        keep = torch.where(a > 0, keep_pos, keep_neg).to(logp.dtype)  # [N, T]
+    loss = -a * w * logp * keep
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean(1.0 - keep, mask).item()
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+    return _where_mask(loss, mask)
