@@ -350,3 +350,89 @@ def test_registered_with_needs_and_bounds():
     ]:
         with pytest.raises(KnobError):
             OBJECTIVES.check_knobs(name, knobs)
+
+
+# ---------------------------------------------------------------- IS corrections of stale rollouts
+
+
+def _trl_vllm_is(old, sampling, mask, mode, clip_min, clip_max):
+    # huggingface/trl trl/trainer/grpo_trainer.py GRPOTrainer._generate_and_score_completions, the
+    # vllm_importance_sampling_ratio block (old_per_token_logps = pi_prox, sampling = behaviour)
+    per_token_logps_diff = (old - sampling) * mask
+    if mode in ["sequence_mask", "sequence_truncate"]:
+        logps_diff = per_token_logps_diff.sum(dim=-1, keepdim=True)
+    else:
+        logps_diff = per_token_logps_diff
+    ratio = torch.exp(logps_diff)
+    if mode in ["sequence_truncate", "token_truncate"]:
+        ratio = torch.clamp(ratio, min=clip_min, max=clip_max)
+    else:
+        min_val = clip_min if clip_min is not None else -math.inf
+        max_val = clip_max if clip_max is not None else math.inf
+        ratio = ratio.masked_fill((ratio < min_val) | (ratio > max_val), value=0.0)
+    return ratio  # [N, T] or [N, 1], multiplies per_token_loss
+
+
+def _openrlhf_seq_mask_tis(old, rollout, mask, low, high):
+    # OpenRLHF openrlhf/models/loss.py PolicyLoss.forward, vllm_is_correction_type == "seq-mask-tis"
+    log_ratio = old - rollout
+    seq_is = torch.exp((log_ratio * mask).sum(-1) / mask.sum(-1))
+    seq_mask = (seq_is >= low) & (seq_is <= high)
+    return seq_mask.unsqueeze(-1) * torch.exp(log_ratio)
+
+
+def _stale(seed):
+    gen = torch.Generator().manual_seed(seed)
+    behav = -torch.rand(6, 5, generator=gen) * 3
+    prox = behav + 0.4 * torch.randn(6, 5, generator=gen)
+    mask = (torch.rand(6, 5, generator=gen) > 0.2).float()
+    mask[:, 0] = 1.0
+    return prox, behav, mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+@pytest.mark.parametrize("low", [None, 0.5])
+def test_is_modes_equal_trl(seed, mode, low):
+    from rlvr.algos.weights import IS_CORRECTIONS
+
+    prox, behav, mask = _stale(seed)
+    ours = IS_CORRECTIONS[mode](prox, behav, mask, cap=1.5, low=low)
+    theirs = _trl_vllm_is(prox, behav, mask, mode, low, 1.5).expand_as(prox) * mask
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_seq_mask_tis_equals_openrlhf_and_icepop_is_token_mask(seed):
+    from rlvr.algos.weights import IS_CORRECTIONS
+
+    prox, behav, mask = _stale(seed)
+    ours = IS_CORRECTIONS["seq_mask_tis"](prox, behav, mask, cap=1.2, low=0.9)
+    torch.testing.assert_close(ours, _openrlhf_seq_mask_tis(prox, behav, mask, 0.9, 1.2) * mask)
+    # OpenRLHF "icepop": vllm_is * ((vllm_is >= low) & (vllm_is <= high))
+    ratio = torch.exp(prox - behav)
+    icepop = ratio * ((ratio >= 0.5) & (ratio <= 1.3)) * mask
+    torch.testing.assert_close(IS_CORRECTIONS["token_mask"](prox, behav, mask, cap=1.3, low=0.5), icepop)
+
+
+def test_is_modes_hand_values_and_on_policy():
+    from rlvr.algos.weights import IS_CORRECTIONS
+
+    # ratios 3 and 1/3 in one row (product 1, geometric mean 1), 2 and 2 in the other (product 4)
+    prox = torch.log(torch.tensor([[0.6, 0.1], [0.4, 0.2]]))
+    behav = torch.log(torch.tensor([[0.2, 0.3], [0.2, 0.1]]))
+    mask = torch.ones(2, 2)
+    w = {m: IS_CORRECTIONS[m](prox, behav, mask, cap=2.5, low=0.5) for m in IS_CORRECTIONS.names()}
+    torch.testing.assert_close(w["token_truncate"], torch.tensor([[2.5, 0.5], [2.0, 2.0]]))
+    torch.testing.assert_close(w["token_mask"], torch.tensor([[0.0, 0.0], [2.0, 2.0]]))
+    torch.testing.assert_close(w["sequence_truncate"], torch.tensor([[1.0, 1.0], [2.5, 2.5]]))
+    torch.testing.assert_close(w["sequence_mask"], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(w["seq_mask_tis"], torch.tensor([[3.0, 1 / 3], [2.0, 2.0]]))
+    stats: dict = {}
+    IS_CORRECTIONS["token_mask"](prox, behav, mask, cap=2.5, low=0.5, stats=stats)
+    assert stats["is_truncated_frac"] == pytest.approx(0.5)
+    prox, _, mask = _stale(3)
+    for m in IS_CORRECTIONS.names():
+        assert torch.allclose(IS_CORRECTIONS[m](prox, prox, mask, cap=1.0), mask)
+        with pytest.raises(ValueError, match="must be"):
+            IS_CORRECTIONS[m](prox, prox, mask, cap=2.0, low=1.5)
