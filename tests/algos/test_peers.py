@@ -338,7 +338,7 @@ def test_registered_with_needs_and_bounds():
     assert ADVANTAGES.needs("reinforce_pp_baseline") == {"lengths"}
     for name in ("gpg", "maxrl"):
         assert ADVANTAGES.needs(name) == frozenset()
-    for name in ("sapo", "gmpo", "dppo"):
+    for name in ("sapo", "gmpo", "dppo", "vespo", "topr"):
         assert OBJECTIVES.needs(name) == frozenset()
         OBJECTIVES.check_knobs(name, OBJECTIVES.knobs(name))
     from rlvr.registry import KnobError
@@ -436,3 +436,55 @@ def test_is_modes_hand_values_and_on_policy():
         assert torch.allclose(IS_CORRECTIONS[m](prox, prox, mask, cap=1.0), mask)
         with pytest.raises(ValueError, match="must be"):
             IS_CORRECTIONS[m](prox, prox, mask, cap=2.0, low=1.5)
+
+
+# ---------------------------------------------------------------- VESPO, TOPR
+
+
+def _trl_vespo(logp, old, adv, mask, k_pos=2.0, lambda_pos=3.0, k_neg=3.0, lambda_neg=2.0):
+    # huggingface/trl trl/trainer/grpo_trainer.py GRPOTrainer.get_gamma_weights and _compute_loss
+    # (loss_type == "vespo", no vLLM ratio), then the "vespo" token-level normalisation
+    advantages = adv.unsqueeze(1)
+    with torch.no_grad():
+        lower_clamp = math.log(1e-8)
+        log_ratio_clamped = torch.clamp(logp - old, -20.0, 20.0)
+        seq_log_ratio = torch.sum(log_ratio_clamped * mask, dim=-1, keepdim=True)
+        log_w_seq = torch.clamp(seq_log_ratio, lower_clamp, 20.0)
+        w_seq = torch.exp(log_w_seq)
+        is_nonneg_adv = advantages >= 0
+        k_seq = torch.where(is_nonneg_adv, k_pos, k_neg)
+        lambda_seq = torch.where(is_nonneg_adv, lambda_pos, lambda_neg).clamp(min=1e-4)
+        log_phi = lambda_seq + k_seq * log_w_seq - lambda_seq * w_seq
+        phi_seq = torch.exp(log_phi).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    per_token_loss = -phi_seq * advantages * logp
+    return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vespo_equals_trl(seed):
+    logp, old, adv, mask = _inputs(seed=seed, spread=0.2)
+    ours = token_mean(OBJECTIVES["vespo"](logp, old, adv, mask), mask)
+    theirs = _trl_vespo(logp, old, adv, mask)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(_grad(ours, logp), _grad(theirs, logp))
+
+
+def test_vespo_and_topr_hand_values_and_on_policy():
+    # one row, log ratio sum log 2: phi = exp(3 + 2 log 2 - 3 * 2) = 4 e^-3 for A >= 0
+    logp = torch.tensor([[-0.5, -1.0 + math.log(2.0)]], requires_grad=True)
+    old = torch.tensor([[-0.5, -1.0]])
+    loss = OBJECTIVES["vespo"](logp, old, torch.tensor([1.0]), torch.ones(1, 2))
+    torch.testing.assert_close(loss.detach(), -4 * math.exp(-3) * logp.detach())
+    # topr: A > 0 weight 1 whatever the ratio; A < 0 weight min(rho, 1) = 1 and 0.5
+    logp = torch.log(torch.tensor([[0.8, 0.1]]))
+    old = torch.log(torch.tensor([[0.4, 0.2]]))
+    pos = OBJECTIVES["topr"](logp, old, torch.tensor([2.0]), torch.ones(1, 2))
+    torch.testing.assert_close(pos, -2.0 * logp)
+    neg = OBJECTIVES["topr"](logp, old, torch.tensor([-2.0]), torch.ones(1, 2))
+    torch.testing.assert_close(neg, 2.0 * logp * torch.tensor([[1.0, 0.5]]))
+    logp, _, adv, mask = _inputs(seed=6)
+    old = logp.detach().clone()
+    g_ref = _grad(token_mean(OBJECTIVES["reinforce"](logp, old, adv, mask), mask), logp)
+    for name in ("vespo", "topr"):
+        g = _grad(token_mean(OBJECTIVES[name](logp, old, adv, mask), mask), logp)
+        torch.testing.assert_close(g, g_ref)

@@ -10,6 +10,7 @@ passes a dict; the trainer logs whatever appears there.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -722,3 +723,81 @@ def dppo(
             stats["clip_frac"] = _masked_mean(1.0 - keep, mask).item()
             stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
     return _where_mask(loss, mask)
+
+
+@OBJECTIVES.register(
+    "vespo",
+    bounds={"k_pos": ">= 0", "lambda_pos": ">= 0", "k_neg": ">= 0", "lambda_neg": ">= 0"},
+)
+def vespo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    k_pos: float = 2.0,
+    lambda_pos: float = 3.0,
+    k_neg: float = 3.0,
+    lambda_neg: float = 2.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """VESPO (TRL's ``loss_type="vespo"``): REINFORCE scaled by a gamma-shaped weight of the sequence
+    importance ratio, which fades both for ratios far above and far below 1.
+
+    w_i = exp(clip(sum_t clip(logp_it - old_logp_it, -20, 20), log 1e-8, 20))   (product, not mean)
+    phi(w) = exp(lambda + k log w - lambda w)       (phi(1) = 1; k, lambda: _pos if A_i >= 0 else _neg)
+    L_t = -sg(phi(w_i)) * A_t * logp_t
+
+    As TRL's ``GRPOTrainer.get_gamma_weights`` computes it (non-finite phi -> 0), with TRL's
+    defaults; TRL aggregates it by token_mean. TRL folds its vLLM importance ratio into w; here a
+    stale-rollout correction multiplies the loss instead (``scale.is_mode``). At ratio 1 the weight
+    is 1 and this is REINFORCE.
+    """
+    a = _per_token(adv, logp)
+    with torch.no_grad():
+        log_r = _where_mask((logp - old_logp).clamp(-20.0, 20.0), mask).sum(-1)  # [N]
+        log_w = log_r.clamp(math.log(1e-8), 20.0)
+        a_seq = _seq_adv(a, mask)  # [N]
+        nonneg = a_seq >= 0
+        k = torch.where(nonneg, torch.full_like(log_w, k_pos), torch.full_like(log_w, k_neg))
+        lam = torch.where(nonneg, torch.full_like(log_w, lambda_pos), torch.full_like(log_w, lambda_neg))
+        lam = lam.clamp(min=1e-4)
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w))
+        phi = phi.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).unsqueeze(-1)  # [N, 1]
+    if stats is not None:
+        stats["phi_seq_mean"] = phi.mean().item()
+    return _where_mask(-phi * a * logp, mask)
+
+
+@OBJECTIVES.register("topr", bounds={"positive_weight": ">= 0", "negative_weight": ">= 0"})
+def topr(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    positive_weight: float = 1.0,
+    negative_weight: float = 1.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Tapered Off-Policy REINFORCE (TOPR, "Tapered Off-Policy Reinforcement Learning"; ROLL's
+    ``topr``): no importance weight for positive samples, a ratio truncated to [0, 1] for negative ones.
+
+    L_t = -positive_weight * A_t * logp_t                              where A_t > 0
+    L_t = -negative_weight * sg(min(rho_t, 1)) * A_t * logp_t          elsewhere,  rho_t = pi / pi_old
+
+    Positive samples are pushed up as in SFT, whatever their ratio; negative ones are pushed down
+    only as far as the current policy still gives them mass (the weight vanishes as rho -> 0), which
+    keeps the update stable off-policy. The paper truncates the ratio of the whole sequence; we
+    truncate per token (our reading, not checked against ROLL's code). At rho = 1 with unit weights
+    this is REINFORCE.
+    """
+    a = _per_token(adv, logp)
+    ratio = torch.exp(logp - old_logp).detach()  # [N, T]
+    w = torch.where(
+        a > 0, torch.full_like(ratio, positive_weight), negative_weight * ratio.clamp(max=1.0)
+    )  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+    return _where_mask(-w * a * logp, mask)
