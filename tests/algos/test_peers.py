@@ -488,3 +488,39 @@ def test_vespo_and_topr_hand_values_and_on_policy():
     for name in ("vespo", "topr"):
         g = _grad(token_mean(OBJECTIVES[name](logp, old, adv, mask), mask), logp)
         torch.testing.assert_close(g, g_ref)
+
+
+# ---------------------------------------------------------------- online DPO
+
+
+def test_online_dpo_hand_values_and_reference_gradient():
+    # one group of 3: rewards 0.2, 1.0, 0.0 -> winner row 1, loser row 2; sequence log ratios to the
+    # reference 0.5 (row 1) and -1.5 (row 2): h = 0.1 * 2 = 0.2
+    logp = torch.tensor([[-1.0, -1.0], [-0.5, -1.0], [-2.0, -1.5]], requires_grad=True)
+    ref = torch.tensor([[-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0]])
+    mask = torch.ones(3, 2)
+    rewards = torch.tensor([0.2, 1.0, 0.0])
+    group = torch.zeros(3, dtype=torch.long)
+    loss = OBJECTIVES["online_dpo"](
+        logp, logp.detach(), torch.zeros(3), mask, ref_logp=ref, rewards=rewards, group=group
+    )
+    half = math.log(1 + math.exp(-0.2)) / 2
+    torch.testing.assert_close(loss, torch.tensor([[0.0, 0.0], [half, half], [half, half]]))
+    # at pi = pi_ref: gradient -beta/2 * (grad l_w - grad l_l) of the group's sum, per token
+    ref = logp.detach().clone()
+    total = (
+        seq_mean(
+            OBJECTIVES["online_dpo"](
+                logp, ref, torch.zeros(3), mask, ref_logp=ref, rewards=rewards, group=group
+            ),
+            mask,
+        )
+        * 3
+    )
+    g = _grad(total, logp)
+    torch.testing.assert_close(g, torch.tensor([[0.0, 0.0], [-0.05, -0.05], [0.05, 0.05]]))
+    # a group of equal rewards makes no pair
+    out = OBJECTIVES["online_dpo"](
+        logp, ref, torch.zeros(3), mask, ref_logp=ref, rewards=torch.ones(3), group=group
+    )
+    assert torch.equal(out, torch.zeros(3, 2))

@@ -801,3 +801,50 @@ def topr(
         with torch.no_grad():
             stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
     return _where_mask(-w * a * logp, mask)
+
+
+@OBJECTIVES.register("online_dpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0"})
+def online_dpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    stats: dict | None = None,
+) -> Tensor:
+    """Online DPO on the pair each group makes of its best and its worst sample.
+
+    w = argmax_j r_j, l = argmin_j r_j (first of equals) in each group; no pair when r_w = r_l
+    h_g = dpo_beta * [(l_w - ref_w) - (l_l - ref_l)],   l_i / ref_i = sum_t logp_it / ref_logp_it
+    L_g = -log sigmoid(h_g) = softplus(-h_g)
+
+    L_g / 2 is placed on every counted token of rows w and l (gradient through h_g), 0 on the
+    group's other rows, so seq_mean_token_mean gives sum_g L_g / N. ``adv`` and ``old_logp`` are not
+    used: the verifier's rewards pick the pair (TRL's OnlineDPOTrainer asks a judge or a reward
+    model; the pair and the sigmoid loss are the same). At pi = pi_ref, L_g = log 2 and the gradient
+    is -dpo_beta / 2 * (grad l_w - grad l_l) per pair.
+    """
+    if ref_logp is None or rewards is None:
+        raise ValueError("online_dpo needs `ref_logp` and `rewards`")
+    n = logp.shape[0]
+    g = _group_size(group, n, "online_dpo")
+    seq = _where_mask(logp - ref_logp, mask).sum(-1).view(-1, g)  # [B, G]
+    r = rewards.detach().float().view(-1, g)  # [B, G]
+    win, lose = r.argmax(dim=1), r.argmin(dim=1)  # [B]
+    has_pair = (r.max(dim=1).values > r.min(dim=1).values).to(seq.dtype)  # [B]
+    rows = torch.arange(seq.shape[0], device=seq.device)
+    h = dpo_beta * (seq[rows, win] - seq[rows, lose])  # [B]
+    pair_loss = F.softplus(-h) * has_pair  # [B]
+    per_seq = torch.zeros_like(seq)  # [B, G]
+    per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
+    per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
+    if stats is not None:
+        with torch.no_grad():
+            kept = has_pair > 0
+            stats["dpo_pairs"] = float(has_pair.sum())
+            stats["dpo_margin_mean"] = float(h[kept].mean()) if bool(kept.any()) else 0.0
+    return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
