@@ -311,7 +311,7 @@ def _base(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from rlvr.train.config import load_config, recipe_names
     from rlvr.utils import console
@@ -327,7 +327,9 @@ def _recipes(args: argparse.Namespace) -> int:
             "[red]error:[/red] `rlvr recipes` takes no arguments; try `rlvr recipes show NAME`"
         )
         return 2
-    table = Table("recipe", "components", "what it does", "paper", show_lines=False)
+    # a recipe's name is never wrapped: it is what `rlvr train --recipe` takes
+    recipe_col = Column("recipe", no_wrap=True)
+    table = Table(recipe_col, "components", "what it does", "paper", show_lines=False)
     for name in recipe_names():
         cfg = load_config(name)
         a = cfg.algo

@@ -260,6 +260,11 @@ def test_scale_config_errors():
         load_config("grpo", ["scale.learners=3"])
     with pytest.raises(ConfigError, match=re.escape("'scale.is_cap' = 0.5")):
         load_config("grpo", ["scale.is_cap=0.5"])
+    with pytest.raises(ConfigError, match=re.escape("'scale.is_mode' = 'tis': valid names")):
+        load_config("grpo", ["scale.is_mode='tis'"])
+    with pytest.raises(ConfigError, match=re.escape("'scale.is_low' = 2")):
+        load_config("grpo", ["scale.is_low=2.0"])
+    assert load_config("grpo", ["scale.is_mode='seq_mask_tis'"]).scale.is_mode == "seq_mask_tis"
     with pytest.raises(ConfigError, match=re.escape("no Ray workers to place")):
         load_config("grpo", ["scale.ray_address='ray://x:10001'"])
     with pytest.raises(ConfigError, match=re.escape("do not combine with task.source = 'env'")):

@@ -450,3 +450,95 @@ def passk(
     if normalise:
         num = num / ((mean * (1 - mean)).sqrt() + eps)
     return num.masked_fill(degenerate, 0.0).float()
+
+
+# ---------------------------------------------------------------- the peers' estimators (issue 28)
+
+
+@ADVANTAGES.register("gpg", bounds={"f_norm": "> 0"})
+def gpg(rewards: Tensor, *, f_norm: float = 1.0) -> Tensor:
+    """Group Policy Gradient (GPG, "GPG: A Simple and Strong Reinforcement Learning Baseline for
+    Model Reasoning"): the group-mean baseline, rescaled by the share of samples with a reward.
+
+    alpha = (B * G) / max(1, #{r_i != 0 in the batch});   A_i = alpha * (r_i - mean_g(r)) / f_norm
+
+    alpha makes up for the samples that carry no signal, so the batch's gradient keeps its size when
+    most rewards are zero. This follows verl's ``compute_gpg_outcome_advantage``, which counts the
+    non-zero rewards (``torch.count_nonzero``) and ignores its ``alpha`` argument; GPG pairs it with
+    the plain policy gradient (objective ``reinforce``, verl's ``gpg`` loss is -A * logp). Constant
+    groups get exactly zero; with every reward non-zero and f_norm = 1 this is ``dr_grpo``.
+    """
+    _check(rewards)
+    r = rewards.float()
+    alpha = r.numel() / max(1, int(torch.count_nonzero(r)))
+    return alpha * grpo(r, scale="none") / f_norm
+
+
+@ADVANTAGES.register("opo", needs={"lengths"})
+def opo(rewards: Tensor, *, lengths: Tensor | None = None) -> Tensor:
+    """On-Policy RL with Optimal reward baseline (OPO, "On-Policy RL with Optimal Reward Baseline"):
+    the baseline that minimises the gradient variance under a sequence-length proxy for the score's
+    norm, a length-weighted group mean.
+
+    b_g = sum_j L_j r_j / sum_j L_j   (L_j = completion length in tokens);   A_i = r_i - b_g
+
+    As verl's ``compute_opo_outcome_advantage``. Equal lengths give ``dr_grpo``. A group whose
+    lengths are all 0 uses the plain mean; constant groups get exactly zero. verl gives a group of
+    one sample the baseline 0; here the formula gives it b = r, advantage 0.
+    """
+    _check(rewards)
+    if lengths is None:
+        raise ValueError("opo needs `lengths` [B, G]")
+    r = rewards.float()
+    w = lengths.float().to(r.device)  # [B, G]
+    total = w.sum(dim=1, keepdim=True)  # [B, 1]
+    weighted = (w * r).sum(dim=1, keepdim=True) / total.clamp(min=1e-12)  # [B, 1]
+    base = torch.where(total > 0, weighted, r.mean(dim=1, keepdim=True))  # [B, 1]
+    return (r - base).masked_fill(_constant_groups(r), 0.0)
+
+
+@ADVANTAGES.register("maxrl", bounds={"eps": ">= 0"})
+def maxrl(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """Maximum Likelihood RL (MaxRL, Tajwar et al. 2026): the group-mean baseline divided by the
+    group's mean reward instead of its std.
+
+    A_i = (r_i - mean_g(r)) / (mean_g(r) + eps),   0 for groups with mean_g(r) <= eps
+
+    For binary rewards with success rate p this is (1 - p) / p for a success and -1 for a failure:
+    the REINFORCE estimate of grad log p (the log-likelihood of success), which weighs hard prompts
+    more than GRPO. As SkyRL's and prime-rl's ``maxrl`` estimators (rewards assumed >= 0); verl and TRL
+    do not ship it. Constant groups get exactly zero.
+    """
+    _check(rewards)
+    r = rewards.float()
+    mean = r.mean(dim=1, keepdim=True)  # [B, 1]
+    out = (r - mean) / (mean + eps)
+    out = torch.where(mean > eps, out, torch.zeros_like(out))
+    return out.masked_fill(_constant_groups(r), 0.0)
+
+
+@ADVANTAGES.register("reinforce_pp_baseline", needs={"lengths"}, bounds={"eps": ">= 0"})
+def reinforce_pp_baseline(
+    rewards: Tensor, *, lengths: Tensor | None = None, eps: float = 1e-6
+) -> Tensor:
+    """REINFORCE++-baseline as verl computes it (``reinforce_plus_plus_baseline``): ``reinforce_pp``
+    with the batch whitening taken over tokens, so that each completion weighs by its length.
+
+    A'_i = r_i - mean_g(r);   m = sum_i L_i A'_i / sum_i L_i      (L_i = completion length)
+    v    = sum_i L_i (A'_i - m)^2 / (sum_i L_i - 1);   A_i = (A'_i - m) / (sqrt(v) + eps)
+
+    verl's ``compute_reinforce_plus_plus_baseline_outcome_advantage`` broadcasts A' over the tokens
+    and applies ``masked_whiten`` (unbiased variance over the counted tokens, rsqrt(v + 1e-8)); that
+    is this formula. A constant group keeps exactly zero advantage here (verl's token whitening
+    gives it -m / sqrt(v)). Equal lengths give ``reinforce_pp``.
+    """
+    _check(rewards)
+    if lengths is None:
+        raise ValueError("reinforce_pp_baseline needs `lengths` [B, G]")
+    centred = grpo(rewards, scale="none")  # [B, G] r - mean_g, constant groups exactly 0
+    w = lengths.float().to(centred.device)  # [B, G]
+    total = w.sum()
+    m = (w * centred).sum() / total.clamp(min=1)
+    v = (w * (centred - m) ** 2).sum() / (total - 1).clamp(min=1)
+    out = (centred - m) / (v.sqrt() + eps)  # [B, G]
+    return out.masked_fill(_constant_groups(rewards.float()), 0.0)

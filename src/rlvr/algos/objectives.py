@@ -10,6 +10,7 @@ passes a dict; the trainer logs whatever appears there.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -587,4 +588,263 @@ def copg(
     if stats is not None:
         with torch.no_grad():
             stats["seq_log_ratio_ref"] = l_seq.mean().item()
+    return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
+
+
+# ---------------------------------------------------------------- the peers' losses (issue 28)
+
+
+@OBJECTIVES.register("sapo", bounds={"tau_pos": "> 0", "tau_neg": "> 0"})
+def sapo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.05,
+    stats: dict | None = None,
+) -> Tensor:
+    """Soft Adaptive Policy Optimization (SAPO): a smooth sigmoid gate in place of the hard clip.
+
+    rho_t = exp(logp_t - old_logp_t);   tau_t = tau_pos if A_t > 0 else tau_neg
+    f(rho; tau) = (4 / tau) * sigmoid(tau * (rho - 1))
+    L_t = -f(rho_t; tau_t) * A_t
+
+    d f / d logp = 4 rho sigma(1 - sigma) with sigma = sigmoid(tau (rho - 1)): at rho = 1 it is 1, so
+    on-policy the gradient is REINFORCE's, and it decays smoothly as rho leaves 1 (faster for larger
+    tau). As TRL (``loss_type="sapo"``) and verl (``compute_policy_loss_sapo``) compute it; the log
+    ratio is not clamped here (verl clamps it to [-20, 20]). Defaults are TRL's (tau_neg = 1.05 >
+    tau_pos: negative updates fade sooner); verl defaults both to 1. Both peers aggregate SAPO by
+    seq_mean_token_mean.
+    """
+    a = _per_token(adv, logp)
+    ratio = torch.exp(logp - old_logp)  # [N, T]
+    tau = torch.where(a > 0, torch.full_like(a, tau_pos), torch.full_like(a, tau_neg))  # [N, T]
+    gate = torch.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+            stats["gate_mean"] = _masked_mean(_where_mask(gate, mask), mask).item()
+    return _where_mask(-gate * a, mask)
+
+
+@OBJECTIVES.register("gmpo", bounds={"clip_low": ">= 0", "clip_high": ">= 0"})
+def gmpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.4,
+    clip_high: float = 0.4,
+    stats: dict | None = None,
+) -> Tensor:
+    """Geometric-Mean Policy Optimization (GMPO; verl's ``geo_mean``): the geometric mean of the token
+    ratios of a sequence, each clipped in log space, times the sequence's advantage.
+
+    d_t  = logp_t - old_logp_t;   s = sign(A_t)
+    d'_t = s * min(s * d_t, s * clip(d_t, -clip_low, clip_high))    (PPO's pessimistic clip, in logs)
+    L_i  = -A_i * exp(mean_t d'_it)             (mean over row i's counted tokens; A_i its mean adv)
+
+    Every counted token of row i carries L_i (gradient through the mean), so seq_mean_token_mean
+    gives mean_i L_i, the mean verl's ``compute_policy_loss_geo_mean`` takes. The clip bounds are in
+    log space: the GMPO paper's range (e^-0.4, e^0.4) is clip_low = clip_high = 0.4 (the default;
+    verl reuses its clip_ratio, 0.2 unless set). With one token per row and a ratio inside the range
+    this is the unclipped PPO surrogate; on-policy its gradient is REINFORCE's with the advantage
+    spread evenly over the row's tokens.
+    """
+    a = _per_token(adv, logp)
+    d = _where_mask(logp - old_logp, mask)  # [N, T]
+    s = torch.sign(a)
+    d_clip = torch.minimum(s * d, s * d.clamp(-clip_low, clip_high)) * s  # [N, T]
+    n_tok = mask.sum(-1).clamp(min=1)  # [N]
+    ratio = torch.exp(_where_mask(d_clip, mask).sum(-1) / n_tok)  # [N]
+    a_seq = _seq_adv(a, mask)  # [N]
+    per_seq = -a_seq * ratio  # [N]
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean((d_clip != d).float(), mask).item()
+            stats["seq_ratio_mean"] = ratio.mean().item()
+    return _where_mask(per_seq.unsqueeze(-1).expand_as(logp), mask)
+
+
+@OBJECTIVES.register("dppo", bounds={"clip_low": ">= 0", "clip_high": ">= 0", "ratio_cap": "> 0"})
+def dppo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    divergence: Literal["tv", "kl"] = "tv",
+    clip_low: float | None = None,
+    clip_high: float | None = None,
+    ratio_cap: float = 20.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Divergence PPO (DPPO, "binary" form): the trust region is a divergence between the old and the
+    new probability of the sampled token, not a range of their ratio.
+
+    p_t = exp(logp_t), q_t = exp(old_logp_t), rho_t = p_t / q_t
+    "tv": keep_t = (p_t - q_t <= clip_high) where A_t > 0,  (p_t - q_t >= -clip_low) elsewhere
+    "kl": D_t = q log(q / p) + (1 - q) log((1 - q) / (1 - p)) (the KL of the two Bernoulli laws
+          "this token or another"); keep_t = (D_t <= clip_high or p_t <= q_t) where A_t > 0,
+          (D_t <= clip_low or p_t >= q_t) elsewhere
+    L_t = -A_t * sg(min(rho_t, ratio_cap)) * logp_t * keep_t
+
+    A token is dropped (no gradient) only when the update has already moved its probability past the
+    divergence bound in the advantage's direction; otherwise the gradient is the truncated-IS
+    REINFORCE one. Defaults: clip 0.15 for "tv" and 0.05 for "kl" (the DPPO example scripts), ratio_cap
+    20 (clip_ratio_c's default there); at rho = 1 every token is kept and this is REINFORCE. The
+    formula is the one of verl's ``compute_policy_loss_dppo_tv`` / ``compute_policy_loss_dppo_kl``
+    (newer than the January 2026 verl we read, so read from a later copy of core_algos.py); prime-rl
+    ships the same masking as its default loss. The 1e-8 inside verl's binary-KL logarithms is kept.
+    """
+    if divergence not in ("tv", "kl"):
+        raise ValueError(f"dppo: divergence must be 'tv' or 'kl', got {divergence!r}")
+    default = 0.15 if divergence == "tv" else 0.05
+    lo = default if clip_low is None else clip_low
+    hi = default if clip_high is None else clip_high
+    a = _per_token(adv, logp)
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # [N, T]
+    ratio = torch.exp(log_ratio)
+    w = ratio.clamp(max=ratio_cap).detach()  # [N, T]
+    with torch.no_grad():
+        p, q = torch.exp(logp), torch.exp(old_logp)  # [N, T]
+        if divergence == "tv":
+            keep_pos, keep_neg = (p - q) <= hi, (p - q) >= -lo
+        else:
+            bkl = q * (old_logp - logp) + (1 - q) * torch.log((1 - q + 1e-8) / (1 - p + 1e-8))
+            keep_pos, keep_neg = (bkl <= hi) | (p <= q), (bkl <= lo) | (p >= q)
+        keep = torch.where(a > 0, keep_pos, keep_neg).to(logp.dtype)  # [N, T]
+    loss = -a * w * logp * keep
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _masked_mean(1.0 - keep, mask).item()
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+    return _where_mask(loss, mask)
+
+
+@OBJECTIVES.register(
+    "vespo",
+    bounds={"k_pos": ">= 0", "lambda_pos": ">= 0", "k_neg": ">= 0", "lambda_neg": ">= 0"},
+)
+def vespo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    k_pos: float = 2.0,
+    lambda_pos: float = 3.0,
+    k_neg: float = 3.0,
+    lambda_neg: float = 2.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """VESPO (TRL's ``loss_type="vespo"``): REINFORCE scaled by a gamma-shaped weight of the sequence
+    importance ratio, which fades both for ratios far above and far below 1.
+
+    w_i = exp(clip(sum_t clip(logp_it - old_logp_it, -20, 20), log 1e-8, 20))   (product, not mean)
+    phi(w) = exp(lambda + k log w - lambda w)       (phi(1) = 1; k, lambda: _pos if A_i >= 0 else _neg)
+    L_t = -sg(phi(w_i)) * A_t * logp_t
+
+    As TRL's ``GRPOTrainer.get_gamma_weights`` computes it (non-finite phi -> 0), with TRL's
+    defaults; TRL aggregates it by token_mean. TRL folds its vLLM importance ratio into w; here a
+    stale-rollout correction multiplies the loss instead (``scale.is_mode``). At ratio 1 the weight
+    is 1 and this is REINFORCE.
+    """
+    a = _per_token(adv, logp)
+    with torch.no_grad():
+        log_r = _where_mask((logp - old_logp).clamp(-20.0, 20.0), mask).sum(-1)  # [N]
+        log_w = log_r.clamp(math.log(1e-8), 20.0)
+        a_seq = _seq_adv(a, mask)  # [N]
+        nonneg = a_seq >= 0
+        k = torch.where(nonneg, torch.full_like(log_w, k_pos), torch.full_like(log_w, k_neg))
+        lam = torch.where(nonneg, torch.full_like(log_w, lambda_pos), torch.full_like(log_w, lambda_neg))
+        lam = lam.clamp(min=1e-4)
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w))
+        phi = phi.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0).unsqueeze(-1)  # [N, 1]
+    if stats is not None:
+        stats["phi_seq_mean"] = phi.mean().item()
+    return _where_mask(-phi * a * logp, mask)
+
+
+@OBJECTIVES.register("topr", bounds={"positive_weight": ">= 0", "negative_weight": ">= 0"})
+def topr(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    positive_weight: float = 1.0,
+    negative_weight: float = 1.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Tapered Off-Policy REINFORCE (TOPR, "Tapered Off-Policy Reinforcement Learning"; ROLL's
+    ``topr``): no importance weight for positive samples, a ratio truncated to [0, 1] for negative ones.
+
+    L_t = -positive_weight * A_t * logp_t                              where A_t > 0
+    L_t = -negative_weight * sg(min(rho_t, 1)) * A_t * logp_t          elsewhere,  rho_t = pi / pi_old
+
+    Positive samples are pushed up as in SFT, whatever their ratio; negative ones are pushed down
+    only as far as the current policy still gives them mass (the weight vanishes as rho -> 0), which
+    keeps the update stable off-policy. The paper truncates the ratio of the whole sequence; we
+    truncate per token (our reading, not checked against ROLL's code). At rho = 1 with unit weights
+    this is REINFORCE.
+    """
+    a = _per_token(adv, logp)
+    ratio = torch.exp(logp - old_logp).detach()  # [N, T]
+    w = torch.where(
+        a > 0, torch.full_like(ratio, positive_weight), negative_weight * ratio.clamp(max=1.0)
+    )  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["ratio_mean"] = _masked_mean(_where_mask(ratio, mask), mask).item()
+    return _where_mask(-w * a * logp, mask)
+
+
+@OBJECTIVES.register("online_dpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0"})
+def online_dpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    stats: dict | None = None,
+) -> Tensor:
+    """Online DPO on the pair each group makes of its best and its worst sample.
+
+    w = argmax_j r_j, l = argmin_j r_j (first of equals) in each group; no pair when r_w = r_l
+    h_g = dpo_beta * [(l_w - ref_w) - (l_l - ref_l)],   l_i / ref_i = sum_t logp_it / ref_logp_it
+    L_g = -log sigmoid(h_g) = softplus(-h_g)
+
+    L_g / 2 is placed on every counted token of rows w and l (gradient through h_g), 0 on the
+    group's other rows, so seq_mean_token_mean gives sum_g L_g / N. ``adv`` and ``old_logp`` are not
+    used: the verifier's rewards pick the pair (TRL's OnlineDPOTrainer asks a judge or a reward
+    model; the pair and the sigmoid loss are the same). At pi = pi_ref, L_g = log 2 and the gradient
+    is -dpo_beta / 2 * (grad l_w - grad l_l) per pair.
+    """
+    if ref_logp is None or rewards is None:
+        raise ValueError("online_dpo needs `ref_logp` and `rewards`")
+    n = logp.shape[0]
+    g = _group_size(group, n, "online_dpo")
+    seq = _where_mask(logp - ref_logp, mask).sum(-1).view(-1, g)  # [B, G]
+    r = rewards.detach().float().view(-1, g)  # [B, G]
+    win, lose = r.argmax(dim=1), r.argmin(dim=1)  # [B]
+    has_pair = (r.max(dim=1).values > r.min(dim=1).values).to(seq.dtype)  # [B]
+    rows = torch.arange(seq.shape[0], device=seq.device)
+    h = dpo_beta * (seq[rows, win] - seq[rows, lose])  # [B]
+    pair_loss = F.softplus(-h) * has_pair  # [B]
+    per_seq = torch.zeros_like(seq)  # [B, G]
+    per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
+    per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
+    if stats is not None:
+        with torch.no_grad():
+            kept = has_pair > 0
+            stats["dpo_pairs"] = float(has_pair.sum())
+            stats["dpo_margin_mean"] = float(h[kept].mean()) if bool(kept.any()) else 0.0
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)

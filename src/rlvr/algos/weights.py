@@ -127,12 +127,55 @@ def entropy_filter(
     return _on_mask(keep.float(), mask)
 
 
+# ---------------------------------------------------------------- corrections of stale rollouts
+
+IS_CORRECTIONS = Registry("importance-sampling correction")
+"""Weights [N, T] (no gradient) for tokens sampled by an older (behaviour) policy: ``(prox_logp,
+behav_logp, mask, *, cap, low, stats) -> w``. The learner multiplies each token's loss by w and uses
+``prox_logp`` as the objective's ``old_logp`` (decoupled PPO). ``scale.is_mode`` picks one, ``cap``
+is ``scale.is_cap`` (upper bound) and ``low`` ``scale.is_low`` (lower bound, None: none). Per token
+the ratio is rho_t = exp(prox_logp_t - behav_logp_t); per sequence rho_i = prod_t rho_it (TRL's
+``sequence_*`` modes, verl's ``rollout_is = "sequence"``). Equal policies give w = mask in every
+mode. ``stats`` receives ``is_weight_mean`` / ``is_weight_max`` of the raw ratio over counted tokens
+(per-sequence modes: of each token's sequence ratio) and ``is_truncated_frac``, the fraction of
+counted tokens whose weight was truncated or masked."""
+
+
+def _is_stats(raw: Tensor, changed: Tensor, mask: Tensor, stats: dict[str, float] | None) -> None:
+    if stats is None:
+        return
+    counted = mask > 0
+    k = counted.sum().clamp(min=1)
+    stats["is_weight_mean"] = float(raw[counted].sum() / k)
+    stats["is_weight_max"] = float(raw[counted].max()) if bool(counted.any()) else 0.0
+    stats["is_truncated_frac"] = float(changed[counted].sum() / k)
+
+
+def _check_bounds(cap: float, low: float | None) -> float:
+    if cap < 1:
+        raise ValueError(f"cap = {cap}: the truncation of importance weights must be >= 1")
+    if low is not None and not 0 <= low <= 1:
+        raise ValueError(f"low = {low}: the lower bound of importance weights must be in [0, 1]")
+    return 0.0 if low is None else low
+
+
+def _seq_ratio(prox_logp: Tensor, behav_logp: Tensor, mask: Tensor, mean: bool = False) -> Tensor:
+    """exp(sum_t (prox - behav)) per row (``mean``: exp of the mean, the geometric mean), on every
+    token of the row. [N, T]"""
+    d = torch.where(mask > 0, prox_logp - behav_logp, torch.zeros_like(prox_logp)).sum(-1)  # [N]
+    if mean:
+        d = d / mask.sum(-1).clamp(min=1)
+    return torch.exp(d.clamp(max=80.0)).unsqueeze(-1).expand_as(prox_logp)  # [N, T]
+
+
+@IS_CORRECTIONS.register("token_truncate")
 def truncated_is(
     prox_logp: Tensor,
     behav_logp: Tensor,
     mask: Tensor,
     *,
     cap: float = 2.0,
+    low: float | None = None,
     stats: dict[str, float] | None = None,
 ) -> Tensor:
     """Truncated importance sampling (TIS) for tokens sampled by an older (behaviour) policy.
@@ -142,17 +185,100 @@ def truncated_is(
     ``prox_logp`` as the objective's ``old_logp``, so the trust region is around the proximal policy
     (the current weights when the step starts) while w corrects for the data's staleness (decoupled
     PPO); truncating at C bounds the variance. C = inf is plain importance sampling; equal policies
-    give w = 1. ``stats`` (optional) receives ``is_weight_mean`` / ``is_weight_max`` before truncation
-    and ``is_truncated_frac``, over counted tokens.
+    give w = 1. ``low`` (optional) also raises weights below it to ``low``: w_t = clip(rho_t, low, C),
+    TRL's ``vllm_importance_sampling_mode = "token_truncate"`` and OpenRLHF's ``tis``. ``stats``
+    (optional) receives ``is_weight_mean`` / ``is_weight_max`` before truncation and
+    ``is_truncated_frac``, over counted tokens.
     """
-    if cap < 1:
-        raise ValueError(f"cap = {cap}: the truncation of importance weights must be >= 1")
+    lo = _check_bounds(cap, low)
     raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
-    w = raw.clamp(max=cap) * mask  # [N, T]
-    if stats is not None:
-        counted = mask > 0
-        k = counted.sum().clamp(min=1)
-        stats["is_weight_mean"] = float(raw[counted].sum() / k)
-        stats["is_weight_max"] = float(raw[counted].max()) if bool(counted.any()) else 0.0
-        stats["is_truncated_frac"] = float((raw[counted] > cap).sum() / k)
+    w = raw.clamp(min=lo, max=cap) * mask  # [N, T]
+    _is_stats(raw, (raw > cap) | (raw < lo), mask, stats)
     return w
+
+
+@IS_CORRECTIONS.register("token_mask")
+def masked_is(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    low: float | None = None,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Masked importance sampling per token (IcePop): w_t = rho_t if low <= rho_t <= C, else 0.
+
+    A token whose ratio leaves the band is dropped instead of truncated. TRL's ``token_mask`` mode,
+    OpenRLHF's ``is_correction_type = "icepop"`` (its band [0.5, 5]: ``scale.is_low = 0.5``,
+    ``scale.is_cap = 5``) and verl's token-level rejection sampling with IS weights.
+    """
+    lo = _check_bounds(cap, low)
+    raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
+    out = (raw > cap) | (raw < lo)
+    _is_stats(raw, out, mask, stats)
+    return torch.where(out, torch.zeros_like(raw), raw) * mask
+
+
+@IS_CORRECTIONS.register("sequence_truncate")
+def sequence_truncated_is(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    low: float | None = None,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Truncated importance sampling per sequence: w_it = clip(prod_t rho_it, low, C) on every token
+    of row i (TRL's ``sequence_truncate``, verl's ``rollout_is = "sequence"``). Unbiased for a
+    sequence-level objective before truncation, but its variance grows with the length."""
+    lo = _check_bounds(cap, low)
+    raw = _seq_ratio(prox_logp, behav_logp, mask) * mask  # [N, T]
+    _is_stats(raw, (raw > cap) | (raw < lo), mask, stats)
+    return raw.clamp(min=lo, max=cap) * mask
+
+
+@IS_CORRECTIONS.register("sequence_mask")
+def sequence_masked_is(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    low: float | None = None,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Masked importance sampling per sequence: w_it = rho_i = prod_t rho_it if low <= rho_i <= C,
+    else 0 for the whole row (TRL's ``sequence_mask``, its default; verl's sequence-level rejection
+    sampling)."""
+    lo = _check_bounds(cap, low)
+    raw = _seq_ratio(prox_logp, behav_logp, mask) * mask  # [N, T]
+    out = (raw > cap) | (raw < lo)
+    _is_stats(raw, out, mask, stats)
+    return torch.where(out, torch.zeros_like(raw), raw) * mask
+
+
+@IS_CORRECTIONS.register("seq_mask_tis")
+def seq_mask_tis(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    low: float | None = None,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Masked sequence TIS (OpenRLHF's ``is_correction_type = "seq-mask-tis"``): keep a row when the
+    geometric mean of its ratios lies in the band, and weight its tokens by their own ratios.
+
+    g_i = exp(mean_t log rho_it);   w_it = rho_it * 1[low <= g_i <= C]
+
+    The geometric mean does not grow with the length as the product does (verl's ``rollout_rs =
+    "geometric"``). As OpenRLHF's code computes it, the kept tokens' ratios are not truncated."""
+    lo = _check_bounds(cap, low)
+    raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
+    g = _seq_ratio(prox_logp, behav_logp, mask, mean=True)  # [N, T]
+    out = (g > cap) | (g < lo)
+    _is_stats(raw, out, mask, stats)
+    return torch.where(out, torch.zeros_like(raw), raw) * mask

@@ -30,6 +30,7 @@ from rlvr.algos import (
     SHAPING,
     TOKEN_WEIGHTS,
 )
+from rlvr.algos.weights import IS_CORRECTIONS
 from rlvr.data.guidance import GUIDES
 from rlvr.data.samplers import SAMPLERS
 from rlvr.registry import (
@@ -314,8 +315,16 @@ class ScaleConfig:
     """Asynchronous rollouts: the workers generate up to this many steps ahead while the learner
     trains (1: one-step-off policy); 0: synchronous. Needs workers >= 1."""
     is_cap: float = bounded(2.0, ">= 1")
-    """Truncated importance sampling of stale rollouts: each token's loss is weighted by
-    min(pi_prox / pi_behaviour, is_cap), pi_prox being the learner's policy when the step starts."""
+    """Importance sampling of stale rollouts: each token's loss is weighted by a function of
+    pi_prox / pi_behaviour (pi_prox being the learner's policy when the step starts) chosen by
+    `is_mode`; is_cap is its upper bound (the default mode: min(pi_prox / pi_behaviour, is_cap))."""
+    is_mode: str = "token_truncate"
+    """How stale rollouts are corrected (rlvr.algos.weights.IS_CORRECTIONS): 'token_truncate'
+    (truncated IS per token), 'token_mask' (IcePop: tokens outside [is_low, is_cap] dropped),
+    'sequence_truncate' / 'sequence_mask' (the same on the product of a sequence's ratios) or
+    'seq_mask_tis' (rows whose geometric-mean ratio leaves the band dropped, token ratios kept)."""
+    is_low: float = bounded(0.0, "[0, 1]", note="(0: no lower bound)")
+    """Lower bound of the importance weights for `is_mode` (truncated up to it, or masked below it)."""
 
 
 @dataclass
@@ -537,6 +546,10 @@ def validate(cfg: Config) -> Config:
 
 def _validate_scale(cfg: Config) -> None:
     s, sp = cfg.scale, cfg.sampling
+    if s.is_mode not in IS_CORRECTIONS:
+        raise ConfigError(
+            f"'scale.is_mode' = {s.is_mode!r}: valid names: {', '.join(IS_CORRECTIONS.names())}"
+        )
     if s.shard not in ("none", "fsdp"):
         raise ConfigError(f"'scale.shard' = {s.shard!r}: expected 'none' or 'fsdp'")
     if s.shard == "fsdp" and s.learners < 2:
