@@ -44,6 +44,25 @@ def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
     golden.check(f"recipe/{name}", tmp_path / "run")  # as the loop trained before its redesign
 
 
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_trains_with_lora(name, micro_base, tmp_path, dense_reward):
+    """The same 2 steps with rank-4 adapters (model.lora): only the adapted projections move, and
+    a recipe that resets its reference is refused (the reference of a LoRA run is the base)."""
+    extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name), "model.lora.rank=4"]
+    if load_config(name).algo.ref_reset_every:
+        with pytest.raises(ConfigError, match="ref_reset_every"):
+            load_config(name, micro_run(micro_base, *extra))
+        return
+    cfg = load_config(name, micro_run(micro_base, *extra, "optim.lr=1e-2"))
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    before = load_file(micro_base / "model.safetensors")
+    after = load_file(latest_checkpoint(tmp_path / "run") / "model.safetensors")  # merged
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all("proj" in k for k in moved), (name, moved)
+
+
 def test_extends_merges_sections_and_keeps_its_own_identity(tmp_path):
     (tmp_path / "mine.toml").write_text(
         'extends = "grpo"\n[algo]\nclip_high = 0.28\n[optim]\nlr = 5e-5\n'

@@ -63,7 +63,10 @@ def _spread_cache(cache: object, inverse: Tensor, g: int | None) -> None:
 
 def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(decoder, output head) of a causal LM whose logits are ``head(decoder(x).last_hidden_state)``;
-    None for any other model (not in :data:`CHUNKABLE_MODEL_TYPES`, or without those parts)."""
+    None for any other model (not in :data:`CHUNKABLE_MODEL_TYPES`, or without those parts). A model
+    with LoRA adapters (peft) is looked at underneath, adapters included."""
+    if hasattr(model, "get_base_model"):  # a peft model: the Hugging Face model, adapters injected
+        model = model.get_base_model()
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
         return None

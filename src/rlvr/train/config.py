@@ -73,6 +73,23 @@ def bounded(default: Any, bound: str, note: str = "") -> Any:
 
 
 @dataclass
+class LoraSettings:
+    rank: int = bounded(0, ">= 0", note="(0: no adapters, full fine-tuning)")
+    """LoRA rank r: low-rank adapters W + (alpha / r) B A on the policy's linear layers (peft), the
+    only parameters trained; the reference is the same model with its adapters off (no second copy).
+    0: full fine-tuning."""
+    alpha: float = bounded(32.0, "> 0")
+    """LoRA alpha: the adapters' update is scaled by alpha / rank."""
+    dropout: float = bounded(0.0, "[0, 1)")
+    """Dropout on the adapters' input while training. 0 keeps the learner's log-probs equal to the
+    sampler's (dropout would make them differ at the same weights)."""
+    targets: list[str] = field(default_factory=list)
+    """Names of the modules that get adapters; empty: every attention and MLP projection the model
+    has (q/k/v/o_proj, gate/up/down_proj of Qwen2, Llama, Mistral; c_attn/c_proj/c_fc of GPT-2),
+    or peft's 'all-linear' for another architecture."""
+
+
+@dataclass
 class ModelConfig:
     path: str = ""
     """Local Hugging Face causal-LM directory; empty means an embedded tiny base model (`embedded`)."""
@@ -85,6 +102,8 @@ class ModelConfig:
     """'float32', or 'bfloat16': mixed precision as TRL's bf16 = true does it, float32 weights and
     optimizer state with the rollout generation and the learner's forwards under bfloat16 autocast
     (log-probs still computed in float32)."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Low-rank adapters instead of full fine-tuning (`[model.lora]`, rank 0: off)."""
 
 
 @dataclass
@@ -453,6 +472,8 @@ def validate(cfg: Config) -> Config:
             "'model.dtype' = 'bfloat16' is not supported with Ray rollout workers (scale.workers = "
             f"{cfg.scale.workers}): they generate in float32; use 'float32' or scale.workers = 0"
         )
+    if cfg.model.lora.rank:
+        _validate_lora(cfg)
     if a.kl_in not in ("loss", "reward"):
         raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
     if a.kl_target > 0 and a.beta <= 0:
@@ -542,6 +563,21 @@ def validate(cfg: Config) -> Config:
     _validate_sampling(cfg)
     _validate_scale(cfg)
     return cfg
+
+
+def _validate_lora(cfg: Config) -> None:
+    """What low-rank adapters do not combine with (yet), said before any work."""
+    if cfg.scale.shard != "none":
+        raise ConfigError(
+            f"'model.lora.rank' = {cfg.model.lora.rank} with 'scale.shard' = {cfg.scale.shard!r}: "
+            "adapters are not sharded; use scale.shard = 'none' (learner ranks still work)"
+        )
+    if cfg.algo.ref_reset_every:
+        raise ConfigError(
+            f"'model.lora.rank' = {cfg.model.lora.rank} with 'algo.ref_reset_every' = "
+            f"{cfg.algo.ref_reset_every}: the reference of a LoRA run is the base (the policy with "
+            "its adapters off), which a reset cannot move; set algo.ref_reset_every = 0"
+        )
 
 
 def _validate_scale(cfg: Config) -> None:

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rlvr.models.lora import is_lora, merged_weights
 from rlvr.models.shard import full_weights, gathered, is_sharded
 from rlvr.rollout.batch import Rollout
 from rlvr.rollout.sampler import generate, stream_seeds
@@ -251,6 +252,8 @@ class RolloutSource:
             new_weights = version != self.synced
             # a sharded policy: every rank joins in gathering the full weights for rank 0 to send
             weights = full_weights(model) if new_weights and is_sharded(model) else None
+            if new_weights and is_lora(model):  # the workers run a plain model: merged weights
+                weights = {k: v.to("cpu") for k, v in merged_weights(model).items()}
             if lr.main:
                 if new_weights:  # ordered before the generate
                     self.pool.sync(model, version, wait=False, weights=weights)
