@@ -524,3 +524,288 @@ def test_online_dpo_hand_values_and_reference_gradient():
         logp, ref, torch.zeros(3), mask, ref_logp=ref, rewards=torch.ones(3), group=group
     )
     assert torch.equal(out, torch.zeros(3, 2))
+
+
+# ---------------------------------------------------------------- XPO
+
+
+def _trl_xpo(pi_w, pi_l, ref_w, ref_l, beta, alpha):
+    # huggingface/trl trl/experimental/xpo/xpo_trainer.py XPOTrainer._compute_losses (loss_type
+    # "sigmoid"), model_data = the winner, ref_data = the loser (chosen_mask all True): the *_sum
+    # arguments are the rows' summed token log-probs
+    model_logprobs_model_data_sum, model_logprobs_ref_data_sum = pi_w, pi_l
+    ref_logprobs_model_data_sum, ref_logprobs_ref_data_sum = ref_w, ref_l
+    chosen_log_ratios = model_logprobs_model_data_sum - ref_logprobs_model_data_sum
+    rejected_log_ratios = model_logprobs_ref_data_sum - ref_logprobs_ref_data_sum
+    logits = chosen_log_ratios - rejected_log_ratios
+    dpo_losses = -torch.nn.functional.logsigmoid(beta * logits)
+    xpo_losses = alpha * model_logprobs_ref_data_sum
+    return (dpo_losses + xpo_losses).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_xpo_equals_trl(seed):
+    logp, _, _, mask = _inputs(n=6, seed=seed)  # 2 groups of 3
+    gen = torch.Generator().manual_seed(seed + 20)
+    ref = -torch.rand(6, 5, generator=gen) * 3
+    rewards = torch.randperm(6, generator=gen).float()  # distinct: one pair per group
+    group = torch.arange(2).repeat_interleave(3)
+    loss = OBJECTIVES["xpo"](
+        logp,
+        logp.detach(),
+        torch.zeros(6),
+        mask,
+        ref_logp=ref,
+        rewards=rewards,
+        group=group,
+        dpo_beta=0.2,
+        xpo_alpha=0.05,
+    )
+    ours = seq_mean(loss, mask) * 3  # sum_g L_g / N, times G: the mean over pairs
+    seq, seq_ref = (logp * mask).sum(-1).view(2, 3), (ref * mask).sum(-1).view(2, 3)
+    w, lo, rows = rewards.view(2, 3).argmax(1), rewards.view(2, 3).argmin(1), torch.arange(2)
+    theirs = _trl_xpo(seq[rows, w], seq[rows, lo], seq_ref[rows, w], seq_ref[rows, lo], 0.2, 0.05)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(_grad(ours, logp), _grad(theirs, logp))
+
+
+def test_xpo_hand_values_and_alpha_zero_is_online_dpo():
+    # the online DPO example above (h = 0.2) plus alpha * l_l, l_l = -3.5 (row 2)
+    logp = torch.tensor([[-1.0, -1.0], [-0.5, -1.0], [-2.0, -1.5]], requires_grad=True)
+    ref = torch.full((3, 2), -1.0)
+    mask = torch.ones(3, 2)
+    kw = dict(
+        ref_logp=ref, rewards=torch.tensor([0.2, 1.0, 0.0]), group=torch.zeros(3, dtype=torch.long)
+    )
+    loss = OBJECTIVES["xpo"](logp, logp.detach(), torch.zeros(3), mask, xpo_alpha=0.1, **kw)
+    half = (math.log(1 + math.exp(-0.2)) + 0.1 * -3.5) / 2
+    torch.testing.assert_close(loss, torch.tensor([[0.0, 0.0], [half, half], [half, half]]))
+    logp, old, adv, mask = _inputs(n=6, seed=4)
+    kw = dict(ref_logp=old, rewards=torch.arange(6.0), group=torch.arange(2).repeat_interleave(3))
+    torch.testing.assert_close(
+        OBJECTIVES["xpo"](logp, old, adv, mask, xpo_alpha=0.0, **kw),
+        OBJECTIVES["online_dpo"](logp, old, adv, mask, **kw),
+    )
+
+
+# ---------------------------------------------------------------- DRO
+
+
+def _verl_dro(logp, old, adv, mask, beta):
+    # verl-project/verl verl/trainer/ppo/core_algos.py compute_policy_loss_dro, loss_agg_mode
+    # "token-mean"
+    advantages = adv.unsqueeze(1).expand_as(logp)
+    log_ratio = logp - old
+    pg_losses = -(logp * advantages - 0.5 * beta * log_ratio.square())
+    return _masked_mean(pg_losses, mask)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dro_equals_verl(seed):
+    logp, old, adv, mask = _inputs(seed=seed)
+    ours = token_mean(OBJECTIVES["dro"](logp, old, adv, mask, dro_beta=0.3), mask)
+    theirs = _verl_dro(logp, old, adv, mask, 0.3)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(_grad(ours, logp), _grad(theirs, logp))
+
+
+def test_dro_hand_values_and_on_policy_gradient():
+    # logp = -0.5, old = -1: L = -(2 * -0.5 - 0.05 / 2 * 0.25) = 1.00625; A = 0: the penalty alone
+    logp = torch.tensor([[-0.5]])
+    old = torch.tensor([[-1.0]])
+    torch.testing.assert_close(
+        OBJECTIVES["dro"](logp, old, torch.tensor([2.0]), torch.ones(1, 1)), torch.tensor([[1.00625]])
+    )
+    torch.testing.assert_close(
+        OBJECTIVES["dro"](logp, old, torch.tensor([0.0]), torch.ones(1, 1)), torch.tensor([[0.00625]])
+    )
+    logp, _, adv, mask = _inputs(seed=7)
+    old = logp.detach().clone()
+    g = _grad(token_mean(OBJECTIVES["dro"](logp, old, adv, mask), mask), logp)
+    g_ref = _grad(token_mean(OBJECTIVES["reinforce"](logp, old, adv, mask), mask), logp)
+    torch.testing.assert_close(g, g_ref)
+
+
+# ---------------------------------------------------------------- FIPO
+
+
+def _swift_fipo(
+    logp,
+    old,
+    adv,
+    mask,
+    eps_low=0.2,
+    eps_high=0.28,
+    delta=None,
+    decay_rate=32.0,
+    clip_range=0.2,
+    clip_high_only=True,
+    safety=4.0,
+):
+    # modelscope/ms-swift swift/rlhf_trainers/grpo_trainer.py GRPOTrainer._compute_fipo_influence and
+    # the loss_type "fipo" branch of _compute_loss_and_metrics (importance_sampling_level "token"),
+    # normalised by the completion tokens (its "fipo" aggregation)
+    completion_mask = mask.bool()
+    advantages = adv.unsqueeze(1)
+    log_ratio = logp - old
+    coef_1 = torch.exp(log_ratio)
+    future_kl_delta = log_ratio.masked_fill(~completion_mask, 0.0)
+    if delta is not None:
+        future_kl_delta = torch.where(coef_1 > delta, torch.zeros_like(future_kl_delta), future_kl_delta)
+    seq_len = future_kl_delta.shape[1]
+    future_kl = torch.zeros_like(future_kl_delta)
+    positions = torch.arange(seq_len).unsqueeze(1)
+    gamma = torch.as_tensor(2 ** (-1 / decay_rate))
+    chunk_positions = torch.arange(0, seq_len).unsqueeze(0)
+    distance = chunk_positions - positions
+    decay_block = torch.pow(gamma, distance.clamp(min=0)) * (distance >= 0).float()
+    future_kl += torch.matmul(future_kl_delta, decay_block.t())
+    future_kl = future_kl.masked_fill(~completion_mask, 0.0)
+    influence_weight = torch.exp(future_kl)
+    if clip_range:
+        low = 1.0 if clip_high_only else 1 - clip_range
+        influence_weight = torch.clamp(influence_weight, min=low, max=1 + clip_range)
+    influence_weight = influence_weight.detach()
+    if safety is not None:
+        safety_mask = ~((advantages < 0) & (coef_1 > safety))
+        influence_weight = torch.where(
+            safety_mask, influence_weight, torch.clamp(influence_weight, min=0.8, max=1.0)
+        )
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    if delta is not None:
+        coef_1 = torch.clamp(coef_1, max=delta)
+    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages) * influence_weight
+    return (per_token_loss * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("knobs", [{}, {"delta": 1.5, "clip_high_only": False, "safety": 1.2}])
+def test_fipo_equals_ms_swift(seed, knobs):
+    logp, old, adv, mask = _inputs(seed=seed, spread=0.3)
+    names = {
+        "delta": "delta",
+        "clip_high_only": "fipo_clip_high_only",
+        "safety": "fipo_safety_threshold",
+    }
+    ours = token_mean(
+        OBJECTIVES["fipo"](logp, old, adv, mask, **{names[k]: v for k, v in knobs.items()}), mask
+    )
+    theirs = _swift_fipo(logp, old, adv, mask, **knobs)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(_grad(ours, logp), _grad(theirs, logp))
+
+
+def test_fipo_hand_values_and_on_policy_is_ppo():
+    # decay_rate 1: gamma = 1/2; log ratios 0.1 then 0.0: F = (0.1, 0) -> f = (min(e^0.1, 1.2), 1)
+    logp = torch.tensor([[-0.9, -1.0]])
+    old = torch.tensor([[-1.0, -1.0]])
+    loss = OBJECTIVES["fipo"](logp, old, torch.tensor([1.0]), torch.ones(1, 2), fipo_decay_rate=1.0)
+    r = math.exp(0.1)
+    torch.testing.assert_close(loss, torch.tensor([[-r * r, -1.0]]))
+    # log ratios 0 then 0.2: F = (0.1, 0.2), f = (e^0.1, 1.2); token 1 is inside the PPO clip (1.28)
+    logp = torch.tensor([[-1.0, -0.8]])
+    loss = OBJECTIVES["fipo"](logp, old, torch.tensor([1.0]), torch.ones(1, 2), fipo_decay_rate=1.0)
+    want = torch.tensor([[-math.exp(0.1), -min(math.exp(0.2), 1.28) * min(math.exp(0.2), 1.2)]])
+    torch.testing.assert_close(loss, want)
+    logp, _, adv, mask = _inputs(seed=8)
+    old = logp.detach().clone()
+    g = _grad(token_mean(OBJECTIVES["fipo"](logp, old, adv, mask), mask), logp)
+    g_ref = _grad(token_mean(OBJECTIVES["ppo_clip"](logp, old, adv, mask), mask), logp)
+    torch.testing.assert_close(g, g_ref)
+
+
+# ---------------------------------------------------------------- M2PO
+
+
+def _areal_m2po_mask(old_logp, prox_logp, loss_mask, m2_threshold):
+    # inclusionAI/AReaL areal/trainer/ppo/actor.py _apply_m2po_masking and _get_m2po_loss_mask
+    delta = old_logp - prox_logp
+    m2 = delta * delta
+    mask_flat = loss_mask.view(-1)
+    m2_selected = m2.view(-1)[mask_flat]
+    sorted_m2, indices = torch.sort(m2_selected, descending=True)
+    restored_indices = torch.argsort(indices)
+    n = sorted_m2.numel()
+    suffix_sums = sorted_m2.flip(0).cumsum(0).flip(0)
+    counts = torch.arange(n, 0, -1, dtype=sorted_m2.dtype)
+    below = torch.where(suffix_sums / counts < m2_threshold)[0]
+    num_to_mask = below[0].item() if len(below) > 0 else n - 1
+    sorted_mask = torch.ones_like(sorted_m2, dtype=torch.bool)
+    if num_to_mask > 0:
+        sorted_mask[:num_to_mask] = False
+    full = torch.zeros_like(mask_flat, dtype=torch.bool)
+    full[mask_flat] = sorted_mask[restored_indices]
+    return full.view_as(loss_mask)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("threshold", [0.04, 0.2, 1e-6])
+def test_m2po_equals_areal(seed, threshold):
+    from rlvr.algos.weights import IS_CORRECTIONS
+
+    prox, behav, mask = _stale(seed)
+    keep = _areal_m2po_mask(behav, prox, mask.bool(), threshold)
+    ratio = torch.exp(prox - behav)
+    # AReaL's example: rejection_sampling metric "ratio", upper 5, action "mask"
+    theirs = ratio * keep * (ratio <= 5.0)
+    ours = IS_CORRECTIONS["m2po"](prox, behav, mask, cap=5.0, m2_threshold=threshold)
+    torch.testing.assert_close(ours, theirs * mask)
+
+
+def test_m2po_hand_values_and_synchronous_is_neutral():
+    from rlvr.algos.weights import IS_CORRECTIONS
+
+    # squared log ratios 0.25, 0.01, 0.0 (and a padded token): mean 0.0867 >= 0.04; without the
+    # largest, 0.005 < 0.04: only the first token is dropped
+    behav = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    prox = behav + torch.tensor([[0.5, 0.1], [0.0, 3.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    stats: dict = {}
+    w = IS_CORRECTIONS["m2po"](prox, behav, mask, cap=5.0, stats=stats)
+    torch.testing.assert_close(w, torch.tensor([[0.0, math.exp(0.1)], [1.0, 0.0]]))
+    assert stats["m2po_masked_frac"] == pytest.approx(1 / 3)
+    # every token far off: all but one dropped (the smallest square kept)
+    w = IS_CORRECTIONS["m2po"](behav + 1.0, behav, torch.ones(2, 2), cap=5.0)
+    assert int((w > 0).sum()) == 1
+    prox, _, mask = _stale(4)
+    assert torch.equal(IS_CORRECTIONS["m2po"](prox, prox, mask), mask)
+
+
+# ---------------------------------------------------------------- ReMax, RAFT++
+
+
+def _verl_remax(token_level_rewards, reward_baselines, response_mask):
+    # volcengine/verl verl/trainer/ppo/core_algos.py compute_remax_outcome_advantage
+    returns = (token_level_rewards * response_mask).flip(dims=[-1]).cumsum(dim=-1).flip(dims=[-1])
+    return returns - reward_baselines.unsqueeze(-1) * response_mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_remax_equals_verl(seed):
+    r = _rewards(seed=seed, binary=False)  # [4, 4]
+    greedy = torch.rand(4, generator=torch.Generator().manual_seed(seed + 30))  # [B]
+    gen = torch.Generator().manual_seed(seed + 40)
+    lengths = torch.randint(1, 7, (16,), generator=gen)
+    mask = (torch.arange(6).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [N, T]
+    token_rewards = torch.zeros(16, 6)
+    token_rewards[torch.arange(16), lengths - 1] = r.reshape(-1)  # the outcome on the last token
+    theirs = _verl_remax(token_rewards, greedy.repeat_interleave(4), mask)
+    ours = ADVANTAGES["remax"](r, greedy_rewards=greedy.repeat_interleave(4).view(4, 4))
+    torch.testing.assert_close(ours.reshape(-1, 1) * mask, theirs)
+
+
+def test_remax_and_raft_hand_values():
+    r = torch.tensor([[1.0, 0.0, 1.1], [0.0, 0.0, 0.1]])
+    greedy = torch.tensor([[1.0] * 3, [0.0] * 3])
+    want = torch.tensor([[0.0, -1.0, 0.1], [0.0, 0.0, 0.1]])
+    torch.testing.assert_close(ADVANTAGES["remax"](r, greedy_rewards=greedy), want)
+    with pytest.raises(ValueError, match="greedy_rewards"):
+        ADVANTAGES["remax"](r)
+    want = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(ADVANTAGES["raft"](r), want)
+    torch.testing.assert_close(ADVANTAGES["raft"](r, accept_reward=0.1), (r >= 0.1).float())
+    assert ADVANTAGES.needs("remax") == {"greedy_rewards"}
+    for name in ("dro", "fipo"):
+        assert OBJECTIVES.needs(name) == frozenset()
+        OBJECTIVES.check_knobs(name, OBJECTIVES.knobs(name))
+    assert OBJECTIVES.needs("xpo") == {"ref_logp", "rewards", "group"}

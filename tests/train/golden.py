@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 GOLDEN = Path(__file__).with_name("golden.json")
-TIMING = {"gen_time", "learn_time", "step_time", "tokens_per_s"}
+TIMING = {"gen_time", "greedy_time", "learn_time", "step_time", "tokens_per_s"}
 DENSE = ["rewards.answer.weight=0.0", "rewards.length.weight=0.9"]
 
 # the runs of tests/train/test_recipes.py: 2 steps, a checkpoint at step 2
@@ -158,6 +158,8 @@ def recipe_extra(name: str) -> list[str]:
     extra = [] if 8 % split == 0 else ["algo.minibatches=1", "algo.micro_batches=1"]
     if "pass_k" in algo:
         extra.append("algo.pass_k=1")
+    if "accept_reward" in algo:  # rejection sampling: the dense reward (in [0, 1]) rarely reaches 1
+        extra.append("algo.accept_reward=0.5")
     return extra
 
 

@@ -33,6 +33,7 @@ INPUTS: dict[str, frozenset[str]] = {
             "seq_logp",  # [B, G] log pi_old(y|x), summed over completion tokens
             "seq_ref_logp",  # [B, G] log pi_ref(y|x) (loads a reference model)
             "lengths",  # [B, G] completion lengths in tokens
+            "greedy_rewards",  # [B, G] reward of the prompt's greedy response (one greedy rollout)
         }
     ),
     # objectives: (logp, old_logp, adv, mask) -> loss [N, T]

@@ -542,3 +542,46 @@ def reinforce_pp_baseline(
     v = (w * (centred - m) ** 2).sum() / (total - 1).clamp(min=1)
     out = (centred - m) / (v.sqrt() + eps)  # [B, G]
     return out.masked_fill(_constant_groups(rewards.float()), 0.0)
+
+
+@ADVANTAGES.register("remax", needs={"greedy_rewards"})
+def remax(rewards: Tensor, *, greedy_rewards: Tensor | None = None) -> Tensor:
+    """ReMax (Li et al. 2023, "ReMax: A Simple, Effective, and Efficient Reinforcement Learning Method
+    for Aligning Large Language Models"): REINFORCE with the reward of the policy's greedy response
+    to the same prompt as the baseline.
+
+    A_ij = r_ij - r(greedy_i),       greedy_i = the argmax-decoded completion of prompt i
+
+    As verl's ``compute_remax_outcome_advantage`` with one outcome reward per response (the return
+    r_ij on every token minus ``reward_baselines``); there the batch carries the greedy responses'
+    rewards, here ``greedy_rewards`` [B, G] (the prompt's greedy reward on each of its G rows), which
+    the batch collector's greedy stage supplies: one greedy rollout per prompt each step, scored by
+    the run's rewards and not trained on. No normalisation; a group whose samples all score as the
+    greedy response gets zero advantage. The paper samples one response per prompt; G samples share
+    the prompt's one baseline here.
+    """
+    _check(rewards)
+    if greedy_rewards is None:
+        raise ValueError("remax needs `greedy_rewards` [B, G] (the greedy response's reward)")
+    return rewards.float() - greedy_rewards.float().to(rewards.device).expand_as(rewards)
+
+
+@ADVANTAGES.register("raft")
+def raft(rewards: Tensor, *, accept_reward: float = 1.0) -> Tensor:
+    """Rejection sampling as an advantage (RAFT / RAFT++, Xiong et al. 2025, "A Minimalist Approach to
+    LLM Reasoning: From Rejection Sampling to Reinforce"): train on the accepted samples only.
+
+    A_ij = 1[r_ij >= accept_reward]
+
+    With ``ppo_clip`` and seq_mean_token_mean this is RAFT++: SFT on this step's accepted samples
+    with the PPO ratio and clip of the current policy to the sampling one (RAFT++'s importance
+    sampling and clipping over plain RAFT). Rejected samples get 0: no negative signal (the paper's
+    point of comparison with GRPO). ROLL documents RAFT++ as a configuration (``adv_estimator =
+    "grpo"`` with ``norm_mean_type`` / ``norm_std_type`` unset, ``examples/docs_examples/
+    example_raft_pp.yaml``), but its ``compute_advantage`` (``roll/utils/functionals.py``) sets both
+    to "group" whenever the estimator is "grpo", so as ROLL runs it that configuration is GRPO; this
+    estimator follows the paper instead. ``accept_reward`` is the reward a sample must reach (1.0:
+    a correct answer under the shipped recipes' ``answer`` reward).
+    """
+    _check(rewards)
+    return (rewards.float() >= accept_reward).float()

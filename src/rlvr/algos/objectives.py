@@ -803,6 +803,114 @@ def topr(
     return _where_mask(-w * a * logp, mask)
 
 
+@OBJECTIVES.register("dro", bounds={"dro_beta": "> 0"})
+def dro(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    dro_beta: float = 0.05,
+    stats: dict | None = None,
+) -> Tensor:
+    """Direct Reward Optimization loss (DRO; verl's ``loss_mode = "dro"``, Tinker's ``dro``):
+    REINFORCE with a quadratic penalty on the log ratio to the behaviour policy, a soft trust region.
+
+    L_t = -(A_t * logp_t - dro_beta / 2 * (logp_t - old_logp_t)^2)
+
+    The gradient is -(A_t - dro_beta * (logp_t - old_logp_t)) * grad logp_t: REINFORCE at
+    pi = pi_old, pulled back towards pi_old as the update moves away from it. As verl's
+    ``compute_policy_loss_dro`` (volcengine/verl, ``verl/trainer/ppo/core_algos.py``, added August
+    2026) computes it; the penalty does not depend on A, so it also acts on tokens of zero advantage
+    (but not on masked ones). Default dro_beta = 0.05 (the value of verl's usage example; verl has no
+    default and refuses none).
+    """
+    a = _per_token(adv, logp)
+    log_ratio = logp - old_logp  # [N, T]
+    loss = -(a * logp - 0.5 * dro_beta * log_ratio.square())  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["ppo_kl"] = _masked_mean(_where_mask(-log_ratio, mask), mask).item()
+    return _where_mask(loss, mask)
+
+
+@OBJECTIVES.register(
+    "fipo",
+    bounds={
+        "clip_low": "[0, 1)",
+        "clip_high": ">= 0",
+        "delta": "> 1",
+        "fipo_decay_rate": "> 0",
+        "fipo_clip_range": ">= 0",
+        "fipo_safety_threshold": "> 0",
+    },
+)
+def fipo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    delta: float | None = None,
+    fipo_decay_rate: float = 32.0,
+    fipo_clip_range: float = 0.2,
+    fipo_clip_high_only: bool = True,
+    fipo_safety_threshold: float | None = 4.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Future-KL Influenced Policy Optimization (FIPO, arXiv 2603.19835; ms-swift's
+    ``loss_type = "fipo"``): the PPO clip, each token's loss weighted by how much the update already
+    moves the rest of its sequence.
+
+    d_t = logp_t - old_logp_t  (0 on padding; 0 where rho_t > delta, when delta is set)
+    F_t = sum_{k >= t} gamma^(k - t) d_k,     gamma = 2^(-1 / fipo_decay_rate)    (Future-KL)
+    f_t = sg(clip(exp(F_t), lo, 1 + fipo_clip_range)),  lo = 1 if fipo_clip_high_only else 1 - range
+    f_t = clip(f_t, 0.8, 1.0) where A_t < 0 and rho_t > fipo_safety_threshold
+    L_t = f_t * -min(min(rho_t, delta) * A_t, clip(rho_t, 1 - clip_low, 1 + clip_high) * A_t)
+
+    As ms-swift computes it (``swift/rlhf_trainers/grpo_trainer.py``,
+    ``GRPOTrainer._compute_fipo_influence`` and the ``fipo`` branch of ``_compute_loss_and_metrics``:
+    ``delta`` is TRL's upper bound of the unclipped ratio, inactive when None), with its defaults;
+    ms-swift aggregates FIPO as DAPO does, by token_mean. At rho = 1 every d_t = 0, f_t = 1 and this
+    is PPO's clip (REINFORCE's gradient). A future that the update reinforces (F_t > 0) raises the
+    token's weight up to 1 + range; with ``fipo_clip_high_only`` (the default) it is never lowered.
+    """
+    a = _per_token(adv, logp)
+    log_ratio = logp - old_logp  # [N, T]
+    ratio = torch.exp(log_ratio)  # [N, T]
+    with torch.no_grad():
+        d = _where_mask(log_ratio, mask)  # [N, T]
+        if delta is not None:
+            d = torch.where(ratio > delta, torch.zeros_like(d), d)
+        t = logp.shape[1]
+        gamma = 2.0 ** (-1.0 / fipo_decay_rate)
+        dist = torch.arange(t, device=logp.device).unsqueeze(0) - torch.arange(
+            t, device=logp.device
+        ).unsqueeze(1)  # [T, T] k - t
+        decay = torch.where(dist >= 0, gamma ** dist.clamp(min=0).to(logp.dtype), 0.0)  # [T, T]
+        future = _where_mask(d @ decay.t(), mask)  # [N, T] F_t = sum_k decay[t, k] d_k
+        w = torch.exp(future)
+        if fipo_clip_range:
+            lo = 1.0 if fipo_clip_high_only else 1.0 - fipo_clip_range
+            w = w.clamp(min=lo, max=1.0 + fipo_clip_range)
+        safe = torch.ones_like(mask, dtype=torch.bool)
+        if fipo_safety_threshold is not None:
+            safe = ~((a < 0) & (ratio > fipo_safety_threshold))
+            w = torch.where(safe, w, w.clamp(min=0.8, max=1.0))  # [N, T]
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # [N, T]
+    capped = ratio if delta is None else ratio.clamp(max=delta)
+    loss = _clipped_surrogate(capped, clipped, a) * w  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["clip_frac"] = _clip_frac(capped, clipped, a, mask)
+            stats["future_kl_mean"] = _masked_mean(future, mask).item()
+            stats["influence_weight_mean"] = _masked_mean(_where_mask(w, mask), mask).item()
+            stats["safety_keep_frac"] = _masked_mean(safe.to(mask.dtype), mask).item()
+    return _where_mask(loss, mask)
+
+
 @OBJECTIVES.register("online_dpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0"})
 def online_dpo(
     logp: Tensor,
@@ -828,17 +936,38 @@ def online_dpo(
     model; the pair and the sigmoid loss are the same). At pi = pi_ref, L_g = log 2 and the gradient
     is -dpo_beta / 2 * (grad l_w - grad l_l) per pair.
     """
+    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, 0.0, "online_dpo", stats)
+
+
+def _best_worst_pair(
+    logp: Tensor,
+    mask: Tensor,
+    ref_logp: Tensor | None,
+    rewards: Tensor | None,
+    group: Tensor | None,
+    dpo_beta: float,
+    xpo_alpha: float,
+    who: str,
+    stats: dict | None,
+) -> Tensor:
+    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (l_l: the worst
+    sample's summed log-prob under the policy), half of it on each of the two rows' tokens. [N, T]"""
     if ref_logp is None or rewards is None:
-        raise ValueError("online_dpo needs `ref_logp` and `rewards`")
+        raise ValueError(f"{who} needs `ref_logp` and `rewards`")
     n = logp.shape[0]
-    g = _group_size(group, n, "online_dpo")
-    seq = _where_mask(logp - ref_logp, mask).sum(-1).view(-1, g)  # [B, G]
+    g = _group_size(group, n, who)
+    seq = _where_mask(logp - ref_logp, mask).sum(-1).view(-1, g)  # [B, G] l_i - ref_i
     r = rewards.detach().float().view(-1, g)  # [B, G]
     win, lose = r.argmax(dim=1), r.argmin(dim=1)  # [B]
     has_pair = (r.max(dim=1).values > r.min(dim=1).values).to(seq.dtype)  # [B]
     rows = torch.arange(seq.shape[0], device=seq.device)
     h = dpo_beta * (seq[rows, win] - seq[rows, lose])  # [B]
-    pair_loss = F.softplus(-h) * has_pair  # [B]
+    dpo = F.softplus(-h) * has_pair  # [B]
+    pair_loss = dpo  # [B]
+    if xpo_alpha:
+        seq_pi = _where_mask(logp, mask).sum(-1).view(-1, g)  # [B, G] l_i = sum_t logp_it
+        explore = xpo_alpha * seq_pi[rows, lose] * has_pair  # [B]
+        pair_loss = dpo + explore
     per_seq = torch.zeros_like(seq)  # [B, G]
     per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
     per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
@@ -847,4 +976,41 @@ def online_dpo(
             kept = has_pair > 0
             stats["dpo_pairs"] = float(has_pair.sum())
             stats["dpo_margin_mean"] = float(h[kept].mean()) if bool(kept.any()) else 0.0
+            if xpo_alpha:
+                stats["xpo_loss_mean"] = float(explore[kept].mean()) if bool(kept.any()) else 0.0
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
+
+
+@OBJECTIVES.register(
+    "xpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0", "xpo_alpha": ">= 0"}
+)
+def xpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    xpo_alpha: float = 1e-5,
+    stats: dict | None = None,
+) -> Tensor:
+    """Exploratory Preference Optimization (XPO, Xie et al. 2024; TRL's ``XPOTrainer``): online DPO
+    plus an exploration term, alpha times the log-likelihood of the rejected sample under the policy.
+
+    w, l, h_g as in ``online_dpo`` (each group's best and worst sample by the verifier's reward)
+    L_g = softplus(-h_g) + xpo_alpha * l_l,    l_l = sum_t logp_lt (the policy's, not a ratio)
+
+    Minimising alpha * l_l lowers the probability of the rejected sample, pushing the policy away
+    from what it already does (XPO's optimism bonus). TRL (``trl/experimental/xpo/xpo_trainer.py``,
+    ``XPOTrainer._compute_losses``) pairs one policy sample with one sample of the *reference* model
+    and puts the term on the reference's sample, ``alpha * model_logprobs_ref_data_sum``; rlvr
+    generates from the policy only, so both samples of the pair are the policy's and the term is on
+    the rejected one (TRL's formula when its reference sample is the one that loses). Placement and
+    aggregation as ``online_dpo``: L_g / 2 on each counted token of rows w and l, so
+    seq_mean_token_mean gives sum_g L_g / N. Default alpha = 1e-5 (TRL's); ``xpo_alpha = 0`` is
+    ``online_dpo``.
+    """
+    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, xpo_alpha, "xpo", stats)

@@ -282,3 +282,52 @@ def seq_mask_tis(
     out = (g > cap) | (g < lo)
     _is_stats(raw, out, mask, stats)
     return torch.where(out, torch.zeros_like(raw), raw) * mask
+
+
+@IS_CORRECTIONS.register("m2po", bounds={"m2_threshold": "> 0"})
+def m2po(
+    prox_logp: Tensor,
+    behav_logp: Tensor,
+    mask: Tensor,
+    *,
+    cap: float = 2.0,
+    low: float | None = None,
+    m2_threshold: float = 0.04,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Second-Moment Trust Policy Optimization (M2PO, Zheng et al. 2025; AReaL's
+    ``actor.m2_threshold``): drop the tokens whose log ratio to the behaviour policy has the largest
+    square, as few as needed for the mean square of the rest to fall below the threshold.
+
+    m_t = (behav_logp_t - prox_logp_t)^2 on the counted tokens;  sort them, m_(1) >= m_(2) >= ...
+    k = the smallest k with mean(m_(k+1), ..., m_(n)) < m2_threshold  (n - 1 if none: one is kept)
+    M_t = 0 on the k tokens of largest m_t, 1 on the others
+    w_t = M_t * rho_t * 1[low <= rho_t <= C]        (AReaL's example adds a ratio mask, upper 5)
+
+    As AReaL's ``_apply_m2po_masking`` / ``_get_m2po_loss_mask`` (``areal/trainer/ppo/actor.py``)
+    compute M (ties in the sort are broken as torch.sort breaks them), with AReaL's example
+    threshold 0.04 (``examples/math/gsm8k_m2po.yaml``, which also masks tokens whose ratio exceeds
+    5: ``scale.is_cap = 5``). The second moment is taken over all the step's stale tokens (AReaL: over
+    one loss call's); a masked token still counts in the aggregation's denominator. In a synchronous
+    run prox = behav, every m_t = 0 and w = mask.
+    """
+    lo = _check_bounds(cap, low)
+    raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
+    counted = mask > 0
+    m2 = (behav_logp - prox_logp).square()[counted]  # [n] counted tokens, row-major
+    keep = torch.ones_like(m2, dtype=torch.bool)  # [n]
+    if m2.numel():
+        ordered, idx = torch.sort(m2, descending=True)
+        tail_mean = ordered.flip(0).cumsum(0).flip(0) / torch.arange(
+            m2.numel(), 0, -1, device=m2.device, dtype=m2.dtype
+        )  # [n] mean of ordered[i:]
+        below = torch.nonzero(tail_mean < m2_threshold)
+        k = int(below[0]) if below.numel() else m2.numel() - 1
+        keep[idx[:k]] = False
+    m = torch.zeros_like(counted)
+    m[counted] = keep  # [N, T]
+    out = ~m | (raw > cap) | (raw < lo)
+    _is_stats(raw, out, mask, stats)
+    if stats is not None:
+        stats["m2po_masked_frac"] = float((~keep).sum() / max(m2.numel(), 1))
+    return torch.where(out, torch.zeros_like(raw), raw) * mask

@@ -40,6 +40,8 @@ class Rollout:
     turn_states: Tensor | None = None  # [N, K] long: anchor-state id (>= 1) before model turn k
     process_rewards: Tensor | None = None
     """[N, T] each step's process reward on the step's last token, 0 elsewhere (``StepReward``)."""
+    greedy_rewards: Tensor | None = None
+    """[N] reward of the greedy response to the row's prompt (ReMax's baseline; not trained on)."""
     is_weight: Tensor | None = None
     """[N, T] truncated importance weights of rollouts from older weights (asynchronous training)."""
     policy_version: int = 0

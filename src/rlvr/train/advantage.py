@@ -36,6 +36,7 @@ def advantage_inputs(
         "seq_logp": lambda: (roll.old_logp * roll.mask).sum(-1).view(b, g),  # [B, G]
         "seq_ref_logp": lambda: (roll.ref_logp * roll.mask).sum(-1).view(b, g),  # [B, G]
         "lengths": lambda: roll.lengths.float().view(b, g),  # [B, G]
+        "greedy_rewards": lambda: roll.greedy_rewards.view(b, g),  # type: ignore[union-attr]  # [B, G]
     }
     return {k: supply[k]() for k in needs}
 

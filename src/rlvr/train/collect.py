@@ -10,8 +10,10 @@
 5. **group filters**: groups that fail a filter (``sampling.filters``; dynamic sampling's drops
    groups whose rewards are all equal) are dropped and rounds repeat (``sampling.max_rounds``),
    filling with dropped groups when they run out;
-6. **assembly** of the kept groups, then **remember** (replay buffer, solution traces) and
-   **prefetch** (start the next steps' rollouts with the current weights).
+6. **assembly** of the kept groups, then **baseline** (only when a component needs
+   ``greedy_rewards``: one greedy rollout per kept prompt with the current weights, scored and not
+   trained on; ReMax), **remember** (replay buffer, solution traces) and **prefetch** (start the
+   next steps' rollouts with the current weights).
 
 After the step's advantages are known, :meth:`Collector.observe` feeds every rolled-out group back to
 the pool sampler's tracker.
@@ -169,9 +171,19 @@ class Guidance:
 class Collector:
     """Collects each step's batch (see the module docstring for the stages)."""
 
-    def __init__(self, cfg: Config, rounds: Rounds, state: TrainState, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        rounds: Rounds,
+        state: TrainState,
+        device: torch.device,
+        needs: frozenset[str] = frozenset(),
+    ) -> None:
+        """``needs``: the optional inputs of the chosen components (``Components.needs``); the
+        baseline stage runs when they include ``greedy_rewards``."""
         sampling, guidance = cfg.sampling, cfg.guidance
         self.cfg, self.rounds, self.state, self.device = cfg, rounds, state, device
+        self.greedy = "greedy_rewards" in needs
         self.b = cfg.rollout.prompts_per_step
         self.task = state.task
         self.pool: list[Problem] | None = None  # the finite prompt pool a sampler picks from
@@ -251,6 +263,7 @@ class Collector:
         filled = max(0, b - len(kept))  # still short after max_rounds: train on dropped groups
         kept = (kept + dropped[len(dropped) - filled :])[:b]
         batch = Batch.assemble(rounds, kept)
+        baseline = self._baseline(batch) if self.greedy else {}
         generated = sum(len(x.texts) for x in rounds if not x.replayed)
         self.state.rollouts_total += generated
         if self.replay is not None:
@@ -260,8 +273,17 @@ class Collector:
         batch = replace(batch, roll=batch.roll.to(self.device))
         self._prefetch(step)
         out = Collection(batch, rounds, kept, len(dropped) - filled, filled, generated)
-        out.metrics = self._metrics(out)
+        out.metrics = self._metrics(out) | baseline
         return out
+
+    def _baseline(self, batch: Batch) -> dict[str, float]:
+        """The baseline stage: ``batch.roll.greedy_rewards`` [N], the reward of one greedy rollout
+        of each group's prompt (its G rows share it); returns its metrics. Replayed groups get their
+        prompt's greedy reward under the current weights too."""
+        r, secs = self.rounds.greedy(batch.problems)  # [B]
+        sizes = torch.tensor(batch.sizes)
+        batch.roll.greedy_rewards = r.repeat_interleave(sizes).to(batch.roll.mask.device)  # [N]
+        return {"greedy_reward_mean": float(r.mean()), "greedy_rollouts": len(r), "greedy_time": secs}
 
     def _passes(self, x: Batch, j: int) -> bool:
         """Whether group ``j`` of round ``x`` passes every group filter (dynamic sampling's too)."""

@@ -341,9 +341,14 @@ class ScaleConfig:
     """How stale rollouts are corrected (rlvr.algos.weights.IS_CORRECTIONS): 'token_truncate'
     (truncated IS per token), 'token_mask' (IcePop: tokens outside [is_low, is_cap] dropped),
     'sequence_truncate' / 'sequence_mask' (the same on the product of a sequence's ratios) or
-    'seq_mask_tis' (rows whose geometric-mean ratio leaves the band dropped, token ratios kept)."""
+    'seq_mask_tis' (rows whose geometric-mean ratio leaves the band dropped, token ratios kept) or
+    'm2po' (M2PO: the tokens of largest squared log ratio dropped until the mean square of the rest
+    is below `m2_threshold`, then IcePop's band)."""
     is_low: float = bounded(0.0, "[0, 1]", note="(0: no lower bound)")
     """Lower bound of the importance weights for `is_mode` (truncated up to it, or masked below it)."""
+    m2_threshold: float = bounded(0.04, "> 0")
+    """`is_mode = 'm2po'`: the bound on the mean squared log ratio pi_prox / pi_behaviour of the kept
+    stale tokens (AReaL's `actor.m2_threshold`; 0.04 in its M2PO example)."""
 
 
 @dataclass
@@ -521,6 +526,14 @@ def validate(cfg: Config) -> Config:
                     "completions; it cannot be combined with multi-turn episodes (task.source = "
                     "'env') or guidance"
                 )
+        if "greedy_rewards" in reg.needs(name) and (
+            cfg.task.source == "env" or cfg.scale.shard == "fsdp"
+        ):
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs a greedy rollout of each prompt, generated "
+                "in the training process: not with multi-turn episodes (task.source = 'env') or a "
+                "sharded policy (scale.shard = 'fsdp')"
+            )
         if missing:
             raise ConfigError(
                 f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "

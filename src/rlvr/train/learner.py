@@ -110,8 +110,10 @@ class Learner:
                 temperature=self.cfg.rollout.temperature,
             )  # [N, T]
         stats: dict[str, float] = {}
+        knobs = {"m2_threshold": scale.m2_threshold}  # the knobs of particular corrections
+        knobs = {k: v for k, v in knobs.items() if k in IS_CORRECTIONS.knobs(scale.is_mode)}
         roll.is_weight = IS_CORRECTIONS[scale.is_mode](
-            prox, roll.old_logp, roll.mask, cap=scale.is_cap, low=scale.is_low, stats=stats
+            prox, roll.old_logp, roll.mask, cap=scale.is_cap, low=scale.is_low, stats=stats, **knobs
         )  # [N, T]
         roll.old_logp = prox * roll.mask
         return out | stats

@@ -184,6 +184,22 @@ class Rounds:
             episodes=episodes,
         )
 
+    def greedy(self, problems: list[Problem]) -> tuple[torch.Tensor, float]:
+        """One greedy (argmax) completion per problem, generated here with the current weights and
+        scored by the run's rewards as groups of one -> (rewards [B] after shaping, seconds). Draws
+        no random numbers; the completions are not trained on (ReMax's baseline)."""
+        model, tokenizer = self.model, self.tokenizer
+        t0 = time.perf_counter()
+        ids, _ = prompt_ids(tokenizer, problems, 1)
+        knobs = gen_knobs(self.cfg, tokenizer) | {"temperature": 0.0}
+        model.eval()
+        with autocast(self.cfg, next(model.parameters()).device):
+            roll = generate(model, ids, num_samples=1, **knobs)
+        model.train()
+        texts = roll.texts(tokenizer)
+        self.scorer.score(problems, roll, texts, [1] * len(problems), policy=(model, tokenizer))
+        return roll.rewards.cpu(), time.perf_counter() - t0  # type: ignore[union-attr]
+
     def _play(
         self, problems: list[Problem]
     ) -> tuple[Rollout, list[str], list[dict[str, Any]], dict[str, float]]:

@@ -426,7 +426,8 @@ def setup_run(
                 address=scale.ray_address or None,
             )
     rounds = Rounds(cfg, model, tokenizer, scorer, state.generator, source)
-    collector = Collector(cfg, rounds, state, device)  # the pool, its tracker, replay buffer, traces
+    # the pool, its tracker, replay buffer, traces; the greedy baseline stage when a component needs it
+    collector = Collector(cfg, rounds, state, device, needs=comps.needs)
     metrics = path / "metrics.jsonl"
     if saved is not None:
         state.load_state_dict(saved)
