@@ -159,6 +159,7 @@ def test_the_trainer_supplies_every_declared_input():
         rewards=torch.arange(n, dtype=torch.float),
         reward_parts=torch.ones(n, k),
         ref_logp=torch.full((n, t), -1.0),
+        greedy_rewards=torch.full((n,), 0.5),  # the greedy baseline stage's (remax)
     )
     adv_in = advantage_inputs(roll, INPUTS["advantage"], b, g, torch.tensor([1.0, 0.1]))
     assert set(adv_in) == INPUTS["advantage"]
