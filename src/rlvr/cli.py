@@ -297,10 +297,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _base(args: argparse.Namespace) -> int:
-    from rlvr.models.tiny import TinyRecipe, build_portable, cache_dir, check_reference, ensure_base
+    from rlvr.models.tiny import EMBEDDED, build_portable, cache_dir, check_reference, ensure_base
+    from rlvr.train.config import ConfigError
     from rlvr.utils import console
 
-    recipe = TinyRecipe()
+    if args.embedded not in EMBEDDED:
+        raise ConfigError(f"--embedded {args.embedded!r}; valid names: {', '.join(EMBEDDED)}")
+    recipe = EMBEDDED[args.embedded]
     if args.out or args.force:
         path = build_portable(recipe, args.out or cache_dir() / "base" / recipe.key())
         check_reference(recipe, path)
@@ -486,8 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "base",
         parents=[plugin],
-        help="build (or reuse) the embedded tiny base model",
-        description="Build the embedded tiny base model, cached by recipe hash.",
+        help="build (or reuse) an embedded tiny base model",
+        description="Build an embedded tiny base model (rlvr.models.tiny.EMBEDDED), cached by "
+        "recipe hash: 'default' (chain_sum answers), 'calculator' (calculator tool calls) or "
+        "'reasoner' (worked solutions before the answer, on a task mixture; trained by rlvr sft).",
+    )
+    p.add_argument(
+        "--embedded",
+        default="default",
+        metavar="NAME",
+        help="which embedded base: default, calculator or reasoner (a train config's "
+        "model.embedded; default: default)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--out", help="build into this directory instead of the cache")
