@@ -107,7 +107,7 @@ class TinyRecipe:
 
 
 REASONER_MIXTURE: dict[str, dict[str, Any]] = {
-    "chain_sum": {"weight": 3.0, "min_terms": 2, "max_terms": 5, "min_digits": 1, "max_digits": 2},
+    "chain_sum": {"weight": 3.0, "min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 1},
     "basic_arithmetic": {
         "weight": 1.0,
         "min_terms": 2,
@@ -115,8 +115,8 @@ REASONER_MIXTURE: dict[str, dict[str, Any]] = {
         "min_digits": 1,
         "max_digits": 1,
     },
-    "gcd": {"weight": 1.0, "min_value": 2, "max_value": 60},
-    "prime_factorization": {"weight": 1.0, "min_value": 4, "max_value": 120},
+    "gcd": {"weight": 1.0, "min_value": 2, "max_value": 40},
+    "prime_factorization": {"weight": 1.0, "min_value": 4, "max_value": 60},
     "simple_equations": {"weight": 1.0, "min_terms": 2, "max_terms": 2, "min_value": 1, "max_value": 9},
 }
 """The task mixture of the ``reasoner`` base (and of the ``reasoner_grpo`` recipe's ``task.mixture``)."""
