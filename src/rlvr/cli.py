@@ -138,7 +138,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rlvr.models.tiny import EMBEDDED, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint
     from rlvr.train.config import ConfigError, load_config
-    from rlvr.train.evaluation import evaluate_problems
+    from rlvr.train.evaluation import by_family, evaluate_problems
     from rlvr.train.setup import build_task, build_verifier
     from rlvr.utils import atomic_write_text, console, pick_device
 
@@ -231,6 +231,15 @@ def _eval(args: argparse.Namespace) -> int:
         ("distinct answers", "distinct_answers", "{:.2f}"),
     ):
         table.add_row(name, *(fmt.format(s.get(key, math.nan)) for s in summaries.values()))
+    families = {label: by_family(problems, res.correct, n) for label, res in results.items()}
+    for fam, row in next(iter(families.values())).items():  # a mixture: each family on its own
+        table.add_row(
+            f"{fam} ({row['problems']}): pass@1 / @{n}",
+            *(
+                f"{100 * f[fam]['pass@1']:.1f}% / {100 * f[fam][f'pass@{n}']:.1f}%"
+                for f in families.values()
+            ),
+        )
     console.print(table)
     for label, path in specs:
         console.print(f"{label}: {'embedded base ' if path is None else ''}{dirs[label]}")
@@ -272,6 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
                 "correct": results[label].correct,
                 "distinct": results[label].distinct,
                 "voted": results[label].voted,
+                "by_family": families[label],
             }
             for label, path in specs
         ],

@@ -99,3 +99,16 @@ def test_cli_base_embedded_flag(monkeypatch, tmp_path, capsys):
     assert f"base model: {tmp_path}" in capsys.readouterr().out
     assert main(["base", "--embedded", "nope"]) == 2
     assert "--embedded 'nope'; valid names: default, calculator, reasoner" in capsys.readouterr().out
+
+
+def test_a_mixtures_evaluation_reports_each_family():
+    from rlvr.data.tasks import Problem
+    from rlvr.train.evaluation import by_family
+
+    probs = [Problem("q", "1", {"source_dataset": f}) for f in ("gcd", "chain_sum", "gcd")]
+    got = by_family(probs, [4, 0, 1], n=4)
+    assert got == {
+        "chain_sum": {"problems": 1, "pass@1": 0.0, "pass@4": 0.0},
+        "gcd": {"problems": 2, "pass@1": 5 / 8, "pass@4": 1.0},
+    }
+    assert by_family(probs[:1], [2], n=4) == {}  # one family: nothing to split
