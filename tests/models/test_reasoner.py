@@ -41,7 +41,7 @@ def test_the_reasoner_recipe_is_registered_and_hashes_stably():
     r = EMBEDDED["reasoner"]
     assert r.demos == "solutions" and r.mixture == REASONER_MIXTURE
     assert r.key() == TinyRecipe(**json.loads(json.dumps(dataclasses.asdict(r)))).key()
-    assert r.key() == "KEY"  # changes only with the recipe (or _SOLUTIONS_VERSION)
+    assert r.key() == "bfa5f6d3f1049740"  # changes only with the recipe (or _SOLUTIONS_VERSION)
     assert len({e.key() for e in EMBEDDED.values()}) == len(EMBEDDED)
     assert dataclasses.replace(r, mixture={**REASONER_MIXTURE, "gcd": {"weight": 2.0}}).key() != r.key()
     # the train recipe trains it on the same mixture, so its held-out problems are the base's
@@ -62,9 +62,7 @@ def test_a_mini_build_loads_and_writes_steps_before_its_answer(mini_reasoner):
     assert info["sft"]["after"]["heldout_loss"] < info["sft"]["before"]["heldout_loss"]
     tok = AutoTokenizer.from_pretrained(mini_reasoner)
     model = AutoModelForCausalLM.from_pretrained(mini_reasoner)
-    task = ReasoningGymTask(
-        "composite", heldout_size=MINI.heldout_size, **mixture_kwargs(MINI.mixture)
-    )
+    task = ReasoningGymTask("composite", heldout_size=MINI.heldout_size, **mixture_kwargs(MINI.mixture))
     stepped = 0
     for p in task.heldout[:8]:
         ids = tok(format_prompt(tok, p.question), add_special_tokens=False, return_tensors="pt")
