@@ -47,7 +47,7 @@ def test_user_errors(argv, message, capsys):
             ["--recipe", "--model", "--steps", "--seed", "--run-dir", "--runs-root", "--resume"],
         ),
         (["eval", "--help"], ["--model", "--recipe", "--samples", "--json", "overrides"]),
-        (["base", "--help"], ["--force", "--out"]),
+        (["base", "--help"], ["--force", "--out", "--embedded"]),
     ],
 )
 def test_help_mentions_the_options(argv, options, capsys):

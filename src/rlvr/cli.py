@@ -138,7 +138,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rlvr.models.tiny import EMBEDDED, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint
     from rlvr.train.config import ConfigError, load_config
-    from rlvr.train.evaluation import evaluate_problems
+    from rlvr.train.evaluation import by_family, evaluate_problems
     from rlvr.train.setup import build_task, build_verifier
     from rlvr.utils import atomic_write_text, console, pick_device
 
@@ -231,6 +231,15 @@ def _eval(args: argparse.Namespace) -> int:
         ("distinct answers", "distinct_answers", "{:.2f}"),
     ):
         table.add_row(name, *(fmt.format(s.get(key, math.nan)) for s in summaries.values()))
+    families = {label: by_family(problems, res.correct, n) for label, res in results.items()}
+    for fam, row in next(iter(families.values())).items():  # a mixture: each family on its own
+        table.add_row(
+            f"{fam} ({row['problems']}): pass@1 / @{n}",
+            *(
+                f"{100 * f[fam]['pass@1']:.1f}% / {100 * f[fam][f'pass@{n}']:.1f}%"
+                for f in families.values()
+            ),
+        )
     console.print(table)
     for label, path in specs:
         console.print(f"{label}: {'embedded base ' if path is None else ''}{dirs[label]}")
@@ -272,6 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
                 "correct": results[label].correct,
                 "distinct": results[label].distinct,
                 "voted": results[label].voted,
+                "by_family": families[label],
             }
             for label, path in specs
         ],
@@ -297,10 +307,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _base(args: argparse.Namespace) -> int:
-    from rlvr.models.tiny import TinyRecipe, build_portable, cache_dir, check_reference, ensure_base
+    from rlvr.models.tiny import EMBEDDED, build_portable, cache_dir, check_reference, ensure_base
+    from rlvr.train.config import ConfigError
     from rlvr.utils import console
 
-    recipe = TinyRecipe()
+    if args.embedded not in EMBEDDED:
+        raise ConfigError(f"--embedded {args.embedded!r}; valid names: {', '.join(EMBEDDED)}")
+    recipe = EMBEDDED[args.embedded]
     if args.out or args.force:
         path = build_portable(recipe, args.out or cache_dir() / "base" / recipe.key())
         check_reference(recipe, path)
@@ -488,8 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "base",
         parents=[plugin],
-        help="build (or reuse) the embedded tiny base model",
-        description="Build the embedded tiny base model, cached by recipe hash.",
+        help="build (or reuse) an embedded tiny base model",
+        description="Build an embedded tiny base model (rlvr.models.tiny.EMBEDDED), cached by "
+        "recipe hash: 'default' (chain_sum answers), 'calculator' (calculator tool calls) or "
+        "'reasoner' (worked solutions before the answer, on a task mixture; trained by rlvr sft).",
+    )
+    p.add_argument(
+        "--embedded",
+        default="default",
+        metavar="NAME",
+        help="which embedded base: default, calculator or reasoner (a train config's "
+        "model.embedded; default: default)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--out", help="build into this directory instead of the cache")

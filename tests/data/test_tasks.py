@@ -120,3 +120,34 @@ def test_format_prompt_plain_fallback():
         assert format_prompt(tok, "1 + 2 =") == f"1 + 2 =\n{INSTRUCTION}\nAnswer: "
         assert format_prompt(tok, "Q", instruction="Be brief.") == "Q\nBe brief.\nAnswer: "
         assert format_prompt(tok, "Q", instruction="") == "Q\nAnswer: "
+
+
+def test_a_mixture_draws_its_families_by_weight_with_a_seed():
+    from collections import Counter
+
+    from rlvr.data.solutions import solve
+    from rlvr.data.tasks import mixture_kwargs
+    from rlvr.rewards.verifiers import make_task_reward
+
+    mix = {
+        "chain_sum": {"weight": 3.0, "min_terms": 2, "max_terms": 3},
+        "gcd": {"weight": 1.0, "max_value": 60},
+    }
+
+    def mixture(seed):
+        return ReasoningGymTask("composite", seed=seed, heldout_size=16, **mixture_kwargs(mix))
+
+    drawn = mixture(0).next(800)
+    counts = Counter(p.meta["source_dataset"] for p in drawn)
+    assert set(counts) == {"chain_sum", "gcd"}
+    assert 0.70 < counts["chain_sum"] / 800 < 0.80  # weight 3 of 4 (binomial sd 0.015)
+    assert _qs(mixture(0).next(50)) == _qs(drawn[:50])  # the same seed, the same draws
+    assert _qs(mixture(1).next(50)) != _qs(drawn[:50])
+    assert not set(_qs(drawn)) & set(_qs(mixture(0).heldout))
+    # each family keeps its own generation knobs and is scored by its own scorer
+    assert all(p.meta["num_terms"] <= 3 for p in drawn if p.meta["source_dataset"] == "chain_sum")
+    reward = make_task_reward()
+    for p in drawn[:40]:
+        text = solve(p)
+        assert reward(p.question, text, p.answer, **p.meta) == 1.0, (p.question, text)
+        assert reward(p.question, "<answer>-12345</answer>", p.answer, **p.meta) == 0.0

@@ -16,7 +16,7 @@ from typing import Any
 
 import reasoning_gym
 
-__all__ = ["Problem", "ReasoningGymTask", "stream_seed"]
+__all__ = ["Problem", "ReasoningGymTask", "mixture_kwargs", "stream_seed"]
 
 _HELDOUT_SEED_OFFSET = 1_000_003  # far from any training index stream
 _TRAIN_SIZE = 2**31 - 1  # training items are generated on demand; this only bounds the index
@@ -122,3 +122,26 @@ class ReasoningGymTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
+
+
+def mixture_kwargs(mixture: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The knobs of reasoning-gym's ``composite`` task for a weighted mixture ``{task: {weight, and
+    the task's own generation knobs}}`` (a missing weight is 1).
+
+    ``ReasoningGymTask("composite", **mixture_kwargs(m))`` draws item ``i`` from the family that
+    ``Random(seed + i).choices(families, weights)`` picks, so the draw is seeded like every other
+    task; each item keeps its family's ``source_dataset``, so the ``answer`` reward scores it with
+    that family's own scorer and :func:`rlvr.data.solutions.solve` writes its family's solution.
+    """
+    from reasoning_gym.composite import DatasetSpec
+
+    return {
+        "datasets": [
+            DatasetSpec(
+                name=name,
+                weight=float(spec.get("weight", 1.0)),
+                config={k: v for k, v in spec.items() if k != "weight"},
+            )
+            for name, spec in mixture.items()
+        ]
+    }

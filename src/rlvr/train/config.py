@@ -95,7 +95,9 @@ class ModelConfig:
     """Local Hugging Face causal-LM directory; empty means an embedded tiny base model (`embedded`)."""
     embedded: str = "default"
     """Which embedded tiny base model to build or reuse when `path` is empty: 'default' (trained on
-    chain_sum answers) or 'calculator' (also shown calculator tool calls, for the calculator env)."""
+    chain_sum answers), 'calculator' (also shown calculator tool calls, for the calculator env) or
+    'reasoner' (writes worked steps before its answer, on the task mixture of the reasoner_grpo
+    recipe; built by `rlvr sft`)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     dtype: str = "float32"

@@ -25,7 +25,14 @@ from rlvr.rewards.runner import RewardRunner
 from rlvr.train.config import Config
 from rlvr.utils import atomic_write_text, console
 
-__all__ = ["eval_record", "evaluate_problems", "format_eval", "run_eval", "summarise"]
+__all__ = [
+    "by_family",
+    "eval_record",
+    "evaluate_problems",
+    "format_eval",
+    "run_eval",
+    "summarise",
+]
 
 
 def evaluate_problems(
@@ -106,6 +113,25 @@ def run_eval(
             keep_samples=8,
             on_batch=lambda k: bar.update(job, advance=k),
         )
+
+
+def by_family(problems: list[Any], correct: list[int], n: int) -> dict[str, dict[str, float]]:
+    """Held-out pass@1 and pass@n of each task family of a mixture (``meta["source_dataset"]``;
+    each family was scored by its own scorer): family -> {problems, pass@1, pass@n}; empty when
+    the problems come from one family (or have no family)."""
+    groups: dict[str, list[int]] = {}
+    for p, c in zip(problems, correct, strict=True):
+        groups.setdefault(str(p.meta.get("source_dataset", "")), []).append(c)
+    if len(groups) < 2:
+        return {}
+    return {
+        fam: {
+            "problems": len(cs),
+            "pass@1": sum(cs) / (len(cs) * n),
+            f"pass@{n}": sum(c > 0 for c in cs) / len(cs),
+        }
+        for fam, cs in sorted(groups.items())
+    }
 
 
 def eval_record(res: EvalResult) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from rlvr.algos import SHAPING
 from rlvr.data.prompts import format_prompt
-from rlvr.data.tasks import Problem, ReasoningGymTask
+from rlvr.data.tasks import Problem, ReasoningGymTask, mixture_kwargs
 from rlvr.models.critic import ValueModel
 from rlvr.models.hf import check_model_dir, load_model, load_tokenizer
 from rlvr.models.lora import (
@@ -93,19 +93,7 @@ def build_task(cfg: Config, tokenizer: Any = None) -> Any:
             raise ConfigError(f"'task.env_kwargs' of environment {t.env!r}: {err}") from None
     name, kwargs = t.name, dict(t.kwargs)
     if t.mixture:
-        from reasoning_gym.composite import DatasetSpec
-
-        name = "composite"
-        kwargs = {
-            "datasets": [
-                DatasetSpec(
-                    name=tname,
-                    weight=float(spec.get("weight", 1.0)),
-                    config={k: v for k, v in spec.items() if k != "weight"},
-                )
-                for tname, spec in t.mixture.items()
-            ]
-        }
+        name, kwargs = "composite", mixture_kwargs(t.mixture)
     where = (
         f"'task.mixture' ({', '.join(t.mixture)})"
         if t.mixture

@@ -64,6 +64,10 @@ class SFTConfig:
         default_factory=lambda: {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}
     )
     """Its generation knobs."""
+    mixture: dict[str, Any] = field(default_factory=dict)
+    """source = 'task': a weighted mixture of reasoning-gym tasks instead of ``task`` (as the train
+    config's ``task.mixture``: task -> {weight, and the task's knobs}); each problem's target is its
+    own family's worked solution."""
     path: str = ""
     """The dataset (source = 'file') or the run directory (source = 'samples')."""
     prompt_field: str = "prompt"
@@ -151,7 +155,11 @@ def _rl_config(cfg: SFTConfig) -> Any:
         rl.eval.max_new_tokens, rl.eval.temperature = cfg.eval_max_new_tokens, cfg.eval_temperature
         return rl
     task = (
-        [f"task.name={json.dumps(cfg.task)}", f"task.kwargs={_toml_table(cfg.task_kwargs)}"]
+        [
+            f"task.name={json.dumps(cfg.task)}",
+            f"task.kwargs={_toml_table(cfg.task_kwargs)}",
+            f"task.mixture={_toml_table(cfg.mixture)}",
+        ]
         if cfg.source == "task"
         else [
             "task.source='file'",
@@ -175,7 +183,16 @@ def _rl_config(cfg: SFTConfig) -> Any:
 
 
 def _toml_table(d: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + "}"
+    """``d`` as a TOML inline table (nested tables too: a mixture's per-task knobs)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return _toml_table(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    return "{" + ", ".join(f"{json.dumps(str(k))} = {value(v)}" for k, v in d.items()) + "}"
 
 
 class Examples:
