@@ -77,6 +77,23 @@ def test_sft_resume_is_exact_and_output_loads(micro_base, tmp_path):
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4]
 
 
+def test_sft_with_lora_resumes_exactly_and_writes_the_merged_model(micro_base, tmp_path):
+    from safetensors.torch import load_file
+
+    lora = ("lora_rank=4", "lr=1e-2")
+    full = sft(_cfg(micro_base, *lora), run_dir=tmp_path / "full", progress=False)
+    sft(_cfg(micro_base, *lora, "steps=2"), run_dir=tmp_path / "half", progress=False)
+    resumed = sft(_cfg(micro_base, *lora), run_dir=tmp_path / "half", resume=True, progress=False)
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-6)
+    assert full["after"]["heldout_loss"] < full["before"]["heldout_loss"]
+    before = load_file(micro_base / "model.safetensors")
+    after = load_file(tmp_path / "full" / "model" / "model.safetensors")  # merged, plain names
+    assert set(after) == set(before)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all("proj" in k for k in moved)  # only the adapted projections
+    assert (tmp_path / "full" / "checkpoints" / "step_4" / "adapter" / "adapter_config.json").exists()
+
+
 def test_sft_on_samples_of_a_run(micro_base, tmp_path):
     """Rejection-sampling fine-tuning: only the samples with reward >= min_reward are trained on."""
     from rlvr.train.config import load_config

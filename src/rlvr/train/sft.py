@@ -96,6 +96,11 @@ class SFTConfig:
     eval_max_new_tokens: int = 96
     eval_temperature: float = 1.0
     device: str = "cpu"
+    lora_rank: int = 0
+    """LoRA adapters of this rank instead of full fine-tuning (0: full; rlvr.models.lora); the
+    result is the merged model, and each checkpoint also holds the adapters."""
+    lora_alpha: float = 32.0
+    """The adapters' update is scaled by lora_alpha / lora_rank."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -367,6 +372,15 @@ def sft(
     """Fine-tune with ``cfg`` into ``run_dir``; returns the summary (also ``summary.json``): held-out
     loss and pass@1 before and after, the losses of every step, and ``model``, the HF directory."""
     from rlvr.models.hf import load_model
+    from rlvr.models.lora import (
+        add_adapters,
+        is_lora,
+        load_adapters,
+        merged_weights,
+        plain_model,
+        trainable_parameters,
+    )
+    from rlvr.models.shard import drop_aliases
     from rlvr.models.tiny import EMBEDDED, _lr_at, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
     from rlvr.train.setup import build_task, build_verifier
@@ -381,11 +395,17 @@ def sft(
         else ensure_base(EMBEDDED[cfg.embedded], progress=progress)
     )
     ck = latest_checkpoint(run_dir) if resume else None
-    model, tokenizer = load_model(ck or base, device=cfg.device)
+    model, tokenizer = load_model(base if cfg.lora_rank else ck or base, device=cfg.device)
+    if cfg.lora_rank:  # the base with adapters: fresh, or the checkpoint's on a resume
+        model = (
+            load_adapters(model, ck)
+            if ck is not None
+            else add_adapters(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=0.0)
+        )
     rl = _rl_config(cfg)
     stream = Examples(cfg, build_task(rl, tokenizer))
     verifier = build_verifier(rl, log=lambda s: None)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, losses, pending, before = 0, [], [], None
     if ck is not None:
         st = load_trainer_state(ck)
@@ -432,7 +452,7 @@ def sft(
             loss, _ = packed_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 1.0)
             opt.step()
             step += 1
             losses.append(float(loss.detach()))
@@ -448,7 +468,13 @@ def sft(
     console.print(f"held-out after: {after}")
     model.eval()
     with atomic_dir(run_dir / "model") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if is_lora(model):  # the merged model: a plain directory that rlvr train --model takes
+            plain = plain_model(model)
+            plain.save_pretrained(
+                tmp, safe_serialization=True, state_dict=drop_aliases(plain, merged_weights(model))
+            )
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     summary = {
         "run_dir": str(run_dir),
