@@ -1,5 +1,6 @@
 """Peak memory of one learner update: full fine-tuning (with and without a reference copy) vs LoRA
-with the adapter-off reference, on a random model of the Qwen2-0.5B shape (CPU).
+with the adapter-off reference, each also with gradient checkpointing, on a random model of the
+Qwen2-0.5B shape (CPU).
 
     python benchmarks/memory.py                       # Qwen2-0.5B shape, 4 x 2 rows of 64 new tokens
     python benchmarks/memory.py --layers 2 --quick    # a quick check of the script itself
@@ -40,7 +41,16 @@ from rlvr.train.learner import Learner
 from rlvr.utils import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
-MODES = ["full + reference copy", "full, no reference", "lora r=8", "lora r=32", "lora r=64"]
+MODES = [
+    "full + reference copy",
+    "full + reference copy, checkpointed",
+    "full, no reference",
+    "lora r=8",
+    "lora r=8, checkpointed",
+    "lora r=32",
+    "lora r=64",
+]
+"""A mode's name says what it holds; ", checkpointed" adds model.gradient_checkpointing."""
 MIB = 2**20
 
 
@@ -78,10 +88,10 @@ def _mode(mode: str, args: argparse.Namespace, queue: mp.Queue) -> None:
         )  # b * g rows of `tokens` new tokens
     ref = None
     if mode.startswith("lora"):
-        rank = int(mode.split("=")[1])
+        rank = int(mode.split("=")[1].split(",")[0])
         model = add_adapters(model, rank=rank, alpha=2.0 * rank, dropout=0.0)
         ref = AdapterOffReference(model)
-    elif mode == "full + reference copy":
+    elif mode.startswith("full + reference copy"):
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     beta = 0.04 if ref is not None else 0.0
     cfg = load_config(
@@ -91,6 +101,7 @@ def _mode(mode: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             f"rollout.samples_per_prompt={g}",
             "algo.micro_batches=1",
             f"algo.beta={beta}",
+            f"model.gradient_checkpointing={str(mode.endswith('checkpointed')).lower()}",
         ],
     )
     opt = torch.optim.AdamW(trainable_parameters(model), lr=1e-5, fused=True)
@@ -168,7 +179,9 @@ def main() -> None:
         f"log-probs (when there is one), then grpo with a KL term (beta 0.04) and AdamW, on "
         f"{args.prompts} prompts x {args.samples} samples of {args.prompt_tokens} prompt and "
         f"{args.tokens} new tokens. State = parameters + gradients + AdamW moments + the reference "
-        "copy's parameters. Peak RSS is the process's own (each mode in a fresh process) and also "
+        "copy's parameters. 'checkpointed': model.gradient_checkpointing (the learner's forward "
+        "recomputes each layer in the backward). Peak RSS is the process's own (each mode in a "
+        "fresh process) and also "
         "counts Python, torch, the activations and the sampler's KV cache of the one generation. "
         "Seconds per update: the median after a warm-up, on a shared 2-core machine.",
         "",

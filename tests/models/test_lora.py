@@ -163,3 +163,51 @@ def test_rollout_worker_takes_the_merged_weights(micro_base):
     tok = worker.tokenizer
     want = sequence_logp(lora, *_batch(tok))[0]  # [2, 3]
     torch.testing.assert_close(sequence_logp(worker.model, *_batch(tok))[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_trains_the_same_steps(micro_base, tmp_path, dense_reward, lora):
+    """model.gradient_checkpointing recomputes the activations in the learner's backward: the same
+    rollouts, losses and gradients (up to rounding: rows do not share their prompt's cache then)."""
+    extra = ["eval.before=false", "eval.after=false", "train.steps=3", *dense_reward]
+    extra += [] if lora else ["model.lora.rank=0"]
+    runs = {}
+    for on in ("false", "true"):
+        cfg = _cfg(micro_base, *extra, f"model.gradient_checkpointing={on}")
+        train(cfg, run_dir=tmp_path / on, progress=False)
+        runs[on] = _metrics(tmp_path / on)
+    for a, b in zip(runs["false"], runs["true"], strict=True):
+        assert a["reward_mean"] == b["reward_mean"]  # the sampler ran with its cache both times
+        for k in ("loss", "grad_norm", "kl"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-7), k
+    with pytest.raises(ConfigError, match="gradient_checkpointing"):
+        _cfg(micro_base, "model.lora.rank=0", "model.gradient_checkpointing=true",
+             "scale.shard='fsdp'", "scale.learners=2")  # fmt: skip
+
+
+def test_checkpointing_recomputes_the_layers_only_inside_the_block(micro_base, monkeypatch):
+    from rlvr.models.lora import checkpointing
+
+    model, tok = load_model(micro_base)
+    model.train()
+    calls = []
+    mlp = type(model.model.layers[0].mlp)
+    forward = mlp.forward
+
+    def counted(self, x):  # (module hooks do not fire when torch recomputes a checkpoint)
+        calls.append(1)
+        return forward(self, x)
+
+    monkeypatch.setattr(mlp, "forward", counted)
+
+    def forward_backward(share):
+        calls.clear()
+        logp = sequence_logp(model, *_batch(tok), share_prompts=share)[0]  # [2, 3]
+        logp.sum().backward()
+        return len(calls)
+
+    plain = forward_backward(False)
+    with checkpointing(model):
+        assert forward_backward(False) == 2 * plain  # the backward ran the layer again
+    assert forward_backward(False) == plain  # off again after the block
+    assert forward_backward(True) >= 1  # and the shared-prompt cache path works again

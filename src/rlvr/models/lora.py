@@ -17,7 +17,9 @@ are trained and in the optimizer. What else changes:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "ADAPTER_DIR",
     "AdapterOffReference",
     "add_adapters",
+    "checkpointing",
     "default_targets",
     "is_lora",
     "load_adapters",
@@ -118,6 +121,26 @@ def plain_model(model: Any) -> Any:
     """The Hugging Face model underneath (``model`` itself when it has no adapters): its
     ``save_pretrained`` writes plain weights (given :func:`merged_weights`)."""
     return model.get_base_model() if is_lora(model) else model
+
+
+@contextlib.contextmanager
+def checkpointing(model: Any, on: bool = True) -> Iterator[None]:
+    """Run the block with transformers' gradient checkpointing on ``model``'s decoder layers (the
+    model underneath a LoRA one), then switch it off again: outside the learner's forward the
+    sampler and the frozen forwards need the KV cache, which checkpointed layers drop."""
+    if not on:
+        yield
+        return
+    plain = plain_model(model)
+    with warnings.catch_warnings():  # transformers renames these methods in v6
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        plain.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            plain.gradient_checkpointing_disable()
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

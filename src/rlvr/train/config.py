@@ -104,6 +104,11 @@ class ModelConfig:
     """'float32', or 'bfloat16': mixed precision as TRL's bf16 = true does it, float32 weights and
     optimizer state with the rollout generation and the learner's forwards under bfloat16 autocast
     (log-probs still computed in float32)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward of the learner's forward instead of
+    keeping them (transformers' gradient checkpointing, on only during that forward): less memory
+    for about one more forward per update. That forward then runs each row with its prompt instead
+    of sharing a prompt's KV cache across its group (the same values up to rounding)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Low-rank adapters instead of full fine-tuning (`[model.lora]`, rank 0: off)."""
 
@@ -597,6 +602,11 @@ def _validate_lora(cfg: Config) -> None:
 
 def _validate_scale(cfg: Config) -> None:
     s, sp = cfg.scale, cfg.sampling
+    if cfg.model.gradient_checkpointing and s.shard != "none":
+        raise ConfigError(
+            f"'model.gradient_checkpointing' with 'scale.shard' = {s.shard!r}: not supported (not "
+            "tested with sharded layers); set one of them off"
+        )
     if s.is_mode not in IS_CORRECTIONS:
         raise ConfigError(
             f"'scale.is_mode' = {s.is_mode!r}: valid names: {', '.join(IS_CORRECTIONS.names())}"

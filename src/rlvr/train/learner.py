@@ -22,6 +22,7 @@ from torch import Tensor
 from rlvr.algos.credit import value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.algos.weights import IS_CORRECTIONS
+from rlvr.models.lora import checkpointing
 from rlvr.models.shard import drop_aliases, full_weights, grad_norm, is_sharded
 from rlvr.rollout import Rollout, sequence_logp
 from rlvr.train.advantage import Estimate, token_inputs
@@ -229,7 +230,8 @@ class Learner:
         """One micro-batch's part of the mini-batch aggregate -> (loss, objective stats, entropy)."""
         comps, a = self.comps, self.cfg.algo
         sub = mb.select(rows)
-        with self.precision():
+        recompute = self.cfg.model.gradient_checkpointing
+        with self.precision(), checkpointing(self.model, on=recompute):
             logp, ent = sequence_logp(
                 self.model,
                 sub.prompt_ids,
@@ -237,6 +239,7 @@ class Learner:
                 sub.completion_ids,
                 sub.attention,
                 temperature=temperature,
+                share_prompts=False if recompute else None,  # checkpointed layers keep no cache
             )  # [m, T] float32
         stats: dict[str, float] = {}
         loss_tok = comps.objective(
