@@ -151,6 +151,18 @@ def _is_stats(raw: Tensor, changed: Tensor, mask: Tensor, stats: dict[str, float
     stats["is_truncated_frac"] = float(changed[counted].sum() / k)
 
 
+def _dropped(raw: Tensor, out: Tensor, mask: Tensor, stats: dict[str, float] | None) -> Tensor:
+    """``raw`` with the tokens in ``out`` set to 0, on counted tokens; records the stats. [N, T]"""
+    _is_stats(raw, out, mask, stats)
+    return torch.where(out, torch.zeros_like(raw), raw) * mask
+
+
+def _clipped(raw: Tensor, lo: float, cap: float, mask: Tensor, stats: dict[str, float] | None) -> Tensor:
+    """``raw`` clipped to [lo, cap] on counted tokens; records the stats. [N, T]"""
+    _is_stats(raw, (raw > cap) | (raw < lo), mask, stats)
+    return raw.clamp(min=lo, max=cap) * mask
+
+
 def _check_bounds(cap: float, low: float | None) -> float:
     if cap < 1:
         raise ValueError(f"cap = {cap}: the truncation of importance weights must be >= 1")
@@ -192,9 +204,7 @@ def truncated_is(
     """
     lo = _check_bounds(cap, low)
     raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
-    w = raw.clamp(min=lo, max=cap) * mask  # [N, T]
-    _is_stats(raw, (raw > cap) | (raw < lo), mask, stats)
-    return w
+    return _clipped(raw, lo, cap, mask, stats)
 
 
 @IS_CORRECTIONS.register("token_mask")
@@ -216,8 +226,7 @@ def masked_is(
     lo = _check_bounds(cap, low)
     raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
     out = (raw > cap) | (raw < lo)
-    _is_stats(raw, out, mask, stats)
-    return torch.where(out, torch.zeros_like(raw), raw) * mask
+    return _dropped(raw, out, mask, stats)
 
 
 @IS_CORRECTIONS.register("sequence_truncate")
@@ -235,8 +244,7 @@ def sequence_truncated_is(
     sequence-level objective before truncation, but its variance grows with the length."""
     lo = _check_bounds(cap, low)
     raw = _seq_ratio(prox_logp, behav_logp, mask) * mask  # [N, T]
-    _is_stats(raw, (raw > cap) | (raw < lo), mask, stats)
-    return raw.clamp(min=lo, max=cap) * mask
+    return _clipped(raw, lo, cap, mask, stats)
 
 
 @IS_CORRECTIONS.register("sequence_mask")
@@ -255,8 +263,7 @@ def sequence_masked_is(
     lo = _check_bounds(cap, low)
     raw = _seq_ratio(prox_logp, behav_logp, mask) * mask  # [N, T]
     out = (raw > cap) | (raw < lo)
-    _is_stats(raw, out, mask, stats)
-    return torch.where(out, torch.zeros_like(raw), raw) * mask
+    return _dropped(raw, out, mask, stats)
 
 
 @IS_CORRECTIONS.register("seq_mask_tis")
@@ -280,8 +287,7 @@ def seq_mask_tis(
     raw = torch.exp(prox_logp - behav_logp) * mask  # [N, T]
     g = _seq_ratio(prox_logp, behav_logp, mask, mean=True)  # [N, T]
     out = (g > cap) | (g < lo)
-    _is_stats(raw, out, mask, stats)
-    return torch.where(out, torch.zeros_like(raw), raw) * mask
+    return _dropped(raw, out, mask, stats)
 
 
 @IS_CORRECTIONS.register("m2po", bounds={"m2_threshold": "> 0"})
@@ -327,7 +333,6 @@ def m2po(
     m = torch.zeros_like(counted)
     m[counted] = keep  # [N, T]
     out = ~m | (raw > cap) | (raw < lo)
-    _is_stats(raw, out, mask, stats)
     if stats is not None:
         stats["m2po_masked_frac"] = float((~keep).sum() / max(m2.numel(), 1))
-    return torch.where(out, torch.zeros_like(raw), raw) * mask
+    return _dropped(raw, out, mask, stats)

@@ -37,6 +37,7 @@ __all__ = [
     "merged_weights",
     "plain_model",
     "save_adapters",
+    "save_plain",
     "trainable_parameters",
 ]
 
@@ -141,6 +142,10 @@ def checkpointing(model: Any, on: bool = True) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             plain.gradient_checkpointing_disable()
+        # enabling also hooked the input embeddings (inputs that require grad), and disabling
+        # removes that hook only on a model that peft loaded itself: without this, one more hook
+        # per learner forward would pile up on the embeddings
+        plain.disable_input_require_grads()
 
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -170,6 +175,20 @@ def merged_weights(model: Any) -> dict[str, Tensor]:
                         w = w + mod.get_delta_weight(adapter).to(w.dtype)  # [out, in]
                 out[key] = w
     return out
+
+
+def save_plain(model: Any, directory: Path, weights: dict[str, Tensor] | None = None) -> None:
+    """Write ``model`` as a plain Hugging Face model into ``directory``: a LoRA model merged
+    (:func:`merged_weights`, a tied head under one name), any other with ``weights`` (its full
+    state dict when the model itself holds only shards) or its own."""
+    from rlvr.models.shard import drop_aliases
+
+    if is_lora(model):
+        plain = plain_model(model)
+        weights = drop_aliases(plain, merged_weights(model))
+        plain.save_pretrained(directory, safe_serialization=True, state_dict=weights)
+    else:
+        model.save_pretrained(directory, safe_serialization=True, state_dict=weights)
 
 
 def save_adapters(model: Any, directory: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from rlvr.models.lora import plain_model
 from rlvr.models.shard import headless, is_sharded
 
 __all__ = ["CHUNKABLE_MODEL_TYPES", "LOGIT_BUDGET_BYTES", "chunk_rows", "sequence_logp", "token_logp"]
@@ -65,8 +66,7 @@ def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
     """(decoder, output head) of a causal LM whose logits are ``head(decoder(x).last_hidden_state)``;
     None for any other model (not in :data:`CHUNKABLE_MODEL_TYPES`, or without those parts). A model
     with LoRA adapters (peft) is looked at underneath, adapters included."""
-    if hasattr(model, "get_base_model"):  # a peft model: the Hugging Face model, adapters injected
-        model = model.get_base_model()
+    model = plain_model(model)  # a peft model: the Hugging Face model, adapters injected
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
         return None

@@ -35,19 +35,14 @@ def save_checkpoint(
     ``weights``: the model's full state dict when ``model`` itself holds only shards (FSDP). A model
     with LoRA adapters is written merged (plain weights, :func:`rlvr.models.lora.merged_weights`) with
     its adapters in ``adapter/``, which a resume loads."""
-    from rlvr.models.lora import is_lora, merged_weights, plain_model, save_adapters
-    from rlvr.models.shard import drop_aliases
+    from rlvr.models.lora import is_lora, save_adapters, save_plain
 
     ckdir = run_dir / "checkpoints"
     final = ckdir / f"step_{step}"
     with atomic_dir(final) as tmp:
+        save_plain(model, tmp, weights)
         if is_lora(model):
-            plain = plain_model(model)
-            merged = drop_aliases(plain, merged_weights(model))  # a tied head under one name
-            plain.save_pretrained(tmp, safe_serialization=True, state_dict=merged)
             save_adapters(model, tmp)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save(state, tmp / "trainer_state.pt")
     atomic_write_text(ckdir / "latest", final.name + "\n")

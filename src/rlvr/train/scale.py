@@ -252,9 +252,9 @@ class RolloutSource:
             new_weights = version != self.synced
             # a sharded policy: every rank joins in gathering the full weights for rank 0 to send
             weights = full_weights(model) if new_weights and is_sharded(model) else None
-            if new_weights and is_lora(model):  # the workers run a plain model: merged weights
-                weights = {k: v.to("cpu") for k, v in merged_weights(model).items()}
             if lr.main:
+                if new_weights and is_lora(model):  # the workers run a plain model: merged
+                    weights = {k: v.to("cpu") for k, v in merged_weights(model).items()}
                 if new_weights:  # ordered before the generate
                     self.pool.sync(model, version, wait=False, weights=weights)
                 pending = self.pool.submit(prompts, num_samples=num_samples, row_seeds=seeds, **gen_kw)

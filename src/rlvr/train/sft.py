@@ -372,15 +372,7 @@ def sft(
     """Fine-tune with ``cfg`` into ``run_dir``; returns the summary (also ``summary.json``): held-out
     loss and pass@1 before and after, the losses of every step, and ``model``, the HF directory."""
     from rlvr.models.hf import load_model
-    from rlvr.models.lora import (
-        add_adapters,
-        is_lora,
-        load_adapters,
-        merged_weights,
-        plain_model,
-        trainable_parameters,
-    )
-    from rlvr.models.shard import drop_aliases
+    from rlvr.models.lora import add_adapters, load_adapters, save_plain, trainable_parameters
     from rlvr.models.tiny import EMBEDDED, _lr_at, ensure_base
     from rlvr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
     from rlvr.train.setup import build_task, build_verifier
@@ -468,13 +460,7 @@ def sft(
     console.print(f"held-out after: {after}")
     model.eval()
     with atomic_dir(run_dir / "model") as tmp:
-        if is_lora(model):  # the merged model: a plain directory that rlvr train --model takes
-            plain = plain_model(model)
-            plain.save_pretrained(
-                tmp, safe_serialization=True, state_dict=drop_aliases(plain, merged_weights(model))
-            )
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
+        save_plain(model, tmp)  # LoRA: merged, a plain directory that rlvr train --model takes
         tokenizer.save_pretrained(tmp)
     summary = {
         "run_dir": str(run_dir),
