@@ -8,7 +8,9 @@ Each (recipe, seed) run goes to benchmarks/runs/<recipe>/seed<S>/ and is skipped
 summary.json exists, so an interrupted benchmark resumes (a run cut mid-way resumes from its last
 checkpoint). A run that fails leaves its traceback in ``error.txt``, is listed under the table, and
 does not stop the others; the command then exits with an error naming the failed runs. The table,
-benchmarks/recipes.md, is rewritten from every finished run after each run:
+benchmarks/recipes.md, is rewritten from every finished run after each run (a row already in
+the file whose recipe has no finished run in ``--runs``, measured earlier or on another machine, is
+kept as it was, with its own commit column):
 held-out pass@1 after training (mean over seeds, with a t-interval), the same averaged over each
 run's last 3 evaluations (less noisy than one final checkpoint), the gain over the base, pass@16,
 the policy's token entropy and the mean completion length over the last 100 steps, and wall time (of
@@ -157,7 +159,23 @@ def _settings(dirs: list[Path]) -> str:
     return "; ".join(seen)
 
 
-def table(runs: Path) -> str:
+def kept_rows(out: Path, present: set[str]) -> dict[str, str]:
+    """The rows of the table already in ``out`` whose recipe has no finished run in this runs
+    folder (measured elsewhere or earlier, each with its own commit column): a rewrite keeps them."""
+    if not out.exists():
+        return {}
+    rows = {}
+    for line in out.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 10 and cells[0] not in ("recipe", *present):
+            rows[cells[0]] = line
+    return rows
+
+
+def table(runs: Path, keep: Path | None = None) -> str:
+    """The table of every finished run under ``runs``, with the rows of ``keep`` (the table written
+    before) for the recipes that have none here."""
+    rows: dict[str, str] = {}
     lines = [
         "| recipe | seeds | pass@1 after (mean ± 95% CI) | pass@1, last 3 evaluations | gain over base "
         "| pass@16 | entropy (last 100 steps) | length | wall time / run | commit, threads x jobs |",
@@ -185,11 +203,13 @@ def table(runs: Path) -> str:
         # a resumed run's wall_s.txt has only its last part: wall time from runs in one piece
         whole = [w for d, _, w in sums if _whole(d)]
         wall_text = f"{statistics.fmean(whole) / 60:.1f} min" if whole else "n/a (resumed or paused)"
-        lines.append(
+        rows[rdir.name] = (
             f"| {rdir.name} | {len(sums)} | {_pm(*p1)} | {_pm(*late)} | {_pm(*gain, sign='+')} "
             f"| {p16:.1f} | {ent:.3f} | {length:.2f} | {wall_text} "
             f"| {_settings([d for d, _, _ in sums])} |"
         )
+    rows |= kept_rows(keep, set(rows)) if keep is not None else {}
+    lines += [rows[name] for name in sorted(rows)]
     failed = [
         d
         for d in sorted(runs.glob("*/seed*"))
@@ -238,8 +258,8 @@ def main() -> None:
         "thousands of tokens.\n\n"
     )
     if args.table_only:
-        atomic_write_text(args.out, header + table(args.runs))
-        console.print(table(args.runs))
+        atomic_write_text(args.out, header + table(args.runs, args.out))
+        console.print(table(args.runs, args.out))
         return
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -262,7 +282,7 @@ def main() -> None:
                 run_one(recipe, seed, args.steps, out)
             except Exception as err:  # a broken recipe does not stop the others
                 failed(f"{recipe} seed {seed}", err)
-            atomic_write_text(args.out, header + table(args.runs))
+            atomic_write_text(args.out, header + table(args.runs, args.out))
     else:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -276,12 +296,12 @@ def main() -> None:
                         console.print(f"[bold]{fut.result()}[/bold] done")
                     except Exception as err:  # a broken recipe does not stop the others
                         failed("{} seed {}".format(*futures[fut]), err)
-                    atomic_write_text(args.out, header + table(args.runs))
+                    atomic_write_text(args.out, header + table(args.runs, args.out))
             except BaseException:  # Ctrl-C: start no more; the running ones resume when rerun
                 for fut in futures:
                     fut.cancel()
                 raise
-    console.print(table(args.runs))
+    console.print(table(args.runs, args.out))
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed: {', '.join(failures)} (see error.txt in each)")
 

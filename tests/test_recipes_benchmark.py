@@ -87,3 +87,15 @@ def test_last_evaluations_average_the_final_and_the_latest_mid_run_ones(bench, t
     final = {"after": {"pass@1": 0.3}}
     assert bench._late_pass1(d, final) == pytest.approx((0.4 + 0.6 + 0.3) / 3)
     assert bench._late_pass1(d, final, k=1) == pytest.approx(0.3)
+
+
+def test_a_rewrite_keeps_the_rows_of_recipes_not_run_here(bench, tmp_path):
+    _run(tmp_path / "runs" / "sapo" / "seed0", 0.30, 0.10, 120, None)
+    out = tmp_path / "recipes.md"
+    old = "| grpo | 3 | 37.7 ± 3.2 | 39.7 ± 4.4 | +15.9 ± 2.6 | 81.8 | 0.216 | 4.59 | 1 min | c, 1 x 2 |"
+    stale = "| sapo | 3 | 1.0 ± 0.1 | 1.0 ± 0.1 | +0.1 ± 0.1 | 1.0 | 0.1 | 4.0 | 1.0 min | x, 1 x 2 |"
+    out.write_text(f"# header\n\n| recipe | seeds | a | b | c | d | e | f | g | h |\n{old}\n{stale}\n")
+    lines = bench.table(tmp_path / "runs", out).splitlines()
+    assert lines[2] == old  # kept, before sapo in name order
+    assert lines[3].startswith("| sapo | 1 | 30.0 (1 seed) |")  # the finished run replaces its old row
+    assert len(lines) == 4
