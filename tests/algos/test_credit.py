@@ -13,6 +13,7 @@ from rlvr.algos.credit import (
     CREDIT,
     gae,
     gigpo,
+    optimal_token_baseline,
     prefix_tree,
     pure_min,
     reinforce_pp_token,
@@ -122,6 +123,7 @@ def test_registered_names_and_needs():
         "rover",
         "gigpo_turns",
         "turn_grpo",
+        "optimal_token_baseline",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -130,6 +132,8 @@ def test_registered_names_and_needs():
     assert CREDIT.needs("spo_segment") == {"old_logp", "completion_ids"}
     for name in ("tree_td", "gigpo", "rover"):
         assert CREDIT.needs(name) == {"completion_ids"}
+    assert CREDIT.needs("optimal_token_baseline") == {"old_logp", "sum_pi_sq"}
+    assert CREDIT.knobs("optimal_token_baseline") == {"handle_zero_tail": True, "eps": 1e-8}
     # needed inputs are not knobs
     assert CREDIT.knobs("gae") == {"gamma": 1.0, "lam": 1.0, "whiten": False, "eps": 1e-8}
     assert "completion_ids" not in CREDIT.knobs("tree_td")
@@ -146,6 +150,7 @@ def test_registered_names_and_needs():
         ("tree_td", {"scale": "batch"}),
         ("gigpo", {"omega": -1.0}),
         ("rover", {"baseline": "mean"}),
+        ("optimal_token_baseline", {"eps": -1.0}),
     ],
 )
 def test_bad_knobs_are_refused(name, knobs):
@@ -612,6 +617,138 @@ def test_spo_masked_tokens_change_nothing():
     assert torch.equal(out * (1 - mask), torch.zeros_like(out))
 
 
+# ---------------------------------------------------------------- OTB: optimal token baseline
+
+
+def _ref_otb(rewards, mask, old_logp, sum_pi_sq, handle_zero_tail=True, eps=1e-8):
+    """Plain-Python OTB: one group, one position, one row at a time."""
+    b, g = rewards.shape
+    n, t = mask.shape
+    adv = torch.zeros(n, t, dtype=torch.float64)
+    for grp in range(b):
+        rows = range(grp * g, (grp + 1) * g)
+        span = {}  # L_i = 1 + the last counted position
+        ret, cum = {}, {}  # G_{i,t}, W_{i,t}
+        for i in rows:
+            counted = [k for k in range(t) if mask[i, k] > 0]
+            span[i] = counted[-1] + 1 if counted else 0
+            total = 0.0
+            for k in range(t):
+                if mask[i, k] > 0:
+                    pi = math.exp(float(old_logp[i, k]))
+                    total += max(0.0, 1 - 2 * pi + float(sum_pi_sq[i, k]))
+                cum[i, k] = total
+                ret[i, k] = float(rewards[grp, i - grp * g]) if k < span[i] else 0.0
+        ordered = sorted(span.values(), reverse=True)
+        alone = None
+        if g > 1 and ordered[0] > ordered[1]:
+            alone = next(i for i in rows if span[i] == ordered[0])
+        for k in range(t):
+            num = sum(ret[i, k] * cum[i, k] for i in rows if mask[i, k] > 0)
+            den = sum(cum[i, k] for i in rows if mask[i, k] > 0) + eps
+            base = num / den if den > 0 else 0.0
+            for i in rows:
+                if mask[i, k] == 0:
+                    continue
+                zero = g == 1 or (handle_zero_tail and i == alone and k >= ordered[1])
+                adv[i, k] = ret[i, k] - (0.0 if zero else base)
+    return adv.float()
+
+
+def _policy_stats(n, t, seed, vocab=6):
+    """Consistent (old_logp, sum_pi_sq) [N, T]: a sampled token's log-prob and sum_v pi_v^2 of one
+    random softmax per position."""
+    gen = _gen(seed)
+    probs = torch.softmax(2 * torch.randn(n, t, vocab, generator=gen), -1)  # [N, T, V]
+    tok = torch.multinomial(probs.view(-1, vocab), 1, generator=gen).view(n, t)  # [N, T]
+    old_logp = probs.gather(-1, tok[..., None]).squeeze(-1).log()  # [N, T]
+    return old_logp, probs.pow(2).sum(-1)  # [N, T], [N, T]
+
+
+def test_optimal_token_baseline_hand_values():
+    # one group of G = 2, T = 3; rewards (0, 1), lengths 2 and 3
+    #   row 0: pi = (1/2, 1), S = (1/2, 1)          -> w = (1/2, 0),         W = (1/2, 1/2)
+    #   row 1: pi = S = 1/4 at every position       -> w = 3/4 each,         W = (3/4, 3/2, 9/4)
+    #   B_0 = (0 * 1/2 + 1 * 3/4) / (1/2 + 3/4) = 3/5,  B_1 = (1 * 3/2) / (1/2 + 3/2) = 3/4
+    #   B_2 = 1 (row 1 alone); handle_zero_tail: row 1 is the unique longest, so its B_2 = 0
+    #   A_0 = (-3/5, -3/4, 0),  A_1 = (2/5, 1/4, 1)   (without the zero tail A_1[2] = 1 - 1 = 0)
+    rewards = torch.tensor([[0.0, 1.0]])
+    mask = _right_mask([2, 3], 3)
+    pi = torch.tensor([[0.5, 1.0, 0.5], [0.25, 0.25, 0.25]])  # [2, 3] (row 0, t = 2: padding)
+    s2 = torch.tensor([[0.5, 1.0, 0.9], [0.25, 0.25, 0.25]])
+    got = optimal_token_baseline(rewards, mask, old_logp=pi.log(), sum_pi_sq=s2)
+    close(got, torch.tensor([[-0.6, -0.75, 0.0], [0.4, 0.25, 1.0]]))
+    off = optimal_token_baseline(rewards, mask, old_logp=pi.log(), sum_pi_sq=s2, handle_zero_tail=False)
+    close(off, torch.tensor([[-0.6, -0.75, 0.0], [0.4, 0.25, 0.0]]))
+    # a group of one row: baseline 0, A = R on every counted token
+    one = optimal_token_baseline(
+        torch.tensor([[0.7]]), mask[1:], old_logp=pi[1:].log(), sum_pi_sq=s2[1:]
+    )
+    close(one, torch.full((1, 3), 0.7))
+    # w = 0 everywhere (a deterministic policy): 0 / eps, baseline 0, A = R
+    det = optimal_token_baseline(
+        rewards, mask, old_logp=torch.zeros(2, 3), sum_pi_sq=torch.ones(2, 3), handle_zero_tail=False
+    )
+    close(det, torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    # inconsistent inputs (pi = 0.9 with S = 0.7: 1 - 1.8 + 0.7 < 0) count as w = 0, not negative
+    neg = optimal_token_baseline(
+        rewards, mask, old_logp=torch.full((2, 3), math.log(0.9)), sum_pi_sq=torch.full((2, 3), 0.7)
+    )
+    close(neg, det)
+    with pytest.raises(ValueError, match="sum_pi_sq"):
+        optimal_token_baseline(rewards, mask, old_logp=pi.log())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("handle_zero_tail", [True, False])
+def test_optimal_token_baseline_equals_loop(seed, handle_zero_tail):
+    rewards, mask, _ = _random_batch(seed, b=4, g=3, t=6)
+    if seed == 3:  # holes inside the span (tool output): no credit, no w, part of the history
+        mask = mask * (torch.rand(mask.shape, generator=_gen(50)) > 0.3)
+    old_logp, s2 = _policy_stats(12, 6, seed + 10)
+    got = optimal_token_baseline(
+        rewards, mask, old_logp=old_logp, sum_pi_sq=s2, handle_zero_tail=handle_zero_tail
+    )
+    want = _ref_otb(rewards, mask, old_logp, s2, handle_zero_tail=handle_zero_tail)
+    close(got, want, rtol=1e-5, atol=1e-6)
+    # ties for the longest row: nothing is zeroed
+    tied = _right_mask([6, 6, 3], 6)
+    close(
+        optimal_token_baseline(rewards[:1], tied, old_logp=old_logp[:3], sum_pi_sq=s2[:3]),
+        _ref_otb(rewards[:1], tied, old_logp[:3], s2[:3], handle_zero_tail=False),
+    )
+
+
+def test_optimal_token_baseline_equal_weights_is_the_mean_per_position():
+    # the same w on every token of right-padded rows: W_t = (t + 1) w for every row counted at t,
+    # so B_t is the plain mean of G over the rows still running at t
+    rewards, mask, _ = _random_batch(4, b=3, g=4, t=6)
+    lp = torch.full(mask.shape, math.log(0.3))
+    s2 = torch.full(mask.shape, 0.4)
+    got = optimal_token_baseline(rewards, mask, old_logp=lp, sum_pi_sq=s2, handle_zero_tail=False)
+    g = mask.view(3, 4, 6)  # [B, G, T]
+    ret = rewards[:, :, None] * g  # [B, G, T] G_t = R on the counted tokens
+    mean = ret.sum(1, keepdim=True) / g.sum(1, keepdim=True).clamp(min=1)  # [B, 1, T]
+    close(got, ((ret - mean) * g).view(12, 6), rtol=1e-5, atol=1e-6)
+
+
+def test_optimal_token_baseline_constant_group_and_masked_tokens():
+    _, mask, _ = _random_batch(5, b=2, g=4, t=6)
+    lp, s2 = _policy_stats(8, 6, 7)
+    const = torch.full((2, 4), 0.8)
+    out = optimal_token_baseline(const, mask, old_logp=lp, sum_pi_sq=s2)
+    shared = (mask.view(2, 4, 6).amin(1, keepdim=True) > 0).expand(2, 4, 6).reshape(8, 6)  # [N, T]
+    assert bool(shared.any())
+    close(out[shared], torch.zeros(int(shared.sum())), rtol=0, atol=1e-6)
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 0.0], [0.0, 0.2, 1.0, 1.0]])
+    out = optimal_token_baseline(rewards, mask, old_logp=lp, sum_pi_sq=s2)
+    junk_lp = torch.where(mask.bool(), lp, 3.0)
+    junk_s2 = torch.where(mask.bool(), s2, -7.0)
+    again = optimal_token_baseline(rewards, mask, old_logp=junk_lp, sum_pi_sq=junk_s2)
+    assert torch.equal(out, again)
+    assert torch.equal(out * (1 - mask), torch.zeros_like(out))
+
+
 # ---------------------------------------------------------------- all assigners
 
 
@@ -623,6 +760,7 @@ def _call(name, rewards, mask, ids):
         "old_logp": torch.full((n, t), math.log(0.5)),
         "completion_ids": ids,
         "process_rewards": torch.zeros(n, t),
+        "sum_pi_sq": torch.full((n, t), 0.3),
         "turn": (mask > 0).long(),  # one model turn over the counted tokens
         "turn_rewards": torch.zeros(n, 1),
         "turn_states": torch.ones(n, 1, dtype=torch.long),

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, OBJECTIVES
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, OBJECTIVES
 
 token_mean = AGGREGATIONS["token_mean"]
 seq_mean = AGGREGATIONS["seq_mean_token_mean"]
@@ -809,3 +809,55 @@ def test_remax_and_raft_hand_values():
         assert OBJECTIVES.needs(name) == frozenset()
         OBJECTIVES.check_knobs(name, OBJECTIVES.knobs(name))
     assert OBJECTIVES.needs("xpo") == {"ref_logp", "rewards", "group"}
+
+
+# ---------------------------------------------------------------- OTB (optimal token baseline)
+
+
+def _verl_otb(token_level_rewards, response_mask, index, old_log_probs, sum_pi_squared, zero_tail):
+    # volcengine/verl verl/trainer/ppo/core_algos.py compute_optimal_token_baseline_advantage
+    # (rollout_is_weights=None, epsilon=1e-8)
+    returns = (token_level_rewards * response_mask).flip(dims=[-1]).cumsum(dim=-1).flip(dims=[-1])
+    w = 1 - 2 * torch.exp(old_log_probs) + sum_pi_squared
+    w_cum = (w * response_mask).cumsum(dim=-1)
+    groups: dict[int, list] = {}
+    for i in range(token_level_rewards.shape[0]):
+        groups.setdefault(int(index[i]), []).append(i)
+    baselines = torch.zeros_like(returns)
+    for rows in groups.values():
+        if len(rows) == 1:
+            continue
+        r, wc, m = returns[rows], w_cum[rows], response_mask[rows]
+        b = (r * wc * m).sum(0) / ((wc * m).sum(0) + 1e-8)
+        baselines[rows] = b.unsqueeze(0).expand(len(rows), -1)
+        if zero_tail:
+            lengths = m.sum(-1)
+            ordered = torch.sort(lengths).values
+            top, second = int(ordered[-1]), int(ordered[-2])
+            longest = (lengths == top).nonzero(as_tuple=True)[0]
+            if longest.numel() == 1 and top > second:
+                baselines[rows[int(longest[0])], second:] = 0.0
+    return (returns - baselines) * response_mask
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("zero_tail", [True, False])
+def test_optimal_token_baseline_equals_verl(seed, zero_tail):
+    b, g, t, v = 4, 4, 7, 8
+    n = b * g
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.rand(b, g, generator=gen) if seed % 2 else (torch.rand(b, g, generator=gen) > 0.5).float()
+    lengths = torch.randint(1, t + 1, (n,), generator=gen)
+    lengths[g : 2 * g] = torch.tensor([t, 3, t, 2])  # a group whose longest row is not unique
+    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [N, T]
+    probs = torch.softmax(3 * torch.randn(n, t, v, generator=gen), -1)  # [N, T, V]
+    tok = torch.multinomial(probs.view(-1, v), 1, generator=gen).view(n, t)  # [N, T]
+    old = probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1).log()  # [N, T]
+    s2 = probs.pow(2).sum(-1)  # [N, T]
+    token_rewards = torch.zeros(n, t)
+    token_rewards[torch.arange(n), lengths - 1] = r.reshape(-1)  # the outcome on the last token
+    theirs = _verl_otb(token_rewards, mask, torch.arange(b).repeat_interleave(g), old, s2, zero_tail)
+    ours = CREDIT["optimal_token_baseline"](
+        r, mask, old_logp=old, sum_pi_sq=s2, handle_zero_tail=zero_tail
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

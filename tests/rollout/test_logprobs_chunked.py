@@ -195,3 +195,45 @@ def test_chunked_under_bf16_autocast_matches_and_backpropagates(model):
     for g0, g1 in zip(outs[0][1], outs[1][1], strict=True):
         assert bool(torch.isfinite(g1).all())
         assert float((g1 - g0).norm()) <= 0.05 * float(g0.norm()) + 1e-6
+
+
+# ---------------------------------------------------------------- sum_v pi(v)^2 (stat="sum_pi_sq")
+
+
+def _full_logits(model, batch, temperature):
+    """[N, T, V] the logits of every completion position from one plain forward over prompt +
+    completion (the next-token logits of positions P-1 .. P+T-2), divided by the temperature."""
+    prompt_ids, prompt_mask, comp, mask = batch
+    ids = torch.cat([prompt_ids, comp], 1)  # [N, P+T]
+    attn = torch.cat([prompt_mask, mask.long()], 1)  # [N, P+T]
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # [N, P+T, V]
+    p, t = prompt_ids.shape[1], comp.shape[1]
+    return logits[:, p - 1 : p + t - 1].float() / temperature  # [N, T, V]
+
+
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("rows", [0, 1, 5])
+def test_sum_pi_sq_equals_softmax_squares_of_the_full_logits(model, share, rows):
+    batch = _batch()
+    with torch.no_grad():
+        want = torch.softmax(_full_logits(model, batch, 0.7), -1).pow(2).sum(-1)  # [N, T]
+        logp, got = _run(
+            model, batch, temperature=0.7, share_prompts=share, logit_chunk=rows, stat="sum_pi_sq"
+        )
+        plain_lp, _ = _run(model, batch, temperature=0.7, share_prompts=share, logit_chunk=rows)
+    m = batch[3].bool()
+    assert got.shape == batch[3].shape
+    torch.testing.assert_close(got[m], want[m], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(logp, plain_lp, rtol=0, atol=1e-6)  # the log-probs are unchanged
+    assert bool((got > 0).all()) and bool((got <= 1 + 1e-6).all())
+    assert bool((got >= 1 / V - 1e-7).all())  # >= 1/V, the uniform distribution's
+
+
+def test_sum_pi_sq_hand_values_and_unknown_stat():
+    # softmax([0, ln 3]) = (1/4, 3/4): 1/16 + 9/16 = 5/8; a uniform row over 2 tokens: 1/2
+    logits = torch.tensor([[[0.0, math.log(3.0)], [5.0, 5.0]]])  # [1, 2, 2]
+    _, s = lp.token_logp(logits, torch.zeros(1, 2, dtype=torch.long), stat="sum_pi_sq")
+    torch.testing.assert_close(s, torch.tensor([[5 / 8, 1 / 2]]))
+    with pytest.raises(ValueError, match="stat"):
+        lp.token_logp(logits, torch.zeros(1, 2, dtype=torch.long), stat="variance")  # type: ignore[arg-type]

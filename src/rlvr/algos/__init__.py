@@ -58,6 +58,9 @@ INPUTS: dict[str, frozenset[str]] = {
             "turn_rewards",  # [N, K] the environment's reward after model turn k (column k-1)
             "turn_states",  # [N, K] long anchor-state id (>= 1) seen before model turn k, 0 beyond
             "process_rewards",  # [N, T] a step's score on its last token, 0 elsewhere (a step reward)
+            # [N, T] Σ_v π_old(v|s_t)² of the policy at each completion position (one extra no-grad
+            # forward of the policy before the update)
+            "sum_pi_sq",
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

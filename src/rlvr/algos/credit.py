@@ -10,8 +10,8 @@ take [N], and ``gae`` per-token rewards [N, T]); ``mask`` [N, T] is 1 on the tok
 padded. A sequence spans positions 0 .. L-1, L = 1 + the last position where ``mask`` is 1; masked
 positions inside that span (tool output) are part of the history but get no credit. Inputs taken from
 the rollout are keyword arguments declared in ``needs``: ``values``, ``kl``, ``old_logp``,
-``completion_ids``, ``process_rewards`` (all [N, T]). The output is 0 on masked positions and carries
-no gradient. ``gae`` returns the pair (advantages, returns).
+``completion_ids``, ``process_rewards``, ``sum_pi_sq`` (all [N, T]). The output is 0 on masked
+positions and carries no gradient. ``gae`` returns the pair (advantages, returns).
 
 The tree-based assigners (``tree_td``, ``gigpo``, ``rover``, ``spo_segment(estimator="tree")``) read
 the prefix tree of each group's G completions (:func:`prefix_tree`): node = a prefix y_<=t shared by
@@ -45,6 +45,7 @@ __all__ = [
     "gae",
     "gigpo",
     "gigpo_turns",
+    "optimal_token_baseline",
     "prefix_tree",
     "pure_min",
     "reinforce_pp_token",
@@ -705,6 +706,70 @@ def spo_segment(
     if prob_mask:
         adv = torch.where(lp.exp() < threshold, adv, 0.0)
     return _out(torch.where(alive, adv, 0.0), mask)
+
+
+# ---------------------------------------------------------------- OTB: optimal token baseline
+
+
+@CREDIT.register("optimal_token_baseline", needs={"old_logp", "sum_pi_sq"}, bounds={"eps": ">= 0"})
+def optimal_token_baseline(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    sum_pi_sq: Tensor | None = None,
+    handle_zero_tail: bool = True,
+    eps: float = 1e-8,
+) -> Tensor:
+    """The optimal token baseline (OTB, arXiv 2602.07078; verl's ``optimal_token_baseline``
+    estimator): a baseline per position, the group's returns weighted by each path's accumulated
+    score-function variance.
+
+    G_{i,t} = sum_{k >= t} r_{i,k}        (reward-to-go: R_i on every counted token for an outcome)
+    w_{i,t} = 1 - 2 pi_{i,t} + S_{i,t} = ||e_y - pi(.|s_t)||^2,  pi_{i,t} = exp(old_logp_{i,t}),
+              S_{i,t} = sum_v pi(v|s_t)^2 (``sum_pi_sq``)
+    W_{i,t} = sum_{k <= t} m_{i,k} w_{i,k}               (cumulative path-variance proxy)
+    B_t     = sum_i G_{i,t} W_{i,t} m_{i,t} / (sum_i W_{i,t} m_{i,t} + eps)   over the group's rows
+    A_{i,t} = (G_{i,t} - B_t) m_{i,t}
+
+    B_t is per position index t of the right-padded rows (as verl computes it), and a row's
+    history enters only through its W. ``rewards`` is the outcome [B, G], placed on each row's last
+    counted token. ``old_logp`` and ``sum_pi_sq`` [N, T] must come from the same policy (the trainer
+    computes ``sum_pi_sq`` with one no-grad forward of the policy before the update, at the sampling
+    temperature). w is clamped at 0: it is a squared norm, and only inputs from slightly different
+    forwards (the sampler's log-probs, the learner's S) can make it negative.
+
+    ``handle_zero_tail`` (verl's default): where a group's longest row is unique and strictly longer
+    than the second longest (lengths L = 1 + the last counted position), that row is alone in
+    the positions from the second-longest length on, where B_t would equal its own G_t; its
+    baseline there is set to 0 instead (A = G). A group of one row gets baseline 0 (A = G). Not
+    done: verl's optional scaling of w by the squared rollout importance weights (rho^2), which
+    rlvr's stale-rollout corrections do not pass to credit assigners.
+    """
+    _check_groups(rewards, mask)
+    b, g = rewards.shape
+    n, t_max = mask.shape
+    m = mask.bool()
+    lp = _need("old_logp", "optimal_token_baseline", old_logp, mask).double()
+    s2 = _need("sum_pi_sq", "optimal_token_baseline", sum_pi_sq, mask).double()
+    ret = _token_rewards(rewards, mask).flip(1).cumsum(1).flip(1)  # [N, T] G_t
+    w = torch.where(m, (1 - 2 * lp.exp() + s2).clamp(min=0), 0.0)  # [N, T] w_t m_t
+    cw = torch.where(m, w.cumsum(1), 0.0).view(b, g, t_max)  # [B, G, T] W_t m_t
+    num = (ret.view(b, g, t_max) * cw).sum(1)  # [B, T]
+    den = cw.sum(1) + eps  # [B, T]
+    base = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)  # [B, T] B_t
+    base = base[:, None, :].expand(b, g, t_max)  # [B, G, T]
+    if g == 1:
+        base = torch.zeros_like(base)
+    elif handle_zero_tail:
+        lengths = _lengths(mask).view(b, g)  # [B, G]
+        top = lengths.topk(2, dim=1).values  # [B, 2] longest, second longest
+        longest = lengths == top[:, :1]  # [B, G]
+        alone = longest & (longest.sum(1, keepdim=True) == 1)  # [B, G] the unique longest row
+        pos = torch.arange(t_max, device=mask.device)  # [T]
+        tail = alone[:, :, None] & (pos >= top[:, 1:, None])  # [B, G, T]
+        base = base.masked_fill(tail, 0.0)
+    return _out(ret - base.reshape(n, t_max), mask)
 
 
 # ---------------------------------------------------------------- the critic's loss

@@ -8,6 +8,8 @@ one chunk's logits (see :func:`sequence_logp`).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
@@ -15,7 +17,19 @@ from torch.utils.checkpoint import checkpoint
 from rlvr.models.lora import plain_model
 from rlvr.models.shard import headless, is_sharded
 
-__all__ = ["CHUNKABLE_MODEL_TYPES", "LOGIT_BUDGET_BYTES", "chunk_rows", "sequence_logp", "token_logp"]
+__all__ = [
+    "CHUNKABLE_MODEL_TYPES",
+    "LOGIT_BUDGET_BYTES",
+    "TOKEN_STATS",
+    "chunk_rows",
+    "sequence_logp",
+    "token_logp",
+]
+
+TOKEN_STATS = ("entropy", "sum_pi_sq")
+"""What :func:`token_logp` and :func:`sequence_logp` return beside the log-probs: the entropy of
+softmax(z) at each position, or sum_v softmax(z)_v^2 (the collision probability, which the optimal
+token baseline reads)."""
 
 CHUNKABLE_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
 """Model types whose causal-LM forward is exactly ``logits = lm_head(model(x).last_hidden_state)`` (the
@@ -108,48 +122,69 @@ def chunk_rows(model: torch.nn.Module, n: int, t: int, logit_chunk: int | None =
 
 
 def _head_logp(
-    head: torch.nn.Module, hidden: Tensor, ids: Tensor, temperature: float
+    head: torch.nn.Module, hidden: Tensor, ids: Tensor, temperature: float, stat: str = "entropy"
 ) -> tuple[Tensor, Tensor]:
     """hidden [c, T, H], ids [c, T] -> token_logp(head(hidden) / temperature, ids), one chunk."""
     logits = head(hidden)  # [c, T, V]
     if temperature != 1.0:
         logits = logits / temperature
-    return token_logp(logits, ids, chunk=hidden.shape[0])
+    return token_logp(logits, ids, chunk=hidden.shape[0], stat=stat)
 
 
 def _chunked_logp(
-    head: torch.nn.Module, hidden: Tensor, ids: Tensor, temperature: float, rows: int
+    head: torch.nn.Module,
+    hidden: Tensor,
+    ids: Tensor,
+    temperature: float,
+    rows: int,
+    stat: str = "entropy",
 ) -> tuple[Tensor, Tensor]:
-    """hidden [N, T, H], ids [N, T] -> (logp [N, T], entropy [N, T]), ``rows`` rows at a time.
+    """hidden [N, T, H], ids [N, T] -> (logp [N, T], ``stat`` [N, T]), ``rows`` rows at a time.
 
     With gradients each chunk is checkpointed: its forward keeps only the chunk's hidden states, and
     the backward recomputes the chunk's logits, so at most one chunk of [rows, T, V] logits is alive.
     """
-    logps, ents = [], []
+    logps, stats = [], []
     for h, ix in zip(hidden.split(rows), ids.split(rows), strict=True):
         if torch.is_grad_enabled():
-            lp, en = checkpoint(_head_logp, head, h, ix, temperature, use_reentrant=False)
+            lp, st = checkpoint(_head_logp, head, h, ix, temperature, stat, use_reentrant=False)
         else:
-            lp, en = _head_logp(head, h, ix, temperature)
+            lp, st = _head_logp(head, h, ix, temperature, stat)
         logps.append(lp)
-        ents.append(en)
-    return torch.cat(logps), torch.cat(ents)
+        stats.append(st)
+    return torch.cat(logps), torch.cat(stats)
 
 
-def token_logp(logits: Tensor, ids: Tensor, *, chunk: int = 16) -> tuple[Tensor, Tensor]:
-    """log softmax(logits)[ids] and the entropy of softmax(logits), in chunks of rows.
+def token_logp(
+    logits: Tensor,
+    ids: Tensor,
+    *,
+    chunk: int = 16,
+    stat: Literal["entropy", "sum_pi_sq"] = "entropy",
+) -> tuple[Tensor, Tensor]:
+    """log softmax(logits)[ids] and a statistic of softmax(logits), in chunks of rows.
 
-    logits [N, T, V], ids [N, T] -> (logp [N, T], entropy [N, T]). Chunking over rows keeps the
-    float32 [chunk, T, V] temporaries small when the vocabulary is large.
+    logits [N, T, V], ids [N, T] -> (logp [N, T], stat [N, T]), with ``stat`` (:data:`TOKEN_STATS`)
+
+        "entropy":   lse(z) - sum_v softmax(z)_v z_v
+        "sum_pi_sq": sum_v softmax(z)_v^2 = exp(lse(2 z) - 2 lse(z))
+
+    where lse = logsumexp over the vocabulary. Chunking over rows keeps the float32 [chunk, T, V]
+    temporaries small when the vocabulary is large.
     """
-    logps, ents = [], []
+    if stat not in TOKEN_STATS:
+        raise ValueError(f"stat must be one of {TOKEN_STATS}, got {stat!r}")
+    logps, stats = [], []
     for lg, ix in zip(logits.split(chunk), ids.split(chunk), strict=True):
         lg = lg.float()
         lse = torch.logsumexp(lg, dim=-1)  # [c, T]
         logps.append(lg.gather(-1, ix.unsqueeze(-1)).squeeze(-1) - lse)
-        p = torch.softmax(lg, dim=-1)
-        ents.append(lse - (p * lg).sum(-1))
-    return torch.cat(logps), torch.cat(ents)
+        if stat == "entropy":
+            p = torch.softmax(lg, dim=-1)  # [c, T, V]
+            stats.append(lse - (p * lg).sum(-1))
+        else:
+            stats.append(torch.exp(torch.logsumexp(2 * lg, dim=-1) - 2 * lse))  # [c, T]
+    return torch.cat(logps), torch.cat(stats)
 
 
 def sequence_logp(
@@ -162,6 +197,7 @@ def sequence_logp(
     temperature: float = 1.0,
     share_prompts: bool | None = None,
     logit_chunk: int | None = None,
+    stat: Literal["entropy", "sum_pi_sq"] = "entropy",
 ) -> tuple[Tensor, Tensor]:
     """Per-token log-probs and entropies of the completions under ``model``.
 
@@ -171,6 +207,9 @@ def sequence_logp(
 
         logp[n, t] = z[n, t, y] - logsumexp_v z[n, t, v],   z = logits / temperature,  y = token t
         entropy[n, t] = logsumexp_v z - sum_v softmax(z)_v z_v
+
+    ``stat = "sum_pi_sq"`` returns sum_v softmax(z[n, t])_v^2 [N, T] in place of the entropy (see
+    :func:`token_logp`), computed the same way, chunked or not.
 
     Shared prompts: the G completions of one prompt share its P prompt tokens, whose hidden states do
     not depend on the completion (causal attention). The prompt is then run once per distinct prompt
@@ -185,6 +224,8 @@ def sequence_logp(
     those of the plain path up to float rounding. By default this is done only when the float32
     logits would exceed :data:`LOGIT_BUDGET_BYTES`.
     """
+    if stat not in TOKEN_STATS:
+        raise ValueError(f"stat must be one of {TOKEN_STATS}, got {stat!r}")
     n, t = completion_ids.shape
     rows = chunk_rows(model, n, t, logit_chunk)
     parts = _decoder_and_head(model) if rows is not None else None
@@ -254,7 +295,7 @@ def sequence_logp(
             )[0]  # [N, T-1, V] (or [N, T-1, H])
             logits = torch.cat([first, rest], dim=1)  # [N, T, V] (or hidden states [N, T, H])
     if parts is not None:
-        return _chunked_logp(parts[1], logits, completion_ids, temperature, rows)  # type: ignore[arg-type]
+        return _chunked_logp(parts[1], logits, completion_ids, temperature, rows, stat)  # type: ignore[arg-type]
     if temperature != 1.0:
         logits = logits / temperature
-    return token_logp(logits, completion_ids)
+    return token_logp(logits, completion_ids, stat=stat)

@@ -1,7 +1,8 @@
 """Advantages of a step's batch: the frozen forwards a component needs, then the estimator.
 
 :class:`Advantages` is built once per run. Each step it runs the reference's forward (when a KL term
-or a component needs ``ref_logp``) and the critic's (``values``), each learner rank on its share of the
+or a component needs ``ref_logp``), the critic's (``values``) and a no-grad forward of the policy
+before its update (when a credit assigner needs ``sum_pi_sq``), each learner rank on its share of the
 rows, subtracts the KL from the rewards when ``algo.kl_in = 'reward'``, and calls the outcome-level
 estimator (``ADVANTAGES``) or the token-level credit assigner (``CREDIT``) with exactly the optional
 inputs that the component declares in ``needs`` (``rlvr.algos.INPUTS``).
@@ -54,6 +55,7 @@ def credit_inputs(
         "turn_rewards": lambda: _episode_field(roll, "turn_rewards"),  # [N, K]
         "turn_states": lambda: _episode_field(roll, "turn_states"),  # [N, K]
         "process_rewards": lambda: _need_field(roll, "process_rewards"),  # [N, T]
+        "sum_pi_sq": lambda: _need_field(roll, "sum_pi_sq"),  # [N, T]
     }
     return {k: supply[k]() for k in needs}
 
@@ -109,6 +111,7 @@ class Advantages:
         *,
         ref: Any = None,
         critic: Any = None,
+        policy: Any = None,
         kl_in_reward: bool = False,
         temperature: float = 1.0,
         learners: Learners = SOLO,
@@ -116,12 +119,16 @@ class Advantages:
     ) -> None:
         self.comps, self.reward_weights = comps, reward_weights  # [K]
         self.ref, self.critic, self.kl_in_reward = ref, critic, kl_in_reward
+        # the policy's own forward runs only for a component that reads its distribution
+        self.policy = policy if "sum_pi_sq" in comps.needs else None
         self.temperature, self.learners = temperature, learners
         self.precision = precision or contextlib.nullcontext  # bfloat16 autocast, or nothing
 
     def forwards(self, roll: Rollout) -> None:
-        """Set ``roll.ref_logp`` and ``roll.values`` [N, T] where the run has a reference or a critic;
-        each learner rank runs its share of the rows."""
+        """Set ``roll.ref_logp`` and ``roll.values`` [N, T] where the run has a reference or a critic,
+        and ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update, at
+        the sampling temperature) where a component needs it; each learner rank runs its share of the
+        rows."""
         rows_in = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
         if self.ref is not None:
             with torch.no_grad(), self.precision():
@@ -133,6 +140,15 @@ class Advantages:
         if self.critic is not None:
             with torch.no_grad():
                 roll.values = split_rows(self.critic, rows_in, self.learners)  # [N, T]
+        if self.policy is not None:
+            with torch.no_grad(), self.precision():
+                roll.sum_pi_sq = split_rows(
+                    lambda *x: sequence_logp(
+                        self.policy, *x, temperature=self.temperature, stat="sum_pi_sq"
+                    )[1],
+                    rows_in,
+                    self.learners,
+                )  # [N, T]
 
     def __call__(self, roll: Rollout, sizes: list[int], kl_coef: float) -> Estimate:
         """The advantages of ``roll`` (groups of ``sizes``) after its frozen forwards."""

@@ -84,7 +84,9 @@ class ReplayStage:
             if x.replayed or float(x.rewards[rows].max() - x.rewards[rows].min()) == 0.0:
                 continue
             one = x.groups([j])
-            roll = replace(one.roll.to("cpu"), ref_logp=None, values=None, entropy=None)  # recomputed
+            roll = replace(
+                one.roll.to("cpu"), ref_logp=None, values=None, entropy=None, sum_pi_sq=None
+            )  # recomputed
             self.buffer.add(
                 replace(
                     one, roll=roll, raw=one.raw.cpu(), correct=one.correct.cpu(), guides=None, step=step

@@ -67,6 +67,7 @@ def train(
         torch.tensor(run.runner.weights, device=run.device),  # [K]
         ref=run.ref,
         critic=state.critic,
+        policy=run.model,
         kl_in_reward=cfg.algo.kl_in == "reward",
         temperature=cfg.rollout.temperature,
         learners=run.learners,
