@@ -52,3 +52,12 @@ def test_the_trainer_supplies_sum_pi_sq_of_the_policy(micro_base, tmp_path):
         assert roll.sum_pi_sq is None
     finally:
         run.collector.rounds.close()
+
+
+def test_a_sharded_policy_is_refused():
+    import pytest
+
+    from rlvr.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="a forward of the policy over the batch"):
+        load_config("optimal_token_baseline", ["scale.shard=fsdp", "scale.learners=2"])

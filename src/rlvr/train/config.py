@@ -541,6 +541,11 @@ def validate(cfg: Config) -> Config:
                 "in the training process: not with multi-turn episodes (task.source = 'env') or a "
                 "sharded policy (scale.shard = 'fsdp')"
             )
+        if "sum_pi_sq" in reg.needs(name) and cfg.scale.shard == "fsdp":
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs a forward of the policy over the batch "
+                "before its update, not built for a sharded policy (scale.shard = 'fsdp')"
+            )
         if missing:
             raise ConfigError(
                 f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "
