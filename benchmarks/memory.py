@@ -4,6 +4,7 @@ Qwen2-0.5B shape (CPU).
 
     python benchmarks/memory.py                       # Qwen2-0.5B shape, 4 x 2 rows of 64 new tokens
     python benchmarks/memory.py --layers 2 --quick    # a quick check of the script itself
+    python benchmarks/memory.py --modes "lora r=8"    # rerun one mode, keep the other rows
 
 Each mode runs in a fresh process (so ``ru_maxrss`` is that mode's own peak) and does what the trainer
 does for one step after generation: the reference's log-probs of the rollout (``sequence_logp``
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import multiprocessing as mp
 import resource
 import statistics
@@ -45,10 +47,13 @@ MODES = [
     "full + reference copy",
     "full + reference copy, checkpointed",
     "full, no reference",
+    "full, no reference, checkpointed",
     "lora r=8",
     "lora r=8, checkpointed",
     "lora r=32",
+    "lora r=32, checkpointed",
     "lora r=64",
+    "lora r=64, checkpointed",
 ]
 """A mode's name says what it holds; ", checkpointed" adds model.gradient_checkpointing."""
 MIB = 2**20
@@ -148,31 +153,56 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="a small vocabulary and 8 new tokens")
     p.add_argument("--out", type=Path, default=ROOT / "memory.md")
+    p.add_argument(
+        "--modes",
+        nargs="*",
+        default=None,
+        help="run only these modes (default: all); the other rows are kept from the last results",
+    )
     args = p.parse_args()
+    unknown = set(args.modes or []) - set(MODES)
+    if unknown:
+        p.error(f"unknown modes {sorted(unknown)}; expected some of {MODES}")
     if args.quick:
         args.vocab, args.tokens = 4096, 8
     ctx = mp.get_context("spawn")
-    rows = []
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    date = time.strftime("%Y-%m-%d %H:%M")
+    shape = {k: getattr(args, k) for k in ("layers", "vocab", "prompts", "samples", "tokens")}
+    shape |= {"prompt_tokens": args.prompt_tokens}
+    old: dict[str, dict] = {}
+    last = args.out.with_suffix(".json")
+    if args.modes is not None and last.exists():
+        prev = json.loads(last.read_text())
+        if prev.get("shape") != shape or prev.get("threads") != args.threads:
+            p.error(f"{last} was measured with another shape or thread count: run every mode")
+        for r in prev["modes"]:  # rows from before per-row records carry the file's own
+            old[r["mode"]] = {"commit": prev["commit"], "date": prev["date"]} | r
+    by_mode: dict[str, dict] = {}
     for mode in MODES:
+        if args.modes is not None and mode not in args.modes:
+            if mode in old:
+                by_mode[mode] = old[mode]
+            continue
         queue = ctx.Queue()
         proc = ctx.Process(target=_mode, args=(mode, args, queue))
         proc.start()
         rec = queue.get()
         proc.join()
-        rows.append(rec)
+        by_mode[mode] = {"commit": commit, "date": date} | rec
         print(f"{mode}: peak RSS {rec['peak_rss_bytes'] / MIB:.0f} MiB, {rec['s_per_update']:.1f} s")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    shape = {k: getattr(args, k) for k in ("layers", "vocab", "prompts", "samples", "tokens")}
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit, "torch": torch.__version__}
-    meta |= {"shape": shape | {"prompt_tokens": args.prompt_tokens}, "threads": args.threads}
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps({**meta, "modes": rows}, indent=2))
-    full = rows[0]["peak_rss_bytes"]
+    rows = [by_mode[m] for m in MODES if m in by_mode]
+    meta = {"date": date, "commit": commit, "torch": torch.__version__}
+    meta |= {"shape": shape, "threads": args.threads}
+    atomic_write_text(last, json.dumps({**meta, "modes": rows}, indent=2))
+    full = by_mode["full + reference copy"]["peak_rss_bytes"] if MODES[0] in by_mode else math.nan
     lines = [
         "# Memory of one learner update: full fine-tuning vs LoRA (`model.lora`)",
         "",
-        f"Produced by `python benchmarks/memory.py` on {meta['date']} at {commit}, torch "
+        f"Produced by `python benchmarks/memory.py` (last on {meta['date']} at {commit}; each "
+        "row's own date and commit in the last column), torch "
         f"{meta['torch']}, CPU, {args.threads} threads. Model: a random Qwen2 shape, "
         f"{rows[0]['params'] / 1e6:.0f} M parameters ({args.layers} layers, hidden 896, MLP 4864, "
         f"vocabulary {args.vocab}, tied head), fp32. One step after generation: the reference's "
@@ -186,15 +216,15 @@ def main() -> None:
         "Seconds per update: the median after a warm-up, on a shared 2-core machine.",
         "",
         "| mode | trainable parameters | state MiB | peak RSS MiB | peak vs full + reference | "
-        "s/update |",
-        "|---|---|---|---|---|---|",
+        "s/update | measured |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r["state_bytes"]
         lines.append(
             f"| {r['mode']} | {r['trainable'] / 1e6:.2f} M | {sum(s.values()) / MIB:.0f} | "
             f"{r['peak_rss_bytes'] / MIB:.0f} | {100 * r['peak_rss_bytes'] / full:.0f}% | "
-            f"{r['s_per_update']:.1f} |"
+            f"{r['s_per_update']:.1f} | {r['date']}, {r['commit']} |"
         )
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))

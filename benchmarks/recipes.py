@@ -256,6 +256,13 @@ def main() -> None:
         "or more, which no step of its runs reached: cov_frac is 0 at every step of both recipes' "
         "runs, and both rows equal grpo's to the last digit. They are meant for batches of many "
         "thousands of tokens.\n\n"
+        "Rows with 1 seed (the peers' recipes, measured 2026-12-07 at e2e2eb8, optimal_token_baseline "
+        "at 8fbc394) are single runs: "
+        "at that commit and the same settings, grpo's seed 0 reached 42.7% (41.9% over its last 3 "
+        "evaluations, gain +20.8, pass@16 84.8), against the grpo row's 37.7 ± 3.2 over seeds 0-2 "
+        "at 0efc63d. The 3-seed rows' intervals (± 3 to 14 points) show how far one seed can "
+        "land from its recipe's mean, so a 1-seed row that differs from grpo's seed 0 by less "
+        "than about 10 points does not tell the two apart.\n\n"
     )
     if args.table_only:
         atomic_write_text(args.out, header + table(args.runs, args.out))
