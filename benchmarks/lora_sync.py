@@ -28,6 +28,7 @@ import argparse
 import json
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,22 +36,11 @@ import torch
 
 from rlvr.utils import atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import qwen2_05b_config as _config  # the same model as memory.py's
+
 ROOT = Path(__file__).resolve().parent
 MIB = 2**20
-
-
-def _config(layers: int, vocab: int):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(  # Qwen2-0.5B's shape (hidden 896, 24 layers, GQA 14/2, tied head)
-        vocab_size=vocab,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=layers,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
 
 
 def _nbytes(sd: dict[str, torch.Tensor]) -> int:

@@ -59,25 +59,37 @@ MODES = [
 MIB = 2**20
 
 
+def _share(peak: float, full: float) -> str:
+    """``peak`` as a percentage of full fine-tuning's; n/a when that row was not measured."""
+    return "n/a" if math.isnan(full) else f"{100 * peak / full:.0f}%"
+
+
 def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def _mode(mode: str, args: argparse.Namespace, queue: mp.Queue) -> None:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+def qwen2_05b_config(layers: int, vocab: int):
+    """Qwen2-0.5B's shape (hidden 896, GQA 14/2, tied head) with ``layers`` and ``vocab``; also
+    benchmarks/lora_sync.py's model."""
+    from transformers import Qwen2Config
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = Qwen2Config(  # Qwen2-0.5B's shape (hidden 896, 24 layers, GQA 14/2, tied head)
-        vocab_size=args.vocab,
+    return Qwen2Config(
+        vocab_size=vocab,
         hidden_size=896,
         intermediate_size=4864,
-        num_hidden_layers=args.layers,
+        num_hidden_layers=layers,
         num_attention_heads=14,
         num_key_value_heads=2,
         tie_word_embeddings=True,
     )
-    model = Qwen2ForCausalLM(config).train()
+
+
+def _mode(mode: str, args: argparse.Namespace, queue: mp.Queue) -> None:
+    from transformers import Qwen2ForCausalLM
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(qwen2_05b_config(args.layers, args.vocab)).train()
     n_params = sum(p.numel() for p in model.parameters())
     b, g = args.prompts, args.samples
     prompts = [list(range(10 + 7 * j, 10 + 7 * j + args.prompt_tokens)) for j in range(b)]
@@ -223,7 +235,7 @@ def main() -> None:
         s = r["state_bytes"]
         lines.append(
             f"| {r['mode']} | {r['trainable'] / 1e6:.2f} M | {sum(s.values()) / MIB:.0f} | "
-            f"{r['peak_rss_bytes'] / MIB:.0f} | {100 * r['peak_rss_bytes'] / full:.0f}% | "
+            f"{r['peak_rss_bytes'] / MIB:.0f} | {_share(r['peak_rss_bytes'], full)} | "
             f"{r['s_per_update']:.1f} | {r['date']}, {r['commit']} |"
         )
     atomic_write_text(args.out, "\n".join(lines) + "\n")
