@@ -57,6 +57,8 @@ MODES = [
 ]
 """A mode's name says what it holds; ", checkpointed" adds model.gradient_checkpointing."""
 MIB = 2**20
+QUALITY = "## LoRA vs full fine-tuning on the embedded reasoner"
+"""The heading of lora_quality.py's section of memory.md, kept when this script rewrites it."""
 
 
 def _share(peak: float, full: float) -> str:
@@ -238,7 +240,10 @@ def main() -> None:
             f"{r['peak_rss_bytes'] / MIB:.0f} | {_share(r['peak_rss_bytes'], full)} | "
             f"{r['s_per_update']:.1f} | {r['date']}, {r['commit']} |"
         )
-    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    # keep the LoRA-vs-full quality section (benchmarks/lora_quality.py) below the table
+    text = args.out.read_text() if args.out.exists() else ""
+    tail = text[text.index(QUALITY) :] if QUALITY in text else ""
+    atomic_write_text(args.out, "\n".join(lines) + "\n" + ("\n" + tail if tail else ""))
     print("\n".join(lines))
 
 

@@ -75,14 +75,22 @@ def commit() -> str:
 
 
 def run_one(
-    recipe: str, seed: int, steps: int | None, out: Path, threads: int = 0, jobs: int = 1
+    recipe: str,
+    seed: int,
+    steps: int | None,
+    out: Path,
+    threads: int = 0,
+    jobs: int = 1,
+    extra: tuple[str, ...] = (),
 ) -> None:
+    """Train ``recipe`` at ``seed`` into ``out`` (resuming it when it has a config), with
+    ``extra`` overrides (section.field=value) after the benchmark's own."""
     overrides = [f"train.seed={seed}", "eval.samples=16"]
     if steps is not None:
         overrides.append(f"train.steps={steps}")
     if threads:
         overrides.append(f"train.threads={threads}")
-    cfg = load_config(recipe, overrides)
+    cfg = load_config(recipe, [*overrides, *extra])
     resume = (out / "config.toml").exists()
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "bench.json"
