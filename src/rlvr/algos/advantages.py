@@ -60,7 +60,9 @@ def dr_grpo(rewards: Tensor) -> Tensor:
 
 @ADVANTAGES.register("rloo")
 def rloo(rewards: Tensor) -> Tensor:
-    """REINFORCE leave-one-out: A_i = r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_g(r)).
+    """REINFORCE leave-one-out (RLOO; Kool et al. 2019, "Buy 4 REINFORCE Samples, Get a Baseline for
+    Free!"; for LLMs "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human
+    Feedback in LLMs"): A_i = r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_g(r)).
 
     Needs G >= 2.
     """

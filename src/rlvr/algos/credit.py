@@ -979,7 +979,8 @@ def turn_grpo(
     eps: float = 1e-6,
 ) -> Tensor:
     """Group-relative advantage per turn index of multi-turn episodes (no anchor states): the baseline of
-    turn k is the group's mean return from turn k over the episodes that reached turn k.
+    turn k is the group's mean return from turn k over the episodes that reached turn k. rlvr's own:
+    GiGPO's step-level grouping with the turn index in place of the anchor state (see below).
 
     R_{i,k}   = sum_{k' >= k} gamma^(k' - k) r_{i,k'}               (discounted env return from turn k)
     A^T_{i,k} = (R_{i,k} - mean_{j in g, K_j >= k} R_{j,k}) / F_k

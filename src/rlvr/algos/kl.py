@@ -17,19 +17,20 @@ KL_ESTIMATORS = Registry("KL estimator")
 
 @KL_ESTIMATORS.register("k1")
 def k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """k1 = logp - ref_logp."""
+    """k1 = logp - ref_logp (Schulman 2020, "Approximating KL Divergence")."""
     return logp - ref_logp
 
 
 @KL_ESTIMATORS.register("k2")
 def k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """k2 = (logp - ref_logp)^2 / 2."""
+    """k2 = (logp - ref_logp)^2 / 2 (Schulman 2020, "Approximating KL Divergence")."""
     return 0.5 * (logp - ref_logp) ** 2
 
 
 @KL_ESTIMATORS.register("k3")
 def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    """k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (always >= 0)."""
+    """k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (always >= 0; Schulman 2020, "Approximating
+    KL Divergence")."""
     log_ratio = ref_logp - logp  # [N, T]
     return torch.expm1(log_ratio) - log_ratio  # expm1: no cancellation when log_ratio ~ 0
 

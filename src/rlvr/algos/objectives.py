@@ -55,7 +55,8 @@ def ppo_clip(
     dual_clip: float | None = None,
     stats: dict | None = None,
 ) -> Tensor:
-    """PPO clipped surrogate with asymmetric bounds (PPO; DAPO "clip-higher").
+    """PPO clipped surrogate ("Proximal Policy Optimization Algorithms", Schulman et al. 2017) with
+    asymmetric bounds (the "clip-higher" of DAPO).
 
     rho_t = exp(logp_t - old_logp_t)
     L_t   = -min(rho_t * A, clip(rho_t, 1 - clip_low, 1 + clip_high) * A)
@@ -162,7 +163,8 @@ def gspo(
     clip_high: float = 4e-4,
     stats: dict | None = None,
 ) -> Tensor:
-    """Group Sequence Policy Optimization (GSPO): one length-normalised ratio per response.
+    """GSPO ("Group Sequence Policy Optimization", Zheng et al. 2025): one length-normalised ratio
+    per response.
 
     s_i  = exp(mean_t (logp_it - old_logp_it))          (mean over the counted tokens of row i)
     L_i  = -min(s_i * A_i, clip(s_i, 1 - clip_low, 1 + clip_high) * A_i)
@@ -197,8 +199,9 @@ def luspo(
     clip_high: float = 4e-4,
     stats: dict | None = None,
 ) -> Tensor:
-    """Length-Unbiased Sequence Policy Optimization (LUSPO): GSPO with each sequence's loss scaled by
-    its length, so that the sequence-mean aggregation no longer favours short responses.
+    """LUSPO ("Length-Unbiased Sequence Policy Optimization: Revealing and Controlling Response Length
+    Variation in RLVR"): GSPO with each sequence's loss scaled by its length, so that the
+    sequence-mean aggregation no longer favours short responses.
 
     L_it = GSPO_it * |y_i| / mean_j |y_j|         (|y_i| = counted tokens of row i, mean over the call)
 
@@ -241,8 +244,9 @@ def dhpo(
     seq_clip_high: float = 4e-4,
     stats: dict | None = None,
 ) -> Tensor:
-    """Dynamic Hybrid Policy Optimization (DHPO): one clipped surrogate on a mix of the token ratio
-    (GRPO) and the sequence ratio (GSPO), each clipped in its own trust region before mixing.
+    """Dynamic Hybrid Policy Optimization (DHPO, "Orchestrating Tokens and Sequences: Dynamic Hybrid
+    Policy Optimization for RLVR"): one clipped surrogate on a mix of the token ratio (GRPO) and the
+    sequence ratio (GSPO), each clipped in its own trust region before mixing.
 
     r_t = exp(logp_t - old_logp_t);  s_it = GSPO-token sequence ratio (see gspo)
     rho_t  = w_t * s_it + (1 - w_t) * r_t
@@ -295,7 +299,8 @@ def cispo(
     clip_high: float = 0.28,
     stats: dict | None = None,
 ) -> Tensor:
-    """CISPO (MiniMax-M1): clip the importance weight, not the update, so no token's gradient is lost.
+    """CISPO ("MiniMax-M1: Scaling Test-Time Compute Efficiently with Lightning Attention"): clip the
+    importance weight, not the update, so no token's gradient is lost.
 
     L_t = -sg(clip(rho_t, 1 - clip_low, 1 + clip_high)) * A * logp_t,   rho_t = exp(logp_t - old_logp_t)
 
@@ -334,8 +339,8 @@ def gtpo(
     clip_high: float = 0.2,
     stats: dict | None = None,
 ) -> Tensor:
-    """GTPO (Group-relative Trajectory-based Policy Optimization): protect conflict tokens, drop
-    high-entropy completions.
+    """GTPO (Group-relative Trajectory-based Policy Optimization, "GTPO: Trajectory-Based Policy
+    Optimization in Large Language Models"): protect conflict tokens, drop high-entropy completions.
 
     A token (i, t) is a conflict token when another completion j of the same group has the same token
     id at the same position t (both counted) and A_jt * A_it < 0. On conflict tokens the ppo_clip loss
@@ -455,8 +460,9 @@ def thr(
     clip_high: float = 0.2,
     stats: dict | None = None,
 ) -> Tensor:
-    """Token Hidden Reward (THR): reweight each token's ppo_clip loss by the sign of its influence
-    on the likelihood of the group's correct responses.
+    """THR ("Token Hidden Reward: Steering Exploration-Exploitation in Group Relative Deep
+    Reinforcement Learning"): reweight each token's ppo_clip loss by the sign of its influence on
+    the likelihood of the group's correct responses.
 
     L_t = (1 + p * sign(THR_t)) * ppo_clip_t
 
@@ -508,7 +514,9 @@ def real(
     loss: Literal["anchor", "bce"] = "anchor",
     stats: dict | None = None,
 ) -> Tensor:
-    """Rewards as Labels (REAL; also PACS): classify responses by their verifiable reward.
+    """REAL ("Rewards as Labels: Revisiting RLVR from a Classification Perspective"; also PACS,
+    "Implicit Actor Critic Coupling via a Supervised Learning Framework for RLVR"): classify
+    responses by their verifiable reward.
 
     score  s_i = score_scale * sum_t (logp_it - old_logp_it)   (counted tokens; 0 on-policy)
     label  y_i = 1[reward_i > 0.5]                        (binary rewards)
@@ -562,8 +570,9 @@ def copg(
     reg_beta: float = 0.1,
     stats: dict | None = None,
 ) -> Tensor:
-    """Contrastive Policy Gradient (CoPG): a least-squares, importance-free loss on pairs of responses
-    to one prompt, whose minimiser is the KL-regularised optimum pi_ref * exp(R / reg_beta).
+    """Contrastive Policy Gradient (CoPG, "Contrastive Policy Gradient: Aligning LLMs on sequence-level
+    scores in a supervised-friendly fashion"): a least-squares, importance-free loss on pairs of
+    responses to one prompt, whose minimiser is the KL-regularised optimum pi_ref * exp(R / reg_beta).
 
     l_i = sum_t (logp_it - ref_logp_it);   u_i = R_i - reg_beta * l_i;   R_i = A_i (the advantage)
     L_i = 1 / (4 reg_beta (G - 1)) * sum_{j != i, same group} (u_i - u_j)^2
@@ -605,7 +614,7 @@ def sapo(
     tau_neg: float = 1.05,
     stats: dict | None = None,
 ) -> Tensor:
-    """Soft Adaptive Policy Optimization (SAPO): a smooth sigmoid gate in place of the hard clip.
+    """SAPO ("Soft Adaptive Policy Optimization"): a smooth sigmoid gate in place of the hard clip.
 
     rho_t = exp(logp_t - old_logp_t);   tau_t = tau_pos if A_t > 0 else tau_neg
     f(rho; tau) = (4 / tau) * sigmoid(tau * (rho - 1))
@@ -924,7 +933,9 @@ def online_dpo(
     dpo_beta: float = 0.1,
     stats: dict | None = None,
 ) -> Tensor:
-    """Online DPO on the pair each group makes of its best and its worst sample.
+    """Online DPO ("Direct Language Model Alignment from Online AI Feedback", Guo et al. 2024; the DPO
+    loss of "Direct Preference Optimization: Your Language Model is Secretly a Reward Model") on the
+    pair each group makes of its best and its worst sample.
 
     w = argmax_j r_j, l = argmin_j r_j (first of equals) in each group; no pair when r_w = r_l
     h_g = dpo_beta * [(l_w - ref_w) - (l_l - ref_l)],   l_i / ref_i = sum_t logp_it / ref_logp_it

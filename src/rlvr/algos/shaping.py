@@ -87,7 +87,8 @@ def overlong(
     l_max: int = 0,
     coef: float = 1.0,
 ) -> Tensor:
-    """DAPO's soft overlong punishment, added to the reward.
+    """DAPO's soft overlong punishment ("DAPO: An Open-Source LLM Reinforcement Learning System at
+    Scale"), added to the reward.
 
     With L_max the length limit and L_buf the buffer::
 
@@ -277,7 +278,8 @@ def preference_as_reward(rewards: Tensor, ref_rewards: Tensor) -> Tensor:
 
 @SHAPING.register("par")
 def par(rewards: Tensor, *, ref: float | Literal["group_mean"] = 0.0) -> Tensor:
-    """PAR on the combined rewards: r' = sigmoid(r - r_ref).
+    """PAR ("Reward Shaping to Mitigate Reward Hacking in RLHF") on the combined rewards:
+    r' = sigmoid(r - r_ref).
 
     ``ref`` is a fixed reference score, or ``"group_mean"`` for the mean reward of the prompt's G
     samples (a centred, bounded reward without a reference answer). For a reference answer's

@@ -42,13 +42,14 @@ def _require(x: Tensor | None, name: str, who: str) -> Tensor:
 
 @TOKEN_WEIGHTS.register("none")
 def none(mask: Tensor) -> Tensor:
-    """All ones: the objective's loss unchanged."""
+    """All ones: the objective's loss unchanged (the standard, unweighted loss)."""
     return torch.ones_like(mask, dtype=torch.float32 if not mask.is_floating_point() else mask.dtype)
 
 
 @TOKEN_WEIGHTS.register("empg", needs={"entropy"}, bounds={"k": ">= 0"})
 def empg(mask: Tensor, *, entropy: Tensor | None = None, k: float = 1.0) -> Tensor:
-    """Entropy-Modulated Policy Gradients (EMPG): confident tokens weigh more, uncertain ones less.
+    """EMPG ("Harnessing Uncertainty: Entropy-Modulated Policy Gradients for Long-Horizon LLM
+    Agents"): confident tokens weigh more, uncertain ones less.
 
     Hn_t = (H_t - min H) / (max H - min H)          (min, max over the counted tokens; 0 if all equal)
     w_t  = exp(-k * Hn_t) / mean(exp(-k * Hn))      (mean over the counted tokens: mean weight 1)
@@ -108,7 +109,8 @@ def entropy_filter(
     threshold: float | None = None,
     level: Literal["completion", "token"] = "completion",
 ) -> Tensor:
-    """Entropy filter of GTPO: weight 0 above an entropy threshold, 1 otherwise.
+    """Entropy filter of GTPO ("GTPO: Trajectory-Based Policy Optimization in Large Language
+    Models"): weight 0 above an entropy threshold, 1 otherwise.
 
     level = "completion": w_it = 1[mean_t H_it <= threshold] (mean over row i's counted tokens), GTPO's
     filter of high-entropy completions; level = "token": w_it = 1[H_it <= threshold]. The threshold is

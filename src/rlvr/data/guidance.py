@@ -107,7 +107,9 @@ def hints(
     prefix_text: str = "Hint:",
     reveal_answer: bool = False,
 ) -> Guide | None:
-    """Tiered hints (Scaf-GRPO; Learning to Hint): tier k appends the k-th hint text to the question,
+    """Tiered hints ("Scaf-GRPO: Scaffolded Group Relative Policy Optimization for Enhancing LLM
+    Reasoning"; "Learning to Hint for Reinforcement Learning"): tier k appends the k-th hint text to
+    the question,
 
         question + "\\n" + prefix_text + " " + tiers[k - 1]
 

@@ -133,7 +133,7 @@ def _check_b(stats: PromptStats, b: int) -> None:
 
 @SAMPLERS.register("uniform")
 def uniform(stats: PromptStats, b: int, step: int, rng: np.random.Generator) -> np.ndarray:
-    """``b`` distinct prompts drawn uniformly at random from the pool."""
+    """``b`` distinct prompts drawn uniformly at random from the pool (the standard sampler)."""
     _check_b(stats, b)
     return rng.choice(stats.size, size=b, replace=False)
 
@@ -152,7 +152,8 @@ def vade(
     prior_b: float = 1.0,
     decay: float = 0.95,
 ) -> np.ndarray:
-    """VADE (Variance-Aware Dynamic sampling via online sample-level difficulty Estimation).
+    """VADE ("VADE: Variance-Aware Dynamic Sampling via Online Sample-Level Difficulty Estimation for
+    Multimodal RL").
 
     Each prompt's correctness probability has a Beta posterior whose evidence decays with age:
 
@@ -187,8 +188,10 @@ def difficulty_targeted(
     prior_b: float = 1.0,
     temperature: float = 0.05,
 ) -> np.ndarray:
-    """Difficulty-targeted online data selection: prefer prompts whose predicted success is near
-    ``target`` (0.5 gives the largest group variance).
+    """Difficulty-targeted online data selection ("Improving Data Efficiency for LLM Reinforcement
+    Fine-tuning Through Difficulty-targeted Online Data Selection and Rollout Replay"; the paper's
+    attention-based estimator for unseen prompts is not built): prefer prompts whose predicted
+    success is near ``target`` (0.5 gives the largest group variance).
 
         p_i = (S_i + prior_a) / (A_i + prior_a + prior_b)          (posterior mean, no decay)
         P(pick i) ∝ exp(-|p_i - target| / temperature)             (without replacement)
@@ -222,9 +225,9 @@ def curriculum(
     prior_a: float = 1.0,
     prior_b: float = 1.0,
 ) -> np.ndarray:
-    """Easy-to-hard curriculum: rank the pool from easiest to hardest by predicted success rate
-    (posterior mean, as in ``difficulty_targeted``; unseen prompts in the middle, ties at random) and
-    draw uniformly from the easiest fraction
+    """A standard easy-to-hard curriculum: rank the pool from easiest to hardest by predicted success
+    rate (posterior mean, as in ``difficulty_targeted``; unseen prompts in the middle, ties at
+    random) and draw uniformly from the easiest fraction
 
         f(step) = min(1, start + (1 - start) * step / ramp_steps)
 
@@ -249,7 +252,8 @@ def sec(
     lr: float = 0.5,
     temperature: float = 0.2,
 ) -> np.ndarray:
-    """Self-Evolving Curriculum: a non-stationary bandit over prompt categories.
+    """Self-Evolving Curriculum ("Self-Evolving Curriculum for LLM Reasoning"): a non-stationary
+    bandit over prompt categories.
 
     Every category c (``stats.categories``: a task of a mixture, a difficulty level, ...) has a value
     Q_c, learned by TD(0) from the gain it gave: at every past step t that trained prompts of c, with
@@ -345,7 +349,8 @@ def knapsack(
     prior_a: float = 1.0,
     prior_b: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Knapsack RL: ``b`` prompts drawn uniformly, and the step's b * G rollouts allocated among them
+    """Knapsack RL ("Knapsack RL: Unlocking Exploration of LLMs via Optimizing Budget Allocation"):
+    ``b`` prompts drawn uniformly, and the step's b * G rollouts allocated among them
     by :func:`knapsack_allocation` with each prompt's posterior-mean success rate
 
         p_i = (S_i + prior_a) / (A_i + prior_a + prior_b)
@@ -381,6 +386,7 @@ def informative_groups(rewards: np.ndarray, *, atol: float = 0.0) -> np.ndarray:
 
 @GROUP_FILTERS.register("informative")
 def informative(rewards: np.ndarray) -> np.ndarray:
-    """DAPO's dynamic sampling as a group filter (``sampling.dynamic_sampling = true`` is this one):
+    """DAPO's dynamic sampling ("DAPO: An Open-Source LLM Reinforcement Learning System at Scale") as
+    a group filter (``sampling.dynamic_sampling = true`` is this one):
     keep [B] the groups whose rewards are not all equal."""
     return informative_groups(rewards)

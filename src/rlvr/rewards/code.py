@@ -310,7 +310,8 @@ def run_completion_tests(
 def make_code_reward(
     *, timeout: float = 5.0, memory_mb: int = 512, partial: Literal["all", "fraction"] = "all"
 ) -> RewardFn:
-    """Factory: run the completion's code against the problem's tests in the sandbox.
+    """Factory: run the completion's code against the problem's tests in the sandbox (the standard
+    unit-test reward of code RL).
 
     ``partial="all"``: 1.0 when every test passes, else 0.0 (a HumanEval ``check`` is one test).
     ``partial="fraction"``: passed / total, a HumanEval ``check`` split by :func:`split_check`.
@@ -473,7 +474,8 @@ def make_weighted_tests_reward(
     smoothing: float = 0.1,
     partial_weight: float = 0.5,
 ) -> BatchedReward:
-    """Factory of :class:`WeightedTestsReward` (VeRPO-style weighted partial credit, see
+    """Factory of :class:`WeightedTestsReward` (weighted partial credit after "VeRPO: Verifiable Dense
+    Reward Policy Optimization for Code Generation", see
     :func:`weighted_tests`); ``workers = 0`` means ``os.cpu_count()`` parallel sandboxes."""
     return WeightedTestsReward(
         timeout=timeout,

@@ -303,7 +303,8 @@ def math_equal(pred: str, gold: str, *, timeout_s: float = 5.0) -> bool:
 def make_math_reward(
     *, extract: ExtractMode = "auto", timeout_s: float = 5.0, reject_unevaluated: bool = True
 ) -> RewardFn:
-    """Factory: 1.0 when the completion's final answer equals the reference by :func:`math_equal`.
+    """Factory: 1.0 when the completion's final answer equals the reference by :func:`math_equal`
+    (the standard rule-based math verifier).
 
     ``extract`` picks the answer (see :func:`extract_math_answer`); no answer gives 0.0. The
     reference may be a number, LaTeX, or text with a ``\\boxed{}``. With ``reject_unevaluated`` (the
@@ -332,7 +333,8 @@ def make_exact_match_reward(
     case_sensitive: bool = False,
     normalize_space: bool = True,
 ) -> RewardFn:
-    """Factory: 1.0 when the extracted answer equals the reference string, else 0.0.
+    """Factory: 1.0 when the extracted answer equals the reference string, else 0.0 (the standard
+    exact-match check).
 
     Both sides are stripped; ``normalize_space`` turns every run of whitespace into one space; without
     ``case_sensitive`` both are case-folded. ``extract="none"`` compares the whole completion.
@@ -373,5 +375,6 @@ def think_format_reward(prompt: str, completion: str, answer: str, **meta: Any) 
 
 @REWARDS.register("think_format")
 def make_think_format_reward() -> RewardFn:
-    """Factory for :func:`think_format_reward`."""
+    """Factory for :func:`think_format_reward`: the think-then-answer format reward of "DeepSeek-R1:
+    Incentivizing Reasoning Capability in LLMs via Reinforcement Learning"."""
     return think_format_reward

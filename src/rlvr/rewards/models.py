@@ -327,7 +327,8 @@ def make_reward_model(
     par: bool = False,
     ref_template: str = "<answer>{answer}</answer>",
 ) -> BatchedReward:
-    """A reward model: any local ``AutoModelForSequenceClassification`` directory (``path``).
+    """A reward model, the standard scalar RM of RLHF: any local ``AutoModelForSequenceClassification``
+    directory (``path``).
 
     Reward = the model's score of (prompt, completion) (see :class:`SequenceScorer`), optionally
     ``normalize = "sigmoid"``. ``par = true`` gives Preference As Reward instead:
@@ -372,7 +373,8 @@ def make_ensemble(
     par: bool = False,
     ref_template: str = "<answer>{answer}</answer>",
 ) -> BatchedReward:
-    """An ensemble of reward models: ``paths`` is a comma-separated list of model directories (a
+    """An ensemble of reward models ("Reward Model Ensembles Help Mitigate Overoptimization"):
+    ``paths`` is a comma-separated list of model directories (a
     string, which the recipe check verifies; a Python list is also accepted when called directly).
 
     Each model scores like ``reward_model`` (``normalize`` per model), then the K scores combine
@@ -480,10 +482,11 @@ def make_prm(
     dtype: DType = "auto",
     label: int = -1,
 ) -> ProcessReward:
-    """A process reward model (:class:`ProcessReward`): a sequence classifier at ``path`` scores every
-    step prefix (steps split by ``delimiter``), the step scores are shaped by ``clip`` (threshold
-    ``eta``) or ``delta`` and summed. ``normalize`` defaults to ``sigmoid`` so that step scores are
-    probabilities, the scale on which ``eta = 0.5`` is meant."""
+    """A process reward model (:class:`ProcessReward`; its clip and delta shaping from "On Designing
+    Effective RL Reward at Training Time for LLM Reasoning"): a sequence classifier at ``path``
+    scores every step prefix (steps split by ``delimiter``), the step scores are shaped by ``clip``
+    (threshold ``eta``) or ``delta`` and summed. ``normalize`` defaults to ``sigmoid`` so that step
+    scores are probabilities, the scale on which ``eta = 0.5`` is meant."""
     scorer = SequenceScorer(
         path,
         batch_size=batch_size,
@@ -667,7 +670,8 @@ def make_likelihood(
     device: str = "auto",
     dtype: DType = "auto",
 ) -> BatchedReward:
-    """Likelihood reward (:class:`LikelihoodReward`): mean (or sum) log p(reference answer | prompt,
+    """Likelihood reward (:class:`LikelihoodReward`, "Likelihood-Based Reward Designs for General LLM
+    Reasoning"): mean (or sum) log p(reference answer | prompt,
     reasoning) under the causal LM at ``path``, or under the current policy when ``path`` is empty
     (the reward then sets ``needs_policy``)."""
     return LikelihoodReward(

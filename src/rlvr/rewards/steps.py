@@ -250,6 +250,6 @@ class ArithSteps(StepReward):
 
 @REWARDS.register("arith_steps")
 def make_arith_steps(*, delimiter: str = "\n", right: float = 1.0, wrong: float = -1.0) -> StepReward:
-    """Rule-based process reward for arithmetic (:class:`ArithSteps`): a step (split by
+    """Rule-based process reward for arithmetic (:class:`ArithSteps`, rlvr's own): a step (split by
     ``delimiter``) scores ``wrong`` when one of its ``lhs = rhs`` equations is false, else ``right``."""
     return ArithSteps(delimiter=delimiter, right=right, wrong=wrong)

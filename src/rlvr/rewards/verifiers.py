@@ -84,13 +84,15 @@ def format_reward(prompt: str, completion: str, answer: str, **meta: Any) -> flo
 
 @REWARDS.register("format")
 def make_format_reward() -> RewardFn:
-    """Factory for :func:`format_reward`."""
+    """Factory for :func:`format_reward`: the answer-tag half of the standard format reward of
+    "DeepSeek-R1: Incentivizing Reasoning Capability in LLMs via Reinforcement Learning"."""
     return format_reward
 
 
 @REWARDS.register("answer")
 def make_task_reward(*, partial_credit: bool = False) -> RewardFn:
-    """Factory for the reasoning-gym verifier of the problem's own task.
+    """Factory for the reasoning-gym verifier of the problem's own task (the standard rule-based
+    outcome reward of RLVR).
 
     The extracted answer is scored by the task's ``score_answer``. Scoring is strict by default:
     1.0 only for full credit, else 0.0 (some tasks, such as ``chain_sum``, give partial credit when the
@@ -116,7 +118,8 @@ def make_task_reward(*, partial_credit: bool = False) -> RewardFn:
 
 @REWARDS.register("env")
 def make_env_reward() -> RewardFn:
-    """The return of a multi-turn episode (task.source = 'env'): the sum of the environment's rewards,
+    """The return of a multi-turn episode (task.source = 'env'), the standard RL return: the sum of
+    the environment's rewards,
     which the trainer puts in the sample's metadata as ``env_return``."""
 
     def env_return(prompt: str, completion: str, answer: str, **meta: Any) -> float:
@@ -130,7 +133,7 @@ def make_env_reward() -> RewardFn:
 @REWARDS.register("env_success")
 def make_env_success_reward() -> RewardFn:
     """1.0 when a multi-turn episode ended with the environment's ``info["success"]``, else 0.0 (the
-    verifier of task.source = 'env')."""
+    verifier of task.source = 'env'; the standard success indicator of agent benchmarks)."""
 
     def env_success(prompt: str, completion: str, answer: str, **meta: Any) -> float:
         if "env_success" not in meta:
