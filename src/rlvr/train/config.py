@@ -97,7 +97,8 @@ class ModelConfig:
     """Which embedded tiny base model to build or reuse when `path` is empty: 'default' (trained on
     chain_sum answers), 'calculator' (also shown calculator tool calls, for the calculator env) or
     'reasoner' (writes worked steps before its answer, on the task mixture of the reasoner_grpo
-    recipe; built by `rlvr sft`)."""
+    recipe; built by `rlvr sft`) or 'student' (the default's recipe with a fifth of its warm-up
+    training: the same tokenizer, a weaker model, the opd recipes' student)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     dtype: str = "float32"
