@@ -27,11 +27,11 @@ def test_recipe_describes_itself(name):
 
 
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
+def test_recipe_trains_two_real_steps(name, micro_base, micro_teacher, tmp_path, dense_reward):
     # mini-batch counts that do not divide the micro batch of 2 x 4 = 8 sequences become 1; a
     # pass@k advantage gets k = 1 (with G = 4 a k > 1 advantage is mostly zero; the estimator itself
     # is tested against enumeration)
-    extra = golden.recipe_extra(name)
+    extra = golden.recipe_extra(name, micro_teacher)
     cfg = load_config(name, micro_run(micro_base, *MICRO_RUN, *dense_reward, *extra))
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -45,10 +45,10 @@ def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
 
 
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_trains_with_lora(name, micro_base, tmp_path, dense_reward):
+def test_recipe_trains_with_lora(name, micro_base, micro_teacher, tmp_path, dense_reward):
     """The same 2 steps with rank-4 adapters (model.lora): only the adapted projections move, and
     a recipe that resets its reference is refused (the reference of a LoRA run is the base)."""
-    extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name), "model.lora.rank=4"]
+    extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name, micro_teacher), "model.lora.rank=4"]
     if load_config(name).algo.ref_reset_every:
         with pytest.raises(ConfigError, match="ref_reset_every"):
             load_config(name, micro_run(micro_base, *extra))
