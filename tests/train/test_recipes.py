@@ -91,6 +91,16 @@ def test_extends_errors(tmp_path):
         load_config(str(tmp_path / "d.toml"))
 
 
+def test_a_directory_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    """`rlvr train --recipe opd --run-dir opd`, then `--recipe opd_grpo` (which extends opd) in the
+    same folder: the run directory is not read as the recipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opd").mkdir()
+    (tmp_path / "grpo").mkdir()
+    assert load_config("opd_grpo").algo.credit == "opd"
+    assert load_config("grpo").name == "grpo"
+
+
 def test_cli_recipes_lists_every_recipe_and_shows_one(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

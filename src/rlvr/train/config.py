@@ -952,9 +952,10 @@ def is_step_reward(name: str) -> bool:
 
 
 def resolve_recipe(recipe: str) -> Path:
-    """A recipe name (shipped in rlvr/train/recipes) or a path to a TOML/YAML file."""
+    """A recipe name (shipped in rlvr/train/recipes) or a path to a TOML/YAML file. A directory is
+    never a recipe: a run directory named like a recipe (``--run-dir opd``) does not hide it."""
     p = Path(recipe)
-    if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
+    if p.suffix in (".toml", ".yaml", ".yml") or p.is_file():
         if not p.exists():
             raise ConfigError(f"recipe file {p} does not exist")
         return p
