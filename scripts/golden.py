@@ -82,7 +82,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from tests.conftest import MICRO, _length_reward
+    from tests.conftest import MICRO, MICRO_TEACHER, _length_reward
     from tests.train import golden
 
     from rlvr.cli import main as cli
@@ -93,10 +93,11 @@ def main() -> int:
 
     REWARDS._items["length"] = _length_reward
     base = build_base(MICRO, tmp / "micro" / "base", progress=False)
+    teacher = build_base(MICRO_TEACHER, tmp / "micro_teacher" / "base", progress=False)
     from tests.conftest import micro_run
 
     jobs: list[tuple[str, object]] = []
-    for case, (recipe, extra) in golden.in_process_cases().items():
+    for case, (recipe, extra) in golden.in_process_cases(teacher).items():
         jobs.append((case, ("train", recipe, micro_run(base, *extra))))
     if args.scale:
         for case, argv in scale_cases(base, tmp).items():

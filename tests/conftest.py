@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from rlvr.numerics import use_portable_numerics
@@ -34,6 +35,10 @@ MICRO = TinyRecipe(
     heldout_size=32,
 )
 
+# A teacher for the micro model: the same recipe trained twice as long, so the same tokenizer (its
+# fields are MICRO's) and a different model (the opd recipes' runs on the micro model).
+MICRO_TEACHER = dataclasses.replace(MICRO, sft_steps=60)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
@@ -46,6 +51,13 @@ def micro_base(tmp_path_factory):
     """Path of a micro base model directory (Hugging Face format)."""
     path = tmp_path_factory.mktemp("micro") / "base"
     return build_base(MICRO, path, progress=False)
+
+
+@pytest.fixture(scope="session")
+def micro_teacher(tmp_path_factory):
+    """Path of a teacher model for the micro base (``MICRO_TEACHER``: the micro's tokenizer)."""
+    path = tmp_path_factory.mktemp("micro_teacher") / "base"
+    return build_base(MICRO_TEACHER, path, progress=False)
 
 
 @pytest.fixture()

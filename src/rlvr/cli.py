@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedded",
         default="default",
         metavar="NAME",
-        help="which embedded base: default, calculator or reasoner (a train config's "
+        help="which embedded base: default, calculator, reasoner or student (a train config's "
         "model.embedded; default: default)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")

@@ -13,6 +13,7 @@ from rlvr.algos.credit import (
     CREDIT,
     gae,
     gigpo,
+    opd,
     optimal_token_baseline,
     prefix_tree,
     pure_min,
@@ -124,6 +125,7 @@ def test_registered_names_and_needs():
         "gigpo_turns",
         "turn_grpo",
         "optimal_token_baseline",
+        "opd",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -134,6 +136,14 @@ def test_registered_names_and_needs():
         assert CREDIT.needs(name) == {"completion_ids"}
     assert CREDIT.needs("optimal_token_baseline") == {"old_logp", "sum_pi_sq"}
     assert CREDIT.knobs("optimal_token_baseline") == {"handle_zero_tail": True, "eps": 1e-8}
+    assert CREDIT["opd"] is opd and CREDIT.needs("opd") == {"old_logp", "teacher_logp"}
+    assert CREDIT.knobs("opd") == {
+        "teacher_coef": 1.0,
+        "outcome_coef": 0.0,
+        "gamma": 0.0,
+        "scale": "group",
+        "eps": 1e-6,
+    }
     # needed inputs are not knobs
     assert CREDIT.knobs("gae") == {"gamma": 1.0, "lam": 1.0, "whiten": False, "eps": 1e-8}
     assert "completion_ids" not in CREDIT.knobs("tree_td")
@@ -749,6 +759,103 @@ def test_optimal_token_baseline_constant_group_and_masked_tokens():
     assert torch.equal(out * (1 - mask), torch.zeros_like(out))
 
 
+# ---------------------------------------------------------------- on-policy distillation (opd)
+
+
+def _opd_batch():
+    """B = 2 prompts x G = 2 samples, T = 3; d = teacher_logp - old_logp on the counted tokens is
+    [-0.5, -1 | 0.5, 0, 1 | -2 | 0, 1] (the 9s and 7s sit on masked positions)."""
+    rewards = torch.tensor([[1.0, 0.0], [0.5, 0.5]])  # the second group is constant
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    teacher = torch.tensor([[-1.0, -2.0, 9.0], [-0.2, -0.2, -0.2], [-3.0, 7.0, 7.0], [-1.0, -1.0, 9.0]])
+    old = torch.tensor([[-0.5, -1.0, -9.0], [-0.7, -0.2, -1.2], [-1.0, 0.0, 0.0], [-1.0, -2.0, 0.0]])
+    return rewards, mask, teacher, old
+
+
+def test_opd_hand_values_on_two_groups_of_two():
+    rewards, mask, teacher, old = _opd_batch()
+    a = 0.5 / (math.sqrt(0.5) + 1e-6)  # grpo of (1, 0): +-0.5 / (std 0.7071 + eps); (0.5, 0.5) -> 0
+    out = opd(rewards, mask, old_logp=old, teacher_logp=teacher, teacher_coef=0.5, outcome_coef=2.0)
+    want = torch.tensor(
+        [
+            [2 * a - 0.25, 2 * a - 0.5, 0.0],
+            [-2 * a + 0.25, -2 * a, -2 * a + 0.5],
+            [-1.0, 0.0, 0.0],
+            [0.0, 0.5, 0.0],
+        ]
+    )
+    close(out, want)
+    # the defaults: pure distillation, each token its own log pi_T - log pi_old (discount 0)
+    d = torch.tensor([[-0.5, -1.0, 0.0], [0.5, 0.0, 1.0], [-2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    close(opd(rewards, mask, old_logp=old, teacher_logp=teacher), d)
+    # gamma = 1: the reward-to-go of the sequence's reverse KL; gamma = 0.5 discounts it
+    togo = torch.tensor([[-1.5, -1.0, 0.0], [1.5, 1.0, 1.0], [-2.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    close(opd(rewards, mask, old_logp=old, teacher_logp=teacher, gamma=1.0), togo)
+    half = opd(rewards, mask, old_logp=old, teacher_logp=teacher, gamma=0.5)
+    close(half[1], torch.tensor([0.75, 0.5, 1.0]))  # 0.5 + 0.5 (0 + 0.5 * 1), 0 + 0.5 * 1, 1
+    close(half[0], torch.tensor([-1.0, -1.0, 0.0]))  # -0.5 + 0.5 * -1
+
+
+def test_opd_without_the_teacher_is_grpo_broadcast_to_the_bit():
+    gen = _gen(3)
+    rewards = torch.rand(4, 5, generator=gen)
+    rewards[1] = 0.3  # a constant group
+    mask = (torch.rand(20, 7, generator=gen) > 0.3).float()  # [N, T] with holes
+    grpo_tok = torch.where(mask.bool(), grpo(rewards).reshape(-1, 1), 0.0)  # [N, T]
+    junk = torch.randn(20, 7, generator=gen)
+    for teacher in (junk, None):  # the teacher's term is not computed at teacher_coef = 0
+        out = opd(rewards, mask, old_logp=junk, teacher_logp=teacher, teacher_coef=0.0, outcome_coef=1.0)
+        assert torch.equal(out, grpo_tok)
+    assert torch.equal(
+        opd(rewards, mask, teacher_coef=0.0, outcome_coef=1.0, scale="none"),
+        torch.where(mask.bool(), grpo(rewards, scale="none").reshape(-1, 1), 0.0),
+    )
+    with pytest.raises(ValueError, match="opd needs 'teacher_logp'"):
+        opd(rewards, mask, old_logp=junk)
+
+
+def _opd_loop(rewards, mask, old, teacher, teacher_coef, outcome_coef, gamma):
+    """Plain loops: the outcome advantage by hand, the discounted sum over each row's counted tokens."""
+    b, g = rewards.shape
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for i in range(b * g):
+        grp = [float(x) for x in rewards[i // g]]
+        mean = sum(grp) / g
+        std = math.sqrt(sum((x - mean) ** 2 for x in grp) / (g - 1))
+        outcome = 0.0 if max(grp) == min(grp) else (grp[i % g] - mean) / (std + 1e-6)
+        counted = [t for t in range(mask.shape[1]) if mask[i, t] > 0]
+        for t in counted:
+            later = [k for k in counted if k >= t]
+            kl = sum(
+                gamma ** len([j for j in later if j < k]) * float(teacher[i, k] - old[i, k])
+                for k in later
+            )
+            out[i, t] = outcome_coef * outcome + teacher_coef * kl
+    return out.float()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_opd_equals_a_plain_loop(gamma, seed):
+    gen = _gen(seed)
+    b, g, t = 3, 4, 6
+    rewards = (torch.rand(b, g, generator=gen) > 0.5).float()
+    rewards[0] = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    mask = (torch.rand(b * g, t, generator=gen) > 0.25).float()  # holes: tool output, padding
+    old = -torch.rand(b * g, t, generator=gen) * 3
+    teacher = -torch.rand(b * g, t, generator=gen) * 3
+    kw = {"teacher_coef": 0.7, "outcome_coef": 1.3, "gamma": gamma}
+    out = opd(rewards, mask, old_logp=old, teacher_logp=teacher, **kw)
+    close(out, _opd_loop(rewards, mask, old, teacher, **kw), rtol=1e-5, atol=1e-6)
+
+
+def test_opd_knob_bounds():
+    for knobs in ({"teacher_coef": -0.1}, {"outcome_coef": -1.0}, {"gamma": 1.5}, {"eps": -1.0}):
+        with pytest.raises(KnobError, match="out of range"):
+            CREDIT.check_knobs("opd", knobs)
+    CREDIT.check_knobs("opd", {"teacher_coef": 0.0, "outcome_coef": 2.0, "gamma": 1.0})
+
+
 # ---------------------------------------------------------------- all assigners
 
 
@@ -761,6 +868,7 @@ def _call(name, rewards, mask, ids):
         "completion_ids": ids,
         "process_rewards": torch.zeros(n, t),
         "sum_pi_sq": torch.full((n, t), 0.3),
+        "teacher_logp": torch.full((n, t), math.log(0.25)),
         "turn": (mask > 0).long(),  # one model turn over the counted tokens
         "turn_rewards": torch.zeros(n, 1),
         "turn_states": torch.ones(n, 1, dtype=torch.long),

@@ -96,7 +96,10 @@ def test_cli_base_embedded_flag(monkeypatch, tmp_path, capsys):
     assert asked == [EMBEDDED["reasoner"], EMBEDDED["default"]]
     assert f"base model: {tmp_path}" in capsys.readouterr().out
     assert main(["base", "--embedded", "nope"]) == 2
-    assert "--embedded 'nope'; valid names: default, calculator, reasoner" in capsys.readouterr().out
+    assert (
+        "--embedded 'nope'; valid names: default, calculator, reasoner, student"
+        in capsys.readouterr().out
+    )
 
 
 def test_a_mixtures_evaluation_reports_each_family():

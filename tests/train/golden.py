@@ -148,8 +148,10 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def recipe_extra(name: str) -> list[str]:
-    """The overrides tests/train/test_recipes.py adds for recipe ``name`` on the micro batch."""
+def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
+    """The overrides tests/train/test_recipes.py adds for recipe ``name`` on the micro batch;
+    ``teacher``: the micro model's teacher (``tests.conftest.MICRO_TEACHER``), for a recipe with a
+    [teacher] (whose own teacher does not share the micro model's tokenizer)."""
     from rlvr.train.config import read_recipe
 
     data = read_recipe(name)
@@ -160,15 +162,19 @@ def recipe_extra(name: str) -> list[str]:
         extra.append("algo.pass_k=1")
     if "accept_reward" in algo:  # rejection sampling: the dense reward (in [0, 1]) rarely reaches 1
         extra.append("algo.accept_reward=0.5")
+    if data.get("teacher") and teacher is not None:
+        extra.append(f"teacher.path={json.dumps(str(teacher))}")
     return extra
 
 
-def in_process_cases() -> dict[str, tuple[str, list[str]]]:
-    """case -> (recipe, overrides after ``micro_run``'s): every shipped recipe, then the features."""
+def in_process_cases(teacher: Path | None = None) -> dict[str, tuple[str, list[str]]]:
+    """case -> (recipe, overrides after ``micro_run``'s): every shipped recipe, then the features
+    (``teacher``: as for :func:`recipe_extra`)."""
     from rlvr.train.config import recipe_names
 
     cases = {
-        f"recipe/{name}": (name, [*RECIPE_RUN, *DENSE, *recipe_extra(name)]) for name in recipe_names()
+        f"recipe/{name}": (name, [*RECIPE_RUN, *DENSE, *recipe_extra(name, teacher)])
+        for name in recipe_names()
     }
     cases.update({f"feature/{k}": (recipe, [*_RUN, *extra]) for k, (recipe, extra) in FEATURES.items()})
     return cases

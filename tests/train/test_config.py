@@ -61,7 +61,7 @@ def test_shipped_recipes_load_and_round_trip():
         ("optim=3", "'optim' must be a table (section), got 3"),
         (
             "nosection.x=1",
-            "unknown field 'nosection'; valid fields: name, description, paper, model, task",
+            "unknown field 'nosection'; valid fields: name, description, paper, model, teacher, task",
         ),
         ("rollout.temperature=0", "'rollout.temperature' = 0.0 is out of range; expected > 0"),
         ("rollout.top_p=1.5", "'rollout.top_p' = 1.5 is out of range; expected in (0, 1]"),

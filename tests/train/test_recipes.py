@@ -27,11 +27,11 @@ def test_recipe_describes_itself(name):
 
 
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
+def test_recipe_trains_two_real_steps(name, micro_base, micro_teacher, tmp_path, dense_reward):
     # mini-batch counts that do not divide the micro batch of 2 x 4 = 8 sequences become 1; a
     # pass@k advantage gets k = 1 (with G = 4 a k > 1 advantage is mostly zero; the estimator itself
     # is tested against enumeration)
-    extra = golden.recipe_extra(name)
+    extra = golden.recipe_extra(name, micro_teacher)
     cfg = load_config(name, micro_run(micro_base, *MICRO_RUN, *dense_reward, *extra))
     train(cfg, run_dir=tmp_path / "run", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -45,10 +45,10 @@ def test_recipe_trains_two_real_steps(name, micro_base, tmp_path, dense_reward):
 
 
 @pytest.mark.parametrize("name", recipe_names())
-def test_recipe_trains_with_lora(name, micro_base, tmp_path, dense_reward):
+def test_recipe_trains_with_lora(name, micro_base, micro_teacher, tmp_path, dense_reward):
     """The same 2 steps with rank-4 adapters (model.lora): only the adapted projections move, and
     a recipe that resets its reference is refused (the reference of a LoRA run is the base)."""
-    extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name), "model.lora.rank=4"]
+    extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name, micro_teacher), "model.lora.rank=4"]
     if load_config(name).algo.ref_reset_every:
         with pytest.raises(ConfigError, match="ref_reset_every"):
             load_config(name, micro_run(micro_base, *extra))
@@ -89,6 +89,16 @@ def test_extends_errors(tmp_path):
     (tmp_path / "d.toml").write_text('extends = "no_such_recipe"\n')
     with pytest.raises(ConfigError, match="unknown recipe 'no_such_recipe'"):
         load_config(str(tmp_path / "d.toml"))
+
+
+def test_a_directory_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    """`rlvr train --recipe opd --run-dir opd`, then `--recipe opd_grpo` (which extends opd) in the
+    same folder: the run directory is not read as the recipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opd").mkdir()
+    (tmp_path / "grpo").mkdir()
+    assert load_config("opd_grpo").algo.credit == "opd"
+    assert load_config("grpo").name == "grpo"
 
 
 def test_cli_recipes_lists_every_recipe_and_shows_one(capsys):

@@ -142,8 +142,9 @@ def test_kl_penalty_loads_reference_and_logs_kl(micro_base, tmp_path):
 def test_the_trainer_supplies_every_declared_input():
     """Each optional input that a component may declare has a supplier in the trainer."""
     from rlvr.algos import INPUTS
+    from rlvr.algos.kl import KL_ESTIMATORS
     from rlvr.rollout import Rollout
-    from rlvr.train.advantage import advantage_inputs, token_inputs
+    from rlvr.train.advantage import advantage_inputs, credit_inputs, token_inputs
 
     b, g, t, k = 2, 3, 4, 2
     n = b * g
@@ -160,6 +161,13 @@ def test_the_trainer_supplies_every_declared_input():
         reward_parts=torch.ones(n, k),
         ref_logp=torch.full((n, t), -1.0),
         greedy_rewards=torch.full((n,), 0.5),  # the greedy baseline stage's (remax)
+        values=torch.zeros(n, t),  # the critic's
+        turn=torch.ones(n, t, dtype=torch.long),  # a multi-turn episode's fields
+        turn_rewards=torch.zeros(n, 1),
+        turn_states=torch.ones(n, 1, dtype=torch.long),
+        process_rewards=torch.zeros(n, t),  # a step reward's
+        sum_pi_sq=torch.full((n, t), 0.4),  # the policy's own forward (optimal_token_baseline)
+        teacher_logp=torch.full((n, t), -2.0),  # the teacher's forward (opd)
     )
     adv_in = advantage_inputs(roll, INPUTS["advantage"], b, g, torch.tensor([1.0, 0.1]))
     assert set(adv_in) == INPUTS["advantage"]
@@ -167,6 +175,10 @@ def test_the_trainer_supplies_every_declared_input():
     torch.testing.assert_close(adv_in["seq_logp"], torch.full((b, g), -1.0))  # 2 tokens x -0.5
     torch.testing.assert_close(adv_in["seq_ref_logp"], torch.full((b, g), -2.0))
     torch.testing.assert_close(adv_in["lengths"], torch.full((b, g), 2.0))
+    credit_in = credit_inputs(roll, INPUTS["credit"], KL_ESTIMATORS["k1"])
+    assert set(credit_in) == INPUTS["credit"]
+    torch.testing.assert_close(credit_in["kl"], torch.tensor([[0.5, 0.5, 0.0, 0.0]] * n))  # k1, masked
+    assert credit_in["teacher_logp"] is roll.teacher_logp and credit_in["sum_pi_sq"] is roll.sum_pi_sq
     logp, ent = torch.zeros(n, t, requires_grad=True), torch.ones(n, t, requires_grad=True)
     for kind in ("objective", "token_weights"):
         tok_in = token_inputs(roll, INPUTS[kind], logp, ent)

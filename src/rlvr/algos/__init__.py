@@ -61,6 +61,9 @@ INPUTS: dict[str, frozenset[str]] = {
             # [N, T] Σ_v π_old(v|s_t)² of the policy at each completion position (one extra no-grad
             # forward of the policy before the update)
             "sum_pi_sq",
+            # [N, T] log pi_teacher(y_t | x, y_<t) of each sampled token under the frozen teacher
+            # ([teacher]), at the sampling temperature (one no-grad forward of the teacher)
+            "teacher_logp",
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

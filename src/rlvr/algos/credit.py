@@ -10,8 +10,8 @@ take [N], and ``gae`` per-token rewards [N, T]); ``mask`` [N, T] is 1 on the tok
 padded. A sequence spans positions 0 .. L-1, L = 1 + the last position where ``mask`` is 1; masked
 positions inside that span (tool output) are part of the history but get no credit. Inputs taken from
 the rollout are keyword arguments declared in ``needs``: ``values``, ``kl``, ``old_logp``,
-``completion_ids``, ``process_rewards``, ``sum_pi_sq`` (all [N, T]). The output is 0 on masked
-positions and carries no gradient. ``gae`` returns the pair (advantages, returns).
+``completion_ids``, ``process_rewards``, ``sum_pi_sq``, ``teacher_logp`` (all [N, T]). The output is 0
+on masked positions and carries no gradient. ``gae`` returns the pair (advantages, returns).
 
 The tree-based assigners (``tree_td``, ``gigpo``, ``rover``, ``spo_segment(estimator="tree")``) read
 the prefix tree of each group's G completions (:func:`prefix_tree`): node = a prefix y_<=t shared by
@@ -45,6 +45,7 @@ __all__ = [
     "gae",
     "gigpo",
     "gigpo_turns",
+    "opd",
     "optimal_token_baseline",
     "prefix_tree",
     "pure_min",
@@ -770,6 +771,61 @@ def optimal_token_baseline(
         tail = alone[:, :, None] & (pos >= top[:, 1:, None])  # [B, G, T]
         base = base.masked_fill(tail, 0.0)
     return _out(ret - base.reshape(n, t_max), mask)
+
+
+# ---------------------------------------------------------------- on-policy distillation
+
+
+@CREDIT.register(
+    "opd",
+    needs={"old_logp", "teacher_logp"},
+    bounds={"teacher_coef": ">= 0", "outcome_coef": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"},
+)
+def opd(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    teacher_logp: Tensor | None = None,
+    teacher_coef: float = 1.0,
+    outcome_coef: float = 0.0,
+    gamma: float = 0.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """On-policy distillation: the teacher's per-token reverse KL on the student's own samples as a
+    dense advantage, optionally added to the group-normalised outcome advantage (Agarwal et al., "On-
+    Policy Distillation of Language Models: Learning from Self-Generated Mistakes" (GKD); the
+    Thinking Machines "On-Policy Distillation" note and Qwen3's on-policy distillation stage).
+
+    d_{i,t} = log pi_T(y_t | s_t) - log pi_old(y_t | s_t)      (minus the per-token reverse KL sample)
+    D_{i,t} = sum_{k >= t} gamma^(k-t) d_{i,k}                   (over counted tokens; D = d at gamma 0)
+    A_{i,t} = (outcome_coef * A^grpo_i + teacher_coef * D_{i,t}) m_{i,t}
+
+    A^grpo is :func:`rlvr.algos.advantages.grpo` of the outcome ``rewards`` [B, G] (knobs ``scale``
+    and ``eps``), the same on every counted token of row i. ``teacher_logp`` [N, T] is the frozen
+    teacher's log-prob of each sampled token and ``old_logp`` [N, T] the behaviour policy's, both at
+    the sampling temperature. With the per-token objective's gradient sum_t A_t grad log pi(y_t), the
+    teacher term descends the reverse KL(pi || pi_T) token by token: gamma = 0 (the default) is the
+    Thinking Machines recipe (discount 0: each token is credited with its own KL), gamma = 1 the
+    reward-to-go of the sequence-level reverse KL. teacher_coef = 0 and outcome_coef = 1 is exactly
+    grpo's advantage broadcast over the counted tokens. A term whose coefficient is 0 is not computed
+    (its inputs may then be None).
+    """
+    _check_groups(rewards, mask)
+    m = mask.bool()
+    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    if outcome_coef:
+        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
+        adv = adv + outcome_coef * outcome.double()[:, None]
+    if teacher_coef:
+        t = _need("teacher_logp", "opd", teacher_logp, mask).double()
+        o = _need("old_logp", "opd", old_logp, mask).double()
+        d = torch.where(m, t - o, 0.0)  # [N, T] log pi_T - log pi_old on counted tokens
+        if gamma:
+            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] D_t
+        adv = adv + teacher_coef * d
+    return _out(adv, mask)
 
 
 # ---------------------------------------------------------------- the critic's loss

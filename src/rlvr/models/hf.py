@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_model_dir", "load_model", "load_tokenizer", "quiet_progress_bars"]
+__all__ = [
+    "check_model_dir",
+    "load_model",
+    "load_tokenizer",
+    "quiet_progress_bars",
+    "tokenizer_difference",
+]
 
 _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 _TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
@@ -81,3 +87,24 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple
     tokenizer = _tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     return model, tokenizer
+
+
+def tokenizer_difference(a: Any, b: Any, names: tuple[str, str] = ("first", "second")) -> str:
+    """What differs between two tokenizers' vocabularies (token -> id, added tokens included), in
+    words that call them ``names``; '' when they are the same, so that one's token ids mean the same
+    tokens to the other."""
+    va, vb = a.get_vocab(), b.get_vocab()
+    if len(va) != len(vb):
+        return (
+            f"their vocabulary sizes differ (the {names[0]}'s {len(va)} tokens, the {names[1]}'s "
+            f"{len(vb)})"
+        )
+    moved = sorted(tok for tok, i in va.items() if vb.get(tok) != i)
+    if moved:
+        t = moved[0]
+        other = f"absent from the {names[1]}'s" if t not in vb else f"id {vb[t]} in the {names[1]}'s"
+        return (
+            f"{len(moved)} of their {len(va)} tokens have other ids (e.g. {t!r}: id {va[t]} in the "
+            f"{names[0]}'s vocabulary, {other})"
+        )
+    return ""

@@ -35,6 +35,9 @@ class Rollout:
     sum_pi_sq: Tensor | None = None
     """[N, T] sum_v pi(v|s_t)^2 of the policy before this step's update (a no-grad forward at the
     sampling temperature), when a credit assigner needs it; recomputed every step, like ``ref_logp``."""
+    teacher_logp: Tensor | None = None
+    """[N, T] the frozen teacher's log-probs of the sampled tokens (``[teacher]``, at the sampling
+    temperature), when a credit assigner needs them; computed every step, like ``ref_logp``."""
     attn_mask: Tensor | None = None
     """[N, T] 1 on every real completion-side token the model attends to, when that differs from
     ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""

@@ -1,11 +1,12 @@
 """Advantages of a step's batch: the frozen forwards a component needs, then the estimator.
 
 :class:`Advantages` is built once per run. Each step it runs the reference's forward (when a KL term
-or a component needs ``ref_logp``), the critic's (``values``) and a no-grad forward of the policy
-before its update (when a credit assigner needs ``sum_pi_sq``), each learner rank on its share of the
-rows, subtracts the KL from the rewards when ``algo.kl_in = 'reward'``, and calls the outcome-level
-estimator (``ADVANTAGES``) or the token-level credit assigner (``CREDIT``) with exactly the optional
-inputs that the component declares in ``needs`` (``rlvr.algos.INPUTS``).
+or a component needs ``ref_logp``), the teacher's (when a credit assigner needs ``teacher_logp``), the
+critic's (``values``) and a no-grad forward of the policy before its update (when a credit assigner
+needs ``sum_pi_sq``), each learner rank on its share of the rows, subtracts the KL from the rewards
+when ``algo.kl_in = 'reward'``, and calls the outcome-level estimator (``ADVANTAGES``) or the
+token-level credit assigner (``CREDIT``) with exactly the optional inputs that the component declares
+in ``needs`` (``rlvr.algos.INPUTS``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def credit_inputs(
         "turn_states": lambda: _episode_field(roll, "turn_states"),  # [N, K]
         "process_rewards": lambda: _need_field(roll, "process_rewards"),  # [N, T]
         "sum_pi_sq": lambda: _need_field(roll, "sum_pi_sq"),  # [N, T]
+        "teacher_logp": lambda: _need_field(roll, "teacher_logp"),  # [N, T]
     }
     return {k: supply[k]() for k in needs}
 
@@ -110,6 +112,7 @@ class Advantages:
         reward_weights: Tensor,
         *,
         ref: Any = None,
+        teacher: Any = None,
         critic: Any = None,
         policy: Any = None,
         kl_in_reward: bool = False,
@@ -121,22 +124,21 @@ class Advantages:
         self.ref, self.critic, self.kl_in_reward = ref, critic, kl_in_reward
         # the policy's own forward runs only for a component that reads its distribution
         self.policy = policy if "sum_pi_sq" in comps.needs else None
+        self.teacher = teacher if "teacher_logp" in comps.needs else None
         self.temperature, self.learners = temperature, learners
         self.precision = precision or contextlib.nullcontext  # bfloat16 autocast, or nothing
 
     def forwards(self, roll: Rollout) -> None:
         """Set ``roll.ref_logp`` and ``roll.values`` [N, T] where the run has a reference or a critic,
-        and ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update, at
-        the sampling temperature) where a component needs it; each learner rank runs its share of the
-        rows."""
+        ``roll.teacher_logp`` [N, T] (the frozen teacher's log-probs of the sampled tokens) and
+        ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update) where
+        a component needs them, all at the sampling temperature; each learner rank runs its share of
+        the rows."""
         rows_in = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
         if self.ref is not None:
-            with torch.no_grad(), self.precision():
-                roll.ref_logp = split_rows(
-                    lambda *x: sequence_logp(self.ref, *x, temperature=self.temperature)[0],
-                    rows_in,
-                    self.learners,
-                )  # [N, T]
+            roll.ref_logp = self.frozen_logp(self.ref, rows_in)  # [N, T]
+        if self.teacher is not None:
+            roll.teacher_logp = self.frozen_logp(self.teacher, rows_in)  # [N, T]
         if self.critic is not None:
             with torch.no_grad():
                 roll.values = split_rows(self.critic, rows_in, self.learners)  # [N, T]
@@ -149,6 +151,16 @@ class Advantages:
                     rows_in,
                     self.learners,
                 )  # [N, T]
+
+    def frozen_logp(self, model: Any, rows_in: tuple[Tensor, ...]) -> Tensor:
+        """[N, T] log-probs of the sampled tokens under a frozen model (the reference, the teacher):
+        no gradient, the run's precision, the sampling temperature, split over the learner ranks."""
+        with torch.no_grad(), self.precision():
+            return split_rows(
+                lambda *x: sequence_logp(model, *x, temperature=self.temperature)[0],
+                rows_in,
+                self.learners,
+            )  # [N, T]
 
     def __call__(self, roll: Rollout, sizes: list[int], kl_coef: float) -> Estimate:
         """The advantages of ``roll`` (groups of ``sizes``) after its frozen forwards."""

@@ -85,7 +85,12 @@ class ReplayStage:
                 continue
             one = x.groups([j])
             roll = replace(
-                one.roll.to("cpu"), ref_logp=None, values=None, entropy=None, sum_pi_sq=None
+                one.roll.to("cpu"),
+                ref_logp=None,
+                values=None,
+                entropy=None,
+                sum_pi_sq=None,
+                teacher_logp=None,
             )  # recomputed
             self.buffer.add(
                 replace(

@@ -97,7 +97,8 @@ class ModelConfig:
     """Which embedded tiny base model to build or reuse when `path` is empty: 'default' (trained on
     chain_sum answers), 'calculator' (also shown calculator tool calls, for the calculator env) or
     'reasoner' (writes worked steps before its answer, on the task mixture of the reasoner_grpo
-    recipe; built by `rlvr sft`)."""
+    recipe; built by `rlvr sft`) or 'student' (the default's recipe with a fifth of its warm-up
+    training: the same tokenizer, a weaker model, the opd recipes' student)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     dtype: str = "float32"
@@ -111,6 +112,28 @@ class ModelConfig:
     of sharing a prompt's KV cache across its group (the same values up to rounding)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Low-rank adapters instead of full fine-tuning (`[model.lora]`, rank 0: off)."""
+
+
+@dataclass
+class TeacherConfig:
+    """A frozen teacher model for on-policy distillation (`[teacher]`): loaded once, never trained,
+    and only when a chosen component needs its log-probs (`teacher_logp`, e.g. credit = "opd")."""
+
+    path: str = ""
+    """Local Hugging Face causal-LM directory of the teacher; it wins over `embedded` when both are
+    set. The teacher must use the policy's tokenizer (the same vocabulary, each token the same id):
+    a run with another tokenizer is refused."""
+    embedded: str = ""
+    """An embedded tiny model as the teacher when `path` is empty (a name of `model.embedded`:
+    'default', 'calculator', 'reasoner', 'student'). Both empty: no teacher."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path or self.embedded)
+
+    def describe(self) -> str:
+        """The teacher as a user names it: ``teacher.path = '...'`` or ``teacher.embedded = '...'``."""
+        return f"teacher.path = {self.path!r}" if self.path else f"teacher.embedded = {self.embedded!r}"
 
 
 @dataclass
@@ -380,6 +403,8 @@ class Config:
     paper: str = ""
     """The paper the recipe follows (title)."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """A frozen teacher whose log-probs a distillation component reads (`[teacher]`; empty: none)."""
     task: TaskConfig = field(default_factory=TaskConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rewards: dict[str, dict[str, Any]] = field(
@@ -551,6 +576,12 @@ def validate(cfg: Config) -> Config:
                 f"'algo.{fld}': {reg.kind} {name!r} needs {', '.join(sorted(missing))}, which the "
                 f"trainer cannot supply to a {fld} component"
             )
+        if "teacher_logp" in reg.needs(name) and not cfg.teacher.enabled:
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs the log-probs of a teacher model, and the "
+                "[teacher] section names none: set teacher.path (a local Hugging Face model "
+                "directory with the policy's tokenizer) or teacher.embedded"
+            )
         if "group" in reg.needs(name):
             rows = n // split
             if rows % r.samples_per_prompt:
@@ -558,6 +589,12 @@ def validate(cfg: Config) -> Config:
                     f"'algo.micro_batches': {reg.kind} {name!r} needs whole groups, but a micro-batch "
                     f"of {rows} sequences splits the groups of G = {r.samples_per_prompt}"
                 )
+    if cfg.teacher.enabled and not any("teacher_logp" in reg.needs(n) for reg, n in chosen.values()):
+        raise ConfigError(
+            f"[teacher] is set ({cfg.teacher.describe()}) but no chosen component reads a teacher's "
+            f"log-probs ({', '.join(n for _, n in chosen.values())}); choose one that does (e.g. "
+            "algo.credit = 'opd') or clear the section (teacher.path = '', teacher.embedded = '')"
+        )
     accepted: dict[str, list[str]] = {}
     for _, (reg, name) in chosen.items():
         for knob in reg.knobs(name):
@@ -796,6 +833,11 @@ def _validate_task(cfg: Config) -> None:
         raise ConfigError(
             f"'model.embedded' = {cfg.model.embedded!r}; valid names: {', '.join(EMBEDDED)}"
         )
+    if cfg.teacher.embedded and not cfg.teacher.path and cfg.teacher.embedded not in EMBEDDED:
+        raise ConfigError(
+            f"'teacher.embedded' = {cfg.teacher.embedded!r}; valid names: {', '.join(EMBEDDED)} "
+            "(or '' for none)"
+        )
     if task.on_bad_row not in ("fail", "skip"):
         raise ConfigError(f"'task.on_bad_row' = {task.on_bad_row!r}; expected 'fail' or 'skip'")
     if task.source == "file" and not task.path:
@@ -910,9 +952,10 @@ def is_step_reward(name: str) -> bool:
 
 
 def resolve_recipe(recipe: str) -> Path:
-    """A recipe name (shipped in rlvr/train/recipes) or a path to a TOML/YAML file."""
+    """A recipe name (shipped in rlvr/train/recipes) or a path to a TOML/YAML file. A directory is
+    never a recipe: a run directory named like a recipe (``--run-dir opd``) does not hide it."""
     p = Path(recipe)
-    if p.suffix in (".toml", ".yaml", ".yml") or p.exists():
+    if p.suffix in (".toml", ".yaml", ".yml") or p.is_file():
         if not p.exists():
             raise ConfigError(f"recipe file {p} does not exist")
         return p

@@ -22,14 +22,19 @@ __all__ = ["MetricsSink", "batch_metrics", "wandb_module"]
 
 
 def batch_metrics(batch: Batch, adv: Tensor, names: list[str], shaped: bool) -> dict[str, float]:
-    """The batch's rewards, accuracy, advantage spread and lengths (``names``: the reward components;
-    ``shaped``: the run shapes its rewards, so the unshaped mean is logged too)."""
+    """The batch's rewards, accuracy, advantage spread and lengths, and with a teacher the mean
+    per-token reverse KL to it (``names``: the reward components; ``shaped``: the run shapes its
+    rewards, so the unshaped mean is logged too)."""
     roll, rewards, parts = batch.roll, batch.rewards, batch.parts
     zero_var = [
         (grid.std(dim=1) == 0) if s > 1 else torch.ones(grid.shape[0], dtype=torch.bool)
         for s, _, rows in buckets(batch.sizes)
         for grid in [(rewards if rows is None else rewards[rows.to(rewards.device)]).view(-1, s)]
     ]  # [B_s] per size
+    teacher = {}
+    if roll.teacher_logp is not None:  # the sampled reverse KL(pi_old || pi_teacher) per token
+        gap = (roll.old_logp - roll.teacher_logp) * roll.mask  # [N, T]
+        teacher["teacher_kl"] = float(gap.sum() / roll.mask.sum().clamp(min=1))
     return {
         "reward_mean": float(rewards.mean()),
         "accuracy": float(batch.correct.mean()),
@@ -40,6 +45,7 @@ def batch_metrics(batch: Batch, adv: Tensor, names: list[str], shaped: bool) -> 
         "zero_var_frac": float(torch.cat([z.cpu() for z in zero_var]).float().mean()),
         "response_length": float(roll.lengths.float().mean()),
         "truncated_frac": roll.finish.count("length") / len(roll),
+        **teacher,
     }
 
 

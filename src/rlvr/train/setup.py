@@ -1,6 +1,6 @@
 """Setting up a run: the task, the run directory, the learner ranks, the policy and its reference,
-the components, the rewards, the rollout workers, the critic and the optimizers, and the resumable
-state (from the newest checkpoint with ``--resume``).
+the teacher, the components, the rewards, the rollout workers, the critic and the optimizers, and the
+resumable state (from the newest checkpoint with ``--resume``).
 
 :func:`setup_run` returns a :class:`Run`: what stays fixed while the run trains, with its
 :class:`~rlvr.train.state.TrainState`. Everything that can fail for a bad recipe, a bad task or an
@@ -26,7 +26,7 @@ from rlvr.algos import SHAPING
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask, mixture_kwargs
 from rlvr.models.critic import ValueModel
-from rlvr.models.hf import check_model_dir, load_model, load_tokenizer
+from rlvr.models.hf import check_model_dir, load_model, load_tokenizer, tokenizer_difference
 from rlvr.models.lora import (
     AdapterOffReference,
     add_adapters,
@@ -230,6 +230,7 @@ class Run:
     model: Any  # the policy (sharded over the learner ranks with scale.shard = 'fsdp')
     tokenizer: Any
     ref: Any  # the frozen reference, when a KL term or a component needs it
+    teacher: Any  # the frozen teacher ([teacher]), when a component needs its log-probs
     comps: Components
     runner: RewardRunner  # the reward components
     verifier: RewardRunner  # task.verifier, for evaluation
@@ -288,6 +289,37 @@ def _reference(
     return ref
 
 
+def _teacher_path(cfg: Config, base: Path, progress: bool) -> Path | None:
+    """The teacher's directory (``teacher.path``, or the embedded ``teacher.embedded``, built once and
+    cached), after checking that it shares the policy's tokenizer; None without a teacher. Loading
+    the recipe has checked that a teacher is set exactly when a chosen component needs one."""
+    t = cfg.teacher
+    if not t.enabled:
+        return None
+    if t.path:
+        path = check_model_dir(t.path, what="teacher")
+    else:
+        path = ensure_base(EMBEDDED[t.embedded], progress=progress)
+    diff = tokenizer_difference(load_tokenizer(base), load_tokenizer(path), ("policy", "teacher"))
+    if diff:
+        m = cfg.model
+        policy = f"model.path = {m.path!r}" if m.path else f"model.embedded = {m.embedded!r}"
+        raise ConfigError(
+            f"the teacher ({t.describe()}, {path}) does not share the policy's tokenizer ({policy}, "
+            f"{base}): {diff}. Its log-probs of the policy's token ids would score other tokens; "
+            "choose a teacher with the policy's tokenizer"
+        )
+    return path
+
+
+def _frozen(path: Path, device: Any) -> Any:
+    """A model that is never trained (the teacher): eval mode, no gradients, float32 on ``device``
+    (its forwards run under the run's precision, as the reference's do)."""
+    model = load_model(path, device=device)[0].eval()
+    model.requires_grad_(False)
+    return model
+
+
 def _policy(cfg: Config, ckpt: Path | None, base: Path, device: Any) -> tuple[Any, Any]:
     """The policy in training mode and its tokenizer: the checkpoint's weights on a resume, else the
     base's; with ``model.lora.rank`` > 0 the base with adapters (fresh, or the checkpoint's)."""
@@ -338,6 +370,8 @@ def setup_run(
     ``run_dir`` when ``resume``. Sets the console quiet on every rank but 0 (``train`` restores it)."""
     if cfg.model.path:
         check_model_dir(cfg.model.path)  # a model directory without config or weights fails first
+    if cfg.teacher.path:
+        check_model_dir(cfg.teacher.path, what="teacher")
     if cfg.train.wandb_project:  # a missing wandb package fails before any work, too
         wandb_module(cfg)
     tokenizer = None
@@ -363,9 +397,11 @@ def setup_run(
     if resume and ckpt is None:
         console.print(f"[yellow]no complete checkpoint in {path}; starting from step 0")
     base = _base_path(cfg, progress)
+    teacher_path = _teacher_path(cfg, base, progress)  # a teacher with another tokenizer fails here
     model, tokenizer = _policy(cfg, ckpt, base, device)
     comps = build_components(cfg)
     ref = _reference(cfg, comps, model, base=base, run_dir=path, saved=saved, device=device)
+    teacher = _frozen(teacher_path, device) if teacher_path is not None else None
     runner, verifier = build_rewards(cfg), build_verifier(cfg)
     shapers = [(SHAPING[name], dict(knobs)) for name, knobs in cfg.shaping.items()]
     scorer = Scorer(
@@ -437,6 +473,7 @@ def setup_run(
         model=model,
         tokenizer=tokenizer,
         ref=ref,
+        teacher=teacher,
         comps=comps,
         runner=runner,
         verifier=verifier,

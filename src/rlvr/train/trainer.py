@@ -66,6 +66,7 @@ def train(
         run.comps,
         torch.tensor(run.runner.weights, device=run.device),  # [K]
         ref=run.ref,
+        teacher=run.teacher,
         critic=state.critic,
         policy=run.model,
         kl_in_reward=cfg.algo.kl_in == "reward",
