@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlvr.algos import KL_ESTIMATORS
-from rlvr.algos.kl import k1, k2, k3
+from rlvr.algos.kl import fk1, fk2, fk3, k1, k2, k3
 
 close = torch.testing.assert_close
 
@@ -57,7 +57,7 @@ def test_k3_non_negative_when_logps_nearly_equal():
     assert (k3(x, y) >= 0).all()
 
 
-@pytest.mark.parametrize("name", ["k1", "k2", "k3"])
+@pytest.mark.parametrize("name", ["k1", "k2", "k3", "fk1", "fk2", "fk3"])
 def test_zero_when_equal(name):
     x = -torch.rand(6, 9, generator=torch.Generator().manual_seed(1)) * 5
     assert torch.equal(KL_ESTIMATORS[name](x, x), torch.zeros(6, 9))
@@ -102,3 +102,58 @@ def test_k3_unbiased_and_lower_variance_than_k1_when_close():
     assert float(e1.mean()) == pytest.approx(exact, abs=1.5e-3)
     assert float(e3.mean()) == pytest.approx(exact, abs=1.5e-3)
     assert float(e3.var()) < float(e1.var()) / 10
+
+
+# ---------------------------------------------------------------- forward KL(ref || pi)
+
+
+def test_forward_registered_names():
+    assert KL_ESTIMATORS["fk1"] is fk1
+    assert KL_ESTIMATORS["fk2"] is fk2
+    assert KL_ESTIMATORS["fk3"] is fk3
+
+
+def test_forward_hand_values():
+    # log r = ref - logp:   ln 2,   -ln 2,   0,   1
+    logp = torch.tensor([[math.log(0.25), math.log(0.5), -1.0, -2.0]])
+    ref = torch.tensor([[math.log(0.5), math.log(0.25), -1.0, -1.0]])
+    # fk1 = r log r:  2 ln 2 = 1.386294;  .5 * -ln 2 = -.346574;  0;  e * 1 = 2.718282
+    close(fk1(logp, ref), torch.tensor([[1.386294, -0.346574, 0.0, 2.718282]]))
+    # fk2 = r (log r)^2 / 2:  2 * .480453 / 2 = .480453;  .5 * .480453 / 2 = .120113;  0;  e / 2
+    close(fk2(logp, ref), torch.tensor([[0.480453, 0.120113, 0.0, 1.359141]]))
+    # fk3 = r log r - (r - 1):  1.386294 - 1 = .386294;  -.346574 + .5 = .153426;  0;  e - (e - 1) = 1
+    close(fk3(logp, ref), torch.tensor([[0.386294, 0.153426, 0.0, 1.0]]))
+
+
+def test_forward_gradients_by_hand():
+    # d fk1 / d logp = -r (log r + 1),  d fk3 / d logp = -r log r   (log r = ln 2, r = 2)
+    logp = torch.tensor([math.log(0.25)], requires_grad=True)
+    ref = torch.tensor([math.log(0.5)])
+    fk1(logp, ref).sum().backward()
+    close(logp.grad, torch.tensor([-2.0 * (math.log(2.0) + 1.0)]))
+    logp.grad = None
+    fk3(logp, ref).sum().backward()
+    close(logp.grad, torch.tensor([-2.0 * math.log(2.0)]))
+
+
+def test_fk2_and_fk3_non_negative_on_random_tensors():
+    g = torch.Generator().manual_seed(5)
+    for scale in (0.1, 1.0, 5.0):
+        x = -torch.rand(50, 40, generator=g) * scale
+        y = -torch.rand(50, 40, generator=g) * scale
+        assert (fk3(x, y) >= 0).all() and (fk2(x, y) >= 0).all()
+
+
+def test_forward_estimators_estimate_kl_ref_pi():
+    pi = torch.tensor([0.5, 0.3, 0.2])
+    ref = torch.tensor([0.2, 0.2, 0.6])
+    # KL(ref || pi) = .2 ln(.2/.5) + .2 ln(.2/.3) + .6 ln(.6/.2)
+    #              = -.183258 - .081093 + .659167 = .394816   (the reverse KL(pi || ref) is .360063)
+    exact = sum(q * math.log(q / p) for p, q in zip(pi.tolist(), ref.tolist(), strict=True))
+    assert exact == pytest.approx(0.394816, abs=1e-6)
+    lp, lref = _sample(pi, ref, 200_000, seed=6)  # tokens drawn from the policy
+    assert float(fk1(lp, lref).mean()) == pytest.approx(exact, abs=0.015)
+    assert float(fk3(lp, lref).mean()) == pytest.approx(exact, abs=0.015)
+    # fk2 estimates E_ref[(ln ref/pi)^2] / 2 instead:
+    # .5 * (.2 * .916291^2 + .2 * .405465^2 + .6 * 1.098612^2) = .5 * (.167918 + .032880 + .724169)
+    assert float(fk2(lp, lref).mean()) == pytest.approx(0.462484, abs=0.015)

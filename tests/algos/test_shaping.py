@@ -42,12 +42,13 @@ def random_batch(seed: int, b: int = 6, g: int = 5, max_len: int = 20):
 
 
 def test_registry_names_needs_and_inputs():
-    assert set(SHAPING.names()) == {"overlong", "cosine_length", "grpo_lambda", "drpo", "par"}
+    assert set(SHAPING.names()) == {"overlong", "cosine_length", "grpo_lambda", "drpo", "par", "stcr"}
     for name in SHAPING:
         assert SHAPING.needs(name) <= INPUTS["shaping"], name
     assert SHAPING.needs("overlong") == {"lengths", "max_len"}
     assert SHAPING.needs("cosine_length") == {"lengths", "correct", "max_len"}
     assert "lengths" not in SHAPING.knobs("drpo")
+    assert SHAPING.needs("stcr") == {"lengths", "correct", "max_len"}
 
 
 def test_registry_knob_checks():

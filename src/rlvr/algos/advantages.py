@@ -587,3 +587,100 @@ def raft(rewards: Tensor, *, accept_reward: float = 1.0) -> Tensor:
     """
     _check(rewards)
     return (rewards.float() >= accept_reward).float()
+
+
+# ---------------------------------------------------------------- exploration: selection and blending
+
+
+def max_variance_subset(a: Tensor, k: int) -> Tensor:
+    """Boolean [B, G]: in each row, k entries whose population variance is the largest of any k.
+
+    Such a subset is the j smallest and the k - j largest entries for some j (moving an inner entry
+    outwards never lowers the variance), so each row tries the k + 1 splits of its sorted values by
+    prefix sums and keeps the best (the first on ties: the fewest from the bottom).
+    """
+    b, g = a.shape
+    if k >= g:
+        return torch.ones_like(a, dtype=torch.bool)
+    s, order = a.double().sort(dim=1)  # [B, G] ascending
+    zero = s.new_zeros(b, 1)
+    c1 = torch.cat([zero, s.cumsum(1)], dim=1)  # [B, G + 1] prefix sums
+    c2 = torch.cat([zero, (s * s).cumsum(1)], dim=1)  # [B, G + 1] prefix sums of squares
+    j = torch.arange(k + 1, device=a.device)  # [k + 1] entries taken from the bottom
+    top = g - (k - j)  # [k + 1] first sorted position taken from the top
+    s1 = c1[:, j] + c1[:, g : g + 1] - c1[:, top]  # [B, k + 1]
+    s2 = c2[:, j] + c2[:, g : g + 1] - c2[:, top]  # [B, k + 1]
+    var = s2 / k - (s1 / k) ** 2  # [B, k + 1]
+    best = var.argmax(dim=1, keepdim=True)  # [B, 1]
+    pos = torch.arange(g, device=a.device).unsqueeze(0)  # [1, G] sorted position
+    take = (pos < best) | (pos >= g - (k - best))  # [B, G] in sorted order
+    return torch.zeros_like(take).scatter(1, order, take)  # [B, G] in the rows' order
+
+
+@ADVANTAGES.register("d3s", bounds={"eps": ">= 0", "d3s_rollouts": "(0, 1]"})
+def d3s(
+    rewards: Tensor,
+    *,
+    d3s_rollouts: float = 0.5,
+    eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
+) -> Tensor:
+    """The rollout level of D^3S ("Learning More with Less: A Dynamic Dual-Level Down-Sampling
+    Framework for Efficient Policy Optimization"): keep the rollouts that maximise Var(A).
+
+    A      = grpo(rewards)                                        [B, G]
+    k      = ceil(d3s_rollouts * G)
+    S_b    = argmax over subsets S of k rollouts of group b of Var_{i in S}(A_bi)   (population var)
+    A'_bi  = A_bi if i in S_b, else 0
+
+    The advantages are those of the whole group; the selection keeps the extremes (see
+    ``max_variance_subset``), which the paper ties to a larger policy-gradient norm. A rollout
+    left out gets advantage 0: no policy-gradient term, but it is still in the batch (its tokens
+    count in the aggregation's denominator and in any KL or entropy term), where the paper removes
+    it. The paper's schedule (aggressive down-sampling early, relaxed later) is not built: the
+    fraction is fixed. d3s_rollouts = 1 is ``grpo``. The token level is ``objective:d3s``.
+    """
+    a = grpo(rewards, eps=eps, scale=scale)  # [B, G]
+    if d3s_rollouts >= 1:
+        return a
+    k = max(1, math.ceil(d3s_rollouts * rewards.shape[1]))
+    keep = max_variance_subset(a, k)  # [B, G]
+    return torch.where(keep, a, torch.zeros_like(a))
+
+
+@ADVANTAGES.register("copo", bounds={"eps": ">= 0", "copo_global": "[0, 1]"})
+def copo(
+    rewards: Tensor, *, copo_global: float = 1.0, success_reward: float = 1.0, eps: float = 1e-6
+) -> Tensor:
+    """Consistency-aware advantage (COPO, "COPO: Consistency-Aware Policy Optimization"): a global
+    signal for groups whose outcomes agree, blended with the local one by the outcome entropy.
+
+    A_loc_bi  = grpo(rewards)_bi                       (group mean / std; 0 in a constant group)
+    A_glob_bi = (r_bi - mean(r)) / (std(r) + eps)       (mean and std over the whole batch, B * G)
+    p_b       = mean_i 1[r_bi >= success_reward]        (the group's success rate)
+    H_b       = -(p_b ln p_b + (1 - p_b) ln(1 - p_b)) / ln 2    in [0, 1] (0 ln 0 = 0)
+    w_b       = copo_global * (1 - H_b)
+    A_bi      = (1 - w_b) * A_loc_bi + w_b * A_glob_bi
+
+    A group whose samples all succeed (or all fail) has H_b = 0: its local advantage is zero, and
+    the global one still rewards it against the rest of the batch (positive for a consistently
+    correct group, negative for a consistently wrong one). A group split half and half (H_b = 1)
+    keeps its local advantage. The abstract names a global reward from outcome consistency and an
+    entropy-based soft blend without formulas; these forms (the batch-normalised reward as the
+    global signal, the binary outcome entropy as the blend) are rlvr's. copo_global = 0 is
+    ``grpo``. A batch whose rewards are all equal gets A_glob = 0.
+    """
+    _check(rewards)
+    local = grpo(rewards, eps=eps)  # [B, G]
+    if copo_global == 0:
+        return local
+    r = rewards.float()
+    centred = r - r.mean()  # [B, G]
+    if bool((r == r.flatten()[0]).all()) or r.numel() < 2:
+        glob = torch.zeros_like(r)
+    else:
+        glob = centred / (r.std() + eps)  # [B, G]
+    p = (r >= success_reward).float().mean(dim=1, keepdim=True)  # [B, 1]
+    h = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)  # [B, 1]
+    w = copo_global * (1.0 - h)  # [B, 1]
+    return (1.0 - w) * local + w * glob

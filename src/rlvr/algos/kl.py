@@ -3,6 +3,10 @@
 With d = logp - ref_logp on tokens sampled from the current policy (Schulman, "Approximating KL"):
 k1 = d;  k2 = d^2 / 2;  k3 = exp(-d) - 1 + d = exp(ref_logp - logp) - (ref_logp - logp) - 1.
 k1 is unbiased but can be negative; k3 is unbiased and non-negative; k2 is biased, low variance.
+
+The forward estimators fk1, fk2, fk3 estimate KL(ref || pi) from the same tokens (sampled from pi) by
+importance weighting with r = exp(ref_logp - logp) = ref / pi: fk1 = r log r, fk2 = r (log r)^2 / 2,
+fk3 = r log r - (r - 1).
 """
 
 from __future__ import annotations
@@ -33,6 +37,62 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     KL Divergence")."""
     log_ratio = ref_logp - logp  # [N, T]
     return torch.expm1(log_ratio) - log_ratio  # expm1: no cancellation when log_ratio ~ 0
+
+
+def _ratio_and_log(logp: Tensor, ref_logp: Tensor) -> tuple[Tensor, Tensor]:
+    """(r, log r) with log r = ref_logp - logp, the importance weight ref / pi of each token. [N, T]"""
+    log_r = ref_logp - logp  # [N, T]
+    return torch.exp(log_r), log_r
+
+
+@KL_ESTIMATORS.register("fk1")
+def fk1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Forward KL(ref || pi), importance-weighted k1 (after Schulman 2020, "Approximating KL
+    Divergence"; the forward KL penalty of RAPO, "Unlocking Reasoning Capabilities in LLMs via
+    Reinforcement Learning Exploration").
+
+    With r = ref(y) / pi(y) = exp(ref_logp - logp) on tokens y sampled from pi:
+    fk1 = r * log r,   E_pi[fk1] = E_ref[log(ref / pi)] = KL(ref || pi).
+
+    Unbiased (for tokens sampled from the policy it is evaluated under), but negative wherever
+    r < 1, and of high variance: r is unbounded where pi gives a sampled token much less mass than
+    the reference does. As a loss (tokens held fixed) its gradient is -r (log r + 1) grad logp.
+    """
+    r, log_r = _ratio_and_log(logp, ref_logp)
+    return r * log_r  # [N, T]
+
+
+@KL_ESTIMATORS.register("fk2")
+def fk2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Forward KL(ref || pi), importance-weighted k2 (after Schulman 2020, "Approximating KL
+    Divergence").
+
+    fk2 = r * (log r)^2 / 2 with r = exp(ref_logp - logp);  E_pi[fk2] = E_ref[(log(ref / pi))^2] / 2.
+
+    Biased: it equals KL(ref || pi) only to second order in log r (the bias is O(E_ref |log r|^3)
+    when the two policies are close, and grows without bound when they are not); always >= 0.
+    """
+    r, log_r = _ratio_and_log(logp, ref_logp)
+    return 0.5 * r * log_r**2  # [N, T]
+
+
+@KL_ESTIMATORS.register("fk3")
+def fk3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Forward KL(ref || pi), importance-weighted k3 (after Schulman 2020, "Approximating KL
+    Divergence"; the forward KL penalty of RAPO, "Unlocking Reasoning Capabilities in LLMs via
+    Reinforcement Learning Exploration").
+
+    fk3 = r log r - (r - 1) with r = exp(ref_logp - logp) on tokens sampled from pi.
+
+    Unbiased, since E_pi[r - 1] = 0, so E_pi[fk3] = E_pi[fk1] = KL(ref || pi); and always >= 0
+    (x log x - x + 1 >= 0, equality at x = 1), with lower variance than fk1 when the policies are
+    close. r is unbounded, so the variance is large where the policy has dropped a token the
+    reference likes. As a loss (tokens held fixed) its gradient is -r log r grad logp, while the
+    gradient of the per-position forward KL is -E_pi[(r - 1) grad logp]: the two agree to first order
+    in log r (as k3's does for the reverse KL).
+    """
+    r, log_r = _ratio_and_log(logp, ref_logp)
+    return r * log_r - torch.expm1(log_r)  # [N, T]; expm1: r - 1 without cancellation near r = 1
 
 
 def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n: int) -> float:

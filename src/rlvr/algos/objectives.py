@@ -1025,3 +1025,239 @@ def xpo(
     ``online_dpo``.
     """
     return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, xpo_alpha, "xpo", stats)
+
+
+# ---------------------------------------------------------------- exploration, entropy and KL
+
+
+@OBJECTIVES.register(
+    "dads",
+    needs={"ref_logp", "rewards", "group"},
+    bounds={"clip_low": "[0, 1)", "clip_high": ">= 0", "dads_beta": ">= 0", "dads_power": ">= 0"},
+)
+def dads(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dads_beta: float = 0.05,
+    dads_power: float = 1.0,
+    success_reward: float = 1.0,
+    dads_kl: Literal["k1", "k2", "k3", "fk1", "fk2", "fk3"] = "k3",
+    stats: dict | None = None,
+) -> Tensor:
+    """Difficulty-Adaptive Divergence Shaping, the positive-sample half of APO ("APO: Enhancing
+    Reasoning Ability of MLLMs via Asymmetric Policy Optimization"): the PPO clip plus a KL penalty
+    whose weight depends on the sample's sign and its prompt's difficulty.
+
+    p_g    = mean_{j in g} 1[r_j >= success_reward]          the success rate of the prompt's group
+    beta_i = dads_beta * p_g ** dads_power   if A_i > 0 (a positive sample),   0 otherwise
+    L_t    = ppo_clip_t + beta_i * KL_t(logp, ref_logp)      (KL_t: the estimator ``dads_kl``)
+
+    A_i is the sequence's advantage (the mean over its counted tokens when ``adv`` is [N, T]). The
+    abstract says only that the KL weight of positive samples adapts to their difficulty; the form
+    and its direction are rlvr's: a success on an easy prompt (p_g near 1) is held near the
+    reference, where the model's existing knowledge lies, and a rare success on a hard prompt is
+    free to move the policy. dads_power = 0 gives every positive sample dads_beta; dads_beta = 0 is
+    ``ppo_clip`` (and then ``ref_logp`` is not read). Use it with ``algo.beta = 0``: the trainer's
+    own KL term is one global coefficient on every sample.
+    """
+    base = ppo_clip(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if dads_beta == 0:
+        return base
+    if ref_logp is None or rewards is None:
+        raise ValueError("dads needs `ref_logp` and `rewards`")
+    from rlvr.algos.kl import KL_ESTIMATORS
+
+    n = logp.shape[0]
+    g = _group_size(group, n, "dads")
+    success = (rewards.detach().float() >= success_reward).view(-1, g)  # [B, G]
+    p = success.float().mean(1, keepdim=True).expand(-1, g).reshape(n)  # [N]
+    positive = _seq_adv(adv, mask).detach() > 0  # [N]
+    beta = torch.where(positive, dads_beta * p.pow(dads_power), torch.zeros_like(p))  # [N]
+    kl = _where_mask(KL_ESTIMATORS[dads_kl](logp, ref_logp.detach()), mask)  # [N, T]
+    if stats is not None:
+        with torch.no_grad():
+            stats["dads_beta_mean"] = beta.mean().item()
+    return base + beta.to(kl.dtype).unsqueeze(-1) * kl
+
+
+def _top_fraction(score: Tensor, mask: Tensor, fraction: float) -> Tensor:
+    """Boolean [N, T]: the ceil(fraction * n) counted tokens with the largest score (n: the counted
+    tokens of the call; ties broken by torch.topk)."""
+    m = mask > 0
+    n_tok = int(m.sum())
+    k = math.ceil(fraction * n_tok)
+    keep = torch.zeros_like(m)
+    if k == 0:
+        return keep
+    s = torch.where(m, score, torch.full_like(score, -torch.inf)).flatten()  # [N * T]
+    idx = torch.topk(s, k).indices
+    return keep.flatten().index_fill(0, idx, True).view_as(m)
+
+
+@OBJECTIVES.register(
+    "d3s", needs={"entropy"}, bounds={"clip_low": "[0, 1)", "clip_high": ">= 0", "d3s_tokens": "(0, 1]"}
+)
+def d3s(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    d3s_tokens: float = 0.5,
+    stats: dict | None = None,
+) -> Tensor:
+    """The token level of D^3S ("Learning More with Less: A Dynamic Dual-Level Down-Sampling
+    Framework for Efficient Policy Optimization"): train on the tokens where the policy is both
+    uncertain and impactful.
+
+    s_t    = |A_t| * H_t                                   (H_t: the policy's entropy, detached)
+    keep_t = 1 for the ceil(d3s_tokens * n) counted tokens of the call with the largest s_t
+    L_t    = keep_t * ppo_clip_t
+
+    n is the number of counted tokens the call sees (a micro-batch in the trainer, where the paper
+    ranks across the batch's groups). Dropped tokens weigh 0 but still count in the aggregation's
+    denominator, which scales the gradient by about d3s_tokens (an Adam step is nearly invariant to
+    that). The paper's schedule (aggressive down-sampling first, relaxed later) is not built: the
+    fraction is fixed for the run. d3s_tokens = 1 is ``ppo_clip``. The rollout level is
+    ``advantage:d3s``.
+    """
+    base = ppo_clip(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if d3s_tokens >= 1:
+        return base
+    if entropy is None:
+        raise ValueError("d3s needs `entropy`")
+    a = _per_token(adv, logp).detach()
+    keep = _top_fraction(a.abs() * entropy.detach(), mask, d3s_tokens)  # [N, T]
+    if stats is not None:
+        stats["d3s_kept_frac"] = _masked_mean(keep.to(mask.dtype), mask).item()
+    return torch.where(keep, base, torch.zeros_like(base))
+
+
+def planning_mask(completion_ids: Tensor, mask: Tensor, grams: list[list[int]]) -> Tensor:
+    """Boolean [N, T]: the tokens that lie in an occurrence of any of ``grams`` (token-id sequences)
+    made of counted tokens only."""
+    n, t = completion_ids.shape
+    counted = mask > 0
+    out = torch.zeros(n, t, dtype=torch.bool, device=completion_ids.device)
+    for gram in grams:
+        width = len(gram)
+        if width == 0 or width > t:
+            continue
+        want = torch.tensor(gram, dtype=completion_ids.dtype, device=completion_ids.device)  # [L]
+        windows = completion_ids.unfold(1, width, 1)  # [N, T - L + 1, L]
+        starts = (windows == want).all(-1) & counted.unfold(1, width, 1).all(-1)  # [N, T - L + 1]
+        for j in range(width):  # an occurrence starting at s covers s, ..., s + L - 1
+            out[:, j : j + t - width + 1] |= starts
+    return out
+
+
+@OBJECTIVES.register(
+    "hicra",
+    needs={"completion_ids"},
+    bounds={"clip_low": "[0, 1)", "clip_high": ">= 0", "hicra_alpha": "[0, 1]"},
+)
+def hicra(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    planning_grams: list[list[int]] | None = None,
+    hicra_alpha: float = 0.2,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """HIerarchy-aware Credit Assignment (HICRA, "Emergent Hierarchical Reasoning in LLMs through
+    Reinforcement Learning"): concentrate the update on planning tokens.
+
+    P_t  = 1 if token t lies in an occurrence of one of ``planning_grams`` (token-id sequences of
+           the model's tokenizer, e.g. the ids of " let me check" or " alternatively"), else 0
+    A'_t = A_t + hicra_alpha * |A_t| * P_t
+    L_t  = ppo_clip_t with A'_t
+
+    so a planning token of a positive sample weighs 1 + alpha and that of a negative one 1 - alpha
+    (alpha <= 1 keeps the sign). The abstract gives no formula; this additive form is the paper's as
+    public re-implementations write it. Missing: the paper's mining of "strategic grams" from the
+    rollouts (the grams are a knob here) and its semantic-entropy metric. hicra_alpha = 0 or no
+    grams is ``ppo_clip``.
+    """
+    if hicra_alpha == 0 or not planning_grams:
+        return ppo_clip(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if completion_ids is None:
+        raise ValueError("hicra needs `completion_ids`")
+    a = _per_token(adv, logp)
+    plan = planning_mask(completion_ids, mask, planning_grams)  # [N, T]
+    boosted = a + hicra_alpha * a.abs() * plan.to(a.dtype)  # [N, T]
+    if stats is not None:
+        stats["planning_frac"] = _masked_mean(plan.to(mask.dtype), mask).item()
+    return ppo_clip(logp, old_logp, boosted, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+
+
+@OBJECTIVES.register(
+    "empg",
+    needs={"entropy"},
+    bounds={"clip_low": "[0, 1)", "clip_high": ">= 0", "k": ">= 0", "k_future": ">= 0", "zeta": ">= 0"},
+)
+def empg(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    k: float = 1.0,
+    k_future: float = 1.0,
+    zeta: float = 0.1,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """EMPG's modulated advantage with its future-clarity bonus ("Harnessing Uncertainty:
+    Entropy-Modulated Policy Gradients for Long-Horizon LLM Agents").
+
+    Hn_t = (H_t - min H) / (max H - min H)          (over the counted tokens of the call; 0 if equal)
+    g_t  = exp(-k Hn_t) / mean(exp(-k Hn))           (``token_weights:empg``: mean 1)
+    f_t  = exp(-k_future Hn_{t+1})   if token t + 1 is counted,   0 at a row's last counted token
+    A'_t = g_t * A_t + zeta * f_t
+    L_t  = ppo_clip_t with A'_t
+
+    g amplifies confident steps and attenuates uncertain ones; the bonus f rewards a step whose
+    successor is predictable (low entropy), "more predictable solution paths". EMPG works per agent
+    step; here a step is a token. Unlike ``token_weights:empg``, which multiplies the whole loss, g
+    scales only the advantage, so the bonus is not modulated; do not combine the two (``k`` reaches
+    both). k = 0 and zeta = 0 is ``ppo_clip``; zeta = 0 alone gives the token weights' update at
+    ratio 1.
+    """
+    if k == 0 and zeta == 0:
+        return ppo_clip(logp, old_logp, adv, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if entropy is None:
+        raise ValueError("empg needs `entropy`")
+    from rlvr.algos.weights import empg as empg_weights
+
+    h = entropy.detach().float()
+    counted = mask > 0
+    a = _per_token(adv, logp)
+    gain = empg_weights(mask, entropy=h, k=k).to(a.dtype)  # [N, T], 1 off the mask
+    lo = h[counted].min() if bool(counted.any()) else h.new_tensor(0.0)
+    span = h[counted].max() - lo if bool(counted.any()) else h.new_tensor(0.0)
+    hn = (h - lo) / span if bool(span > 0) else torch.zeros_like(h)  # [N, T]
+    nxt = torch.cat([hn[:, 1:], torch.zeros_like(hn[:, :1])], dim=1)  # [N, T] Hn_{t+1}
+    has_next = torch.cat([counted[:, 1:], torch.zeros_like(counted[:, :1])], dim=1)  # [N, T]
+    bonus = torch.where(has_next & counted, torch.exp(-k_future * nxt), torch.zeros_like(nxt))
+    modulated = gain * a + zeta * bonus.to(a.dtype)  # [N, T]
+    if stats is not None:
+        stats["clarity_bonus_mean"] = _masked_mean(bonus, mask).item()
+    return ppo_clip(logp, old_logp, modulated, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)

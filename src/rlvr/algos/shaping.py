@@ -38,6 +38,7 @@ __all__ = [
     "preference_as_reward",
     "prm_clip",
     "prm_delta",
+    "stcr",
 ]
 
 SHAPING = Registry("reward shaping")
@@ -263,6 +264,38 @@ def drpo(rewards: Tensor, *, lengths: Tensor, correct: Tensor, coef: float = 0.5
     bonus = (mean_ok - length) / torch.where(usable, span, torch.ones_like(span))  # [B, G]
     bonus = torch.where(ok & usable, bonus, torch.zeros_like(bonus))
     return rewards.float() + coef * bonus
+
+
+@SHAPING.register("stcr", needs={"lengths", "correct", "max_len"}, bounds={"coef": ">= 0"})
+def stcr(
+    rewards: Tensor, *, lengths: Tensor, correct: Tensor, max_len: int, coef: float = 0.5
+) -> Tensor:
+    """Suboptimal Trajectory Complexity Regularization, the negative-sample half of APO ("APO:
+    Enhancing Reasoning Ability of MLLMs via Asymmetric Policy Optimization"): a wrong answer that
+    is longer than the group's other wrong answers is penalised.
+
+    With W_b the wrong answers of group b::
+
+        r'_i = r_i - coef * max(0, L_i - mean_{W_b} L) / max_len    for i in W_b
+        r'_i = r_i                                                  otherwise
+
+    The penalty lies in [0, coef) and never touches a correct answer, so the length of a success
+    is free (APO leaves positive samples to the KL side, ``objective:dads``). The abstract says
+    only that overly long negative responses are penalised; the reference length (the mean of the
+    group's wrong answers) and the scale (the budget) are rlvr's. coef = 0 leaves the rewards as
+    they are.
+    """
+    _check(rewards, "stcr", lengths=lengths, correct=correct)
+    if max_len <= 0:
+        raise ValueError(f"stcr: max_len must be > 0, got {max_len}")
+    if coef == 0:
+        return rewards.float()
+    wrong = ~correct.bool()  # [B, G]
+    length = lengths.float()
+    n_wrong = wrong.sum(dim=1, keepdim=True)  # [B, 1]
+    mean_wrong = (length * wrong).sum(dim=1, keepdim=True) / n_wrong.clamp(min=1)  # [B, 1]
+    excess = (length - mean_wrong).clamp(min=0) / max_len  # [B, G]
+    return rewards.float() - coef * torch.where(wrong, excess, torch.zeros_like(excess))
 
 
 # ---------------------------------------------------------------- PAR
