@@ -25,16 +25,14 @@ the per-seed difference from ``full`` with its t-interval. Runs go to
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import math
-import multiprocessing as mp
 import os
 import statistics
 import time
 from pathlib import Path
 
-from recipes import _late_pass1, _pm, _settings, _whole, commit, mean_half, run_one
+from recipes import _late_pass1, _pm, _settings, _whole, commit, mean_half, run_jobs, run_one
 
 from rlvr.utils import atomic_write_text, console
 
@@ -51,12 +49,6 @@ SECTION = "## LoRA vs full fine-tuning on the embedded reasoner"  # = memory.QUA
 
 def _dir(runs: Path, arm: str, seed: int) -> Path:
     return runs / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
-
-
-def _job(arm: str, seed: int, steps: int | None, out: Path, threads: int, jobs: int) -> str:
-    console.quiet = True
-    run_one(RECIPE, seed, steps, out, threads, jobs, extra=ARMS[arm])
-    return f"{arm} seed {seed}"
 
 
 def collect(runs: Path, seeds: list[int]) -> dict:
@@ -170,17 +162,18 @@ def main() -> None:
             if not (_dir(args.runs, arm, seed) / "summary.json").exists()
         ]
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = {
-                pool.submit(_job, arm, seed, args.steps, out, threads, args.jobs): (arm, seed)
+        run_jobs(
+            args.jobs,
+            [
+                (
+                    f"{arm} seed {seed}",
+                    run_one,
+                    (RECIPE, seed, args.steps, out, threads, args.jobs, ARMS[arm]),
+                )
                 for arm, seed, out in todo
-            }
-            for fut in cf.as_completed(futs):
-                try:
-                    console.print(f"[bold]{fut.result()}[/bold] done")
-                except Exception as err:  # kept in error.txt by run_one; the others go on
-                    console.print(f"[red]{futs[fut]} failed[/red]: {type(err).__name__}: {err}")
-                write(args.runs, args.seeds, args.steps)
+            ],
+            lambda: write(args.runs, args.seeds, args.steps),
+        )
     res = write(args.runs, args.seeds, args.steps)
     console.print(render(res))
 

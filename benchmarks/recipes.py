@@ -37,7 +37,9 @@ import statistics
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rlvr.compare import mean_ci
 from rlvr.train.config import load_config, recipe_names
@@ -117,11 +119,50 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _run_job(recipe: str, seed: int, steps: int | None, out: Path, threads: int, jobs: int) -> str:
-    """One run in a spawned worker process (``--jobs``); its console output is kept quiet."""
+def _quiet(fn: Callable[..., None], *args: Any) -> None:
+    """``fn(*args)`` in a spawned worker process (``--jobs``), its console output kept quiet."""
     console.quiet = True
-    run_one(recipe, seed, steps, out, threads, jobs)
-    return f"{recipe} seed {seed}"
+    fn(*args)
+
+
+def run_jobs(
+    jobs: int, tasks: list[tuple[str, Callable[..., None], tuple]], after_each: Callable[[], None]
+) -> list[str]:
+    """Run each task ``(label, fn, args)`` as ``fn(*args)``: one after the other in this process
+    when ``jobs`` is 1, else ``jobs`` at a time in spawned processes (``fn`` must be importable).
+    A task that raises is reported and the others go on; ``after_each()`` runs after every task (the
+    table is rewritten there). Ctrl-C starts no more tasks; the running ones resume when rerun.
+    Returns the labels of the failed tasks."""
+    failures: list[str] = []
+
+    def failed(label: str, err: BaseException) -> None:
+        failures.append(label)
+        console.print(f"[red]{label} failed[/red]: {type(err).__name__}: {err}")
+
+    if jobs == 1:
+        for label, fn, args in tasks:
+            console.print(f"[bold]{label}[/bold]")
+            try:
+                fn(*args)
+            except Exception as err:  # a broken run does not stop the others
+                failed(label, err)
+            after_each()
+        return failures
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_quiet, fn, *args): label for label, fn, args in tasks}
+        try:
+            for fut in cf.as_completed(futures):
+                try:
+                    fut.result()
+                    console.print(f"[bold]{futures[fut]}[/bold] done")
+                except Exception as err:  # a broken run does not stop the others
+                    failed(futures[fut], err)
+                after_each()
+        except BaseException:  # Ctrl-C: start no more; the running ones resume when rerun
+            for fut in futures:
+                fut.cancel()
+            raise
+    return failures
 
 
 def _tail_mean(metrics: Path, key: str, n: int = 100) -> float:
@@ -284,38 +325,15 @@ def main() -> None:
         for seed in args.seeds
         if not (args.runs / recipe / f"seed{seed}" / "summary.json").exists()
     ]
-    failures: list[str] = []
-
-    def failed(label: str, err: BaseException) -> None:
-        failures.append(label)
-        console.print(f"[red]{label} failed[/red]: {type(err).__name__}: {err}")
-
-    if args.jobs == 1:
-        for recipe, seed, out in todo:
-            console.print(f"[bold]{recipe} seed {seed}[/bold] -> {out}")
-            try:
-                run_one(recipe, seed, args.steps, out)
-            except Exception as err:  # a broken recipe does not stop the others
-                failed(f"{recipe} seed {seed}", err)
-            atomic_write_text(args.out, header + table(args.runs, args.out))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {
-                pool.submit(_run_job, recipe, seed, args.steps, out, threads, args.jobs): (recipe, seed)
-                for recipe, seed, out in todo
-            }
-            try:
-                for fut in cf.as_completed(futures):
-                    try:
-                        console.print(f"[bold]{fut.result()}[/bold] done")
-                    except Exception as err:  # a broken recipe does not stop the others
-                        failed("{} seed {}".format(*futures[fut]), err)
-                    atomic_write_text(args.out, header + table(args.runs, args.out))
-            except BaseException:  # Ctrl-C: start no more; the running ones resume when rerun
-                for fut in futures:
-                    fut.cancel()
-                raise
+    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    failures = run_jobs(
+        args.jobs,
+        [
+            (f"{recipe} seed {seed}", run_one, (recipe, seed, args.steps, out, threads, args.jobs))
+            for recipe, seed, out in todo
+        ],
+        lambda: atomic_write_text(args.out, header + table(args.runs, args.out)),
+    )
     console.print(table(args.runs, args.out))
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed: {', '.join(failures)} (see error.txt in each)")
