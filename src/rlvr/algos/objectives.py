@@ -1246,14 +1246,13 @@ def empg(
     if entropy is None:
         raise ValueError("empg needs `entropy`")
     from rlvr.algos.weights import empg as empg_weights
+    from rlvr.algos.weights import minmax_entropy
 
     h = entropy.detach().float()
     counted = mask > 0
     a = _per_token(adv, logp)
     gain = empg_weights(mask, entropy=h, k=k).to(a.dtype)  # [N, T], 1 off the mask
-    lo = h[counted].min() if bool(counted.any()) else h.new_tensor(0.0)
-    span = h[counted].max() - lo if bool(counted.any()) else h.new_tensor(0.0)
-    hn = (h - lo) / span if bool(span > 0) else torch.zeros_like(h)  # [N, T]
+    hn = minmax_entropy(h, mask)  # [N, T]
     nxt = torch.cat([hn[:, 1:], torch.zeros_like(hn[:, :1])], dim=1)  # [N, T] Hn_{t+1}
     has_next = torch.cat([counted[:, 1:], torch.zeros_like(counted[:, :1])], dim=1)  # [N, T]
     bonus = torch.where(has_next & counted, torch.exp(-k_future * nxt), torch.zeros_like(nxt))

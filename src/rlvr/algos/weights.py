@@ -56,18 +56,25 @@ def empg(mask: Tensor, *, entropy: Tensor | None = None, k: float = 1.0) -> Tens
 
     Multiplying the loss by w_t scales the update of A_t * grad logp_t: confident correct tokens are
     amplified, confident errors penalised harder, uncertain tokens attenuated. EMPG works per agent
-    step; we apply it per token. Its "future clarity" bonus is an advantage term, not a weight, and is
-    left out. k = 0 is ``none``.
+    step; we apply it per token. Its "future clarity" bonus is an advantage term, not a weight: it is
+    in ``objective:empg``. k = 0 is ``none``.
     """
     h = _require(entropy, "entropy", "empg").float()
+    if not bool((mask > 0).any()):
+        return none(mask)
+    w = torch.exp(-k * minmax_entropy(h, mask))
+    return _on_mask(_normalise(w, mask), mask)
+
+
+def minmax_entropy(h: Tensor, mask: Tensor) -> Tensor:
+    """[N, T] Hn_t = (H_t - min H) / (max H - min H), min and max over the counted tokens; all 0
+    when they are equal or no token counts (EMPG's normalised entropy)."""
     m = mask > 0
     if not bool(m.any()):
-        return none(mask)
-    lo, hi = h[m].min(), h[m].max()
-    span = hi - lo
-    hn = (h - lo) / span if bool(span > 0) else torch.zeros_like(h)  # [N, T]
-    w = torch.exp(-k * hn)
-    return _on_mask(_normalise(w, mask), mask)
+        return torch.zeros_like(h)
+    lo = h[m].min()
+    span = h[m].max() - lo
+    return (h - lo) / span if bool(span > 0) else torch.zeros_like(h)
 
 
 @TOKEN_WEIGHTS.register("tw_grpo", needs={"logp", "group"}, bounds={"alpha": "[0, 1]"})
