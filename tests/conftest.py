@@ -98,3 +98,16 @@ def dense_reward(monkeypatch) -> list[str]:
 
     monkeypatch.setitem(REWARDS._items, "length", _length_reward)
     return ["rewards.answer.weight=0.0", "rewards.length.weight=0.9"]
+
+
+def completion_logits(model, roll, temperature: float) -> torch.Tensor:
+    """[N, T, V] float32 logits / temperature before each sampled completion token of ``roll``, from
+    one plain whole forward (the reference that chunked and shared-prefix forwards are checked
+    against)."""
+    ids = torch.cat([roll.prompt_ids, roll.completion_ids], 1)  # [N, P+T]
+    attn = torch.cat([roll.prompt_mask, roll.attention.to(roll.prompt_mask.dtype)], 1)  # [N, P+T]
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # [N, P+T, V]
+    p, t = roll.prompt_ids.shape[1], roll.completion_ids.shape[1]
+    return logits[:, p - 1 : p + t - 1].float() / temperature  # [N, T, V]

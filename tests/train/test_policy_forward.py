@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tests.conftest import micro_run
+from tests.conftest import completion_logits, micro_run
 
 from rlvr.algos import CREDIT
 from rlvr.train.advantage import Advantages
@@ -14,14 +14,7 @@ from rlvr.train.setup import setup_run
 
 def _full_sum_pi_sq(model, roll, temperature):
     """[N, T] sum_v softmax(z / temperature)_v^2 from one plain forward's whole logits."""
-    ids = torch.cat([roll.prompt_ids, roll.completion_ids], 1)  # [N, P+T]
-    attn = torch.cat([roll.prompt_mask, roll.attention.to(roll.prompt_mask.dtype)], 1)  # [N, P+T]
-    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # [N, P+T, V]
-    p, t = roll.prompt_ids.shape[1], roll.completion_ids.shape[1]
-    z = logits[:, p - 1 : p + t - 1].float() / temperature  # [N, T, V]
-    return torch.softmax(z, -1).pow(2).sum(-1)  # [N, T]
+    return torch.softmax(completion_logits(model, roll, temperature), -1).pow(2).sum(-1)  # [N, T]
 
 
 def test_the_trainer_supplies_sum_pi_sq_of_the_policy(micro_base, tmp_path):

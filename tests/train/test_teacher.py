@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import micro_run
+from tests.conftest import completion_logits, micro_run
 from tests.train import golden
 
 from rlvr.algos import CREDIT
@@ -32,13 +32,7 @@ def _metrics(run) -> list[dict]:
 
 def _full_logp(model, roll, temperature):
     """[N, T] log softmax(z / temperature) of each sampled token, from one plain whole forward."""
-    ids = torch.cat([roll.prompt_ids, roll.completion_ids], 1)  # [N, P+T]
-    attn = torch.cat([roll.prompt_mask, roll.attention.to(roll.prompt_mask.dtype)], 1)  # [N, P+T]
-    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos).logits  # [N, P+T, V]
-    p, t = roll.prompt_ids.shape[1], roll.completion_ids.shape[1]
-    z = logits[:, p - 1 : p + t - 1].float() / temperature  # [N, T, V]
+    z = completion_logits(model, roll, temperature)  # [N, T, V]
     return torch.log_softmax(z, -1).gather(-1, roll.completion_ids.unsqueeze(-1)).squeeze(-1)
 
 
