@@ -280,11 +280,10 @@ def _reference(
         ref_path = run_dir / "references" / f"step_{reset_at}"
         if not ref_path.is_dir():
             raise FileNotFoundError(f"{ref_path}: the reference model this checkpoint needs")
-        ref = load_model(ref_path, device=device)[0].eval()
-    elif saved is not None:
-        ref = load_model(base, device=device)[0].eval()
-    else:
-        ref = copy.deepcopy(model).eval()
+        return _frozen(ref_path, device)
+    if saved is not None:
+        return _frozen(base, device)
+    ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
     return ref
 
@@ -313,8 +312,8 @@ def _teacher_path(cfg: Config, base: Path, progress: bool) -> Path | None:
 
 
 def _frozen(path: Path, device: Any) -> Any:
-    """A model that is never trained (the teacher): eval mode, no gradients, float32 on ``device``
-    (its forwards run under the run's precision, as the reference's do)."""
+    """A model loaded from ``path`` that is never trained (the teacher, a reference on a resume):
+    eval mode, no gradients, float32 on ``device`` (its forwards run under the run's precision)."""
     model = load_model(path, device=device)[0].eval()
     model.requires_grad_(False)
     return model
