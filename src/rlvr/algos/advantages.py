@@ -675,11 +675,8 @@ def copo(
     if copo_global == 0:
         return local
     r = rewards.float()
-    centred = r - r.mean()  # [B, G]
-    if bool((r == r.flatten()[0]).all()) or r.numel() < 2:
-        glob = torch.zeros_like(r)
-    else:
-        glob = centred / (r.std() + eps)  # [B, G]
+    constant = bool((r == r.flatten()[0]).all())  # also a batch of one sample
+    glob = torch.zeros_like(r) if constant else _whiten(r, eps)  # [B, G]
     p = (r >= success_reward).float().mean(dim=1, keepdim=True)  # [B, 1]
     h = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)  # [B, 1]
     w = copo_global * (1.0 - h)  # [B, 1]
