@@ -124,6 +124,7 @@ def generate_branched(
     if r >= max(sizes) and all(s == r for s in sizes):  # no branching: generate's own rollout
         roll.entropy = None
         return roll
+    dev = roll.completion_ids.device
     got = _rows(roll, [m] * len(roll), [1] * len(roll))
     groups = [got[i * r : i * r + min(r, s)] for i, s in enumerate(sizes)]  # the roots
     frontier = [list(g) for g in groups]
@@ -133,7 +134,6 @@ def generate_branched(
             need = sizes[i] - len(groups[i])
             if need <= 0 or not rows:
                 continue
-            dev = roll.completion_ids.device
             ent = _pad([row.entropy for row in rows], 0.0, dev)  # [R_i, T]
             lengths = torch.tensor([len(row.tokens) for row in rows], device=dev)  # [R_i]
             first = torch.tensor([row.first for row in rows], device=dev)  # [R_i]
@@ -184,7 +184,7 @@ def generate_branched(
         )
         for i, row in zip(short, _rows(fill, [m] * len(short), [1] * len(short)), strict=True):
             groups[i].append(row)
-    return _assemble(groups, prompts, pad_id, roll.completion_ids.device)
+    return _assemble(groups, prompts, pad_id, dev)
 
 
 def _pad(rows: list[list[float]] | list[list[int]], value: float, device: torch.device) -> Tensor:
