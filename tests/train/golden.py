@@ -162,6 +162,8 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("algo.pass_k=1")
     if "accept_reward" in algo:  # rejection sampling: the dense reward (in [0, 1]) rarely reaches 1
         extra.append("algo.accept_reward=0.5")
+    if data.get("rollout", {}).get("branching") and data["rollout"].get("branch_roots", 2) >= 4:
+        extra.append("rollout.branch_roots=2")  # the micro group has 4 samples: still a tree
     if data.get("teacher") and teacher is not None:
         extra.append(f"teacher.path={json.dumps(str(teacher))}")
     return extra

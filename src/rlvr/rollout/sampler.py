@@ -169,6 +169,7 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     row_seeds: Sequence[int] | None = None,
+    entropy: bool = False,
 ) -> Rollout:
     """Sample ``num_samples`` (G) completions for each of the B prompts: N = B * G sequences.
 
@@ -180,6 +181,10 @@ def generate(
     generator seeded with ``row_seeds[i]`` and takes token t by :func:`sample_inverse_cdf` at u_i[t];
     ``generator`` is then ignored. Without it every step draws u = ``torch.rand(N, generator=generator)``
     and takes tokens by :func:`sample_inverse_cdf` at u.
+
+    ``entropy``: also set ``Rollout.entropy`` [N, T], H_t = -sum_v p_v log p_v of the distribution token
+    t was drawn from (temperature-scaled, before top-p; 0 on padding). It draws no random numbers, so
+    the tokens are the same with and without it.
     """
     if num_samples < 1 or max_new_tokens < 1:
         raise ValueError("num_samples and max_new_tokens must be >= 1")
@@ -219,6 +224,7 @@ def generate(
     logps = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)  # [N, T]
     done = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
     lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)  # [N]
+    ents = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device) if entropy else None
     # The batch holds rows `rows` of the N (all at first); once an eighth of it has finished, the
     # finished rows leave the batch and the cache, so that no forward is spent on them.
     rows = torch.arange(n, device=device)  # [L] the batch's rows among the N
@@ -242,6 +248,8 @@ def generate(
         tok = torch.where(fin, torch.full_like(tok, pad_id), tok)
         tokens[rows, t] = tok
         logps[rows, t] = torch.where(fin, 0.0, logp_all.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
+        if ents is not None:  # [N, T]
+            ents[rows, t] = torch.where(fin, 0.0, torch.special.entr(logp_all.exp()).sum(-1))
         newly = ~fin & (tok == eos_id)  # [L]
         lengths[rows[newly]] = t + 1
         done[rows[newly]] = True
@@ -275,4 +283,5 @@ def generate(
         lengths=torch.minimum(lengths, torch.tensor(steps, device=device)),
         finish=finish,
         group=group,
+        entropy=None if ents is None else ents[:, :steps] * mask,
     )

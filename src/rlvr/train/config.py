@@ -251,6 +251,23 @@ class RolloutConfig:
     max_episode_tokens: int = bounded(0, ">= 0")
     """Multi-turn episodes: tokens after the first prompt (model and environment turns) at most;
     0: up to the model's context length."""
+    branching: str = ""
+    """How a group is sampled: '' (G independent samples) or 'entropy' (a tree: `branch_roots`
+    samples, then continuations from the prefixes before their highest-entropy tokens until the group
+    has G; rlvr.rollout.branching, CURE)."""
+    branch_roots: int = bounded(2, ">= 1")
+    """Branching: independent samples per prompt that the tree grows from (>= G: no branching)."""
+    branch_width: int = bounded(2, ">= 1")
+    """Branching: continuations sampled from each branch point."""
+    branch_top_k: int = bounded(1, ">= 1")
+    """Branching: branch points per completion, its top_k highest-entropy tokens."""
+    branch_threshold: float = bounded(0.0, ">= 0")
+    """Branching: a branch point's entropy (nats) must exceed this."""
+    branch_depth: int = bounded(1, ">= 1")
+    """Branching: layers of the tree (2: branches branch again)."""
+    branch_steps: int = bounded(0, ">= 0", note="(0: every step)")
+    """Branching: only steps 1 .. branch_steps branch, later steps sample i.i.d. (CURE's second
+    stage); 0: every step."""
 
 
 @dataclass
@@ -624,6 +641,7 @@ def validate(cfg: Config) -> Config:
     _validate_shaping(cfg)
     _validate_sampling(cfg)
     _validate_scale(cfg)
+    _validate_branching(cfg)
     return cfg
 
 
@@ -640,6 +658,23 @@ def _validate_lora(cfg: Config) -> None:
             f"{cfg.algo.ref_reset_every}: the reference of a LoRA run is the base (the policy with "
             "its adapters off), which a reset cannot move; set algo.ref_reset_every = 0"
         )
+
+
+def _validate_branching(cfg: Config) -> None:
+    r, s = cfg.rollout, cfg.scale
+    if r.branching not in ("", "entropy"):
+        raise ConfigError(f"'rollout.branching' = {r.branching!r}; expected '' or 'entropy'")
+    if not r.branching:
+        return
+    _refuse_together(
+        f"'rollout.branching' = {r.branching!r}",
+        [
+            (f"scale.workers = {s.workers}", s.workers > 0),
+            (f"scale.learners = {s.learners}", s.learners > 1),
+            ("task.source = 'env'", cfg.task.source == "env"),
+        ],
+        "branching rollouts are generated in the trainer's process, from single-turn prompts",
+    )
 
 
 def _validate_scale(cfg: Config) -> None:

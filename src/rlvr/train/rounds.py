@@ -19,12 +19,13 @@ from rlvr.data.guidance import Guide, apply_guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem
 from rlvr.rollout import Rollout, generate
+from rlvr.rollout.branching import generate_branched
 from rlvr.train.batch import Batch
 from rlvr.train.config import Config
 from rlvr.train.scale import RolloutSource
 from rlvr.train.score import Scorer
 
-__all__ = ["Rounds", "autocast", "gen_knobs", "prompt_ids"]
+__all__ = ["Rounds", "autocast", "branch_knobs", "gen_knobs", "prompt_ids"]
 
 
 def autocast(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -67,6 +68,21 @@ def gen_knobs(cfg: Config, tokenizer: Any) -> dict[str, Any]:
         "pad_id": tokenizer.pad_token_id,
         "temperature": r.temperature,
         "top_p": r.top_p,
+    }
+
+
+def branch_knobs(cfg: Config, step: int) -> dict[str, Any] | None:
+    """The knobs of :func:`~rlvr.rollout.branching.generate_branched` when step ``step`` samples its
+    groups as trees (``rollout.branching``, up to ``rollout.branch_steps``); None: i.i.d. groups."""
+    r = cfg.rollout
+    if not r.branching or (r.branch_steps and step > r.branch_steps):
+        return None
+    return {
+        "roots": r.branch_roots,
+        "width": r.branch_width,
+        "top_k": r.branch_top_k,
+        "threshold": r.branch_threshold,
+        "depth": r.branch_depth,
     }
 
 
@@ -147,8 +163,14 @@ class Rounds:
             else:
                 ids, num_samples = prompt_ids(tokenizer, problems, g, guides, counts)
                 knobs = gen_knobs(self.cfg, tokenizer)
+                tree = branch_knobs(self.cfg, step)
                 with precision:
-                    if self.source is None:
+                    if tree is not None:  # one prompt row per problem, grown into sizes[j] rows
+                        ids = ids if counts is None else prompt_ids(tokenizer, problems, g, guides)[0]
+                        roll = generate_branched(
+                            model, ids, sizes, generator=self.generator, **tree, **knobs
+                        )
+                    elif self.source is None:
                         roll = generate(
                             model, ids, num_samples=num_samples, generator=self.generator, **knobs
                         )

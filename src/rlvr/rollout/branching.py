@@ -1,0 +1,217 @@
+"""Branching rollouts: each group grown as a prefix tree from the high-entropy tokens of a few roots.
+
+CURE ("CURE: Critical-Token-Guided Re-Concatenation for Entropy-Collapse Prevention") re-generates
+from high-entropy critical tokens and trains on the original and the branched trajectories; ARPO
+("Agentic Reinforced Policy Optimization") and ROSE ("Reinforced Efficient Reasoning via Semantically
+Diverse Exploration") branch where the policy is uncertain too. :func:`generate_branched` builds a
+group of G completions this way:
+
+1. ``roots`` completions of the prompt, sampled as usual (:func:`~rlvr.rollout.sampler.generate`);
+2. in each completion of the last layer, the branch points are its ``top_k`` positions t of highest
+   entropy H_t > ``threshold`` (:func:`critical_positions`; t >= 1, so a branch shares at least one
+   token, and t after the completion's own branch position, so a branch grows a new subtree);
+   across the group's completions the points go in order of entropy, each getting ``width``
+   continuations, until the group has G completions. A continuation is sampled by the same
+   ``generate`` with the prefix y_<t on the prompt side (one prefill per point, copied to its
+   ``width`` rows) and cut at ``max_new_tokens - t`` new tokens, so that every completion has the
+   budget of an i.i.d. sample;
+3. step 2 repeats on the new completions, ``depth`` layers at most; a group still short of G (its
+   completions too short to branch, or no entropy above the threshold) is filled with i.i.d. samples.
+
+The result is an ordinary group: row i*G + j is the full completion (the shared prefix repeated, with
+the behaviour log-probs it was sampled with), so every objective and advantage works on it unchanged,
+and the prefix-tree credit assigners (``credit:tree_td``, ...) find the tree in ``completion_ids``.
+With ``roots`` >= G no branch is made and the rollout is exactly ``generate``'s. Every random draw
+comes from ``generator`` in a fixed order: the same seed gives the same tree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlvr.rollout.batch import Rollout
+from rlvr.rollout.sampler import generate, left_pad
+
+__all__ = ["critical_positions", "generate_branched"]
+
+
+def critical_positions(
+    entropy: Tensor, lengths: Tensor, first: Tensor, *, top_k: int, threshold: float = 0.0
+) -> list[list[tuple[float, int]]]:
+    """The branch points of each completion: entropy [R, T], lengths [R], first [R] -> per row up to
+    ``top_k`` pairs (H_t, t) with first_r <= t < L_r and H_t > threshold, highest entropy first
+    (ties: the earlier position)."""
+    if top_k < 1:
+        raise ValueError(f"critical_positions: top_k must be >= 1, got {top_k}")
+    pos = torch.arange(entropy.shape[1], device=entropy.device)  # [T]
+    ok = (pos >= first[:, None]) & (pos < lengths[:, None]) & (entropy > threshold)  # [R, T]
+    score = entropy.float().masked_fill(~ok, float("-inf"))  # [R, T]
+    vals, idx = score.sort(dim=1, descending=True, stable=True)  # [R, T]
+    out = []
+    for v, i in zip(vals[:, :top_k].tolist(), idx[:, :top_k].tolist(), strict=True):
+        out.append([(e, t) for e, t in zip(v, i, strict=True) if e > float("-inf")])
+    return out
+
+
+@dataclass
+class _Row:
+    """One completion of a group while the tree grows (plain lists: a group is small)."""
+
+    tokens: list[int]
+    logp: list[float]
+    entropy: list[float]
+    finish: str
+    first: int  # the first position a branch may start at (1 for a root, t + 1 for a branch at t)
+
+
+def _rows(roll: Rollout, cut: Sequence[int], first: Sequence[int]) -> list[_Row]:
+    """The rows of ``roll`` as :class:`_Row`, row k cut to ``cut[k]`` tokens (then finish 'length')."""
+    out = []
+    lens = roll.lengths.tolist()
+    ids, logp, ent = roll.completion_ids.tolist(), roll.old_logp.tolist(), roll.entropy.tolist()  # type: ignore[union-attr]
+    for k, n in enumerate(lens):
+        m = min(n, cut[k])
+        out.append(
+            _Row(ids[k][:m], logp[k][:m], ent[k][:m], roll.finish[k] if m == n else "length", first[k])
+        )
+    return out
+
+
+@torch.no_grad()
+def generate_branched(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    sizes: Sequence[int],
+    *,
+    roots: int,
+    width: int = 2,
+    top_k: int = 1,
+    threshold: float = 0.0,
+    depth: int = 1,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """``sizes[i]`` completions of prompt i grown as a tree (the module's docstring): N = sum(sizes)
+    rows, group-major (the roots of a group first, then each layer's branches, then any i.i.d. fill).
+
+    The knobs: ``roots`` (R) samples per prompt first (min(R, G_i)); ``width`` continuations per branch
+    point; ``top_k`` points per completion; ``threshold``: the least entropy of a point (in nats);
+    ``depth``: layers of branching. The sampling knobs are ``generate``'s.
+    """
+    for name, v in (("roots", roots), ("width", width), ("top_k", top_k), ("depth", depth)):
+        if v < 1:
+            raise ValueError(f"generate_branched: {name} must be >= 1, got {v}")
+    if len(sizes) != len(prompts) or any(s < 1 for s in sizes):
+        raise ValueError(
+            f"generate_branched: expected one size >= 1 per prompt, got {list(sizes)} for "
+            f"{len(prompts)} prompts"
+        )
+    m = max_new_tokens
+    kw = {"eos_id": eos_id, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
+    r = min(roots, max(sizes))
+    roll = generate(
+        model, prompts, num_samples=r, max_new_tokens=m, generator=generator, entropy=True, **kw
+    )
+    if r >= max(sizes) and all(s == r for s in sizes):  # no branching: generate's own rollout
+        roll.entropy = None
+        return roll
+    dev = roll.completion_ids.device
+    got = _rows(roll, [m] * len(roll), [1] * len(roll))
+    groups = [got[i * r : i * r + min(r, s)] for i, s in enumerate(sizes)]  # the roots
+    frontier = [list(g) for g in groups]
+    for _ in range(depth):
+        points = []  # (group, row, position, continuations kept)
+        for i, rows in enumerate(frontier):
+            need = sizes[i] - len(groups[i])
+            if need <= 0 or not rows:
+                continue
+            ent = _pad([row.entropy for row in rows], 0.0, dev)  # [R_i, T]
+            lengths = torch.tensor([len(row.tokens) for row in rows], device=dev)  # [R_i]
+            first = torch.tensor([row.first for row in rows], device=dev)  # [R_i]
+            found = critical_positions(ent, lengths, first, top_k=top_k, threshold=threshold)
+            cands = sorted((-e, k, t) for k, pts in enumerate(found) for e, t in pts)
+            cands = cands[: math.ceil(need / width)]
+            for j, (_, k, t) in enumerate(cands):
+                points.append((i, rows[k], t, min(width, need - width * j)))
+        if not points:
+            break
+        low = min(t for _, _, t, _ in points)
+        branch = generate(
+            model,
+            [list(prompts[i]) + row.tokens[:t] for i, row, t, _ in points],
+            num_samples=width,
+            max_new_tokens=m - low,
+            generator=generator,
+            entropy=True,
+            **kw,
+        )
+        cont = _rows(
+            branch,
+            [m - t for _, _, t, _ in points for _ in range(width)],
+            [t + 1 for _, _, t, _ in points for _ in range(width)],
+        )
+        frontier = [[] for _ in sizes]
+        for p, (i, row, t, keep) in enumerate(points):
+            for c in cont[p * width : p * width + keep]:
+                full = _Row(
+                    row.tokens[:t] + c.tokens,
+                    row.logp[:t] + c.logp,
+                    row.entropy[:t] + c.entropy,
+                    c.finish,
+                    c.first,
+                )
+                groups[i].append(full)
+                frontier[i].append(full)
+    short = [i for i, s in enumerate(sizes) for _ in range(s - len(groups[i]))]
+    if short:  # groups that could not branch enough: i.i.d. samples
+        fill = generate(
+            model,
+            [prompts[i] for i in short],
+            num_samples=1,
+            max_new_tokens=m,
+            generator=generator,
+            entropy=True,
+            **kw,
+        )
+        for i, row in zip(short, _rows(fill, [m] * len(short), [1] * len(short)), strict=True):
+            groups[i].append(row)
+    return _assemble(groups, prompts, pad_id, dev)
+
+
+def _pad(rows: list[list[float]] | list[list[int]], value: float, device: torch.device) -> Tensor:
+    """Lists of different lengths -> [R, max(1, longest)] right-padded with ``value``."""
+    width = max(1, max(len(x) for x in rows))
+    return torch.tensor([list(x) + [value] * (width - len(x)) for x in rows], device=device)
+
+
+def _assemble(
+    groups: list[list[_Row]], prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> Rollout:
+    """The groups' rows as one Rollout, group-major, laid out as ``generate`` lays out its own."""
+    rows = [row for g in groups for row in g]
+    group = torch.tensor([i for i, g in enumerate(groups) for _ in g], device=device)  # [N]
+    p_ids, p_mask = left_pad(prompts, pad_id)  # [B, P]
+    lengths = torch.tensor([len(row.tokens) for row in rows], device=device)  # [N]
+    t = torch.arange(max(1, int(lengths.max())), device=device)  # [T]
+    mask = (t[None, :] < lengths[:, None]).float()  # [N, T]
+    ids = _pad([row.tokens for row in rows], pad_id, device).long()  # [N, T]
+    logp = _pad([row.logp for row in rows], 0.0, device).float()  # [N, T]
+    return Rollout(
+        prompt_ids=p_ids.to(device)[group],
+        prompt_mask=p_mask.to(device)[group],
+        completion_ids=ids,
+        mask=mask,
+        old_logp=logp * mask,
+        lengths=lengths,
+        finish=[row.finish for row in rows],
+        group=group,
+    )
