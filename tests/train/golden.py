@@ -162,6 +162,10 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("algo.pass_k=1")
     if "accept_reward" in algo:  # rejection sampling: the dense reward (in [0, 1]) rarely reaches 1
         extra.append("algo.accept_reward=0.5")
+    if "adora_lambda" in algo:  # ADORA's correct / wrong split at the dense reward's midpoint
+        extra.append("algo.success_reward=0.5")
+    if data.get("rollout", {}).get("samples_per_prompt") == 1:  # one rollout per prompt (mssr)
+        extra += ["rollout.samples_per_prompt=1", "rollout.prompts_per_step=8"]
     if data.get("teacher") and teacher is not None:
         extra.append(f"teacher.path={json.dumps(str(teacher))}")
     return extra

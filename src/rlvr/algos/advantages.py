@@ -780,7 +780,7 @@ def duration(
 # ---------------------------------------------------------------- group-free: one rollout per prompt
 
 
-@ADVANTAGES.register("mssr", bounds={"eps": ">= 0"})
+@ADVANTAGES.register("mssr", bounds={"eps": ">= 0"}, group_free=True)
 def mssr(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
     """The group-free advantage of MSSR ("Stable and Efficient Single-Rollout RL for Multimodal
     Reasoning"): with one rollout per prompt there is no group to compare with, so the baseline is
