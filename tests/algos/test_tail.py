@@ -11,7 +11,7 @@ import torch
 from rlvr.algos import ADVANTAGES, CREDIT, OBJECTIVES
 from rlvr.algos.advantages import adora, duration, grpo, mssr
 from rlvr.algos.credit import gated_turns, hiper, turn_grpo
-from rlvr.algos.objectives import entropy_change, ppo_clip, steer
+from rlvr.algos.objectives import capo, entropy_change, ppo_clip, steer
 from rlvr.algos.objectives import mssr as mssr_objective
 from rlvr.registry import KnobError
 
@@ -245,3 +245,42 @@ def test_hiper_bad_input():
         CREDIT.check_knobs("hiper", {"turns_per_subgoal": 0})
     with pytest.raises(ValueError, match="needs 'turn_rewards'"):
         hiper(R, MASK, turn=TURN)
+
+
+# ---------------------------------------------------------------- capo
+
+
+def test_capo_masks_the_largest_curvature_tokens():
+    old = torch.zeros(2, 3)
+    logp = torch.tensor([[0.1, -0.3, 0.0], [0.2, 0.05, 0.0]], requires_grad=True)
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # 5 tokens
+    # c = |A| d^2: [0.01, 0.09, 0], [0.08, 0.005, -]; fraction 0.4 -> 2 tokens: (0, 1) and (1, 0)
+    loss = capo(logp, old, adv, mask, capo_fraction=0.4)
+    base = ppo_clip(logp, old, adv, mask)
+    close(loss.detach(), base.detach())  # values unchanged
+    loss.sum().backward()
+    grad = logp.grad.clone()
+    logp.grad = None
+    base.sum().backward()
+    keep = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    close(grad, logp.grad * keep)
+    assert grad[0, 1] == 0 and grad[1, 0] == 0 and grad[0, 0] != 0
+
+
+def test_capo_neutral_on_policy_and_bad_knobs():
+    torch.manual_seed(2)
+    logp, old = torch.randn(3, 4), torch.randn(3, 4)
+    adv, mask = torch.randn(3), (torch.rand(3, 4) > 0.3).float()
+    close(capo(logp, old, adv, mask, capo_fraction=0.0), ppo_clip(logp, old, adv, mask))
+    # on-policy (logp = old_logp) the proxy is 0: nothing is masked
+    x = logp.clone().requires_grad_()
+    capo(x, logp, adv, mask, capo_fraction=1.0).sum().backward()
+    y = logp.clone().requires_grad_()
+    ppo_clip(y, logp, adv, mask).sum().backward()
+    close(x.grad, y.grad)
+    stats: dict = {}
+    capo(logp, old, adv, mask, capo_fraction=1.0, stats=stats)
+    assert 0 < stats["capo_masked_frac"] <= 1
+    with pytest.raises(KnobError, match="capo_fraction"):
+        OBJECTIVES.check_knobs("capo", {"capo_fraction": 1.5})

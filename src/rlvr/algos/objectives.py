@@ -1366,3 +1366,59 @@ def steer(
     if stats is not None:
         stats["steer_weight_mean"] = _masked_mean(w, mask).item()
     return loss * w.detach()
+
+
+def _top_positive(score: Tensor, mask: Tensor, fraction: float) -> Tensor:
+    """Boolean [N, T]: the floor(fraction * n_tokens) counted tokens with the largest positive score
+    (fewer if fewer are positive)."""
+    m = mask > 0
+    k = int(fraction * int(m.sum()))
+    cand = m & (score > 0)
+    k = min(k, int(cand.sum()))
+    sel = torch.zeros_like(m)
+    if k == 0:
+        return sel
+    flat = torch.where(cand, score, torch.full_like(score, -torch.inf)).flatten()  # [N*T]
+    return sel.flatten().index_fill(0, torch.topk(flat, k).indices, True).view_as(m)
+
+
+@OBJECTIVES.register(
+    "capo", bounds={"capo_fraction": "[0, 1]", "clip_low": "[0, 1)", "clip_high": ">= 0"}
+)
+def capo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    capo_fraction: float = 0.05,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """Curvature-aware masking after CAPO ("Stabilizing Policy Gradients for Sample-Efficient
+    Reinforcement Learning in LLM Reasoning"): the tokens behind the most curved, least stable part
+    of the update get no gradient.
+
+    d_t = logp_t - old_logp_t;   c_t = |A_t| * d_t^2               (detached)
+    the floor(capo_fraction * n_tokens) counted tokens of largest c_t > 0: ppo_clip loss detached
+    (value kept, gradient 0); the rest: ppo_clip
+
+    CAPO tracks second-order information of the policy-gradient objective and masks the samples that
+    make an update unstable. rlvr tracks no Hessian or Fisher; the proxy is each token's second-order
+    term of the surrogate: rho_t A_t = A_t (1 + d_t + d_t^2 / 2 + ...), whose curvature part grows
+    as |A_t| d_t^2, the token's advantage-weighted squared log-ratio (its share of the KL moved along
+    the update). It is zero while the policy still equals the sampling one (the first mini-batch of a
+    step), so it acts from the second mini-batch or epoch on, or on stale rollouts. capo_fraction = 0
+    is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if capo_fraction == 0:
+        return loss
+    d = _where_mask(logp.detach() - old_logp.detach(), mask)  # [N, T]
+    curv = a.detach().abs() * d**2  # [N, T]
+    sel = _top_positive(curv, mask, capo_fraction)  # [N, T]
+    if stats is not None:
+        stats["capo_masked_frac"] = _masked_mean(sel.float(), mask).item()
+    return torch.where(sel, loss.detach(), loss)
