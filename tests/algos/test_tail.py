@@ -284,3 +284,61 @@ def test_capo_neutral_on_policy_and_bad_knobs():
     assert 0 < stats["capo_masked_frac"] <= 1
     with pytest.raises(KnobError, match="capo_fraction"):
         OBJECTIVES.check_knobs("capo", {"capo_fraction": 1.5})
+
+
+def _loop_group_adv(vals: dict, scale: str, eps: float) -> dict:
+    """{(b, key, i): x} -> (x - mean) / F within each (b, key); 0 for one member or equal values."""
+    out = {}
+    for bk in {(b, key) for b, key, _ in vals}:
+        members = {i: x for (b, key, i), x in vals.items() if (b, key) == bk}
+        xs = list(members.values())
+        mean = sum(xs) / len(xs)
+        for i, x in members.items():
+            if len(xs) < 2 or max(xs) == min(xs):
+                out[(*bk, i)] = 0.0
+            elif scale == "group":
+                std = math.sqrt(sum((y - mean) ** 2 for y in xs) / (len(xs) - 1))
+                out[(*bk, i)] = (x - mean) / (std + eps)
+            else:
+                out[(*bk, i)] = x - mean
+    return out
+
+
+def _loop_hiper(rewards, turn, tr, h, gamma, scale, eps):
+    """hiper by plain loops over rows, subgoals and turns."""
+    b, g = rewards.shape
+    k_i = [int(turn[i].max()) for i in range(b * g)]
+    hi_vals, lo_vals = {}, {}
+    for i in range(b * g):
+        r = [float(tr[i, k]) for k in range(k_i[i])]
+        subs = [sum(r[j * h : (j + 1) * h]) for j in range(math.ceil(k_i[i] / h))]
+        for j in range(len(subs)):
+            hi_vals[(i // g, j, i)] = sum(gamma ** (jp - j) * subs[jp] for jp in range(j, len(subs)))
+        for k in range(k_i[i]):
+            end = min((k // h + 1) * h, k_i[i])
+            lo_vals[(i // g, k, i)] = sum(gamma ** (kp - k) * r[kp] for kp in range(k, end))
+    hi_adv, lo_adv = _loop_group_adv(hi_vals, scale, eps), _loop_group_adv(lo_vals, scale, eps)
+    ep = grpo(rewards, eps=eps, scale=scale).masked_fill(
+        (rewards == rewards[:, :1]).all(1, keepdim=True), 0
+    )
+    out = torch.zeros(turn.shape, dtype=torch.float64)
+    for i in range(b * g):
+        for t in range(turn.shape[1]):
+            k = int(turn[i, t])
+            if k > 0:
+                out[i, t] = (
+                    float(ep.reshape(-1)[i])
+                    + hi_adv[(i // g, (k - 1) // h, i)]
+                    + lo_adv[(i // g, k - 1, i)]
+                )
+    return out.float()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("h", "scale"), [(1, "group"), (2, "none"), (3, "group")])
+def test_hiper_equals_a_plain_loop_on_random_episodes(seed, h, scale):
+    from tests.algos.test_credit_turns import _random_episodes
+
+    r, mask, turn, tr, _ = _random_episodes(seed)
+    out = hiper(r, mask, turn=turn, turn_rewards=tr, turns_per_subgoal=h, gamma=0.8, scale=scale)
+    close(out, _loop_hiper(r, turn, tr, h, 0.8, scale, 1e-6), atol=1e-5, rtol=1e-5)

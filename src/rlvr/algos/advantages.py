@@ -707,8 +707,8 @@ def adora(
 
     The abstract gives no formula: it sorts samples into temporarily advantageous and disadvantageous
     ones by their utility during online rollouts and reweights their advantages. This is the simplest
-    rule of that kind on the inputs rlvr has, after the authors' length-based categorisation (their
-    code weighs whole groups, `adora_lamda` for the disadvantageous ones): a group whose longest
+    rule of that kind on the inputs rlvr has (the authors' code computes its weights from each
+    group's rewards and response lengths, with one knob, `adora_lamda`): a group whose longest
     correct answer is at least as long as its longest wrong one rewards the longer reasoning the paper
     aims at and keeps its advantage; a group where only short answers are correct is down-weighted.
     Groups with no correct or no wrong sample have zero grpo advantage either way. The utility is
