@@ -144,10 +144,17 @@ class Registry:
         self._items: dict[str, Callable[..., Any]] = {}
 
     def register(
-        self, name: str, *, needs: Iterable[str] = (), bounds: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        needs: Iterable[str] = (),
+        bounds: Mapping[str, str] | None = None,
+        group_free: bool = False,
     ) -> Callable[[Callable], Callable]:
         """Register a component. ``bounds`` maps a numeric knob to its valid range, e.g.
-        ``{"dual_clip": "> 1", "clip_low": "[0, 1)"}``; ``None`` values are not bound-checked."""
+        ``{"dual_clip": "> 1", "clip_low": "[0, 1)"}``; ``None`` values are not bound-checked.
+        ``group_free`` marks an advantage estimator that never compares a prompt's samples with each
+        other, so a run may sample one completion per prompt (G = 1)."""
 
         def deco(fn: Callable) -> Callable:
             old = self._items.get(name)
@@ -163,6 +170,7 @@ class Registry:
                         "of that name to receive it"
                     )
             fn.registry_name = name  # type: ignore[attr-defined]
+            fn.group_free = group_free  # type: ignore[attr-defined]
             fn.bounds = dict(bounds or {})  # type: ignore[attr-defined]
             for knob, text in fn.bounds.items():  # type: ignore[attr-defined]
                 parse_bound(text)  # a typo in a bound fails at import, not at use

@@ -124,6 +124,8 @@ def test_registered_names_and_needs():
         "rover",
         "gigpo_turns",
         "turn_grpo",
+        "gated_turns",
+        "hiper",
         "optimal_token_baseline",
         "opd",
     }

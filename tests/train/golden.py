@@ -164,6 +164,10 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("algo.accept_reward=0.5")
     if data.get("rollout", {}).get("branching") and data["rollout"].get("branch_roots", 2) >= 4:
         extra.append("rollout.branch_roots=2")  # the micro group has 4 samples: still a tree
+    if "adora_lambda" in algo:  # ADORA's correct / wrong split at the dense reward's midpoint
+        extra.append("algo.success_reward=0.5")
+    if data.get("rollout", {}).get("samples_per_prompt") == 1:  # one rollout per prompt (mssr)
+        extra += ["rollout.samples_per_prompt=1", "rollout.prompts_per_step=8"]
     if data.get("teacher") and teacher is not None:
         extra.append(f"teacher.path={json.dumps(str(teacher))}")
     return extra

@@ -189,13 +189,20 @@ def test_every_declared_bound_is_checked_naming_the_field():
 
 
 def test_group_estimators_need_two_samples_but_others_may_not_exist():
-    for adv in ADVANTAGES.names():
+    group_free = {name for name in ADVANTAGES.names() if ADVANTAGES[name].group_free}
+    assert group_free == {"mssr"}
+    for adv in sorted(set(ADVANTAGES.names()) - group_free):
         with pytest.raises(ConfigError, match=f"group estimator '{adv}'"):
             load_config("grpo", [f"algo.advantage='{adv}'", "rollout.samples_per_prompt=1"])
     with pytest.raises(ConfigError, match="group estimator 'tree_td'"):
         load_config("tempo", ["rollout.samples_per_prompt=1"])
     ok = load_config("grpo", ["rollout.samples_per_prompt=2", "rollout.prompts_per_step=3"])
     assert ok.rollout.samples_per_prompt * ok.rollout.prompts_per_step == 6
+    # a group-free estimator takes one sample per prompt, but not under a group credit assigner
+    one = load_config("grpo", ["algo.advantage='mssr'", "rollout.samples_per_prompt=1"])
+    assert one.rollout.samples_per_prompt == 1
+    with pytest.raises(ConfigError, match="group estimator 'tree_td'"):
+        load_config("tempo", ["algo.advantage='mssr'", "rollout.samples_per_prompt=1"])
 
 
 def test_unknown_knob_lists_the_accepted_knobs_of_the_chosen_components():

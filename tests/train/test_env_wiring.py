@@ -44,7 +44,13 @@ def _metrics(run_dir):
 
 @pytest.mark.parametrize(
     ("env", "credit"),
-    [("calculator", ""), ("gridworld", "gigpo_turns"), ("gridworld", "turn_grpo")],
+    [
+        ("calculator", ""),
+        ("gridworld", "gigpo_turns"),
+        ("gridworld", "turn_grpo"),
+        ("gridworld", "gated_turns"),
+        ("gridworld", "hiper"),
+    ],
 )
 def test_episodes_train_evaluate_and_resume_exactly(micro_base, tmp_path, env, credit):
     extra = (f"algo.credit='{credit}'",) if credit else ()

@@ -681,3 +681,120 @@ def copo(
     h = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)  # [B, 1]
     w = copo_global * (1.0 - h)  # [B, 1]
     return (1.0 - w) * local + w * glob
+
+
+# ---------------------------------------------------------------- sample utility and duration weights
+
+
+@ADVANTAGES.register("adora", needs={"lengths"}, bounds={"eps": ">= 0", "adora_lambda": "[0, 1]"})
+def adora(
+    rewards: Tensor,
+    *,
+    lengths: Tensor | None = None,
+    adora_lambda: float = 0.1,
+    success_reward: float = 1.0,
+    eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
+) -> Tensor:
+    """ADORA ("ADORA: Training Reasoning Models with Dynamic Advantage Estimation on Reinforcement
+    Learning"): the advantage of each group weighted by whether the group is, at this step, a
+    temporarily advantageous sample or a disadvantageous one.
+
+    C_b  = {i : r_bi >= success_reward},  W_b = the rest          (correct / wrong samples of group b)
+    adv_b = C_b and W_b both non-empty and max_{i in C_b} L_bi >= max_{i in W_b} L_bi
+    w_b  = 1 if adv_b or C_b or W_b is empty, else adora_lambda
+    A_bi = w_b * grpo(rewards)_bi                                   (L = completion length in tokens)
+
+    The abstract gives no formula: it sorts samples into temporarily advantageous and disadvantageous
+    ones by their utility during online rollouts and reweights their advantages. This is the simplest
+    rule of that kind on the inputs rlvr has (the authors' code computes its weights from each
+    group's rewards and response lengths, with one knob, `adora_lamda`): a group whose longest
+    correct answer is at least as long as its longest wrong one rewards the longer reasoning the paper
+    aims at and keeps its advantage; a group where only short answers are correct is down-weighted.
+    Groups with no correct or no wrong sample have zero grpo advantage either way. The utility is
+    re-measured each step from the current rollouts (no tracker across steps). adora_lambda = 1 is
+    ``grpo``.
+    """
+    _check(rewards)
+    if lengths is None:
+        raise ValueError("adora needs `lengths` [B, G]")
+    if lengths.shape != rewards.shape:
+        raise ValueError(
+            f"adora: lengths must have the shape of rewards {tuple(rewards.shape)}, "
+            f"got {tuple(lengths.shape)}"
+        )
+    a = grpo(rewards, eps=eps, scale=scale)  # [B, G]
+    if adora_lambda == 1:
+        return a
+    r = rewards.float()
+    length = lengths.float().to(r.device)  # [B, G]
+    ok = r >= success_reward  # [B, G]
+    lo = torch.finfo(length.dtype).min
+    right = torch.where(ok, length, lo).amax(dim=1)  # [B] longest correct (lo if none)
+    wrong = torch.where(~ok, length, lo).amax(dim=1)  # [B] longest wrong (lo if none)
+    mixed = ok.any(dim=1) & (~ok).any(dim=1)  # [B]
+    down = mixed & (right < wrong)  # [B] disadvantageous groups
+    w = torch.where(down, adora_lambda, 1.0).unsqueeze(1)  # [B, 1]
+    return a * w
+
+
+@ADVANTAGES.register("duration", needs={"lengths"}, bounds={"eps": ">= 0", "duration_power": ">= 0"})
+def duration(
+    rewards: Tensor,
+    *,
+    lengths: Tensor | None = None,
+    duration_power: float = 1.0,
+    eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
+) -> Tensor:
+    """Duration-aware weighting ("Reinforcement Learning for Machine Learning Engineering Agents"):
+    samples whose actions take longer are up-weighted, so that the fast ones that finish first do not
+    dominate the updates.
+
+    d_bi = L_bi / mean_batch(L)                 (L = completion length in tokens; mean over B * G)
+    A_bi = d_bi^duration_power * grpo(rewards)_bi
+
+    The paper weighs each sample's gradient by its action's duration in asynchronous RL; rlvr has no
+    per-sample execution time, so the completion length stands in for the duration (generation time
+    grows with the tokens generated), normalised by the batch mean so that the weights average about
+    1. A batch of empty completions gets weight 1. duration_power = 0 is ``grpo``.
+    """
+    _check(rewards)
+    if lengths is None:
+        raise ValueError("duration needs `lengths` [B, G]")
+    if lengths.shape != rewards.shape:
+        raise ValueError(
+            f"duration: lengths must have the shape of rewards {tuple(rewards.shape)}, "
+            f"got {tuple(lengths.shape)}"
+        )
+    a = grpo(rewards, eps=eps, scale=scale)  # [B, G]
+    if duration_power == 0:
+        return a
+    length = lengths.float().to(a.device)  # [B, G]
+    mean = length.mean()
+    if not bool(mean > 0):
+        return a
+    return a * (length / mean) ** duration_power  # [B, G]
+
+
+# ---------------------------------------------------------------- group-free: one rollout per prompt
+
+
+@ADVANTAGES.register("mssr", bounds={"eps": ">= 0"}, group_free=True)
+def mssr(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """The group-free advantage of MSSR ("Stable and Efficient Single-Rollout RL for Multimodal
+    Reasoning"): with one rollout per prompt there is no group to compare with, so the baseline is
+    the batch.
+
+    A_bi = (r_bi - mean(r)) / (std(r) + eps)          (mean and unbiased std over all B * G rewards)
+
+    It never compares a prompt's samples with each other, so it works for G = 1. A batch whose
+    rewards are all equal (or a batch of one sample) gets zeros. MSSR's entropy-based shaping of the
+    advantage works per token and is ``objective:mssr``. The abstract names no baseline; the batch
+    mean and std (the whitening REINFORCE++ applies) are rlvr's choice.
+    """
+    _check(rewards)
+    r = rewards.float()
+    if bool((r == r.flatten()[0]).all()):
+        return torch.zeros_like(r)
+    return _whiten(r, eps)  # [B, G]

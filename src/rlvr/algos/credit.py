@@ -20,11 +20,12 @@ samples that share no prefix the tree is G chains under the root and these assig
 outcome advantage; their token-level signal appears where completions share a prefix and then split
 (common opening tokens, or tree-structured sampling).
 
-The turn-level assigners (``gigpo_turns``, ``turn_grpo``) are for multi-turn episodes: one row is one
-episode whose tokens interleave model turns and environment turns. They read ``turn`` [N, T] (k >= 1 on
-the tokens of the k-th model turn, 0 on environment tokens and padding), ``turn_rewards`` [N, K] (the
-environment's reward after model turn k, column k-1) and ``turn_states`` [N, K] (the anchor-state id of
-the observation seen before model turn k), and credit each model turn as one step.
+The turn-level assigners (``gigpo_turns``, ``turn_grpo``, ``gated_turns``, ``hiper``) are for
+multi-turn episodes: one row is one episode whose tokens interleave model turns and environment
+turns. They read ``turn`` [N, T] (k >= 1 on the tokens of the k-th model turn, 0 on environment tokens
+and padding), ``turn_rewards`` [N, K] (the environment's reward after model turn k, column k-1) and
+``turn_states`` [N, K] (the anchor-state id of the observation seen before model turn k), and credit
+each model turn as one step.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ __all__ = [
     "CREDIT",
     "PrefixTree",
     "gae",
+    "gated_turns",
     "gigpo",
     "gigpo_turns",
+    "hiper",
     "opd",
     "optimal_token_baseline",
     "prefix_tree",
@@ -1060,6 +1063,145 @@ def turn_grpo(
     keys = torch.stack([grp[reached], k_idx[reached]], 1)  # [V, 2] (group, turn index)
     step = torch.zeros_like(ret)  # [N, K] A^T
     step[reached] = _anchor_adv(ret[reached], keys, scale, eps)
+    episode = _outcome(rewards, scale, eps).reshape(-1, 1).double()  # [N, 1] A^E
+    adv = episode_coef * episode + _on_tokens(step, tn)  # [N, T]
+    return _out(torch.where(tn > 0, adv, 0.0), mask)
+
+
+@CREDIT.register(
+    "gated_turns",
+    needs={"turn", "turn_rewards"},
+    bounds={"gamma": "[0, 1]", "episode_coef": ">= 0", "eps": ">= 0"},
+)
+def gated_turns(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    turn: Tensor | None = None,
+    turn_rewards: Tensor | None = None,
+    reward_gate: float = 1.0,
+    gamma: float = 0.95,
+    episode_coef: float = 1.0,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Gated Reward Accumulation (G-RA, "Stabilizing Long-term Multi-turn Reinforcement Learning with
+    Gated Rewards"): the immediate (turn) rewards of an episode count only when its long-term reward
+    meets a threshold; then ``turn_grpo``.
+
+    g_i       = 1[R_i >= reward_gate]                (R_i = ``rewards``, the episode's outcome reward)
+    r'_{i,k}  = g_i * r_{i,k}                        (r_{i,k} = ``turn_rewards``[i, k-1])
+    A         = turn_grpo(R, mask, turn, r', gamma, episode_coef, scale, eps)
+
+    An episode whose outcome falls short keeps its episode-level advantage but accumulates no step
+    reward, so step rewards cannot pay for a failed task (the reward hacking the paper avoids).
+    reward_gate = -inf is ``turn_grpo`` exactly; the default 1.0 is a solved episode under a 0/1
+    outcome reward.
+    """
+    _check_groups(rewards, mask)
+    if turn_rewards is None:
+        raise ValueError("gated_turns needs 'turn_rewards' [N, K]")
+    n = mask.shape[0]
+    if turn_rewards.dim() != 2 or turn_rewards.shape[0] != n:
+        raise ValueError(
+            f"gated_turns: turn_rewards must have shape [N, K] with N = {n} (the rows of mask), "
+            f"got {tuple(turn_rewards.shape)}"
+        )
+    passed = (rewards.detach().reshape(-1) >= reward_gate).to(turn_rewards.device)  # [N]
+    gated = torch.where(passed[:, None], turn_rewards, torch.zeros_like(turn_rewards))  # [N, K]
+    return turn_grpo(
+        rewards,
+        mask,
+        turn=turn,
+        turn_rewards=gated,
+        gamma=gamma,
+        episode_coef=episode_coef,
+        scale=scale,
+        eps=eps,
+    )
+
+
+@CREDIT.register(
+    "hiper",
+    needs={"turn", "turn_rewards"},
+    bounds={
+        "turns_per_subgoal": ">= 1",
+        "gamma": "[0, 1]",
+        "episode_coef": ">= 0",
+        "high_coef": ">= 0",
+        "low_coef": ">= 0",
+        "eps": ">= 0",
+    },
+)
+def hiper(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    turn: Tensor | None = None,
+    turn_rewards: Tensor | None = None,
+    turns_per_subgoal: int = 2,
+    gamma: float = 0.95,
+    episode_coef: float = 1.0,
+    high_coef: float = 1.0,
+    low_coef: float = 1.0,
+    scale: Literal["group", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Hierarchical advantage estimation after HiPER ("HiPER: Hierarchical Reinforcement Learning with
+    Explicit Credit Assignment for Large Language Model Agents"), over the turns of multi-turn
+    episodes: a high-level advantage per subgoal and a low-level one per turn within it.
+
+    Subgoal j holds turns k with (k - 1) // H = j, H = ``turns_per_subgoal`` (0-based j).
+    S_{i,j}   = sum_{k in j} r_{i,k}                                (reward aggregated over subgoal j)
+    R^H_{i,j} = sum_{j' >= j} gamma^(j' - j) S_{i,j'}               (return from subgoal j)
+    A^H_{i,j} = (R^H_{i,j} - mean_{g, reached j} R^H) / F_j          (high level: group baseline per j)
+    R^L_{i,k} = sum_{k' >= k, k' in j(k)} gamma^(k' - k) r_{i,k'}   (return to the end of the subgoal)
+    A^L_{i,k} = (R^L_{i,k} - mean_{g, reached k} R^L) / F_k          (low level: baseline per turn)
+    A_{i,t}   = episode_coef * A^E_i + high_coef * A^H_{i,j(k)} + low_coef * A^L_{i,k},  k = turn(i,t)
+
+    A^E_i is the episode's group advantage (as ``grpo``); ``scale`` "group" divides by the std + eps
+    of the compared values (unbiased), "none" by 1; a subgoal or turn reached by one episode of the
+    group, or with equal returns, gives 0. HiPER has a separate planner that proposes subgoals and an
+    executor that carries them out; rlvr trains one flat policy, so subgoals are fixed blocks of H
+    model turns, which is what "aggregating returns over the execution of each subgoal" needs here.
+    H = 1 with low_coef = 0 is ``turn_grpo``; high_coef = low_coef = 0 the outcome advantage.
+    """
+    _check_groups(rewards, mask)
+    _check_scale(scale)
+    if turns_per_subgoal < 1:
+        raise ValueError(f"hiper: turns_per_subgoal must be >= 1, got {turns_per_subgoal}")
+    g = rewards.shape[1]
+    tn, r, reached = _turn_inputs("hiper", mask, turn, turn_rewards)
+    n, k_max = r.shape
+    h = int(turns_per_subgoal)
+    k_idx = torch.arange(k_max, device=mask.device)  # [K] 0-based turn
+    sub = k_idx // h  # [K] subgoal of each turn
+    j_max = int(sub.max()) + 1 if k_max else 0
+    grp = (torch.arange(n, device=mask.device) // g)[:, None]  # [N, 1]
+    # high level: rewards summed per subgoal, discounted across subgoals
+    onehot = (sub[:, None] == torch.arange(j_max, device=mask.device)[None, :]).double()  # [K, J]
+    s = r @ onehot  # [N, J]
+    reached_j = (reached.double() @ onehot) > 0  # [N, J]
+    ret_h = _turn_returns(s, reached_j, gamma)  # [N, J]
+    keys_h = torch.stack(
+        [
+            grp.expand(n, j_max)[reached_j],
+            torch.arange(j_max, device=mask.device).expand(n, j_max)[reached_j],
+        ],
+        1,
+    )  # [V, 2] (group, subgoal)
+    high = torch.zeros_like(ret_h)  # [N, J]
+    high[reached_j] = _anchor_adv(ret_h[reached_j], keys_h, scale, eps)
+    high_turn = high[:, sub] if k_max else r  # [N, K]
+    # low level: discounted return to the end of the turn's subgoal
+    lag = k_idx[:, None] - k_idx[None, :]  # [K, K] k' - k
+    same = sub[:, None] == sub[None, :]  # [K, K]
+    disc = torch.where((lag >= 0) & same, gamma ** lag.clamp(min=0).double(), 0.0)  # [K, K]
+    ret_l = torch.where(reached, r @ disc, 0.0)  # [N, K]
+    keys_l = torch.stack([grp.expand(n, k_max)[reached], k_idx.expand(n, k_max)[reached]], 1)  # [V, 2]
+    low = torch.zeros_like(ret_l)  # [N, K]
+    low[reached] = _anchor_adv(ret_l[reached], keys_l, scale, eps)
+    step = torch.where(reached, high_coef * high_turn + low_coef * low, 0.0)  # [N, K]
     episode = _outcome(rewards, scale, eps).reshape(-1, 1).double()  # [N, 1] A^E
     adv = episode_coef * episode + _on_tokens(step, tn)  # [N, T]
     return _out(torch.where(tn > 0, adv, 0.0), mask)

@@ -1260,3 +1260,165 @@ def empg(
     if stats is not None:
         stats["clarity_bonus_mean"] = _masked_mean(bonus, mask).item()
     return ppo_clip(logp, old_logp, modulated, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+
+
+# ---------------------------------------------------------------- entropy-aware advantages per token
+
+
+@OBJECTIVES.register(
+    "mssr",
+    needs={"entropy"},
+    bounds={"mssr_alpha": ">= 0", "mssr_kappa": "> 0", "clip_low": "[0, 1)", "clip_high": ">= 0"},
+)
+def mssr(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    mssr_alpha: float = 0.4,
+    mssr_kappa: float = 2.0,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """MSSR's entropy-based advantage shaping ("Stable and Efficient Single-Rollout RL for Multimodal
+    Reasoning"), on ppo_clip.
+
+    psi_t = min(mssr_alpha * H_t, |A_t| / mssr_kappa)          (H_t the token's entropy, detached)
+    A'_t  = A_t + psi_t;     L_t = ppo_clip(logp, old_logp, A', mask)_t
+
+    The abstract names an entropy-based advantage shaping that adaptively regularises the advantage
+    magnitudes, without a formula. This is the clipped entropy term of "Reasoning with Exploration: An
+    Entropy Perspective", the form used in group-based RLVR that the abstract refers to: the bonus is
+    at most |A_t| / kappa (kappa > 1 keeps the sign of A_t), so uncertain tokens of a correct answer
+    are pushed harder and those of a wrong answer softer, and a token with zero advantage gets none.
+    Pair it with ``advantage:mssr`` (the batch baseline) for one rollout per prompt. mssr_alpha = 0 is
+    ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    if mssr_alpha == 0:
+        return ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if entropy is None:
+        raise ValueError("mssr needs `entropy`")
+    a = a.detach()
+    psi = torch.minimum(mssr_alpha * entropy.detach(), a.abs() / mssr_kappa)  # [N, T]
+    shaped = a + psi  # [N, T]
+    if stats is not None:
+        stats["entropy_bonus_mean"] = _masked_mean(_where_mask(psi, mask), mask).item()
+    return ppo_clip(logp, old_logp, shaped, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+
+
+def entropy_change(logp: Tensor, entropy: Tensor, adv: Tensor) -> Tensor:
+    """[N, T] the first-order change of the policy's entropy that a token's update causes, up to the
+    step size: dH_t = -A_t * (log pi(y_t) + H_t).
+
+    A softmax policy whose logits move along A * grad log pi(y_t) changes its entropy at state s_t by
+    -Cov_{y ~ pi}(log pi(y), A(y)) ("The Entropy Mechanism of Reinforcement Learning for Reasoning
+    Language Models"); the sampled token's share of that covariance is (log pi(y_t) - E log pi) * A_t,
+    and E_{y ~ pi} log pi(y) = -H_t. All inputs are detached."""
+    return -adv.detach() * (logp.detach() + entropy.detach())
+
+
+@OBJECTIVES.register(
+    "steer",
+    needs={"entropy"},
+    bounds={"steer_coef": ">= 0", "clip_low": "[0, 1)", "clip_high": ">= 0"},
+)
+def steer(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    entropy: Tensor | None = None,
+    steer_coef: float = 1.0,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """STEER ("Rethinking Entropy Interventions in RLVR: An Entropy Change Perspective"): reweight
+    each token's ppo_clip loss by the entropy change its update is predicted to cause.
+
+    dH_t = -A_t * (logp_t + H_t)                             (``entropy_change``: first order)
+    D    = mean |dH| over the counted tokens of the call
+    w_t  = 1 / (1 + steer_coef * max(0, -dH_t) / D)          (1 where dH_t >= 0, or D = 0)
+    L_t  = w_t * ppo_clip_t                                  (w detached)
+
+    The abstract gives no formula: STEER stabilises the token-level entropy change by reweighting,
+    curbing over-exploitation while keeping exploration. This is rlvr's simplest rule of that kind:
+    tokens whose update would lower the entropy (a confident token reinforced, an unlikely one
+    punished) are damped in proportion to the predicted drop, relative to the call's mean |dH|; tokens
+    that raise it keep weight 1. steer_coef = 0 is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if steer_coef == 0:
+        return loss
+    if entropy is None:
+        raise ValueError("steer needs `entropy`")
+    dh = _where_mask(entropy_change(logp, entropy, a), mask)  # [N, T]
+    scale = _masked_mean(dh.abs(), mask)
+    if not bool(scale > 0):
+        return loss
+    w = 1.0 / (1.0 + steer_coef * (-dh).clamp(min=0) / scale)  # [N, T]
+    if stats is not None:
+        stats["steer_weight_mean"] = _masked_mean(w, mask).item()
+    return loss * w.detach()
+
+
+def _top_positive(score: Tensor, mask: Tensor, fraction: float) -> Tensor:
+    """Boolean [N, T]: the floor(fraction * n_tokens) counted tokens with the largest positive score
+    (fewer if fewer are positive)."""
+    m = mask > 0
+    k = int(fraction * int(m.sum()))
+    cand = m & (score > 0)
+    k = min(k, int(cand.sum()))
+    sel = torch.zeros_like(m)
+    if k == 0:
+        return sel
+    flat = torch.where(cand, score, torch.full_like(score, -torch.inf)).flatten()  # [N*T]
+    return sel.flatten().index_fill(0, torch.topk(flat, k).indices, True).view_as(m)
+
+
+@OBJECTIVES.register(
+    "capo", bounds={"capo_fraction": "[0, 1]", "clip_low": "[0, 1)", "clip_high": ">= 0"}
+)
+def capo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    capo_fraction: float = 0.05,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """Curvature-aware masking after CAPO ("Stabilizing Policy Gradients for Sample-Efficient
+    Reinforcement Learning in LLM Reasoning"): the tokens behind the most curved, least stable part
+    of the update get no gradient.
+
+    d_t = logp_t - old_logp_t;   c_t = |A_t| * d_t^2               (detached)
+    the floor(capo_fraction * n_tokens) counted tokens of largest c_t > 0: ppo_clip loss detached
+    (value kept, gradient 0); the rest: ppo_clip
+
+    CAPO tracks second-order information of the policy-gradient objective and masks the samples that
+    make an update unstable. rlvr tracks no Hessian or Fisher; the proxy is each token's second-order
+    term of the surrogate: rho_t A_t = A_t (1 + d_t + d_t^2 / 2 + ...), whose curvature part grows
+    as |A_t| d_t^2, the token's advantage-weighted squared log-ratio (its share of the KL moved along
+    the update). It is zero while the policy still equals the sampling one (the first mini-batch of a
+    step), so it acts from the second mini-batch or epoch on, or on stale rollouts. capo_fraction = 0
+    is ppo_clip.
+    """
+    a = _per_token(adv, logp)
+    loss = ppo_clip(logp, old_logp, a, mask, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    if capo_fraction == 0:
+        return loss
+    d = _where_mask(logp.detach() - old_logp.detach(), mask)  # [N, T]
+    curv = a.detach().abs() * d**2  # [N, T]
+    sel = _top_positive(curv, mask, capo_fraction)  # [N, T]
+    if stats is not None:
+        stats["capo_masked_frac"] = _masked_mean(sel.float(), mask).item()
+    return torch.where(sel, loss.detach(), loss)

@@ -630,7 +630,10 @@ def validate(cfg: Config) -> Config:
                     reg.check_knobs(name, {knob: value})
                 except KnobError as err:
                     raise ConfigError(f"'algo.{knob}': {err}") from None
-    if r.samples_per_prompt < 2:  # every estimator here compares a prompt's samples with each other
+    # a group estimator compares a prompt's samples with each other; a group-free one (registered
+    # with group_free=True, e.g. mssr's batch baseline) also takes one sample per prompt
+    group_free = not a.credit and getattr(ADVANTAGES[a.advantage], "group_free", False)
+    if r.samples_per_prompt < 2 and not group_free:
         raise ConfigError(
             f"'rollout.samples_per_prompt' = {r.samples_per_prompt}: the group estimator "
             f"{a.credit or a.advantage!r} needs at least 2 samples per prompt"
