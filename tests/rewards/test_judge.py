@@ -442,3 +442,40 @@ def test_pure_credit_from_a_self_judging_step_reward(micro_base, tmp_path, monke
         assert nz.numel() > 0 and bool((nz == 0.25).all())
     rows = _rows(tmp_path / "r")
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_self_rewarding_online_dpo_run(micro_base, tmp_path, monkeypatch, dense_reward):
+    """The policy as its own judge (self_judge) ranking the pairs of online DPO (CREAM's
+    self-rewarding loop, without its consistency term): the judge sees the weights of each step."""
+    from tests.conftest import micro_run
+
+    from rlvr.rewards import judge as judge_mod
+    from rlvr.train.config import load_config
+    from rlvr.train.trainer import train
+
+    seen = []
+    real = judge_mod.Judge.__call__
+
+    def spy(self, prompts, policy=None):
+        if policy is not None:
+            seen.append(torch.cat([p.detach().flatten() for p in policy[0].parameters()]).clone())
+        return real(self, prompts, policy)
+
+    monkeypatch.setattr(judge_mod.Judge, "__call__", spy)
+    judge = "llm_judge={self_judge=true, weight=1.0, max_new_tokens=4}"
+    cfg = load_config(
+        "online_dpo",
+        micro_run(
+            micro_base,
+            "eval.before=false",
+            "eval.after=false",
+            "train.steps=2",
+            f"rewards={{answer={{weight=0.0}}, length={{weight=0.9}}, {judge}}}",
+        ),
+    )
+    train(cfg, run_dir=tmp_path / "r", progress=False)
+    assert len(seen) == 2
+    assert not torch.equal(seen[0], seen[1])  # the second step's judge is the updated policy
+    rows = _rows(tmp_path / "r")
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    assert [r["reward_failures/llm_judge"] for r in rows] == [8, 8]
