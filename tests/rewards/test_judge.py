@@ -156,6 +156,13 @@ def test_pointwise_scores_through_the_parse_path():
     assert no_ref(["P"], ["Score: 10/10 good"], ["4"], [{}], group_size=1) == [pytest.approx(0.1)]
 
 
+def test_a_repeated_prompt_is_judged_once():
+    fn = Scripted()
+    reward = JudgeReward(_judge(fn))
+    got = reward(["P"] * 4, ["good", "good", "good good", "good"], [""] * 4, [{}] * 4, group_size=4)
+    assert got == pytest.approx([0.1, 0.1, 0.2, 0.1]) and len(fn.seen) == 2
+
+
 def test_votes_over_sampled_judgements():
     def three(prompts, samples):
         assert samples == 3

@@ -354,25 +354,30 @@ class Judge:
         return f"{prompt}\n"
 
     def __call__(self, prompts: list[str], policy: tuple[Any, Any] | None = None) -> list[list[str]]:
-        """k = ``samples`` judgement texts for each judge prompt."""
+        """k = ``samples`` judgement texts for each judge prompt. Each distinct prompt is judged once
+        (a judgement depends on its prompt and seed only, so a repeated prompt gets the same texts)."""
         if not prompts:
             return []
+        distinct = list(dict.fromkeys(prompts))
         if self._generate is not None:
-            out = self._generate(list(prompts), self.samples)
-            if len(out) != len(prompts) or any(len(x) != self.samples for x in out):
+            out = self._generate(distinct, self.samples)
+            if len(out) != len(distinct) or any(len(x) != self.samples for x in out):
                 raise ValueError(
                     f"{self.what}: the generate function must return {self.samples} texts per prompt"
                 )
-            return [list(x) for x in out]
-        if self.self_judge:
-            if policy is None:
-                raise ValueError(
-                    f"{self.what}: self_judge = true judges with the policy, but no policy was passed"
-                )
-            model, tok = policy
         else:
-            model, tok = self.load()
-        return self._sample(model, tok, prompts)
+            if self.self_judge:
+                if policy is None:
+                    raise ValueError(
+                        f"{self.what}: self_judge = true judges with the policy, but no policy was "
+                        "passed"
+                    )
+                model, tok = policy
+            else:
+                model, tok = self.load()
+            out = self._sample(model, tok, distinct)
+        judged = dict(zip(distinct, out, strict=True))
+        return [list(judged[p]) for p in prompts]
 
     def _sample(self, model: Any, tok: Any, prompts: list[str]) -> list[list[str]]:
         from rlvr.rollout import generate
@@ -672,7 +677,8 @@ def make_llm_judge(
     (empty: the mode's default) has the fields ``{problem}``, ``{response}`` (pairwise:
     ``{response_a}``, ``{response_b}``), ``{answer}``, ``{reference}`` and ``{rubric}``; ``rubric``
     or the problem's ``meta[rubric_field]`` fills it. ``samples`` judgements per prompt at
-    ``temperature`` (> 0 when ``samples`` > 1), combined by ``vote``. A judgement that does not parse
+    ``temperature`` (> 0 when ``samples`` > 1), combined by ``vote`` (pointwise; pairwise verdicts
+    are averaged into a win rate). A judgement that does not parse
     is a reward failure (``scoring.failure_score``, counted in ``reward_failures/llm_judge``).
     """
     judge = Judge(
