@@ -217,6 +217,26 @@ def test_batched_reward_failure_scores_all_samples():
     assert "returned 1 scores for 4 samples" in logged[0]
 
 
+def test_batched_reward_none_fails_that_sample_only():
+    """A batched reward's None (a judge's unparseable verdict) is that sample's failure: failure_score,
+    counted, its reason (failure_reasons) logged once; the other samples keep their scores."""
+
+    class Partial(BatchedReward):
+        def __call__(self, prompts, completions, answers, metas, *, group_size, policy=None):
+            self.failure_reasons = {1: "no score in 'x'"}
+            return [0.25, None, 0.75, None]
+
+    REWARDS.register("partial_batched_test")(lambda: Partial())
+    logged: list[str] = []
+    runner = RewardRunner(
+        [RewardComponent("partial_batched_test", 1.0)], failure_score=-1.0, log=logged.append
+    )
+    res = _score(runner)
+    assert res.rewards == [0.25, -1.0, 0.75, -1.0] and res.failures == {"partial_batched_test": 2}
+    assert len(logged) == 1 and "sample 1 of the step: no score in 'x'" in logged[0]
+    assert runner.total_failures == {"partial_batched_test": 2}
+
+
 def test_policy_is_passed_only_when_needed():
     seen = []
 

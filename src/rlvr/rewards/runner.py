@@ -7,7 +7,9 @@ from the :data:`REWARDS` registry by name with its knobs, or imported from a use
 - a per-sample function ``fn(prompt, completion, answer, **meta) -> float`` (extra knobs of a user
   function are passed to it as keyword arguments);
 - an ``async def`` per-sample function (all samples of a step are awaited concurrently);
-- a :class:`~rlvr.rewards.verifiers.BatchedReward`, called once per step with all samples.
+- a :class:`~rlvr.rewards.verifiers.BatchedReward`, called once per step with all samples; it may
+  return ``None`` for a sample it could not score (an LLM judge's unparseable verdict), which is then
+  that sample's failure (``failure_reasons`` [index -> text], when the reward sets it, says why).
 
 Metadata keys named ``prompt``, ``completion`` or ``answer`` reach a per-sample function as
 ``meta_prompt`` and so on. The weighted sum is the reward; the unweighted components are kept per
@@ -405,11 +407,16 @@ class RewardRunner:
             )
             if len(values) != n:
                 raise ValueError(f"a batched reward returned {len(values)} scores for {n} samples")
-            values = [_as_score(v) for v in values]
+            values = [None if v is None else _as_score(v) for v in values]
         except Exception:
             err = traceback.format_exc()
             values = [self._fail(k, err, counts) for _ in range(n)]
+        reasons = getattr(fn, "failure_reasons", None) or {}
         for i in range(n):
+            if values[i] is None:  # a sample the batched reward could not score (e.g. a judge's
+                # unparseable verdict): a failure of that sample only
+                why = reasons.get(i, "the batched reward returned None for it")
+                values[i] = self._fail(k, f"sample {i} of the step: {why}", counts)
             parts[i][k] = values[i]
 
     def _score_async(self, k, fn, prompts, completions, answers, metas, parts, counts):

@@ -45,12 +45,16 @@ class BatchedReward:
         fn(prompts, completions, answers, metas, *, group_size, policy=None) -> list[float]  # N
 
     ``policy`` is ``(model, tokenizer)`` of the current policy when the subclass sets
-    ``needs_policy = True``, else None. Batched rewards run in the trainer's process (they may hold a
+    ``needs_policy = True``, else None. A score may be ``None``: that sample could not be scored and
+    the runner gives it ``scoring.failure_score``, counted as a failure of the component
+    (``reward_failures/NAME``); the reward may say why in ``failure_reasons`` ({sample index: text},
+    set by its last call). Batched rewards run in the trainer's process (they may hold a
     model on the GPU); per-sample functions may run in a process pool.
     """
 
     batched = True
     needs_policy = False
+    failure_reasons: dict[int, str] = {}  # noqa: RUF012 - read only; a call sets its own dict
 
     def __call__(
         self,
