@@ -947,7 +947,7 @@ def online_dpo(
     model; the pair and the sigmoid loss are the same). At pi = pi_ref, L_g = log 2 and the gradient
     is -dpo_beta / 2 * (grad l_w - grad l_l) per pair.
     """
-    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, 0.0, "online_dpo", stats)
+    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, "online_dpo", stats)
 
 
 def _best_worst_pair(
@@ -957,12 +957,15 @@ def _best_worst_pair(
     rewards: Tensor | None,
     group: Tensor | None,
     dpo_beta: float,
-    xpo_alpha: float,
     who: str,
     stats: dict | None,
+    *,
+    xpo_alpha: float = 0.0,
+    rpo_eta: float = 0.0,
 ) -> Tensor:
-    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (l_l: the worst
-    sample's summed log-prob under the policy), half of it on each of the two rows' tokens. [N, T]"""
+    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (XPO) and
+    rpo_eta * (-l_w) (RPO), l_i the sample's summed log-prob under the policy; half of the pair's
+    loss on each of the two rows' tokens. [N, T]"""
     if ref_logp is None or rewards is None:
         raise ValueError(f"{who} needs `ref_logp` and `rewards`")
     n = logp.shape[0]
@@ -975,10 +978,14 @@ def _best_worst_pair(
     h = dpo_beta * (seq[rows, win] - seq[rows, lose])  # [B]
     dpo = F.softplus(-h) * has_pair  # [B]
     pair_loss = dpo  # [B]
-    if xpo_alpha:
+    if xpo_alpha or rpo_eta:
         seq_pi = _where_mask(logp, mask).sum(-1).view(-1, g)  # [B, G] l_i = sum_t logp_it
+    if xpo_alpha:
         explore = xpo_alpha * seq_pi[rows, lose] * has_pair  # [B]
-        pair_loss = dpo + explore
+        pair_loss = pair_loss + explore
+    if rpo_eta:
+        nll = -seq_pi[rows, win] * has_pair  # [B] -log pi(y_w | x), the chosen sample's NLL
+        pair_loss = pair_loss + rpo_eta * nll
     per_seq = torch.zeros_like(seq)  # [B, G]
     per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
     per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
@@ -989,6 +996,8 @@ def _best_worst_pair(
             stats["dpo_margin_mean"] = float(h[kept].mean()) if bool(kept.any()) else 0.0
             if xpo_alpha:
                 stats["xpo_loss_mean"] = float(explore[kept].mean()) if bool(kept.any()) else 0.0
+            if rpo_eta:
+                stats["rpo_nll_mean"] = float(nll[kept].mean()) if bool(kept.any()) else 0.0
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
 
 
@@ -1024,7 +1033,45 @@ def xpo(
     seq_mean_token_mean gives sum_g L_g / N. Default alpha = 1e-5 (TRL's); ``xpo_alpha = 0`` is
     ``online_dpo``.
     """
-    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, xpo_alpha, "xpo", stats)
+    return _best_worst_pair(
+        logp, mask, ref_logp, rewards, group, dpo_beta, "xpo", stats, xpo_alpha=xpo_alpha
+    )
+
+
+@OBJECTIVES.register(
+    "rpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0", "rpo_eta": ">= 0"}
+)
+def rpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    rpo_eta: float = 0.01,
+    stats: dict | None = None,
+) -> Tensor:
+    """Regularized Preference Optimization (RPO, "Provably Mitigating Overoptimization in RLHF: Your
+    SFT Loss is Implicitly an Adversarial Regularizer"): online DPO plus an SFT loss, the negative
+    log-likelihood of the chosen sample, which keeps the policy imitating a baseline distribution
+    (the preferred responses) and so against responses with spurious high proxy rewards.
+
+    w, l, h_g as in ``online_dpo`` (each group's best and worst sample by the verifier's reward)
+    L_g = softplus(-h_g) + rpo_eta * (-l_w),    l_w = sum_t logp_wt (the policy's, not a ratio)
+
+    The abstract gives no formula; this is its "DPO loss + SFT loss" with the SFT loss on the
+    pair's chosen sample, summed over its tokens (-log pi(y_w | x), the sequence likelihood of the
+    paper's theory; TRL's ``rpo_alpha`` takes the per-token mean instead). The paper's weight on
+    the SFT term is a knob here, ``rpo_eta`` (rlvr's default 0.01: the summed NLL of a completion is
+    tens of nats, DPO's loss about log 2). A group without a pair (all rewards equal) gets no SFT
+    term either. Placement and aggregation as ``online_dpo``; ``rpo_eta = 0`` is ``online_dpo``.
+    """
+    return _best_worst_pair(
+        logp, mask, ref_logp, rewards, group, dpo_beta, "rpo", stats, rpo_eta=rpo_eta
+    )
 
 
 # ---------------------------------------------------------------- exploration, entropy and KL

@@ -1,0 +1,99 @@
+"""Preference optimisation from each group's samples and a few reward-side components (issue 30,
+theme 10): RPO, P3O, the self-play win rate of SPO, PF-PPO's filtration, SSL's tiered rewards and the
+chi-squared regulariser of "Correlated Proxies". Hand values, neutral settings, loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlvr.algos import AGGREGATIONS, OBJECTIVES
+from rlvr.registry import KnobError
+
+close = torch.testing.assert_close
+seq_mean = AGGREGATIONS["seq_mean_token_mean"]
+
+
+def _grad(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+    return g
+
+
+def _random(n: int = 6, t: int = 5, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    old = -torch.rand(n, t, generator=gen) * 3 - 0.05  # [N, T]
+    logp = (old + 0.5 * torch.randn(n, t, generator=gen)).clamp(max=-1e-3).requires_grad_(True)
+    ref = -torch.rand(n, t, generator=gen) * 3  # [N, T]
+    lengths = torch.randint(1, t + 1, (n,), generator=gen)
+    mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [N, T]
+    return logp, old, ref, mask
+
+
+# ---------------------------------------------------------------- RPO
+
+
+def _pair_example():
+    # one group of 3: rewards 0.2, 1.0, 0.0 -> chosen row 1, rejected row 2; log ratios to the
+    # reference 0.5 and -1.5 -> h = 0.1 * 2 = 0.2; l_w = -1.5
+    logp = torch.tensor([[-1.0, -1.0], [-0.5, -1.0], [-2.0, -1.5]], requires_grad=True)
+    kw = dict(
+        ref_logp=torch.full((3, 2), -1.0),
+        rewards=torch.tensor([0.2, 1.0, 0.0]),
+        group=torch.zeros(3, dtype=torch.long),
+    )
+    return logp, torch.ones(3, 2), kw
+
+
+def test_rpo_hand_values_and_gradient():
+    logp, mask, kw = _pair_example()
+    stats: dict = {}
+    loss = OBJECTIVES["rpo"](logp, logp.detach(), torch.zeros(3), mask, rpo_eta=0.1, stats=stats, **kw)
+    half = (math.log(1 + math.exp(-0.2)) + 0.1 * 1.5) / 2
+    close(loss, torch.tensor([[0.0, 0.0], [half, half], [half, half]]))
+    assert stats["rpo_nll_mean"] == pytest.approx(1.5)
+    # at pi = pi_ref: DPO's -beta/2 on the chosen and +beta/2 on the rejected tokens, plus the SFT
+    # term's -eta on every token of the chosen sample
+    kw["ref_logp"] = logp.detach().clone()
+    total = seq_mean(OBJECTIVES["rpo"](logp, logp.detach(), torch.zeros(3), mask, rpo_eta=0.1, **kw), mask)
+    close(_grad(total * 3, logp), torch.tensor([[0.0, 0.0], [-0.15, -0.15], [0.05, 0.05]]))
+    # no pair (equal rewards): no SFT term either
+    kw["rewards"] = torch.ones(3)
+    out = OBJECTIVES["rpo"](logp, logp.detach(), torch.zeros(3), mask, rpo_eta=0.1, **kw)
+    assert torch.equal(out, torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rpo_equals_loop_and_eta_zero_is_online_dpo(seed):
+    logp, old, ref, mask = _random(n=6, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 7)
+    rewards = torch.randperm(6, generator=gen).float()
+    kw = dict(ref_logp=ref, rewards=rewards, group=torch.arange(2).repeat_interleave(3))
+    adv = torch.zeros(6)
+    assert torch.equal(
+        OBJECTIVES["rpo"](logp, old, adv, mask, rpo_eta=0.0, **kw),
+        OBJECTIVES["online_dpo"](logp, old, adv, mask, **kw),
+    )
+    ours = seq_mean(OBJECTIVES["rpo"](logp, old, adv, mask, dpo_beta=0.2, rpo_eta=0.3, **kw), mask) * 6
+    theirs = torch.zeros(())
+    for g in range(2):
+        rows = range(3 * g, 3 * g + 3)
+        w = max(rows, key=lambda i: float(rewards[i]))
+        lo = min(rows, key=lambda i: float(rewards[i]))
+        lw, ll = (logp[w] * mask[w]).sum(), (logp[lo] * mask[lo]).sum()
+        rw, rl = (ref[w] * mask[w]).sum(), (ref[lo] * mask[lo]).sum()
+        h = 0.2 * ((lw - rw) - (ll - rl))
+        theirs = theirs + (-torch.nn.functional.logsigmoid(h) - 0.3 * lw)
+    close(ours, theirs)
+    close(_grad(ours, logp), _grad(theirs, logp))
+
+
+def test_rpo_bad_knobs():
+    with pytest.raises(KnobError, match="rpo_eta"):
+        OBJECTIVES.check_knobs("rpo", {"rpo_eta": -0.1})
+    with pytest.raises(KnobError, match="dpo_beta"):
+        OBJECTIVES.check_knobs("rpo", {"dpo_beta": 0.0})
+    logp, mask, kw = _pair_example()
+    with pytest.raises(ValueError, match="rpo needs"):
+        OBJECTIVES["rpo"](logp, logp, torch.zeros(3), mask, rewards=kw["rewards"])
