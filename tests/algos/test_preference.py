@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import AGGREGATIONS, OBJECTIVES
+from rlvr.algos import AGGREGATIONS, OBJECTIVES, SHAPING
 from rlvr.registry import KnobError
 
 close = torch.testing.assert_close
@@ -97,3 +97,54 @@ def test_rpo_bad_knobs():
     logp, mask, kw = _pair_example()
     with pytest.raises(ValueError, match="rpo needs"):
         OBJECTIVES["rpo"](logp, logp, torch.zeros(3), mask, rewards=kw["rewards"])
+
+
+# ---------------------------------------------------------------- SSL
+
+
+def test_ssl_hand_values():
+    r = torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]])
+    # K = 2, amplify 3: weights 1, 3; C = 0, 1, 4
+    close(SHAPING["ssl"](r, tiers=2, amplify=3.0), torch.tensor([[0.0, 0.125, 0.25, 0.625, 1.0]]))
+    close(
+        SHAPING["ssl"](r, tiers=2, amplify=3.0, discrete=True),
+        torch.tensor([[0.0, 0.0, 0.25, 0.25, 1.0]]),
+    )
+    # a reward range [-1, 1]: the same map on x = (r + 1) / 2
+    close(
+        SHAPING["ssl"](2 * r - 1, tiers=2, amplify=3.0, low=-1.0, high=1.0),
+        2 * torch.tensor([[0.0, 0.125, 0.25, 0.625, 1.0]]) - 1,
+    )
+
+
+def test_ssl_neutral_order_and_loop():
+    gen = torch.Generator().manual_seed(3)
+    r = torch.rand(4, 6, generator=gen)
+    assert torch.equal(SHAPING["ssl"](r, tiers=1, amplify=5.0), r)
+    assert torch.equal(SHAPING["ssl"](r, tiers=6, amplify=1.0), r)
+    s = SHAPING["ssl"](r, tiers=4, amplify=2.0)
+    order = r.flatten().argsort()
+    assert bool((s.flatten()[order].diff() > 0).all())  # strictly increasing: the order is kept
+
+    def plain(x, k_tiers, a):  # the piecewise-linear map, tier by tier
+        total = sum(a**j for j in range(k_tiers))
+        acc = 0.0
+        for k in range(k_tiers):
+            lo, hi = k / k_tiers, (k + 1) / k_tiers
+            if x <= hi or k == k_tiers - 1:
+                return (acc + a**k * (x - lo) * k_tiers) / total
+            acc += a**k
+
+    expected = torch.tensor([[plain(float(x), 4, 2.0) for x in row] for row in r])
+    close(s, expected)
+
+
+def test_ssl_bad_inputs():
+    with pytest.raises(ValueError, match=r"ssl: rewards must lie in \[low, high\]"):
+        SHAPING["ssl"](torch.tensor([[0.5, 1.5]]))
+    with pytest.raises(ValueError, match="high must be > low"):
+        SHAPING["ssl"](torch.tensor([[0.5]]), low=1.0, high=1.0)
+    with pytest.raises(KnobError, match="tiers"):
+        SHAPING.check_knobs("ssl", {"tiers": 0})
+    with pytest.raises(KnobError, match="amplify"):
+        SHAPING.check_knobs("ssl", {"amplify": 0.5})
