@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import AGGREGATIONS, OBJECTIVES, SHAPING
+from rlvr.algos import AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES, SHAPING
 from rlvr.registry import KnobError
 
 close = torch.testing.assert_close
@@ -148,3 +148,59 @@ def test_ssl_bad_inputs():
         SHAPING.check_knobs("ssl", {"tiers": 0})
     with pytest.raises(KnobError, match="amplify"):
         SHAPING.check_knobs("ssl", {"amplify": 0.5})
+
+
+# ---------------------------------------------------------------- chi-squared regularisers
+
+
+def test_chi2_hand_values_gradient_and_zero():
+    # d = ln 2, -ln 2, 0, 1:  rho + 1/rho - 2 = 0.5, 0.5, 0, e + 1/e - 2 = 1.086161
+    logp = torch.tensor([[math.log(0.5), math.log(0.25), -1.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[math.log(0.25), math.log(0.5), -1.0, -2.0]])
+    close(KL_ESTIMATORS["chi2"](logp, ref), torch.tensor([[0.5, 0.5, 0.0, 1.086161]]))
+    g = _grad(KL_ESTIMATORS["chi2"](logp, ref).sum(), logp)  # 2 sinh(d): 1.5, -1.5, 0, 2.350402
+    close(g, torch.tensor([[1.5, -1.5, 0.0, 2.350402]]))
+    # occupancy: the prefix sums of d are ln 2, 0, 0, 1
+    close(KL_ESTIMATORS["chi2_occupancy"](logp, ref), torch.tensor([[0.5, 0.0, 0.0, 1.086161]]))
+    x = -torch.rand(6, 9, generator=torch.Generator().manual_seed(1)) * 5
+    for name in ("chi2", "chi2_occupancy"):
+        assert torch.equal(KL_ESTIMATORS[name](x, x), torch.zeros(6, 9))
+        y = -torch.rand(6, 9, generator=torch.Generator().manual_seed(2)) * 5
+        assert bool((KL_ESTIMATORS[name](x, y) >= 0).all())
+
+
+def test_chi2_unbiased_for_chi_squared():
+    pi = torch.tensor([0.5, 0.3, 0.2])
+    ref = torch.tensor([0.2, 0.2, 0.6])
+    # chi^2(pi || ref) = sum pi^2 / ref - 1 = 1.25 + 0.45 + 0.066667 - 1 = 0.766667
+    gen = torch.Generator().manual_seed(4)
+    y = torch.multinomial(pi, 200_000, replacement=True, generator=gen)
+    est = KL_ESTIMATORS["chi2"](pi.log()[y], ref.log()[y])
+    assert float(est.mean()) == pytest.approx(0.766667, abs=0.02)
+
+
+def test_chi2_occupancy_unbiased_and_equals_loop():
+    # two steps; the second token's distribution depends on the first
+    pi1, ref1 = torch.tensor([0.6, 0.4]), torch.tensor([0.3, 0.7])
+    pi2 = torch.tensor([[0.7, 0.3], [0.2, 0.8]])  # [y1, y2]
+    ref2 = torch.tensor([[0.5, 0.5], [0.4, 0.6]])
+    joint_pi, joint_ref = pi1[:, None] * pi2, ref1[:, None] * ref2  # [2, 2] occupancy at step 2
+    exact2 = float((joint_pi**2 / joint_ref).sum() - 1)
+    exact1 = float((pi1**2 / ref1).sum() - 1)
+    gen = torch.Generator().manual_seed(5)
+    n = 200_000
+    y1 = torch.multinomial(pi1, n, replacement=True, generator=gen)  # [n]
+    y2 = (torch.rand(n, generator=gen) >= pi2[y1, 0]).long()  # [n]
+    logp = torch.stack([pi1.log()[y1], pi2.log()[y1, y2]], dim=1)  # [n, 2]
+    lref = torch.stack([ref1.log()[y1], ref2.log()[y1, y2]], dim=1)  # [n, 2]
+    est = KL_ESTIMATORS["chi2_occupancy"](logp, lref).mean(0)  # [2]
+    assert float(est[0]) == pytest.approx(exact1, abs=0.02)
+    assert float(est[1]) == pytest.approx(exact2, abs=0.03)
+    # the plain loop: the running product of the token ratios
+    logp, _, ref, _ = _random(n=4, t=6, seed=9)
+    out = KL_ESTIMATORS["chi2_occupancy"](logp, ref)
+    for i in range(4):
+        w = 1.0
+        for t in range(6):
+            w *= math.exp(float(logp[i, t].detach() - ref[i, t]))
+            assert float(out[i, t]) == pytest.approx(w + 1 / w - 2, rel=1e-4, abs=1e-5)
