@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES, SHAPING
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES, SHAPING
 from rlvr.registry import KnobError
 
 close = torch.testing.assert_close
@@ -198,9 +198,46 @@ def test_chi2_occupancy_unbiased_and_equals_loop():
     assert float(est[1]) == pytest.approx(exact2, abs=0.03)
     # the plain loop: the running product of the token ratios
     logp, _, ref, _ = _random(n=4, t=6, seed=9)
+    logp = logp.detach()
     out = KL_ESTIMATORS["chi2_occupancy"](logp, ref)
     for i in range(4):
         w = 1.0
         for t in range(6):
-            w *= math.exp(float(logp[i, t].detach() - ref[i, t]))
+            w *= math.exp(float(logp[i, t] - ref[i, t]))
             assert float(out[i, t]) == pytest.approx(w + 1 / w - 2, rel=1e-4, abs=1e-5)
+
+
+# ---------------------------------------------------------------- SPO's win rate
+
+
+def test_win_rate_hand_values_and_invariants():
+    r = torch.tensor([[0.2, 1.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    # row 0: 0.2 beats 0.0 and loses twice: w = 1/3; 1.0 beats two, ties one: w = 2.5/3; 0.0: w = 0
+    w = torch.tensor([[1 / 3, 2.5 / 3, 0.0, 2.5 / 3], [0.5] * 4])
+    a = ADVANTAGES["win_rate"](r)
+    close(a, w - 0.5)
+    close(a.sum(dim=1), torch.zeros(2))
+    # only the order counts
+    close(ADVANTAGES["win_rate"](r.exp() * 3 - 1), a)
+    # 0/1 rewards: half of RLOO's advantage
+    gen = torch.Generator().manual_seed(0)
+    binary = (torch.rand(5, 6, generator=gen) > 0.5).float()
+    close(ADVANTAGES["win_rate"](binary), ADVANTAGES["rloo"](binary) / 2)
+    assert torch.equal(ADVANTAGES["win_rate"](torch.tensor([[0.7], [0.1]])), torch.zeros(2, 1))
+
+
+def test_win_rate_equals_loop():
+    gen = torch.Generator().manual_seed(1)
+    r = torch.randint(0, 4, (3, 5), generator=gen).float() / 3  # ties included
+    expected = torch.zeros(3, 5)
+    for b in range(3):
+        for i in range(5):
+            wins = sum(
+                1.0 if r[b, i] > r[b, j] else 0.5 if r[b, i] == r[b, j] else 0.0
+                for j in range(5)
+                if j != i
+            )
+            expected[b, i] = wins / 4 - 0.5
+    close(ADVANTAGES["win_rate"](r), expected)
+    with pytest.raises(ValueError):
+        ADVANTAGES["win_rate"](torch.zeros(4))

@@ -681,3 +681,32 @@ def copo(
     h = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)) / math.log(2.0)  # [B, 1]
     w = copo_global * (1.0 - h)  # [B, 1]
     return (1.0 - w) * local + w * glob
+
+
+# ---------------------------------------------------------------- SPO's self-play win rate
+
+
+@ADVANTAGES.register("win_rate")
+def win_rate(rewards: Tensor) -> Tensor:
+    """Self-Play Preference Optimization's reward, the win rate of a sample against the other samples
+    of its group ("A Minimaximalist Approach to Reinforcement Learning from Human Feedback": sample
+    several trajectories from the policy, compare them, and use the proportion of wins as each
+    one's reward), centred.
+
+    With a verifiable reward the preference is the comparison of rewards (a win 1, a tie 1/2):
+    w_i = 1/(G-1) * sum_{j != i} (1[r_i > r_j] + 1/2 * 1[r_i = r_j])
+    A_i = w_i - 1/2 = 1/(2 (G-1)) * sum_{j != i} sign(r_i - r_j)
+
+    Each pair's wins add up to 1, so the group's win rates average exactly 1/2: A sums to zero in
+    every group and is 0 in a constant one. Only the order of the rewards matters (any increasing
+    transform of r gives the same A), and |A| <= 1/2. For 0/1 rewards A = rloo / 2. A group of one
+    sample has no opponent and gets 0. No preference model: the preference is transitive, the one
+    a pointwise reward induces.
+    """
+    _check(rewards)
+    r = rewards.float()
+    g = r.shape[1]
+    if g < 2:
+        return torch.zeros_like(r)
+    signs = torch.sign(r.unsqueeze(2) - r.unsqueeze(1))  # [B, G, G] sign(r_i - r_j), 0 on i = j
+    return signs.sum(dim=2) / (2 * (g - 1))  # [B, G]
