@@ -241,3 +241,93 @@ def test_win_rate_equals_loop():
     close(ADVANTAGES["win_rate"](r), expected)
     with pytest.raises(ValueError):
         ADVANTAGES["win_rate"](torch.zeros(4))
+
+
+# ---------------------------------------------------------------- P3O
+
+
+def _p3o_loop(logp, old, adv, mask, g, clip, mode):
+    """sum_g L_g as a plain loop over the pairs of each group."""
+    s = ((logp - old) * mask).sum(-1)
+    total = torch.zeros(())
+    for start in range(0, logp.shape[0], g):
+        for i in range(start, start + g):
+            for j in range(start, start + g):
+                delta = float(adv[i] - adv[j])
+                if delta <= 0:
+                    continue
+                if mode == "joint":
+                    rho = torch.exp(s[i] - s[j])
+                    total = total - torch.minimum(rho * delta, rho.clamp(1 - clip, 1 + clip) * delta) / (g - 1)
+                else:
+                    ri, rj = torch.exp(s[i]), torch.exp(s[j])
+                    up = -torch.minimum(ri * delta, ri.clamp(1 - clip, 1 + clip) * delta)
+                    down = -torch.minimum(-rj * delta, -rj.clamp(1 - clip, 1 + clip) * delta)
+                    total = total + (up + down) / (g - 1)
+    return total
+
+
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_p3o_equals_loop(mode, seed):
+    logp, old, _, mask = _random(n=8, t=4, seed=seed)
+    old = logp.detach() + 0.15 * torch.randn(8, 4, generator=torch.Generator().manual_seed(seed))
+    adv = torch.tensor([1.0, 0.0, 0.0, 0.5, 2.0, -1.0, 2.0, 0.3])
+    group = torch.arange(2).repeat_interleave(4)
+    stats: dict = {}
+    out = OBJECTIVES["p3o"](logp, old, adv, mask, group=group, p3o_clip=mode, stats=stats)
+    ours = seq_mean(out, mask) * 8
+    theirs = _p3o_loop(logp, old, adv, mask, 4, 0.2, mode)
+    close(ours, theirs)
+    close(_grad(ours, logp), _grad(theirs, logp))
+    assert stats["p3o_pairs"] == 10.0  # 5 unequal pairs in each group
+
+
+def test_p3o_at_ratio_one_is_rloo_reinforce_on_summed_logp():
+    logp, _, _, mask = _random(n=6, seed=3)
+    old = logp.detach().clone()
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.2, 0.2, 0.9])
+    group = torch.arange(2).repeat_interleave(3)
+    rloo = ADVANTAGES["rloo"](rewards.view(2, 3)).reshape(6)
+    ref = _grad(
+        AGGREGATIONS["seq_mean_token_sum"](OBJECTIVES["reinforce"](logp, old, rloo, mask), mask), logp
+    )
+    for mode in ("joint", "separate"):
+        loss = seq_mean(OBJECTIVES["p3o"](logp, old, rewards, mask, group=group, p3o_clip=mode), mask)
+        close(_grad(loss, logp), ref)
+    # a per-prompt shift of the rewards changes nothing
+    shifted = rewards + torch.tensor([3.0, 3.0, 3.0, -2.0, -2.0, -2.0])
+    close(
+        OBJECTIVES["p3o"](logp, old, shifted, mask, group=group),
+        OBJECTIVES["p3o"](logp, old, rewards, mask, group=group),
+    )
+
+
+def test_p3o_hand_values_and_clip():
+    # one group of 2, one token each: s_1 = 0.1, s_2 = -0.2, delta = 1 (row 0 the winner)
+    old = torch.tensor([[-1.0], [-1.0]])
+    logp = torch.tensor([[-0.9], [-1.2]], requires_grad=True)
+    kw = dict(group=torch.zeros(2, dtype=torch.long))
+    adv, mask = torch.tensor([1.0, 0.0]), torch.ones(2, 1)
+    # joint: rho = e^0.3 = 1.349859 > 1.2: clipped, -1.2, no gradient
+    out = OBJECTIVES["p3o"](logp, old, adv, mask, **kw)
+    close(out, torch.tensor([[-0.6], [-0.6]]))
+    assert torch.equal(_grad(out.sum(), logp), torch.zeros(2, 1))
+    # separate: rho_1 = e^0.1 = 1.105171 (inside), rho_2 = e^-0.2 = 0.818731 (inside, advantage -1)
+    out = OBJECTIVES["p3o"](logp, old, adv, mask, p3o_clip="separate", **kw)
+    half = (-1.105171 + 0.818731) / 2
+    close(out, torch.tensor([[half], [half]]))
+    # no pair in a constant group
+    assert torch.equal(OBJECTIVES["p3o"](logp, old, torch.ones(2), mask, **kw), torch.zeros(2, 1))
+
+
+def test_p3o_bad_inputs():
+    logp, old, _, mask = _random(n=4)
+    with pytest.raises(ValueError, match="p3o needs `group`"):
+        OBJECTIVES["p3o"](logp, old, torch.zeros(4), mask)
+    with pytest.raises(ValueError, match="p3o: the rows of each group"):
+        OBJECTIVES["p3o"](logp, old, torch.zeros(4), mask, group=torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(KnobError, match="p3o_clip"):
+        OBJECTIVES.check_knobs("p3o", {"p3o_clip": "both"})
+    with pytest.raises(KnobError, match="clip_low"):
+        OBJECTIVES.check_knobs("p3o", {"clip_low": 1.0})

@@ -1074,6 +1074,79 @@ def rpo(
     )
 
 
+@OBJECTIVES.register("p3o", needs={"group"}, bounds={"clip_low": "[0, 1)", "clip_high": ">= 0"})
+def p3o(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    group: Tensor | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    p3o_clip: Literal["joint", "separate"] = "joint",
+    stats: dict | None = None,
+) -> Tensor:
+    """Pairwise Proximal Policy Optimization (P3O, "Pairwise Proximal Policy Optimization: Harnessing
+    Relative Feedback for LLM Alignment"): a trajectory-wise clipped policy gradient on the reward
+    differences of the pairs each group makes.
+
+    For every pair i, j of a group with A_i > A_j (A_i the sequence's advantage; with
+    ``advantage = "dr_grpo"`` A_i - A_j = r_i - r_j, the relative feedback itself):
+    delta_ij = A_i - A_j > 0,   s_i = sum_t (logp_it - old_logp_it)   (trajectory-wise log ratio)
+    joint:     L_ij = -min(rho_ij delta_ij, clip(rho_ij, 1 - clip_low, 1 + clip_high) delta_ij),
+               rho_ij = exp(s_i - s_j)   (the winner's ratio relative to the loser's)
+    separate:  L_ij = ppo(rho_i, +delta_ij) + ppo(rho_j, -delta_ij),   rho_i = exp(s_i),
+               ppo(rho, a) = -min(rho a, clip(rho, 1 - clip_low, 1 + clip_high) a)
+    L_g = sum_{pairs of g} L_ij / (G - 1)
+
+    The abstract gives no formula; this is the simplest clipped pairwise rule faithful to it, with
+    two choices of what is clipped (the ratio of the pair's ratios, or each trajectory's own
+    ratio). Only differences of rewards enter, so any per-prompt shift of the reward changes
+    nothing (the abstract's invariance to equivalent rewards). Pairs of equal advantage add 0. Half
+    of each pair's loss is placed on every counted token of each of its two rows, so
+    seq_mean_token_mean gives sum_g L_g / N (use that aggregation). At rho = 1 the gradient of that
+    sum is -(1/N) sum_i A_i^RLOO grad sum_t logp_it, A_i^RLOO = A_i - mean_{j != i} A_j: the
+    vanilla pairwise policy gradient is REINFORCE with RLOO's baseline on the summed log-prob
+    (hence the 1 / (G - 1)). The log ratios are clamped to [-20, 20] before exp (far outside any
+    clip range), so a long completion's ratio cannot overflow.
+    """
+    n = logp.shape[0]
+    g = _group_size(group, n, "p3o")
+    if p3o_clip not in ("joint", "separate"):
+        raise ValueError(f"p3o: p3o_clip must be 'joint' or 'separate', got {p3o_clip!r}")
+    if g < 2:
+        return torch.zeros_like(logp)
+    a = _seq_adv(adv, mask).detach().float().view(-1, g)  # [B, G]
+    s = _where_mask(logp - old_logp, mask).sum(-1).view(-1, g)  # [B, G] trajectory-wise log ratios
+    delta = a.unsqueeze(2) - a.unsqueeze(1)  # [B, G, G] A_i - A_j
+    win = delta > 0  # [B, G, G] each unequal pair once, winner first
+    d = torch.where(win, delta, torch.zeros_like(delta)).to(logp.dtype)  # [B, G, G]
+    lo, hi = 1.0 - clip_low, 1.0 + clip_high
+
+    def surrogate(log_rho: Tensor, adv_: Tensor) -> tuple[Tensor, Tensor]:
+        rho = torch.exp(log_rho.clamp(-20.0, 20.0))
+        clipped = rho.clamp(lo, hi)
+        return _clipped_surrogate(rho, clipped, adv_), (-adv_ * clipped > -adv_ * rho)
+
+    if p3o_clip == "joint":
+        pair, cut = surrogate(s.unsqueeze(2) - s.unsqueeze(1), d)  # [B, G, G]
+    else:
+        s_i = s.unsqueeze(2).expand_as(d)  # [B, G, G] the winner's log ratio
+        s_j = s.unsqueeze(1).expand_as(d)  # [B, G, G] the loser's
+        up, cut_i = surrogate(s_i, d)
+        down, cut_j = surrogate(s_j, -d)
+        pair, cut = up + down, cut_i | cut_j
+    pair = torch.where(win, pair, torch.zeros_like(pair)) / (g - 1)  # [B, G, G]
+    per_seq = (pair.sum(dim=2) + pair.sum(dim=1)) / 2  # [B, G] half of each pair on each row
+    if stats is not None:
+        with torch.no_grad():
+            pairs = float(win.sum())
+            stats["p3o_pairs"] = pairs
+            stats["clip_frac"] = float((cut & win).sum()) / pairs if pairs else 0.0
+    return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
+
+
 # ---------------------------------------------------------------- exploration, entropy and KL
 
 
