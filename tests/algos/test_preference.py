@@ -331,3 +331,46 @@ def test_p3o_bad_inputs():
         OBJECTIVES.check_knobs("p3o", {"p3o_clip": "both"})
     with pytest.raises(KnobError, match="clip_low"):
         OBJECTIVES.check_knobs("p3o", {"clip_low": 1.0})
+
+
+# ---------------------------------------------------------------- PF-PPO
+
+
+def test_pf_ppo_hand_values():
+    r = torch.tensor([[0.2, 1.0, 0.0, 0.6], [0.9, 0.1, 0.5, 0.5]])
+    a = ADVANTAGES["grpo"](r)
+    z = torch.zeros(2, 4)
+
+    def only(*cells):
+        out = z.clone()
+        for b, i in cells:
+            out[b, i] = a[b, i]
+        return out
+
+    pf = ADVANTAGES["pf_ppo"]
+    close(pf(r, pf_strategy="best_of_n"), only((0, 1), (1, 0)))
+    close(pf(r, pf_strategy="best_worst"), only((0, 1), (0, 2), (1, 0), (1, 1)))
+    # the first sample that is not the best: row 0 (best 1) -> 0; row 1 (best 0) -> 1
+    close(pf(r, pf_strategy="best_random"), only((0, 1), (0, 0), (1, 0), (1, 1)))
+    close(
+        pf(r, pf_strategy="range", pf_low=0.2, pf_high=0.9),
+        only((0, 0), (0, 1), (0, 2), (1, 0), (1, 1)),
+    )
+
+
+def test_pf_ppo_neutral_loop_and_errors():
+    gen = torch.Generator().manual_seed(2)
+    r = torch.rand(5, 6, generator=gen)
+    assert torch.equal(ADVANTAGES["pf_ppo"](r, pf_strategy="range", pf_low=0.4, pf_high=0.4), ADVANTAGES["grpo"](r))
+    a = ADVANTAGES["grpo"](r)
+    out = ADVANTAGES["pf_ppo"](r, pf_strategy="best_worst")
+    for b in range(5):
+        row = r[b].tolist()
+        kept = {row.index(max(row)), row.index(min(row))}
+        for i in range(6):
+            assert float(out[b, i]) == (float(a[b, i]) if i in kept else 0.0)
+    assert torch.equal(ADVANTAGES["pf_ppo"](torch.ones(2, 3)), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="pf_low must be <= pf_high"):
+        ADVANTAGES["pf_ppo"](r, pf_strategy="range", pf_low=0.8, pf_high=0.2)
+    with pytest.raises(KnobError, match="pf_strategy"):
+        ADVANTAGES.check_knobs("pf_ppo", {"pf_strategy": "worst"})
