@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from rlvr.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES, SHAPING
+from rlvr.algos import ADVANTAGES, AGGREGATIONS, CREDIT, KL_ESTIMATORS, OBJECTIVES, SHAPING
 from rlvr.registry import KnobError
 
 close = torch.testing.assert_close
@@ -374,3 +374,44 @@ def test_pf_ppo_neutral_loop_and_errors():
         ADVANTAGES["pf_ppo"](r, pf_strategy="range", pf_low=0.8, pf_high=0.2)
     with pytest.raises(KnobError, match="pf_strategy"):
         ADVANTAGES.check_knobs("pf_ppo", {"pf_strategy": "worst"})
+
+
+# ---------------------------------------------------------------- RTO
+
+
+def test_rto_hand_values_and_neutral():
+    rewards = torch.tensor([[1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    teacher = torch.tensor([[-1.0, -0.5, -2.0], [-1.0, -3.0, -9.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    # token rewards 0.1 * (0.5, 0.5, -1) and 0.1 * (0, -2); rewards-to-go at gamma 1:
+    # row 0: 0, -0.05, -0.1; row 1: -0.2, -0.2; grpo: +-0.707107 (std of (1, 0) = 0.707107)
+    a = CREDIT["rto"](rewards, mask, teacher_logp=teacher, ref_logp=ref)
+    g = 0.707106
+    close(a, torch.tensor([[g, g - 0.05, g - 0.1], [-g - 0.2, -g - 0.2, 0.0]]), atol=1e-5, rtol=0)
+    # gamma 0: each token its own reward
+    a0 = CREDIT["rto"](rewards, mask, teacher_logp=teacher, ref_logp=ref, gamma=0.0, outcome_coef=0.0)
+    close(a0, torch.tensor([[0.05, 0.05, -0.1], [0.0, -0.2, 0.0]]))
+    # rto_beta = 0: grpo's advantage on every counted token, the log-probs not read
+    base = ADVANTAGES["grpo"](rewards).reshape(2, 1) * mask
+    close(CREDIT["rto"](rewards, mask, rto_beta=0.0), base)
+    with pytest.raises(ValueError, match="rto needs 'ref_logp'"):
+        CREDIT["rto"](rewards, mask, teacher_logp=teacher)
+    assert CREDIT.needs("rto") == {"teacher_logp", "ref_logp"}
+
+
+def test_rto_equals_loop():
+    gen = torch.Generator().manual_seed(8)
+    rewards = torch.rand(2, 3, generator=gen)
+    _, teacher, ref, mask = _random(n=6, t=5, seed=8)
+    a = CREDIT["rto"](rewards, mask, teacher_logp=teacher, ref_logp=ref, gamma=0.9, rto_beta=0.3)
+    outcome = ADVANTAGES["grpo"](rewards).reshape(6)
+    for i in range(6):
+        for t in range(5):
+            if not mask[i, t]:
+                assert float(a[i, t]) == 0.0
+                continue
+            togo = sum(
+                0.9 ** (k - t) * float(teacher[i, k] - ref[i, k]) for k in range(t, 5) if mask[i, k]
+            )
+            assert float(a[i, t]) == pytest.approx(float(outcome[i]) + 0.3 * togo, abs=1e-5)
