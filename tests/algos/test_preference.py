@@ -56,7 +56,9 @@ def test_rpo_hand_values_and_gradient():
     # at pi = pi_ref: DPO's -beta/2 on the chosen and +beta/2 on the rejected tokens, plus the SFT
     # term's -eta on every token of the chosen sample
     kw["ref_logp"] = logp.detach().clone()
-    total = seq_mean(OBJECTIVES["rpo"](logp, logp.detach(), torch.zeros(3), mask, rpo_eta=0.1, **kw), mask)
+    total = seq_mean(
+        OBJECTIVES["rpo"](logp, logp.detach(), torch.zeros(3), mask, rpo_eta=0.1, **kw), mask
+    )
     close(_grad(total * 3, logp), torch.tensor([[0.0, 0.0], [-0.15, -0.15], [0.05, 0.05]]))
     # no pair (equal rewards): no SFT term either
     kw["rewards"] = torch.ones(3)
@@ -139,9 +141,11 @@ def test_ssl_neutral_order_and_loop():
     close(s, expected)
 
 
-def test_ssl_bad_inputs():
-    with pytest.raises(ValueError, match=r"ssl: rewards must lie in \[low, high\]"):
-        SHAPING["ssl"](torch.tensor([[0.5, 1.5]]))
+def test_ssl_outside_the_range_and_bad_inputs():
+    # K = 2, amplify 3: beyond 1 the top tier's slope 3 * 2 / 4 = 1.5, below 0 the bottom's 0.5
+    r = torch.tensor([[-0.2, 1.1]])
+    close(SHAPING["ssl"](r, tiers=2, amplify=3.0), torch.tensor([[-0.1, 1.15]]))
+    close(SHAPING["ssl"](r, tiers=2, amplify=3.0, discrete=True), torch.tensor([[0.0, 1.0]]))
     with pytest.raises(ValueError, match="high must be > low"):
         SHAPING["ssl"](torch.tensor([[0.5]]), low=1.0, high=1.0)
     with pytest.raises(KnobError, match="tiers"):
@@ -258,7 +262,9 @@ def _p3o_loop(logp, old, adv, mask, g, clip, mode):
                     continue
                 if mode == "joint":
                     rho = torch.exp(s[i] - s[j])
-                    total = total - torch.minimum(rho * delta, rho.clamp(1 - clip, 1 + clip) * delta) / (g - 1)
+                    total = total - torch.minimum(rho * delta, rho.clamp(1 - clip, 1 + clip) * delta) / (
+                        g - 1
+                    )
                 else:
                     ri, rj = torch.exp(s[i]), torch.exp(s[j])
                     up = -torch.minimum(ri * delta, ri.clamp(1 - clip, 1 + clip) * delta)
@@ -361,7 +367,9 @@ def test_pf_ppo_hand_values():
 def test_pf_ppo_neutral_loop_and_errors():
     gen = torch.Generator().manual_seed(2)
     r = torch.rand(5, 6, generator=gen)
-    assert torch.equal(ADVANTAGES["pf_ppo"](r, pf_strategy="range", pf_low=0.4, pf_high=0.4), ADVANTAGES["grpo"](r))
+    assert torch.equal(
+        ADVANTAGES["pf_ppo"](r, pf_strategy="range", pf_low=0.4, pf_high=0.4), ADVANTAGES["grpo"](r)
+    )
     a = ADVANTAGES["grpo"](r)
     out = ADVANTAGES["pf_ppo"](r, pf_strategy="best_worst")
     for b in range(5):

@@ -329,7 +329,9 @@ def ssl(
     "preserves optimal solution ordering"; strictly in the continuous form), while a unit of
     progress in a higher tier earns amplify times more than in the tier below. ``tiers = 1`` or
     ``amplify = 1`` is the identity (continuous form); ``discrete`` also flattens each tier to its
-    floor (only the top of the range, x = 1, reaches 1). A reward outside [low, high] is refused.
+    floor (only the top of the range, x = 1, reaches 1). A reward outside [low, high] (a format
+    bonus above 1, say) continues the outer tier's line (continuous) or takes the end's value
+    (discrete).
     """
     _check(rewards, "ssl")
     if not high > low:
@@ -338,15 +340,9 @@ def ssl(
     span = high - low
     x = (r - low) / span  # [B, G]
     tol = 1e-6
-    if bool(((x < -tol) | (x > 1 + tol)).any()):
-        raise ValueError(
-            f"ssl: rewards must lie in [low, high] = [{low}, {high}], got range "
-            f"[{float(r.min())}, {float(r.max())}] (set low / high in [shaping.ssl])"
-        )
     k_tiers = int(tiers)
     if not discrete and (k_tiers == 1 or amplify == 1):
         return r  # the identity, exactly
-    x = x.clamp(0.0, 1.0)
     w = float(amplify) ** torch.arange(k_tiers, dtype=torch.float64)  # [K] tier weights
     cum = torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0)])  # [K + 1] C_0 .. C_K
     xk = x.double() * k_tiers  # [B, G]
