@@ -42,7 +42,15 @@ def random_batch(seed: int, b: int = 6, g: int = 5, max_len: int = 20):
 
 
 def test_registry_names_needs_and_inputs():
-    assert set(SHAPING.names()) == {"overlong", "cosine_length", "grpo_lambda", "drpo", "par", "stcr"}
+    assert set(SHAPING.names()) == {
+        "overlong",
+        "cosine_length",
+        "grpo_lambda",
+        "drpo",
+        "par",
+        "stcr",
+        "ssl",
+    }
     for name in SHAPING:
         assert SHAPING.needs(name) <= INPUTS["shaping"], name
     assert SHAPING.needs("overlong") == {"lengths", "max_len"}

@@ -200,3 +200,26 @@ def test_sharded_learners_run_opd_as_plain_ones(micro_base, micro_teacher, tmp_p
         for key in ("reward_mean", "teacher_kl", "loss", "grad_norm", "adv_std"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
     assert plain[0]["teacher_kl"] != 0 and plain[-1]["grad_norm"] > 0
+
+
+def test_rto_reads_the_teacher_and_the_reference(micro_base, micro_teacher, tmp_path):
+    """credit = 'rto' loads the reference (it needs ``ref_logp``) and the teacher as the DPO model;
+    the trainer's advantages are the component's on the batch's own log-probs."""
+    cfg = load_config(
+        "grpo",
+        micro_run(micro_base, _teacher(micro_teacher), "algo.credit='rto'", "eval.before=false"),
+    )
+    run = setup_run(cfg, run_dir=tmp_path / "run", progress=False)
+    try:
+        assert run.ref is not None and run.teacher is not None
+        roll = run.collector.collect(1).batch.roll
+        adv = Advantages(run.comps, torch.ones(len(run.runner.names)), ref=run.ref, teacher=run.teacher)
+        est = adv(roll, [4, 4], 0.0)
+        m = roll.mask.bool()
+        assert float((roll.teacher_logp - roll.ref_logp)[m].abs().max()) > 1e-2
+        direct = CREDIT["rto"](
+            roll.rewards.view(2, 4), roll.mask, teacher_logp=roll.teacher_logp, ref_logp=roll.ref_logp
+        )
+        torch.testing.assert_close(est.adv, direct)
+    finally:
+        run.collector.rounds.close()

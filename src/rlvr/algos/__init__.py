@@ -64,6 +64,7 @@ INPUTS: dict[str, frozenset[str]] = {
             # [N, T] log pi_teacher(y_t | x, y_<t) of each sampled token under the frozen teacher
             # ([teacher]), at the sampling temperature (one no-grad forward of the teacher)
             "teacher_logp",
+            "ref_logp",  # [N, T] the reference's log-probs of the sampled tokens (loads a reference)
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

@@ -798,3 +798,89 @@ def mssr(rewards: Tensor, *, eps: float = 1e-6) -> Tensor:
     if bool((r == r.flatten()[0]).all()):
         return torch.zeros_like(r)
     return _whiten(r, eps)  # [B, G]
+
+
+# ---------------------------------------------------------------- SPO's self-play win rate
+
+
+@ADVANTAGES.register("win_rate")
+def win_rate(rewards: Tensor) -> Tensor:
+    """Self-Play Preference Optimization's reward, the win rate of a sample against the other samples
+    of its group ("A Minimaximalist Approach to Reinforcement Learning from Human Feedback": sample
+    several trajectories from the policy, compare them, and use the proportion of wins as each
+    one's reward), centred.
+
+    With a verifiable reward the preference is the comparison of rewards (a win 1, a tie 1/2):
+    w_i = 1/(G-1) * sum_{j != i} (1[r_i > r_j] + 1/2 * 1[r_i = r_j])
+    A_i = w_i - 1/2 = 1/(2 (G-1)) * sum_{j != i} sign(r_i - r_j)
+
+    Each pair's wins add up to 1, so the group's win rates average exactly 1/2: A sums to zero in
+    every group and is 0 in a constant one. Only the order of the rewards matters (any increasing
+    transform of r gives the same A), and |A| <= 1/2. For 0/1 rewards A = rloo / 2. A group of one
+    sample has no opponent and gets 0. No preference model: the preference is transitive, the one
+    a pointwise reward induces.
+    """
+    _check(rewards)
+    r = rewards.float()
+    g = r.shape[1]
+    if g < 2:
+        return torch.zeros_like(r)
+    signs = torch.sign(r.unsqueeze(2) - r.unsqueeze(1))  # [B, G, G] sign(r_i - r_j), 0 on i = j
+    return signs.sum(dim=2) / (2 * (g - 1))  # [B, G]
+
+
+# ---------------------------------------------------------------- PF-PPO's policy filtration
+
+
+@ADVANTAGES.register("pf_ppo", bounds={"eps": ">= 0"})
+def pf_ppo(
+    rewards: Tensor,
+    *,
+    pf_strategy: Literal["best_of_n", "best_random", "best_worst", "range"] = "best_worst",
+    pf_low: float = 0.0,
+    pf_high: float = 1.0,
+    eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
+) -> Tensor:
+    """Policy filtration of PF-PPO ("Policy Filtration in RLHF to Fine-Tune LLM for Code Generation"):
+    train only on the samples whose rewards are reliable, chosen from each group by their rewards.
+
+    A     = grpo(rewards)                              (the whole group's baseline)    [B, G]
+    keep  = best_of_n:   the best sample (argmax, first of equals)
+            best_random: the best and one other sample, the first of the rest by position
+            best_worst:  the best and the worst (argmin, first of equals)
+            range:       the samples with r <= pf_low or r >= pf_high (the middle band dropped)
+    A'_bi = A_bi if kept, else 0
+
+    The samples of a group are drawn independently, so the first of the others is a uniformly random
+    one of them: best_random needs no random numbers. The abstract names the strategies and no
+    formula; the paper chooses one by the R^2 between the reward model's scores and the true scores
+    on the kept samples, which needs true scores and is left to the user (choose ``pf_strategy``).
+    A filtered sample gets advantage 0: no policy-gradient term, but it stays in the batch (its
+    tokens count in the aggregation's denominator), where the paper removes it; a constant group
+    gets 0 whatever is kept. ``pf_strategy = "range"`` with pf_low = pf_high keeps every sample:
+    ``grpo``.
+    """
+    _check(rewards)
+    if pf_low > pf_high:
+        raise ValueError(f"pf_ppo: pf_low must be <= pf_high, got pf_low={pf_low}, pf_high={pf_high}")
+    a = grpo(rewards, eps=eps, scale=scale)  # [B, G]
+    r = rewards.float()
+    b, g = r.shape
+    rows = torch.arange(b, device=r.device)
+    best = r.argmax(dim=1)  # [B]
+    keep = torch.zeros_like(r, dtype=torch.bool)  # [B, G]
+    if pf_strategy == "range":
+        keep = (r <= pf_low) | (r >= pf_high)
+    elif pf_strategy in ("best_of_n", "best_random", "best_worst"):
+        keep[rows, best] = True
+        if pf_strategy == "best_worst":
+            keep[rows, r.argmin(dim=1)] = True
+        elif pf_strategy == "best_random" and g > 1:
+            keep[rows, (best == 0).long()] = True  # the first sample that is not the best
+    else:
+        raise ValueError(
+            f"pf_ppo: pf_strategy must be 'best_of_n', 'best_random', 'best_worst' or 'range', "
+            f"got {pf_strategy!r}"
+        )
+    return torch.where(keep, a, torch.zeros_like(a))

@@ -54,6 +54,7 @@ __all__ = [
     "pure_min",
     "reinforce_pp_token",
     "rover",
+    "rto",
     "segment_ids",
     "spo_segment",
     "tree_td",
@@ -828,6 +829,55 @@ def opd(
         if gamma:
             d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] D_t
         adv = adv + teacher_coef * d
+    return _out(adv, mask)
+
+
+@CREDIT.register(
+    "rto",
+    needs={"teacher_logp", "ref_logp"},
+    bounds={"rto_beta": ">= 0", "outcome_coef": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"},
+)
+def rto(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    teacher_logp: Tensor | None = None,
+    ref_logp: Tensor | None = None,
+    rto_beta: float = 0.1,
+    outcome_coef: float = 1.0,
+    gamma: float = 1.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Reinforced Token Optimization's token-wise reward ("DPO Meets PPO: Reinforced Token Optimization
+    for RLHF"): a DPO-trained model's log-ratio against the reference, token by token, as a dense
+    reward beside the outcome.
+
+    r_{i,t} = rto_beta * (log pi_dpo(y_t | s_t) - log pi_ref(y_t | s_t))    (DPO's implicit token reward)
+    R_{i,t} = sum_{k >= t} gamma^(k-t) r_{i,k}                               (over counted tokens)
+    A_{i,t} = (outcome_coef * A^grpo_i + R_{i,t}) m_{i,t}
+
+    The DPO model is the run's ``[teacher]`` (``teacher_logp``; e.g. a checkpoint of an
+    ``online_dpo`` run), the reference the run's reference (``ref_logp``; the one the DPO model was
+    trained against), both at the sampling temperature. The paper feeds r_t (plus its sentence
+    reward and PPO's KL term) to PPO with a critic; here the reward-to-go of the token rewards is the
+    dense advantage (gamma = 1: a Monte-Carlo return, no critic) and the outcome enters through
+    grpo's group-normalised advantage (:func:`rlvr.algos.advantages.grpo`, knobs ``scale`` and
+    ``eps``), as in ``opd``. rto_beta = 0 is grpo's advantage on every counted token (then neither
+    log-prob is read).
+    """
+    _check_groups(rewards, mask)
+    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    if outcome_coef:
+        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
+        adv = adv + outcome_coef * outcome.double()[:, None]
+    if rto_beta:
+        t = _need("teacher_logp", "rto", teacher_logp, mask).double()
+        r = _need("ref_logp", "rto", ref_logp, mask).double()
+        d = torch.where(mask.bool(), t - r, 0.0)  # [N, T] log pi_dpo - log pi_ref on counted tokens
+        if gamma:
+            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] reward-to-go
+        adv = adv + rto_beta * d
     return _out(adv, mask)
 
 

@@ -7,6 +7,9 @@ k1 is unbiased but can be negative; k3 is unbiased and non-negative; k2 is biase
 The forward estimators fk1, fk2, fk3 estimate KL(ref || pi) from the same tokens (sampled from pi) by
 importance weighting with r = exp(ref_logp - logp) = ref / pi: fk1 = r log r, fk2 = r (log r)^2 / 2,
 fk3 = r log r - (r - 1).
+
+The chi-squared estimators chi2 and chi2_occupancy estimate chi^2(pi || ref) = E_ref[(pi/ref - 1)^2]
+from the same tokens, per action and per prefix (the occupancy measure of the token MDP).
 """
 
 from __future__ import annotations
@@ -93,6 +96,50 @@ def fk3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """
     r, log_r = _ratio_and_log(logp, ref_logp)
     return r * log_r - torch.expm1(log_r)  # [N, T]; expm1: r - 1 without cancellation near r = 1
+
+
+@KL_ESTIMATORS.register("chi2")
+def chi2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Chi-squared divergence chi^2(pi || ref) per token, the action-level form of the regulariser of
+    "Correlated Proxies: A New Definition and Improved Mitigation for Reward Hacking".
+
+    With rho = pi / ref = exp(logp - ref_logp) on tokens sampled from pi:
+    chi^2(pi || ref) = E_ref[(rho - 1)^2] = E_pi[rho] - 1, and E_pi[1 / rho - 1] = 0, so
+    chi2 = rho + 1 / rho - 2 = (rho - 1)^2 / rho = 2 (cosh(d) - 1),   d = logp - ref_logp,
+
+    is unbiased and >= 0 (0 only at rho = 1): the control variate 1 / rho - 1 does for chi^2 what
+    k3's does for the KL. Symmetric in d, and ~ d^2 near 0 (twice k2); it grows as e^|d|, much
+    faster than the KL's estimators, which is the paper's point: large ratios are punished hard. As
+    a loss (tokens held fixed) its gradient is 2 sinh(d) grad logp; the per-position divergence's
+    is 2 E_pi[(rho - 1) grad logp]: they agree to first order in d.
+    """
+    d = logp - ref_logp  # [N, T]
+    return torch.expm1(d) + torch.expm1(-d)  # [N, T]; expm1: no cancellation near d = 0
+
+
+@KL_ESTIMATORS.register("chi2_occupancy")
+def chi2_occupancy(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Chi-squared divergence between the occupancy measures of pi and ref in the token MDP ("Correlated
+    Proxies: A New Definition and Improved Mitigation for Reward Hacking": regularise the chi^2
+    divergence of the policies' occupancy measures, not a KL between their action distributions).
+
+    The state at position t is the prompt and the tokens before t, and the transitions are
+    deterministic, so the occupancy ratio of the state-action pair at t is the product of the
+    policies' token ratios up to t:
+    W_t = prod_{s <= t} pi(y_s | y_<s) / ref(y_s | y_<s) = exp(c_t),   c_t = sum_{s <= t} d_s,
+    chi2_occupancy_t = W_t + 1 / W_t - 2   (as ``chi2``, with the prefix's ratio in place of rho),
+
+    unbiased for chi^2 of the step-t occupancy. Different positions are different states, so the
+    chi^2 of the (uniform over t) occupancy measure is the mean of the per-step values: a token
+    mean of this estimator, over rows of one length T, estimates it exactly. The sum runs along the
+    row's positions, so it assumes the counted tokens are a prefix of each row (completions are
+    right-padded; the environment tokens of a multi-turn episode would enter the product). It
+    grows as e^|c_t|, and c_t over a long completion is large: of far higher variance than the
+    per-token ``chi2`` (the paper estimates the ratio with a discriminator instead); use a small
+    coefficient, and float32 overflows (a skipped, non-finite step) beyond |c_t| ~ 88.
+    """
+    c = (logp - ref_logp).cumsum(dim=-1)  # [N, T] log W_t, the prefix's log occupancy ratio
+    return torch.expm1(c) + torch.expm1(-c)  # [N, T]
 
 
 def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n: int) -> float:

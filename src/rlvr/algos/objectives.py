@@ -947,7 +947,7 @@ def online_dpo(
     model; the pair and the sigmoid loss are the same). At pi = pi_ref, L_g = log 2 and the gradient
     is -dpo_beta / 2 * (grad l_w - grad l_l) per pair.
     """
-    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, 0.0, "online_dpo", stats)
+    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, "online_dpo", stats)
 
 
 def _best_worst_pair(
@@ -957,12 +957,15 @@ def _best_worst_pair(
     rewards: Tensor | None,
     group: Tensor | None,
     dpo_beta: float,
-    xpo_alpha: float,
     who: str,
     stats: dict | None,
+    *,
+    xpo_alpha: float = 0.0,
+    rpo_eta: float = 0.0,
 ) -> Tensor:
-    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (l_l: the worst
-    sample's summed log-prob under the policy), half of it on each of the two rows' tokens. [N, T]"""
+    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (XPO) and
+    rpo_eta * (-l_w) (RPO), l_i the sample's summed log-prob under the policy; half of the pair's
+    loss on each of the two rows' tokens. [N, T]"""
     if ref_logp is None or rewards is None:
         raise ValueError(f"{who} needs `ref_logp` and `rewards`")
     n = logp.shape[0]
@@ -975,10 +978,14 @@ def _best_worst_pair(
     h = dpo_beta * (seq[rows, win] - seq[rows, lose])  # [B]
     dpo = F.softplus(-h) * has_pair  # [B]
     pair_loss = dpo  # [B]
-    if xpo_alpha:
+    if xpo_alpha or rpo_eta:
         seq_pi = _where_mask(logp, mask).sum(-1).view(-1, g)  # [B, G] l_i = sum_t logp_it
+    if xpo_alpha:
         explore = xpo_alpha * seq_pi[rows, lose] * has_pair  # [B]
-        pair_loss = dpo + explore
+        pair_loss = pair_loss + explore
+    if rpo_eta:
+        nll = -seq_pi[rows, win] * has_pair  # [B] -log pi(y_w | x), the chosen sample's NLL
+        pair_loss = pair_loss + rpo_eta * nll
     per_seq = torch.zeros_like(seq)  # [B, G]
     per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
     per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
@@ -989,6 +996,8 @@ def _best_worst_pair(
             stats["dpo_margin_mean"] = float(h[kept].mean()) if bool(kept.any()) else 0.0
             if xpo_alpha:
                 stats["xpo_loss_mean"] = float(explore[kept].mean()) if bool(kept.any()) else 0.0
+            if rpo_eta:
+                stats["rpo_nll_mean"] = float(nll[kept].mean()) if bool(kept.any()) else 0.0
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
 
 
@@ -1024,7 +1033,118 @@ def xpo(
     seq_mean_token_mean gives sum_g L_g / N. Default alpha = 1e-5 (TRL's); ``xpo_alpha = 0`` is
     ``online_dpo``.
     """
-    return _best_worst_pair(logp, mask, ref_logp, rewards, group, dpo_beta, xpo_alpha, "xpo", stats)
+    return _best_worst_pair(
+        logp, mask, ref_logp, rewards, group, dpo_beta, "xpo", stats, xpo_alpha=xpo_alpha
+    )
+
+
+@OBJECTIVES.register(
+    "rpo", needs={"ref_logp", "rewards", "group"}, bounds={"dpo_beta": "> 0", "rpo_eta": ">= 0"}
+)
+def rpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    rpo_eta: float = 0.01,
+    stats: dict | None = None,
+) -> Tensor:
+    """Regularized Preference Optimization (RPO, "Provably Mitigating Overoptimization in RLHF: Your
+    SFT Loss is Implicitly an Adversarial Regularizer"): online DPO plus an SFT loss, the negative
+    log-likelihood of the chosen sample, which keeps the policy imitating a baseline distribution
+    (the preferred responses) and so against responses with spurious high proxy rewards.
+
+    w, l, h_g as in ``online_dpo`` (each group's best and worst sample by the verifier's reward)
+    L_g = softplus(-h_g) + rpo_eta * (-l_w),    l_w = sum_t logp_wt (the policy's, not a ratio)
+
+    The abstract gives no formula; this is its "DPO loss + SFT loss" with the SFT loss on the
+    pair's chosen sample, summed over its tokens (-log pi(y_w | x), the sequence likelihood of the
+    paper's theory; TRL's ``rpo_alpha`` takes the per-token mean instead). The paper's weight on
+    the SFT term is a knob here, ``rpo_eta`` (rlvr's default 0.01: the summed NLL of a completion is
+    tens of nats, DPO's loss about log 2). A group without a pair (all rewards equal) gets no SFT
+    term either. Placement and aggregation as ``online_dpo``; ``rpo_eta = 0`` is ``online_dpo``.
+    """
+    return _best_worst_pair(
+        logp, mask, ref_logp, rewards, group, dpo_beta, "rpo", stats, rpo_eta=rpo_eta
+    )
+
+
+@OBJECTIVES.register("p3o", needs={"group"}, bounds={"clip_low": "[0, 1)", "clip_high": ">= 0"})
+def p3o(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    group: Tensor | None = None,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    p3o_clip: Literal["joint", "separate"] = "joint",
+    stats: dict | None = None,
+) -> Tensor:
+    """Pairwise Proximal Policy Optimization (P3O, "Pairwise Proximal Policy Optimization: Harnessing
+    Relative Feedback for LLM Alignment"): a trajectory-wise clipped policy gradient on the reward
+    differences of the pairs each group makes.
+
+    For every pair i, j of a group with A_i > A_j (A_i the sequence's advantage; with
+    ``advantage = "dr_grpo"`` A_i - A_j = r_i - r_j, the relative feedback itself):
+    delta_ij = A_i - A_j > 0,   s_i = sum_t (logp_it - old_logp_it)   (trajectory-wise log ratio)
+    joint:     L_ij = -min(rho_ij delta_ij, clip(rho_ij, 1 - clip_low, 1 + clip_high) delta_ij),
+               rho_ij = exp(s_i - s_j)   (the winner's ratio relative to the loser's)
+    separate:  L_ij = ppo(rho_i, +delta_ij) + ppo(rho_j, -delta_ij),   rho_i = exp(s_i),
+               ppo(rho, a) = -min(rho a, clip(rho, 1 - clip_low, 1 + clip_high) a)
+    L_g = sum_{pairs of g} L_ij / (G - 1)
+
+    The abstract gives no formula; this is the simplest clipped pairwise rule faithful to it, with
+    two choices of what is clipped (the ratio of the pair's ratios, or each trajectory's own
+    ratio). Only differences of rewards enter, so any per-prompt shift of the reward changes
+    nothing (the abstract's invariance to equivalent rewards). Pairs of equal advantage add 0. Half
+    of each pair's loss is placed on every counted token of each of its two rows, so
+    seq_mean_token_mean gives sum_g L_g / N (use that aggregation). At rho = 1 the gradient of that
+    sum is -(1/N) sum_i A_i^RLOO grad sum_t logp_it, A_i^RLOO = A_i - mean_{j != i} A_j: the
+    vanilla pairwise policy gradient is REINFORCE with RLOO's baseline on the summed log-prob
+    (hence the 1 / (G - 1)). The log ratios are clamped to [-20, 20] before exp (far outside any
+    clip range), so a long completion's ratio cannot overflow.
+    """
+    n = logp.shape[0]
+    g = _group_size(group, n, "p3o")
+    if p3o_clip not in ("joint", "separate"):
+        raise ValueError(f"p3o: p3o_clip must be 'joint' or 'separate', got {p3o_clip!r}")
+    if g < 2:
+        return torch.zeros_like(logp)
+    a = _seq_adv(adv, mask).detach().float().view(-1, g)  # [B, G]
+    s = _where_mask(logp - old_logp, mask).sum(-1).view(-1, g)  # [B, G] trajectory-wise log ratios
+    delta = a.unsqueeze(2) - a.unsqueeze(1)  # [B, G, G] A_i - A_j
+    win = delta > 0  # [B, G, G] each unequal pair once, winner first
+    d = torch.where(win, delta, torch.zeros_like(delta)).to(logp.dtype)  # [B, G, G]
+    lo, hi = 1.0 - clip_low, 1.0 + clip_high
+
+    def surrogate(log_rho: Tensor, adv_: Tensor) -> tuple[Tensor, Tensor]:
+        rho = torch.exp(log_rho.clamp(-20.0, 20.0))
+        clipped = rho.clamp(lo, hi)
+        return _clipped_surrogate(rho, clipped, adv_), (-adv_ * clipped > -adv_ * rho)
+
+    if p3o_clip == "joint":
+        pair, cut = surrogate(s.unsqueeze(2) - s.unsqueeze(1), d)  # [B, G, G]
+    else:
+        s_i = s.unsqueeze(2).expand_as(d)  # [B, G, G] the winner's log ratio
+        s_j = s.unsqueeze(1).expand_as(d)  # [B, G, G] the loser's
+        up, cut_i = surrogate(s_i, d)
+        down, cut_j = surrogate(s_j, -d)
+        pair, cut = up + down, cut_i | cut_j
+    pair = torch.where(win, pair, torch.zeros_like(pair)) / (g - 1)  # [B, G, G]
+    per_seq = (pair.sum(dim=2) + pair.sum(dim=1)) / 2  # [B, G] half of each pair on each row
+    if stats is not None:
+        with torch.no_grad():
+            pairs = float(win.sum())
+            stats["p3o_pairs"] = pairs
+            stats["clip_frac"] = float((cut & win).sum()) / pairs if pairs else 0.0
+    return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
 
 
 # ---------------------------------------------------------------- exploration, entropy and KL

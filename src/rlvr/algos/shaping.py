@@ -38,6 +38,7 @@ __all__ = [
     "preference_as_reward",
     "prm_clip",
     "prm_delta",
+    "ssl",
     "stcr",
 ]
 
@@ -296,6 +297,62 @@ def stcr(
     mean_wrong = (length * wrong).sum(dim=1, keepdim=True) / n_wrong.clamp(min=1)  # [B, 1]
     excess = (length - mean_wrong).clamp(min=0) / max_len  # [B, G]
     return rewards.float() - coef * torch.where(wrong, excess, torch.zeros_like(excess))
+
+
+# ---------------------------------------------------------------- SSL tiered rewards
+
+
+@SHAPING.register("ssl", bounds={"tiers": ">= 1", "amplify": ">= 1"})
+def ssl(
+    rewards: Tensor,
+    *,
+    tiers: int = 4,
+    amplify: float = 2.0,
+    discrete: bool = False,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> Tensor:
+    """Sweet Spot Learning's tiered, progressively amplified rewards ("SSL: Sweet Spot Learning for
+    Differentiated Guidance in Agentic Optimization").
+
+    The abstract gives no formula; this is the simplest rule faithful to it. The reward's range
+    [low, high] is cut into K = ``tiers`` equal tiers; tier k (k = 0 .. K-1, upward) has weight
+    w_k = amplify ** k, so each tier nearer the top (the sweet spot) is worth more than the one
+    below it. With x = (r - low) / (high - low) in [0, 1], k = min(floor(x K), K - 1) and
+    C_k = sum_{j<k} w_j::
+
+        s(x) = (C_k + w_k (x K - k)) / C_K                      (continuous: piecewise linear)
+        s(x) = C_{k'} / C_K,  k' = floor(x K) in {0 .. K}       (``discrete``: the tier's floor)
+        r'   = low + (high - low) * s(x)
+
+    s is non-decreasing, s(0) = 0 and s(1) = 1, so the order of the rewards is kept (the abstract's
+    "preserves optimal solution ordering"; strictly in the continuous form), while a unit of
+    progress in a higher tier earns amplify times more than in the tier below. ``tiers = 1`` or
+    ``amplify = 1`` is the identity (continuous form); ``discrete`` also flattens each tier to its
+    floor (only the top of the range, x = 1, reaches 1). A reward outside [low, high] (a format
+    bonus above 1, say) continues the outer tier's line (continuous) or takes the end's value
+    (discrete).
+    """
+    _check(rewards, "ssl")
+    if not high > low:
+        raise ValueError(f"ssl: high must be > low, got low={low}, high={high}")
+    r = rewards.float()
+    span = high - low
+    x = (r - low) / span  # [B, G]
+    tol = 1e-6
+    k_tiers = int(tiers)
+    if not discrete and (k_tiers == 1 or amplify == 1):
+        return r  # the identity, exactly
+    w = float(amplify) ** torch.arange(k_tiers, dtype=torch.float64)  # [K] tier weights
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0)])  # [K + 1] C_0 .. C_K
+    xk = x.double() * k_tiers  # [B, G]
+    if discrete:
+        k = torch.floor(xk + tol).clamp(0, k_tiers).long()  # [B, G] tiers passed, 0 .. K
+        s = cum[k] / cum[-1]  # [B, G]
+    else:
+        k = torch.floor(xk).clamp(0, k_tiers - 1).long()  # [B, G] tier index, 0 .. K-1
+        s = (cum[k] + w[k] * (xk - k)) / cum[-1]  # [B, G]
+    return (low + span * s).to(r.dtype)
 
 
 # ---------------------------------------------------------------- PAR

@@ -58,6 +58,7 @@ def credit_inputs(
         "process_rewards": lambda: _need_field(roll, "process_rewards"),  # [N, T]
         "sum_pi_sq": lambda: _need_field(roll, "sum_pi_sq"),  # [N, T]
         "teacher_logp": lambda: _need_field(roll, "teacher_logp"),  # [N, T]
+        "ref_logp": lambda: roll.ref_logp,  # [N, T]
     }
     return {k: supply[k]() for k in needs}
 
