@@ -45,6 +45,7 @@ from rlvr.registry import (
 from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
 from rlvr.rewards.steps import StepReward
+from rlvr.train.schedule import ScheduleError, flatten_schedule, schedule_fields
 
 __all__ = [
     "RECIPES_DIR",
@@ -424,6 +425,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """Step-dependent settings: dotted field -> [[step, value], ...] or {points, kind = 'linear' |
+    'cosine' | 'step'} (see `rlvr.train.schedule`)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -624,6 +628,12 @@ def validate(cfg: Config) -> Config:
     _validate_shaping(cfg)
     _validate_sampling(cfg)
     _validate_scale(cfg)
+    if cfg.schedule:
+        cfg.schedule = flatten_schedule(cfg.schedule)  # dotted keys, however the recipe wrote them
+        try:
+            schedule_fields(cfg)
+        except ScheduleError as err:
+            raise ConfigError(str(err)) from None
     return cfg
 
 

@@ -29,6 +29,7 @@ from rlvr.train.evaluation import format_eval, run_eval, summarise, write_eval
 from rlvr.train.learner import Learner, ReferenceResets
 from rlvr.train.metrics import MetricsSink, batch_metrics
 from rlvr.train.scale import broadcast, close_learners
+from rlvr.train.schedule import bind_schedule
 from rlvr.train.setup import Run, setup_run
 from rlvr.utils import atomic_write_text, console
 
@@ -84,6 +85,9 @@ def train(
         critic_optimizer=state.critic_optimizer,
         precision=run.precision,
     )
+    schedule = bind_schedule(  # [schedule]: step-dependent settings, written each step
+        cfg, rounds=run.rounds, advantages=advantages, learner=learner, comps=run.comps, state=state
+    )
     reset_reference = ReferenceResets(
         run.ref, run.model, run.tokenizer, run.run_dir, cfg.algo.ref_reset_every, run.main
     )
@@ -96,6 +100,7 @@ def train(
         for step in range(state.step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             learner.set_lr(step)
+            scheduled = schedule(step)  # [schedule]: this step's values written ({} without one)
             got = run.collector.collect(step)  # generated, scored, filtered, assembled
             roll, sizes = got.batch.roll, got.batch.sizes
             off_policy = learner.correct_stale(roll, step)  # asynchronous rollouts' weights
@@ -114,6 +119,7 @@ def train(
                 "learn_time": time.perf_counter() - t_learn,
                 "step_time": step_time,
                 "lr": run.optimizer.param_groups[0]["lr"],
+                **scheduled,
                 **off_policy,
                 **run.rounds.source_metrics(),
                 **learned,
