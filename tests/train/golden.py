@@ -145,6 +145,15 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
             "algo.credit='gigpo_turns'",
         ],
     ),
+    "schedule": (  # [schedule]: the cap, a reward weight and an objective knob change every step
+        "grpo",
+        [
+            *DENSE,
+            "schedule.rollout.max_new_tokens=[[1, 6], [3, 2]]",
+            "schedule.rewards.length.weight={points = [[1, 0.9], [3, 0.3]], kind = 'cosine'}",
+            "schedule.algo.clip_high=[[1, 0.2], [3, 0.3]]",
+        ],
+    ),
 }
 
 
