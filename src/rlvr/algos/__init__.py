@@ -67,7 +67,7 @@ INPUTS: dict[str, frozenset[str]] = {
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss
-    "token_weights": frozenset({"entropy", "logp", "group", "completion_ids"}),
+    "token_weights": frozenset({"entropy", "logp", "group", "completion_ids", "rewards"}),
     # reward shaping: combined rewards [B, G] -> shaped rewards [B, G], applied before the advantage
     "shaping": frozenset(
         {
