@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -213,6 +214,108 @@ def test_resume_mid_schedule_equals_an_uninterrupted_run(micro_base, tmp_path):
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert [r["schedule/rollout.max_new_tokens"] for r in a] == [6.0, 5.0, 4.0, 3.0]
     assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        assert set(ra) == set(rb)
+        for k in ra:
+            if k not in TIMING:
+                assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), k
+
+
+# ---------------------------------------------------------------- [reward_weights]: a controller
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["reward_weights.controller='nope'"], "unknown reward-weight controller 'nope'"),
+        (["reward_weights.lr=0.1"], "[reward_weights] has knobs (lr) but no controller"),
+        (
+            ["reward_weights.controller='lagrange'", "reward_weights.rate=0.1"],
+            "'reward_weights.rate' is not a knob of 'lagrange'",
+        ),
+        (
+            ["reward_weights.controller='lagrange'", "reward_weights.lr=-1.0"],
+            "'reward_weights.lr'",
+        ),
+        (
+            ["reward_weights.controller='lagrange'", "reward_weights.at_most={nope = 0.5}"],
+            "'reward_weights': lagrange at_most: 'nope' is not a reward component",
+        ),
+        (
+            [
+                "reward_weights.controller='lagrange'",
+                "reward_weights.at_most={format = 0.5}",
+                "schedule.rewards.format.weight=[[1, 0.1]]",
+            ],
+            "they cannot also follow [schedule] (rewards.format.weight)",
+        ),
+    ],
+)
+def test_reward_weights_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("grpo", overrides)
+
+
+LAGRANGE = (
+    "reward_weights.controller='lagrange'",
+    "reward_weights.at_most={length = 0.2}",  # the dense length reward: kept below 0.2
+    "reward_weights.lr=2.0",
+)
+
+
+def test_lagrange_weights_follow_the_component_means(micro_base, tmp_path, dense_reward):
+    from rlvr.algos.reward_weights import lagrange
+
+    train(
+        _cfg(micro_base, "train.steps=3", *dense_reward, *LAGRANGE),
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    rows = _metrics(tmp_path / "run")
+    names = ("answer", "format", "length")
+    base = torch.tensor([0.0, 0.1, 0.9])
+    assert [rows[0][f"reward_weight/{n}"] for n in names] == pytest.approx(base.tolist())
+    state = {"weights": base}
+    for prev, row in itertools.pairwise(rows):  # each step's weights from the last's means
+        means = torch.tensor([prev[f"reward/{n}"] for n in names])
+        state = lagrange(state, means, base=base, names=names, at_most={"length": 0.2}, lr=2.0)
+        assert [row[f"reward_weight/{n}"] for n in names] == pytest.approx(state["weights"].tolist())
+    assert rows[1]["reward_weight/length"] < 0.9  # the micro model's completions exceed 0.2
+    st = torch.load(tmp_path / "run" / "checkpoints" / "step_3" / "trainer_state.pt", weights_only=False)
+    assert st["reward_weights"]["weights"].shape == (3,)
+
+
+READINESS = (
+    "reward_weights.controller='readiness'",
+    "reward_weights.stages=[{length = 0.3, answer = 0.6}]",
+    "reward_weights.track='length'",
+    "reward_weights.threshold=0.1",
+    "reward_weights.window=2",
+)
+
+
+def test_readiness_moves_to_the_next_stage_when_ready(micro_base, tmp_path, dense_reward):
+    train(
+        _cfg(micro_base, "train.steps=4", *dense_reward, *READINESS),
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    rows = _metrics(tmp_path / "run")
+    assert all(r["reward/length"] >= 0.1 for r in rows[:2])  # the micro model is ready at once
+    # steps 1, 2 fill the window; the stage changes after step 2, so step 3 uses its weights
+    weights = [r[f"reward_weight/{n}"] for r in rows for n in ("answer", "format", "length")]
+    assert weights == pytest.approx([0.0, 0.1, 0.9] * 2 + [0.6, 0.1, 0.3] * 2)
+    assert [r.get("reward_weights/stage") for r in rows] == [None, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("controller", [LAGRANGE, READINESS], ids=["lagrange", "readiness"])
+def test_reward_weights_resume_exactly(micro_base, tmp_path, dense_reward, controller):
+    extra = (*dense_reward, *controller)
+    train(_cfg(micro_base, "train.steps=4", *extra), run_dir=tmp_path / "a", progress=False)
+    train(_cfg(micro_base, "train.steps=2", *extra), run_dir=tmp_path / "b", progress=False)
+    train(_cfg(micro_base, "train.steps=4", *extra), run_dir=tmp_path / "b", resume=True, progress=False)
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert len({r["reward_weight/length"] for r in a}) > 1  # the weights did move
     for ra, rb in zip(a, b, strict=True):
         assert set(ra) == set(rb)
         for k in ra:

@@ -34,6 +34,9 @@ Schedulable fields (:func:`schedule_fields` checks them when the recipe loads):
 The learning rate has its own schedule (``optim.schedule``, :func:`rlvr.train.learner.lr_at`) and is
 not schedulable here. Each step the trainer writes every scheduled value to the run's components
 (:class:`Schedule`) and logs it as ``schedule/FIELD``. With no ``[schedule]`` nothing is computed.
+
+Weights that depend on the run's own progress rather than on the step come from a reward-weight
+controller (``[reward_weights]``, :class:`RewardWeights`): its state is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ from rlvr.registry import in_bounds
 __all__ = [
     "KINDS",
     "Curve",
+    "RewardWeights",
     "Schedule",
     "ScheduleError",
+    "bind_reward_weights",
     "bind_schedule",
     "flatten_schedule",
     "parse_curve",
@@ -313,11 +318,6 @@ class Schedule:
             out[f"schedule/{fld}"] = float(value)
         return out
 
-    def peak(self, fld: str) -> float | None:
-        """The largest value ``fld`` takes (None when it is not scheduled)."""
-        curve = self.curves.get(fld)
-        return None if curve is None else max(v for _, v in curve.points)
-
 
 def bind_schedule(
     cfg: Any, *, rounds: Any, advantages: Any, learner: Any, comps: Any, state: Any
@@ -367,3 +367,74 @@ def bind_schedule(
 
             setters[fld] = knob
     return Schedule(curves, setters)
+
+
+class RewardWeights:
+    """The run's reward-weight controller (``[reward_weights]``, ``rlvr.algos.REWARD_WEIGHTS``)
+    bound to the weight vectors the step reads (the scorer's and the estimator's).
+
+    ``apply`` writes the weights of the controller's state (``TrainState.reward_weights``) before the
+    step's rollouts are scored and returns them as metrics ``reward_weight/NAME`` (and the state's
+    scalars, such as a stage, as ``reward_weights/KEY``); ``observe`` gives
+    the controller the step batch's mean of each unweighted component and keeps its next state.
+    Without a controller both do nothing.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., dict[str, Any]] | None = None,
+        knobs: dict[str, Any] | None = None,
+        *,
+        names: tuple[str, ...] = (),
+        base: Any = None,
+        scorer: Any = None,
+        advantages: Any = None,
+        state: Any = None,
+    ) -> None:
+        self.fn, self.knobs, self.names, self.base = fn, knobs or {}, names, base
+        self.scorer, self.advantages, self.state = scorer, advantages, state
+
+    def __bool__(self) -> bool:
+        return self.fn is not None
+
+    def apply(self) -> dict[str, float]:
+        """This step's weights, written where the step reads them -> {reward_weight/NAME: w}."""
+        if self.fn is None:
+            return {}
+        state = self.state.reward_weights
+        w = state["weights"].float()  # [K]
+        self.scorer.weights.copy_(w)  # [K]
+        self.advantages.reward_weights.copy_(w.to(self.advantages.reward_weights.device))  # [K]
+        out = {f"reward_weight/{n}": float(v) for n, v in zip(self.names, w.tolist(), strict=True)}
+        for key, value in state.items():  # the controller's own scalars (a stage), when it has some
+            if key != "weights" and value.numel() == 1:
+                out[f"reward_weights/{key}"] = float(value)
+        return out
+
+    def observe(self, parts: Any) -> None:
+        """Update the controller's state from the step batch's unweighted components ``parts``
+        [N, K]: the next step's weights."""
+        if self.fn is None:
+            return
+        means = parts.float().mean(dim=0).cpu()  # [K]
+        self.state.reward_weights = self.fn(
+            self.state.reward_weights, means, base=self.base, names=self.names, **self.knobs
+        )
+
+
+def bind_reward_weights(cfg: Any, *, scorer: Any, advantages: Any, state: Any) -> RewardWeights:
+    """The run's :class:`RewardWeights` (one that does nothing without ``reward_weights.controller``)."""
+    rw = cfg.reward_weights
+    if not rw.controller:
+        return RewardWeights()
+    from rlvr.algos.reward_weights import REWARD_WEIGHTS
+
+    return RewardWeights(
+        REWARD_WEIGHTS[rw.controller],
+        dict(rw.knobs),
+        names=tuple(cfg.rewards),
+        base=scorer.weights.clone(),  # [K] the recipe's weights
+        scorer=scorer,
+        advantages=advantages,
+        state=state,
+    )

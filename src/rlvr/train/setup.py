@@ -444,6 +444,8 @@ def setup_run(
     state.generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     state.cpu_generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     state.kl_coef = cfg.algo.beta
+    if cfg.reward_weights.controller:  # the controller's state starts at the recipe's weights
+        state.reward_weights = {"weights": torch.tensor(runner.weights)}  # [K]
     scale = cfg.scale
     source = None  # rollouts on Ray workers or across the learner ranks; None: `generate` here
     if scale.workers or learners.world > 1:

@@ -29,7 +29,7 @@ from rlvr.train.evaluation import format_eval, run_eval, summarise, write_eval
 from rlvr.train.learner import Learner, ReferenceResets
 from rlvr.train.metrics import MetricsSink, batch_metrics
 from rlvr.train.scale import broadcast, close_learners
-from rlvr.train.schedule import bind_schedule
+from rlvr.train.schedule import bind_reward_weights, bind_schedule
 from rlvr.train.setup import Run, setup_run
 from rlvr.utils import atomic_write_text, console
 
@@ -88,6 +88,9 @@ def train(
     schedule = bind_schedule(  # [schedule]: step-dependent settings, written each step
         cfg, rounds=run.rounds, advantages=advantages, learner=learner, comps=run.comps, state=state
     )
+    reward_weights = bind_reward_weights(  # [reward_weights]: a controller of the reward weights
+        cfg, scorer=run.rounds.scorer, advantages=advantages, state=state
+    )
     reset_reference = ReferenceResets(
         run.ref, run.model, run.tokenizer, run.run_dir, cfg.algo.ref_reset_every, run.main
     )
@@ -101,7 +104,9 @@ def train(
             t0 = time.perf_counter()
             learner.set_lr(step)
             scheduled = schedule(step)  # [schedule]: this step's values written ({} without one)
+            weighted = reward_weights.apply()  # the controller's weights for this step ({}: none)
             got = run.collector.collect(step)  # generated, scored, filtered, assembled
+            reward_weights.observe(got.batch.parts)  # the next step's weights
             roll, sizes = got.batch.roll, got.batch.sizes
             off_policy = learner.correct_stale(roll, step)  # asynchronous rollouts' weights
             est = advantages(roll, sizes, state.kl_coef)  # reference and critic forwards, estimator
@@ -120,6 +125,7 @@ def train(
                 "step_time": step_time,
                 "lr": run.optimizer.param_groups[0]["lr"],
                 **scheduled,
+                **weighted,
                 **off_policy,
                 **run.rounds.source_metrics(),
                 **learned,
