@@ -9,6 +9,7 @@ import torch
 
 from rlvr.algos import INPUTS, SHAPING
 from rlvr.algos.shaping import (
+    budget_length,
     cosine_length,
     drpo,
     grpo_lambda,
@@ -50,6 +51,7 @@ def test_registry_names_needs_and_inputs():
         "par",
         "stcr",
         "ssl",
+        "budget_length",
     }
     for name in SHAPING:
         assert SHAPING.needs(name) <= INPUTS["shaping"], name
@@ -402,3 +404,45 @@ def test_prm_vectorised_equals_loop(seed):
     m = (torch.arange(6).unsqueeze(0) < n_steps.unsqueeze(1)).float()  # [N, S] prefixes
     assert close(prm_clip(r, m, eta=0.4), prm_loop(r, m, "clip", 0.4))
     assert close(prm_delta(r, m), prm_loop(r, m, "delta"), tol=1e-6)
+
+
+# ---------------------------------------------------------------- budget-relative length reward
+
+
+def test_budget_length_hand_values():
+    r = t([[1.0, 1.0, 0.0, 1.0]])
+    lengths = t([[0.0, 5.0, 2.0, 12.0]])
+    correct = t([[1.0, 1.0, 0.0, 1.0]])
+    got = budget_length(r, lengths=lengths, correct=correct, max_len=10, coef=0.5)
+    # correct: 1 + 0.5 (1 - 0/10), 1 + 0.5 (1 - 5/10); wrong: no bonus; over the budget: none
+    assert close(got, [[1.5, 1.25, 0.0, 1.0]])
+    # l_max overrides the generation budget
+    got = budget_length(r, lengths=lengths, correct=correct, max_len=10, coef=1.0, l_max=20)
+    assert close(got, [[2.0, 1.75, 0.0, 1.4]])
+
+
+def test_budget_length_neutral_bounds_and_tighter_budget():
+    rewards, lengths, correct = random_batch(0)
+    assert close(budget_length(rewards, lengths=lengths, correct=correct, max_len=20, coef=0.0), rewards)
+    bonus = budget_length(rewards, lengths=lengths, correct=correct, max_len=20) - rewards
+    assert bool((bonus >= 0).all()) and bool((bonus < 0.5 + 1e-6).all())
+    assert bool((bonus[correct == 0] == 0).all())
+    # a tighter budget never pays more for the same completion
+    tight = budget_length(rewards, lengths=lengths, correct=correct, max_len=10) - rewards
+    assert bool((tight <= bonus + 1e-6).all())
+    with pytest.raises(KnobError, match="coef"):
+        SHAPING.check_knobs("budget_length", {"coef": -1.0})
+    with pytest.raises(ValueError, match="length limit must be >= 1"):
+        budget_length(rewards, lengths=lengths, correct=correct, max_len=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_budget_length_vectorised_equals_loop(seed):
+    rewards, lengths, correct = random_batch(seed)
+    got = budget_length(rewards, lengths=lengths, correct=correct, max_len=16, coef=0.3)
+    want = rewards.clone()
+    for b in range(rewards.shape[0]):
+        for g in range(rewards.shape[1]):
+            if correct[b, g] == 1:
+                want[b, g] += 0.3 * (1 - min(float(lengths[b, g]), 16.0) / 16.0)
+    assert close(got, want)

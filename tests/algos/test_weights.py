@@ -8,27 +8,30 @@ import pytest
 import torch
 
 from rlvr.algos.objectives import gtpo, ppo_clip
-from rlvr.algos.weights import TOKEN_WEIGHTS, empg, entropy_filter, none, tw_grpo
+from rlvr.algos.weights import TOKEN_WEIGHTS, empg, entropy_filter, none, rorecomp, tw_grpo
 
 close = torch.testing.assert_close
-NAMES = ["none", "empg", "tw_grpo", "entropy_filter"]
+NAMES = ["none", "empg", "tw_grpo", "entropy_filter", "rorecomp"]
 NEEDS = {
     "none": set(),
     "empg": {"entropy"},
     "tw_grpo": {"logp", "group"},
     "entropy_filter": {"entropy"},
+    "rorecomp": {"group", "rewards"},
 }
 NEUTRAL = {
     "none": {},
     "empg": {"k": 0.0},
     "tw_grpo": {"alpha": 0.0},
     "entropy_filter": {"threshold": None},
+    "rorecomp": {"priority_frac": 1.0},
 }
 ACTIVE = {
     "none": {},
     "empg": {"k": 2.0},
     "tw_grpo": {"alpha": 0.7},
     "entropy_filter": {"threshold": 0.5},
+    "rorecomp": {"priority_frac": 0.5},
 }
 
 
@@ -42,6 +45,7 @@ def _batch(seed=0, b=2, g=3, t=5):
         "logp": -torch.rand(n, t, generator=gen) * 2,
         "group": torch.arange(b).repeat_interleave(g),
         "completion_ids": torch.randint(0, 4, (n, t), generator=gen),
+        "rewards": torch.randint(0, 2, (n,), generator=gen).float(),
     }
     return mask, inputs
 
@@ -211,3 +215,72 @@ def test_entropy_filter_times_ppo_clip_is_gtpo_filter():
             entropy_threshold=0.5,
         ),
     )
+
+
+# ---------------------------------------------------------------- rorecomp
+
+
+def _lengths_mask(lengths, t=8):
+    return (torch.arange(t).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)).float()  # [N, T]
+
+
+def test_rorecomp_hand_values():
+    # one group of 6: successes of lengths 5, 2, 7 and failures of lengths 3, 6, 1
+    mask = _lengths_mask([5, 2, 7, 3, 6, 1])
+    r = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    w = rorecomp(mask, group=torch.zeros(6, dtype=torch.long), rewards=r, priority_frac=0.5)
+    # ceil(0.5 * 3) = 2 of each: the successes of lengths 2 and 5, the failures of lengths 6 and 3
+    assert w[:, 0].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    assert torch.equal(w * mask, w[:, :1] * mask)  # a whole row is kept or dropped
+    # the smallest fraction keeps one of each; a second group is selected on its own
+    mask2 = torch.cat([mask, _lengths_mask([4, 4, 2, 2, 8, 1])])
+    r2 = torch.cat([r, torch.tensor([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])])  # constant: all at the mean
+    grp = torch.arange(2).repeat_interleave(6)
+    w2 = rorecomp(mask2, group=grp, rewards=r2, priority_frac=0.01)
+    assert w2[:, 0].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0, 0.0] + [1.0] * 6
+    # ties: the earlier row; rewards at the mean (zero advantage) are kept
+    w3 = rorecomp(
+        _lengths_mask([3, 3, 4, 4, 4]),
+        group=torch.zeros(5, dtype=torch.long),
+        rewards=torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0]),
+        priority_frac=0.5,
+    )
+    assert w3[:, 0].tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def _rorecomp_loop(mask, group, rewards, frac):
+    n = mask.shape[0]
+    keep = [1.0] * n
+    lengths = (mask > 0).sum(-1).tolist()
+    for gid in sorted(set(group.tolist())):
+        rows = [i for i in range(n) if int(group[i]) == gid]
+        mean = sum(float(rewards[i]) for i in rows) / len(rows)
+        pos = [i for i in rows if float(rewards[i]) > mean + 1e-6]
+        neg = [i for i in rows if float(rewards[i]) < mean - 1e-6]
+        short = sorted(pos, key=lambda i: (lengths[i], i))[: math.ceil(frac * len(pos))]
+        long_ = sorted(neg, key=lambda i: (-lengths[i], i))[: math.ceil(frac * len(neg))]
+        for i in pos + neg:
+            keep[i] = 1.0 if i in short or i in long_ else 0.0
+    return torch.tensor(keep)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rorecomp_vectorised_equals_loop(seed):
+    gen = torch.Generator().manual_seed(seed)
+    b, g, t = 3, 6, 10
+    mask = _lengths_mask(torch.randint(1, t + 1, (b * g,), generator=gen).tolist(), t)
+    rewards = torch.randint(0, 3, (b * g,), generator=gen).float() / 2
+    group = torch.arange(b).repeat_interleave(g)
+    for frac in (0.2, 0.5, 0.75, 1.0):
+        w = rorecomp(mask, group=group, rewards=rewards, priority_frac=frac)
+        assert torch.equal(w[:, 0], _rorecomp_loop(mask, group, rewards, frac))
+
+
+def test_rorecomp_errors():
+    mask = _lengths_mask([2, 3, 2, 3])
+    with pytest.raises(ValueError, match="contiguous"):
+        rorecomp(mask, group=torch.tensor([0, 1, 0, 1]), rewards=torch.ones(4))
+    with pytest.raises(ValueError, match="needs `rewards`"):
+        rorecomp(mask, group=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(Exception, match="priority_frac"):
+        TOKEN_WEIGHTS.check_knobs("rorecomp", {"priority_frac": 0.0})

@@ -145,6 +145,35 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
             "algo.credit='gigpo_turns'",
         ],
     ),
+    "schedule": (  # [schedule]: the cap, a reward weight and an objective knob change every step
+        "grpo",
+        [
+            *DENSE,
+            "schedule.rollout.max_new_tokens=[[1, 6], [3, 2]]",
+            "schedule.rewards.length.weight={points = [[1, 0.9], [3, 0.3]], kind = 'cosine'}",
+            "schedule.algo.clip_high=[[1, 0.2], [3, 0.3]]",
+        ],
+    ),
+    "reward_weights_lagrange": (  # Lagrange multipliers keep the length reward's mean below 0.2
+        "grpo",
+        [
+            *DENSE,
+            "reward_weights.controller='lagrange'",
+            "reward_weights.at_most={length = 0.2}",
+            "reward_weights.lr=2.0",
+        ],
+    ),
+    "reward_weights_readiness": (  # the next stage's weights once the length reward reaches 0.1
+        "grpo",
+        [
+            *DENSE,
+            "reward_weights.controller='readiness'",
+            "reward_weights.stages=[{length = 0.3, answer = 0.6}]",
+            "reward_weights.track='length'",
+            "reward_weights.threshold=0.1",
+            "reward_weights.window=2",
+        ],
+    ),
 }
 
 

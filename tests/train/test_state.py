@@ -33,6 +33,7 @@ KEYS = {
     "kl_coef",
     "ref_step",
     "ahead",
+    "reward_weights",
     "critic",
     "critic_optimizer",
 }
@@ -106,6 +107,7 @@ def _state(seed: int) -> TrainState:
         kl_coef=0.1 * seed,
         ref_step=2 * seed,
         ahead=ahead,
+        reward_weights={"weights": torch.tensor([1.0, 0.1 - 0.3 * seed]), "stage": torch.tensor([seed])},
         critic=critic,
         critic_optimizer=critic_opt,
     )

@@ -10,6 +10,7 @@ from rlvr.algos.aggregation import AGGREGATIONS
 from rlvr.algos.credit import CREDIT
 from rlvr.algos.kl import KL_ESTIMATORS
 from rlvr.algos.objectives import OBJECTIVES
+from rlvr.algos.reward_weights import REWARD_WEIGHTS
 from rlvr.algos.shaping import SHAPING
 from rlvr.algos.weights import TOKEN_WEIGHTS
 
@@ -20,6 +21,7 @@ __all__ = [
     "INPUTS",
     "KL_ESTIMATORS",
     "OBJECTIVES",
+    "REWARD_WEIGHTS",
     "SHAPING",
     "TOKEN_WEIGHTS",
 ]
@@ -68,7 +70,7 @@ INPUTS: dict[str, frozenset[str]] = {
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss
-    "token_weights": frozenset({"entropy", "logp", "group", "completion_ids"}),
+    "token_weights": frozenset({"entropy", "logp", "group", "completion_ids", "rewards"}),
     # reward shaping: combined rewards [B, G] -> shaped rewards [B, G], applied before the advantage
     "shaping": frozenset(
         {

@@ -30,6 +30,7 @@ from rlvr.registry import Registry
 
 __all__ = [
     "SHAPING",
+    "budget_length",
     "cosine_length",
     "drpo",
     "grpo_lambda",
@@ -353,6 +354,41 @@ def ssl(
         k = torch.floor(xk).clamp(0, k_tiers - 1).long()  # [B, G] tier index, 0 .. K-1
         s = (cum[k] + w[k] * (xk - k)) / cum[-1]  # [B, G]
     return (low + span * s).to(r.dtype)
+
+
+# ---------------------------------------------------------------- budget-relative length reward
+
+
+@SHAPING.register(
+    "budget_length", needs={"lengths", "correct", "max_len"}, bounds={"coef": ">= 0", "l_max": ">= 0"}
+)
+def budget_length(
+    rewards: Tensor,
+    *,
+    lengths: Tensor,
+    correct: Tensor,
+    max_len: int,
+    coef: float = 0.5,
+    l_max: int = 0,
+) -> Tensor:
+    """Budget-relative length-efficiency reward for correct answers, after "Train Long, Think Short:
+    Curriculum Learning for Efficient Reasoning" (Hammoud et al. 2025).
+
+    With B the token budget (``l_max`` when > 0, else the step's generation budget ``max_len``)::
+
+        r'_i = r_i + coef * correct_i * (1 - min(L_i, B) / B)
+
+    The bonus lies in [0, coef): the shorter a correct answer relative to the budget, the more it
+    earns; a wrong answer earns none (brevity alone is not rewarded) and an answer that uses the whole
+    budget earns none. With ``max_len`` following a ``[schedule]`` of ``rollout.max_new_tokens``, the
+    budget tightens with the cap, the paper's curriculum. The abstract names the signals (correctness,
+    length efficiency, format) but gives no formula; this linear form is the simplest faithful one.
+    coef = 0 leaves the rewards as they are.
+    """
+    _check(rewards, "budget_length", lengths=lengths, correct=correct)
+    budget = _limit("budget_length", max_len, l_max)
+    used = lengths.float().clamp(max=budget) / budget  # [B, G] share of the budget used
+    return rewards.float() + coef * correct.float() * (1.0 - used)
 
 
 # ---------------------------------------------------------------- PAR

@@ -3,13 +3,15 @@
 The trainer computes ``loss_tok = objective(...) * weights`` before the aggregation. Weights carry no
 gradient. Optional inputs a weighting may declare (``needs``): ``entropy`` [N, T] (the current policy's
 token entropy), ``logp`` [N, T] (current log-probs of the sampled tokens), ``group`` [N] (prompt index,
-whole groups, contiguous) and ``completion_ids`` [N, T]. Statistics that normalise ("mean over the
-counted tokens") are taken over the call, which is a micro-batch in the trainer. Positions outside the
-mask get weight 1 (their loss is 0 anyway). At its neutral setting every weighting equals ``none``.
+whole groups, contiguous), ``completion_ids`` [N, T] and ``rewards`` [N] (each sequence's reward).
+Statistics that normalise ("mean over the counted tokens") are taken over the call, which is a
+micro-batch in the trainer. Positions outside the mask get weight 1 (their loss is 0 anyway). At its
+neutral setting every weighting equals ``none``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -134,6 +136,56 @@ def entropy_filter(
     else:
         raise ValueError(f"entropy_filter: level must be 'completion' or 'token', got {level!r}")
     return _on_mask(keep.float(), mask)
+
+
+@TOKEN_WEIGHTS.register("rorecomp", needs={"group", "rewards"}, bounds={"priority_frac": "(0, 1]"})
+def rorecomp(
+    mask: Tensor,
+    *,
+    group: Tensor | None = None,
+    rewards: Tensor | None = None,
+    priority_frac: float = 0.5,
+) -> Tensor:
+    """The priority batch of RoRecomp ("RoRecomp: Enhancing Reasoning Efficiency via Rollout Response
+    Recomposition in Reinforcement Learning"): of each group's responses, the update keeps the short
+    successes and the long failures, a clear signal for brevity.
+
+    In group g, with r_i the rewards and L_i the lengths (counted tokens of row i)::
+
+        P_g = {i : r_i > mean_g r}   (above the group's mean: the successes of 0/1 rewards)
+        W_g = {i : r_i < mean_g r}   (below it: the failures)
+        kept = the ceil(priority_frac |P_g|) shortest of P_g and the ceil(priority_frac |W_g|) longest
+               of W_g (ties: the earlier row), and every response at the mean (zero group advantage)
+        w_it = 1 if i is kept, 0 otherwise, on every token of row i
+
+    so long successes and short failures do not enter the update (their loss is 0; a token-mean
+    aggregation still counts their tokens). The abstract gives no selection rule; per-group
+    selection by the reward's side of the mean and the fraction are rlvr's. The paper's compensation
+    batch (the remaining responses, trained later from a replay buffer) is not built.
+    priority_frac = 1 keeps every response: ``none``. Groups must be contiguous and of equal size.
+    """
+    grp = _require(group, "group", "rorecomp")
+    r = _require(rewards, "rewards", "rorecomp").float()
+    n, t = mask.shape
+    values, counts = torch.unique_consecutive(grp, return_counts=True)
+    g = int(counts[0])
+    if bool((counts != g).any()) or len(torch.unique(values)) != len(values):
+        raise ValueError("rorecomp: the rows of each group must be contiguous and groups of equal size")
+    b = n // g
+    rg = r.view(b, g)  # [B, G]
+    length = (mask > 0).sum(-1).float().view(b, g)  # [B, G]
+    centred = rg - rg.mean(dim=1, keepdim=True)  # [B, G]
+    tol = 1e-6 * rg.abs().amax(dim=1, keepdim=True).clamp(min=1.0)  # [B, 1] float rounding of the mean
+    pos, neg = centred > tol, centred < -tol  # [B, G]
+    inf = torch.full_like(length, math.inf)
+    keep = torch.ones_like(length, dtype=torch.bool)  # [B, G]
+    for side, key in ((pos, length), (neg, -length)):  # successes: shortest first; failures: longest
+        order = torch.sort(torch.where(side, key, inf), dim=1, stable=True).indices  # [B, G]
+        rank = torch.argsort(order, dim=1)  # [B, G] place of each response on its side
+        k = torch.ceil(priority_frac * side.sum(dim=1, keepdim=True).float())  # [B, 1]
+        keep &= ~side | (rank < k)
+    w = keep.float().reshape(n, 1).expand(n, t)  # [N, T]
+    return _on_mask(w, mask)
 
 
 # ---------------------------------------------------------------- corrections of stale rollouts

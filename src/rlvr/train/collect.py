@@ -301,7 +301,7 @@ class Collector:
             "correct": lambda: x.correct[rows].view(1, -1).cpu().numpy(),  # [1, G]
             "lengths": lambda: x.roll.lengths[rows].view(1, -1).cpu().numpy(),  # [1, G]
             "truncated": lambda: np.array([[f == "length" for f in x.roll.finish[rows]]]),  # [1, G]
-            "max_len": lambda: self.cfg.rollout.max_new_tokens,
+            "max_len": lambda: self.rounds.max_new_tokens,
         }
         grid = x.rewards[rows].view(1, -1).cpu().numpy()  # [1, G]
         return all(

@@ -30,6 +30,7 @@ from rlvr.algos import (
     SHAPING,
     TOKEN_WEIGHTS,
 )
+from rlvr.algos.reward_weights import REWARD_WEIGHTS
 from rlvr.algos.weights import IS_CORRECTIONS
 from rlvr.data.guidance import GUIDES
 from rlvr.data.samplers import SAMPLERS
@@ -45,6 +46,7 @@ from rlvr.registry import (
 from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
 from rlvr.rewards.steps import StepReward
+from rlvr.train.schedule import ScheduleError, flatten_schedule, schedule_fields
 
 __all__ = [
     "RECIPES_DIR",
@@ -223,6 +225,16 @@ class GuidanceConfig:
     """Successful completions kept per prompt as prefixes' sources."""
     knobs: dict[str, Any] = field(default_factory=dict)
     """The guide's knobs (extra keys of [guidance]); filled on load."""
+
+
+@dataclass
+class RewardWeightsConfig:
+    controller: str = ""
+    """A reward-weight controller (rlvr.algos.reward_weights.REWARD_WEIGHTS) that adapts the weights
+    of the [rewards] components every step from the batch's component means: 'lagrange' (Lagrange
+    multipliers that keep components below or above thresholds); '' for the recipe's fixed weights."""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    """The controller's knobs (extra keys of [reward_weights]); filled on load."""
 
 
 @dataclass
@@ -432,6 +444,7 @@ class Config:
     shaping: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Reward shaping applied, in order, to the combined reward before the advantage: name ->
     {the component's knobs} (see `rlvr.algos.shaping`)."""
+    reward_weights: RewardWeightsConfig = field(default_factory=RewardWeightsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
@@ -441,10 +454,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """Step-dependent settings: dotted field -> [[step, value], ...] or {points, kind = 'linear' |
+    'cosine' | 'step'} (see `rlvr.train.schedule`)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for section in ("algo", "sampling", "guidance"):
+        for section in ("algo", "sampling", "guidance", "reward_weights"):
             d[section].update(d[section].pop("knobs"))
         return d
 
@@ -464,7 +480,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         # extra keys are component knobs
-        routes_knobs = cls in (AlgoConfig, SamplingConfig, GuidanceConfig)
+        routes_knobs = cls in (AlgoConfig, SamplingConfig, GuidanceConfig, RewardWeightsConfig)
         if key not in names or (routes_knobs and key == "knobs"):
             if routes_knobs:
                 extra[key] = value
@@ -480,7 +496,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{path!r} must be {describe_type(hint)}, got {value!r}")
             kwargs[key] = float(value) if hint is float else value
     obj = cls(**kwargs)
-    if cls in (AlgoConfig, SamplingConfig, GuidanceConfig):
+    if cls in (AlgoConfig, SamplingConfig, GuidanceConfig, RewardWeightsConfig):
         obj.knobs = extra
     return obj
 
@@ -645,6 +661,13 @@ def validate(cfg: Config) -> Config:
     _validate_sampling(cfg)
     _validate_scale(cfg)
     _validate_branching(cfg)
+    _validate_reward_weights(cfg)
+    if cfg.schedule:
+        cfg.schedule = flatten_schedule(cfg.schedule)  # dotted keys, however the recipe wrote them
+        try:
+            schedule_fields(cfg)
+        except ScheduleError as err:
+            raise ConfigError(str(err)) from None
     return cfg
 
 
@@ -922,6 +945,41 @@ def _validate_rewards(cfg: Config) -> None:
             )
         knobs = {k: v for k, v in spec.items() if k != "weight"}
         _check_table_knobs(REWARDS, rname, knobs, f"rewards.{rname}.", f"a knob of reward {rname!r}")
+
+
+def _validate_reward_weights(cfg: Config) -> None:
+    rw = cfg.reward_weights
+    if not rw.controller:
+        if rw.knobs:
+            raise ConfigError(
+                f"[reward_weights] has knobs ({', '.join(rw.knobs)}) but no controller; set "
+                f"reward_weights.controller (one of {', '.join(REWARD_WEIGHTS.names())})"
+            )
+        return
+    if rw.controller not in REWARD_WEIGHTS:
+        raise ConfigError(
+            f"'reward_weights.controller': unknown reward-weight controller {rw.controller!r}; "
+            f"valid names: {', '.join(REWARD_WEIGHTS.names())}"
+        )
+    _check_table_knobs(
+        REWARD_WEIGHTS, rw.controller, rw.knobs, "reward_weights.", f"a knob of {rw.controller!r}"
+    )
+    scheduled = [k for k in flatten_schedule(cfg.schedule) if k.startswith("rewards.")]
+    if scheduled:
+        raise ConfigError(
+            f"'reward_weights.controller' = {rw.controller!r} sets the reward weights every step; "
+            f"they cannot also follow [schedule] ({', '.join(scheduled)})"
+        )
+    # a dry run at the recipe's weights catches knobs that name no reward component
+    import torch
+
+    base = torch.tensor([float(spec.get("weight", 1.0)) for spec in cfg.rewards.values()])
+    try:
+        REWARD_WEIGHTS[rw.controller](
+            {"weights": base}, torch.zeros_like(base), base=base, names=tuple(cfg.rewards), **rw.knobs
+        )
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"'reward_weights': {err}") from None
 
 
 def _validate_shaping(cfg: Config) -> None:

@@ -73,6 +73,7 @@ class Learner:
         self.model, self.opt, self.comps, self.cfg = model, optimizer, comps, cfg
         self.learners, self.critic, self.critic_opt = learners, critic, critic_optimizer
         self.precision = precision or contextlib.nullcontext  # the forward only (bfloat16 autocast)
+        self.entropy_coef = cfg.algo.entropy_coef  # [schedule] may change it per step
 
     def set_lr(self, step: int) -> None:
         """The schedule's learning rate for ``step`` on every parameter group."""
@@ -263,8 +264,8 @@ class Learner:
             kl = comps.kl(logp, sub.ref_logp)  # [m, T]
             loss_tok = loss_tok + kl_coef * kl
             note("kl", float((kl.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
-        if a.entropy_coef:
-            loss_tok = loss_tok - a.entropy_coef * ent
+        if self.entropy_coef:
+            loss_tok = loss_tok - self.entropy_coef * ent
         # aggregations are linear: embedding each micro-batch in a zero [n_mb, T] tensor and summing
         # gives exactly the mini-batch aggregate
         full = torch.zeros_like(mb.old_logp).index_copy(0, rows, loss_tok)  # [n_mb, T]

@@ -59,11 +59,12 @@ def prompt_ids(
     return [row for row, c in zip(ids, counts, strict=True) for _ in range(int(c))], 1
 
 
-def gen_knobs(cfg: Config, tokenizer: Any) -> dict[str, Any]:
-    """The sampler's keyword arguments for training rollouts."""
+def gen_knobs(cfg: Config, tokenizer: Any, max_new_tokens: int | None = None) -> dict[str, Any]:
+    """The sampler's keyword arguments for training rollouts (``max_new_tokens``: the step's cap when
+    ``[schedule]`` sets one, else ``rollout.max_new_tokens``)."""
     r = cfg.rollout
     return {
-        "max_new_tokens": r.max_new_tokens,
+        "max_new_tokens": r.max_new_tokens if max_new_tokens is None else max_new_tokens,
         "eos_id": tokenizer.eos_token_id,
         "pad_id": tokenizer.pad_token_id,
         "temperature": r.temperature,
@@ -109,6 +110,7 @@ class Rounds:
         self.generator, self.source = generator, source
         self.env = env_knobs(cfg)[0] if cfg.task.source == "env" else None  # the environment's knobs
         self.g = cfg.rollout.samples_per_prompt
+        self.max_new_tokens = cfg.rollout.max_new_tokens  # the step's cap ([schedule] may change it)
 
     def source_metrics(self) -> dict[str, float]:
         """The Ray workers' restarts so far (none without workers)."""
@@ -125,7 +127,7 @@ class Rounds:
         """Start generating ``problems`` on the rollout source (asynchronous rollouts): the pending
         rollout, whose ``result()`` a later step's round takes."""
         ids, k = prompt_ids(self.tokenizer, problems, self.g)
-        knobs = gen_knobs(self.cfg, self.tokenizer)
+        knobs = gen_knobs(self.cfg, self.tokenizer, self.max_new_tokens)
         with autocast(self.cfg, next(self.model.parameters()).device):
             return self.source.submit(self.model, ids, num_samples=k, version=version, **knobs)  # type: ignore[union-attr]
 
@@ -162,7 +164,7 @@ class Rounds:
                 roll = pending.result()
             else:
                 ids, num_samples = prompt_ids(tokenizer, problems, g, guides, counts)
-                knobs = gen_knobs(self.cfg, tokenizer)
+                knobs = gen_knobs(self.cfg, tokenizer, self.max_new_tokens)
                 tree = branch_knobs(self.cfg, step)
                 with precision:
                     if tree is not None:  # one prompt row per problem, grown into sizes[j] rows
@@ -213,7 +215,7 @@ class Rounds:
         model, tokenizer = self.model, self.tokenizer
         t0 = time.perf_counter()
         ids, _ = prompt_ids(tokenizer, problems, 1)
-        knobs = gen_knobs(self.cfg, tokenizer) | {"temperature": 0.0}
+        knobs = gen_knobs(self.cfg, tokenizer, self.max_new_tokens) | {"temperature": 0.0}
         model.eval()
         with autocast(self.cfg, next(model.parameters()).device):
             roll = generate(model, ids, num_samples=1, **knobs)
@@ -238,7 +240,7 @@ class Rounds:
             [int(p.meta.get("seed", 0)) for p in problems for _ in range(g)],
             group=torch.arange(len(problems)).repeat_interleave(g),  # [N]
             max_turns=r.max_turns,
-            max_new_tokens=r.max_new_tokens,
+            max_new_tokens=self.max_new_tokens,
             max_episode_tokens=r.max_episode_tokens or 2**31,
             temperature=r.temperature,
             top_p=r.top_p,

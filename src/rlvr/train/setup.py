@@ -45,6 +45,7 @@ from rlvr.train.config import Config, ConfigError, is_step_reward
 from rlvr.train.metrics import wandb_module
 from rlvr.train.rounds import Rounds, autocast
 from rlvr.train.scale import Learners, RolloutSource, broadcast, init_learners
+from rlvr.train.schedule import schedule_fields
 from rlvr.train.score import Scorer
 from rlvr.train.state import FullOptimizerState, TrainState
 from rlvr.utils import (
@@ -266,12 +267,19 @@ def _run_dir(run_dir: str | Path | None, runs_root: str | Path, cfg: Config, lea
     return path
 
 
+def _beta_points(cfg: Config) -> tuple[tuple[int, float], ...]:
+    """The points of a scheduled ``algo.beta`` (none when it is not scheduled)."""
+    curve = schedule_fields(cfg).get("algo.beta") if cfg.schedule else None
+    return curve.points if curve is not None else ()
+
+
 def _reference(
     cfg: Config, comps: Components, model: Any, *, base: Path, run_dir: Path, saved: Any, device: Any
 ) -> Any:
     """The frozen reference: a copy of the policy when the run starts, the base when it resumes, or
     the policy of the last reset (ProRL, saved beside the checkpoints); None when nothing needs it."""
-    if not (cfg.algo.beta > 0 or comps.needs_ref):
+    beta = max(cfg.algo.beta, max((v for _, v in _beta_points(cfg)), default=0.0))
+    if not (beta > 0 or comps.needs_ref):  # a scheduled beta that rises above 0 needs it too
         return None
     if is_lora(model):  # the base: the policy with its adapters off, no second copy
         return AdapterOffReference(model)
@@ -436,6 +444,8 @@ def setup_run(
     state.generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     state.cpu_generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     state.kl_coef = cfg.algo.beta
+    if cfg.reward_weights.controller:  # the controller's state starts at the recipe's weights
+        state.reward_weights = {"weights": torch.tensor(runner.weights)}  # [K]
     scale = cfg.scale
     source = None  # rollouts on Ray workers or across the learner ranks; None: `generate` here
     if scale.workers or learners.world > 1:

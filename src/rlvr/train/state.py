@@ -70,6 +70,8 @@ class TrainState:
     ref_step: int = 0  # the step of the last reference reset (0: the base)
     ahead: deque[tuple[list[Any], Any]] = field(default_factory=deque)
     """Asynchronous rollouts: (problems, pending rollout) of the next steps, oldest first."""
+    reward_weights: dict[str, Any] | None = None
+    """A reward-weight controller's state ([reward_weights]): its ``weights`` [K] for the next step."""
     critic: Any = None  # ValueModel
     critic_optimizer: Any = None
 

@@ -29,6 +29,7 @@ from rlvr.train.evaluation import format_eval, run_eval, summarise, write_eval
 from rlvr.train.learner import Learner, ReferenceResets
 from rlvr.train.metrics import MetricsSink, batch_metrics
 from rlvr.train.scale import broadcast, close_learners
+from rlvr.train.schedule import bind_reward_weights, bind_schedule
 from rlvr.train.setup import Run, setup_run
 from rlvr.utils import atomic_write_text, console
 
@@ -84,6 +85,12 @@ def train(
         critic_optimizer=state.critic_optimizer,
         precision=run.precision,
     )
+    schedule = bind_schedule(  # [schedule]: step-dependent settings, written each step
+        cfg, rounds=run.rounds, advantages=advantages, learner=learner, comps=run.comps, state=state
+    )
+    reward_weights = bind_reward_weights(  # [reward_weights]: a controller of the reward weights
+        cfg, scorer=run.rounds.scorer, advantages=advantages, state=state
+    )
     reset_reference = ReferenceResets(
         run.ref, run.model, run.tokenizer, run.run_dir, cfg.algo.ref_reset_every, run.main
     )
@@ -96,7 +103,10 @@ def train(
         for step in range(state.step + 1, cfg.train.steps + 1):
             t0 = time.perf_counter()
             learner.set_lr(step)
+            scheduled = schedule(step)  # [schedule]: this step's values written ({} without one)
+            weighted = reward_weights.apply()  # the controller's weights for this step ({}: none)
             got = run.collector.collect(step)  # generated, scored, filtered, assembled
+            reward_weights.observe(got.batch.parts)  # the next step's weights
             roll, sizes = got.batch.roll, got.batch.sizes
             off_policy = learner.correct_stale(roll, step)  # asynchronous rollouts' weights
             est = advantages(roll, sizes, state.kl_coef)  # reference and critic forwards, estimator
@@ -114,6 +124,8 @@ def train(
                 "learn_time": time.perf_counter() - t_learn,
                 "step_time": step_time,
                 "lr": run.optimizer.param_groups[0]["lr"],
+                **scheduled,
+                **weighted,
                 **off_policy,
                 **run.rounds.source_metrics(),
                 **learned,
