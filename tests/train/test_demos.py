@@ -161,3 +161,18 @@ def test_demos_config_is_refused_where_it_cannot_work():
     with pytest.raises(ConfigError, match="not with multi-turn episodes"):
         load_config("rl_plus", ["task.source='env'", "task.env='calculator'"])
     load_config("grpo")  # the defaults with no reader: fine
+
+
+def test_a_resumed_hpt_run_equals_an_uninterrupted_one(micro_base, tmp_path, dense_reward):
+    """The stage holds no state: a run resumed from its step-2 checkpoint repeats the whole run."""
+    run = [*golden.RECIPE_RUN, *dense_reward, "train.samples_every=1"]
+
+    def cfg(steps: int):
+        return load_config("hpt", micro_run(micro_base, *run, f"train.steps={steps}"))
+
+    train(cfg(3), run_dir=tmp_path / "a", progress=False)
+    train(cfg(2), run_dir=tmp_path / "b", progress=False)
+    train(cfg(3), run_dir=tmp_path / "b", resume=True, progress=False)
+    a, b = golden.record_of(tmp_path / "a"), golden.record_of(tmp_path / "b")
+    assert [r["demo_rows"] for r in a["metrics"]] == [2.0, 2.0, 2.0]
+    assert not golden.differences(a, b, rel=0.0, abs_=0.0)
