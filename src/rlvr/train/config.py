@@ -524,6 +524,13 @@ def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> Non
             "completions with the whole policy: not with multi-turn episodes (task.source = 'env') "
             "or a sharded policy (scale.shard = 'fsdp')"
         )
+    if cfg.algo.minibatches > 1 or cfg.scale.learners > 1:
+        raise ConfigError(
+            f"{readers[0]!r} reads demonstration rows, which make a step's batch B*G plus one row "
+            "per demonstrated group: its size varies, so it is not split into mini-batches or over "
+            "learner ranks; set algo.minibatches = 1 and scale.learners = 1 (algo.micro_batches "
+            "may be > 1)"
+        )
 
 
 def chosen_components(a: AlgoConfig) -> dict[str, tuple[Registry, str]]:
