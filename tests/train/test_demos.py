@@ -88,7 +88,9 @@ def test_a_group_gets_a_demonstration_when_its_success_rate_is_at_most_max_succe
     # nothing eligible: the same batch, flagged with zeros
     none = _batch([2], [1.0, 1.0])
     same, m = stage.attach(none)
-    assert same is none and same.roll.demo.tolist() == [0, 0] and m == {"demo_rows": 0.0}
+    assert same.roll.demo.tolist() == [0, 0] and m == {"demo_rows": 0.0}
+    assert none.roll.demo is None  # the stage flags a copy: the rounds' rollouts stay as they were
+    assert torch.equal(same.roll.completion_ids, none.roll.completion_ids)
 
 
 def test_the_collector_appends_worked_solutions_on_the_micro_model(micro_base, tmp_path):
@@ -196,3 +198,12 @@ def test_micro_batches_split_a_batch_with_demonstration_rows_exactly(micro_base,
         for row in rec["metrics"]:
             row.pop("entropy")
     assert not golden.differences(want, got)
+
+
+def test_demonstrations_with_rollout_replay(micro_base, tmp_path, dense_reward):
+    """Replayed groups (kept from earlier rounds, never flagged) get their demonstrations too."""
+    extra = [*golden.RECIPE_RUN, *dense_reward, "train.steps=3", "sampling.replay_fraction=0.5"]
+    train(load_config("hpt", micro_run(micro_base, *extra)), run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["demo_rows"] for r in rows] == [2.0, 2.0, 2.0]
+    assert sum(r["replayed_groups"] for r in rows) > 0

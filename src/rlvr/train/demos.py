@@ -100,15 +100,15 @@ class Demonstrations:
                 targets.append(text)
         n = len(batch.roll)
         dev = batch.roll.mask.device
+        in_group = torch.zeros(n, device=dev)  # [N]
+        for j in owners:
+            in_group[batch.group(j)] = 1.0
+        # a new Rollout: the rounds' own (the replay buffer keeps groups of them) stay unflagged
+        flagged = replace(batch.roll, demo=torch.zeros(n, device=dev), demo_group=in_group)
+        batch = replace(batch, roll=flagged)
         if not owners:  # nothing to add: the batch as it was, flagged
-            batch.roll.demo = torch.zeros(n, device=dev)  # [N]
-            batch.roll.demo_group = torch.zeros(n, device=dev)  # [N]
             return batch, {"demo_rows": 0.0}
         extra = self._rows([batch.problems[j] for j in owners], targets)
-        batch.roll.demo = torch.zeros(n, device=dev)  # [N]
-        batch.roll.demo_group = torch.zeros(n, device=dev)  # [N]
-        for j in owners:
-            batch.roll.demo_group[batch.group(j)] = 1.0
         k = len(owners)
         extra.roll.demo = torch.ones(k, device=extra.roll.mask.device)  # [k]
         extra.roll.demo_group = torch.ones(k, device=extra.roll.mask.device)  # [k]
