@@ -94,7 +94,8 @@ class ReplayStage:
                 entropy=None,
                 sum_pi_sq=None,
                 teacher_logp=None,
-            )  # recomputed
+                greedy_rewards=None,
+            )  # recomputed (the baseline stage's greedy rewards too: a later step's weights)
             self.buffer.add(
                 replace(
                     one, roll=roll, raw=one.raw.cpu(), correct=one.correct.cpu(), guides=None, step=step
