@@ -47,3 +47,14 @@ def test_greedy_stage_supplies_the_estimator_and_is_off_otherwise(micro_base, tm
         run.collector.rounds.close()
     with pytest.raises(ConfigError, match="greedy rollout"):
         load_config("remax", ["task.source='env'", "task.env='gridworld'"])
+
+
+def test_remax_with_rollout_replay(micro_base, tmp_path, dense_reward):
+    """A replayed group does not keep the greedy rewards of the step that generated it (the
+    baseline stage gives every kept prompt the current weights' greedy reward)."""
+    extra = ["eval.before=false", "eval.after=false", "train.steps=3", *dense_reward]
+    cfg = load_config("remax", micro_run(micro_base, *extra, "sampling.replay_fraction=0.5"))
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["greedy_rollouts"] for r in rows] == [2, 2, 2]
+    assert sum(r["replayed_groups"] for r in rows) > 0

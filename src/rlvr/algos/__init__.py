@@ -8,6 +8,7 @@ keyword argument; :data:`INPUTS` lists, per kind, the optional inputs the traine
 from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.aggregation import AGGREGATIONS
 from rlvr.algos.credit import CREDIT
+from rlvr.algos.hybrid import hybrid as _hybrid  # noqa: F401  (registers hybrid, rl_plus)
 from rlvr.algos.kl import KL_ESTIMATORS
 from rlvr.algos.objectives import OBJECTIVES
 from rlvr.algos.reward_weights import REWARD_WEIGHTS
@@ -46,6 +47,10 @@ INPUTS: dict[str, frozenset[str]] = {
             "completion_ids",  # [N, T] sampled token ids
             "group",  # [N] prompt index; whole groups, contiguous
             "rewards",  # [N] scalar reward per sequence
+            # [N] 1 on a demonstration row ([demos]: a worked solution the collector appended to
+            # its group, not sampled by the policy; its old_logp is the policy's before the update)
+            "demo",
+            "demo_group",  # [N] 1 on every row of a group that has a demonstration row
         }
     ),
     # token-level credit assigners: (rewards [B, G], mask [N, T]) -> advantages [N, T]; they replace the

@@ -48,6 +48,11 @@ class Rollout:
     """[N, T] each step's process reward on the step's last token, 0 elsewhere (``StepReward``)."""
     greedy_rewards: Tensor | None = None
     """[N] reward of the greedy response to the row's prompt (ReMax's baseline; not trained on)."""
+    demo: Tensor | None = None
+    """[N] 1.0 on demonstration rows (``[demos]``: a worked solution appended to its group, not
+    sampled by the policy; ``old_logp`` on it is the policy's before the update), 0.0 elsewhere."""
+    demo_group: Tensor | None = None
+    """[N] 1.0 on every row of a group that has a demonstration row (the demonstration included)."""
     is_weight: Tensor | None = None
     """[N, T] truncated importance weights of rollouts from older weights (asynchronous training)."""
     policy_version: int = 0

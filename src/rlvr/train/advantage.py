@@ -74,6 +74,8 @@ def token_inputs(
         "completion_ids": lambda: sub.completion_ids,  # [m, T]
         "group": lambda: sub.group,  # [m]
         "rewards": lambda: sub.rewards,  # [m]
+        "demo": lambda: sub.demo,  # [m] (the collector's demonstration stage sets it)
+        "demo_group": lambda: sub.demo_group,  # [m]
     }
     return {k: supply[k]() for k in needs}
 

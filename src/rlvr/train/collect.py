@@ -10,7 +10,9 @@
 5. **group filters**: groups that fail a filter (``sampling.filters``; dynamic sampling's drops
    groups whose rewards are all equal) are dropped and rounds repeat (``sampling.max_rounds``),
    filling with dropped groups when they run out;
-6. **assembly** of the kept groups, then **baseline** (only when a component needs
+6. **assembly** of the kept groups, then **demonstrations** (only when a component needs ``demo``:
+   a worked solution appended to each eligible group as an off-policy row, ``rlvr.train.demos``),
+   **baseline** (only when a component needs
    ``greedy_rewards``: one greedy rollout per kept prompt with the current weights, scored and not
    trained on; ReMax), **remember** (replay buffer, solution traces) and **prefetch** (start the
    next steps' rollouts with the current weights).
@@ -35,6 +37,7 @@ from rlvr.data.tasks import Problem
 from rlvr.rollout.replay import ReplayBuffer
 from rlvr.train.batch import Batch, group_rows
 from rlvr.train.config import Config
+from rlvr.train.demos import Demonstrations
 from rlvr.train.rounds import Rounds
 from rlvr.train.state import TrainState
 
@@ -91,7 +94,8 @@ class ReplayStage:
                 entropy=None,
                 sum_pi_sq=None,
                 teacher_logp=None,
-            )  # recomputed
+                greedy_rewards=None,
+            )  # recomputed (the baseline stage's greedy rewards too: a later step's weights)
             self.buffer.add(
                 replace(
                     one, roll=roll, raw=one.raw.cpu(), correct=one.correct.cpu(), guides=None, step=step
@@ -187,10 +191,12 @@ class Collector:
         needs: frozenset[str] = frozenset(),
     ) -> None:
         """``needs``: the optional inputs of the chosen components (``Components.needs``); the
-        baseline stage runs when they include ``greedy_rewards``."""
+        baseline stage runs when they include ``greedy_rewards``, the demonstration stage when they
+        include ``demo`` or ``demo_group``."""
         sampling, guidance = cfg.sampling, cfg.guidance
         self.cfg, self.rounds, self.state, self.device = cfg, rounds, state, device
         self.greedy = "greedy_rewards" in needs
+        self.demos = Demonstrations(cfg, rounds) if {"demo", "demo_group"} & needs else None
         self.b = cfg.rollout.prompts_per_step
         self.task = state.task
         self.pool: list[Problem] | None = None  # the finite prompt pool a sampler picks from
@@ -270,6 +276,9 @@ class Collector:
         filled = max(0, b - len(kept))  # still short after max_rounds: train on dropped groups
         kept = (kept + dropped[len(dropped) - filled :])[:b]
         batch = Batch.assemble(rounds, kept)
+        demos: dict[str, float] = {}
+        if self.demos is not None:  # a demonstration row at the end of the eligible groups
+            batch, demos = self.demos.attach(batch)
         baseline = self._baseline(batch) if self.greedy else {}
         generated = sum(len(x.texts) for x in rounds if not x.replayed)
         self.state.rollouts_total += generated
@@ -280,7 +289,7 @@ class Collector:
         batch = replace(batch, roll=batch.roll.to(self.device))
         self._prefetch(step)
         out = Collection(batch, rounds, kept, len(dropped) - filled, filled, generated)
-        out.metrics = self._metrics(out) | baseline
+        out.metrics = self._metrics(out) | baseline | demos
         return out
 
     def _baseline(self, batch: Batch) -> dict[str, float]:

@@ -238,6 +238,25 @@ class RewardWeightsConfig:
 
 
 @dataclass
+class DemosConfig:
+    """Demonstrations inside the RL step (`[demos]`): when a chosen component reads them (`demo`,
+    e.g. objective = "hybrid" or "rl_plus"), the collector appends to a group one row that the policy
+    did not sample: the problem's worked solution, scored by the run's rewards and marked off-policy
+    (``demo`` = 1; its ``old_logp`` is the policy's own log-prob before the update)."""
+
+    source: str = "auto"
+    """Where a problem's demonstration comes from: 'field' (the problem's `solution_field`, a
+    dataset column), 'solver' (the task's worked-solution writer, `rlvr.data.solutions.SOLVERS`), or
+    'auto' (the field when the problem has it, else the solver). A problem with none gets no row."""
+    solution_field: str = "solution"
+    """The problem's metadata field that holds a demonstration (sources 'field' and 'auto')."""
+    max_success: float = bounded(1.0, "[0, 1]")
+    """A group gets its demonstration when the fraction of its samples that are correct is at most
+    this: 1 gives every group one (LUFFY, RL-PLUS, CHORD), 0 only the groups that all failed (HPT's
+    switch at gamma = 0)."""
+
+
+@dataclass
 class ScoringConfig:
     workers: int = bounded(0, ">= 0", note="(0: in the trainer's process)")
     """Processes that run the per-sample reward functions; 0: in the trainer's process."""
@@ -448,6 +467,8 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    demos: DemosConfig = field(default_factory=DemosConfig)
+    """Demonstration rows beside the policy's samples, for components that read `demo`."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -514,6 +535,35 @@ def _check_bounds(obj: Any, where: str = "") -> None:
                 f"{path!r} = {value!r} is out of range; expected {expected}"
                 + (f" {note}" if note else "")
             )
+
+
+def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> None:
+    """[demos]: its source, a component that reads the rows, and the settings it cannot run with."""
+    d = cfg.demos
+    if d.source not in ("auto", "field", "solver"):
+        raise ConfigError(f"'demos.source' = {d.source!r}; expected 'auto', 'field' or 'solver'")
+    readers = [n for reg, n in chosen.values() if {"demo", "demo_group"} & reg.needs(n)]
+    if not readers:
+        if d != DemosConfig():
+            raise ConfigError(
+                "[demos] is set but no chosen component reads demonstration rows "
+                f"({', '.join(n for _, n in chosen.values())}); choose one that does (e.g. "
+                "algo.objective = 'hybrid' or 'rl_plus') or leave [demos] at its defaults"
+            )
+        return
+    if cfg.task.source == "env" or cfg.scale.shard == "fsdp":
+        raise ConfigError(
+            f"{readers[0]!r} reads demonstration rows, which the collector builds for plain "
+            "completions with the whole policy: not with multi-turn episodes (task.source = 'env') "
+            "or a sharded policy (scale.shard = 'fsdp')"
+        )
+    if cfg.algo.minibatches > 1 or cfg.scale.learners > 1:
+        raise ConfigError(
+            f"{readers[0]!r} reads demonstration rows, which make a step's batch B*G plus one row "
+            "per demonstrated group: its size varies, so it is not split into mini-batches or over "
+            "learner ranks; set algo.minibatches = 1 and scale.learners = 1 (algo.micro_batches "
+            "may be > 1)"
+        )
 
 
 def chosen_components(a: AlgoConfig) -> dict[str, tuple[Registry, str]]:
@@ -622,6 +672,7 @@ def validate(cfg: Config) -> Config:
                     f"'algo.micro_batches': {reg.kind} {name!r} needs whole groups, but a micro-batch "
                     f"of {rows} sequences splits the groups of G = {r.samples_per_prompt}"
                 )
+    _validate_demos(cfg, chosen)
     if cfg.teacher.enabled and not any("teacher_logp" in reg.needs(n) for reg, n in chosen.values()):
         raise ConfigError(
             f"[teacher] is set ({cfg.teacher.describe()}) but no chosen component reads a teacher's "

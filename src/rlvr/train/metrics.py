@@ -24,8 +24,16 @@ __all__ = ["MetricsSink", "batch_metrics", "wandb_module"]
 def batch_metrics(batch: Batch, adv: Tensor, names: list[str], shaped: bool) -> dict[str, float]:
     """The batch's rewards, accuracy, advantage spread and lengths, and with a teacher the mean
     per-token reverse KL to it (``names``: the reward components; ``shaped``: the run shapes its
-    rewards, so the unshaped mean is logged too)."""
+    rewards, so the unshaped mean is logged too). Rewards, accuracy and lengths are the policy's
+    samples' (demonstration rows, ``roll.demo``, have their own metrics from the collector)."""
     roll, rewards, parts = batch.roll, batch.rewards, batch.parts
+    own: Tensor | slice = slice(None)  # the policy's own samples
+    if roll.demo is not None and bool(roll.demo.any()):
+        own = (roll.demo == 0).cpu()  # [N]
+
+    def pick(t: Tensor) -> Tensor:
+        return t if isinstance(own, slice) else t[own.to(t.device)]
+
     zero_var = [
         (grid.std(dim=1) == 0) if s > 1 else torch.ones(grid.shape[0], dtype=torch.bool)
         for s, _, rows in buckets(batch.sizes)
@@ -36,17 +44,25 @@ def batch_metrics(batch: Batch, adv: Tensor, names: list[str], shaped: bool) -> 
         gap = (roll.old_logp - roll.teacher_logp) * roll.mask  # [N, T]
         teacher["teacher_kl"] = float(gap.sum() / roll.mask.sum().clamp(min=1))
     return {
-        "reward_mean": float(rewards.mean()),
-        "accuracy": float(batch.correct.mean()),
-        **{f"reward/{name}": float(parts[:, k].mean()) for k, name in enumerate(names)},
-        **({"reward_raw_mean": float(batch.raw.mean())} if shaped else {}),
+        "reward_mean": float(pick(rewards).mean()),
+        "accuracy": float(pick(batch.correct).mean()),
+        **{f"reward/{name}": float(pick(parts)[:, k].mean()) for k, name in enumerate(names)},
+        **({"reward_raw_mean": float(pick(batch.raw).mean())} if shaped else {}),
         # token-level advantages: the spread over counted tokens only
         "adv_std": float(adv.std() if adv.dim() == 1 else adv[roll.mask > 0].std()),
         "zero_var_frac": float(torch.cat([z.cpu() for z in zero_var]).float().mean()),
-        "response_length": float(roll.lengths.float().mean()),
-        "truncated_frac": roll.finish.count("length") / len(roll),
+        "response_length": float(pick(roll.lengths.float()).mean()),
+        "truncated_frac": _truncated(roll.finish, own),
         **teacher,
     }
+
+
+def _truncated(finish: list[str], own: Tensor | slice) -> float:
+    """The share of the rows ``own`` (a mask [N], or every row) that hit the length cap."""
+    if isinstance(own, slice):
+        return finish.count("length") / len(finish)
+    kept = [f for f, k in zip(finish, own.tolist(), strict=True) if k]
+    return kept.count("length") / len(kept)
 
 
 def wandb_module(cfg: Config) -> Any:

@@ -1,0 +1,162 @@
+"""Demonstrations inside the RL step: the collector's stage that appends off-policy rows to groups.
+
+When a chosen component reads ``demo`` or ``demo_group`` (``rlvr.algos.INPUTS["objective"]``), the
+collector calls :class:`Demonstrations` on the assembled batch. Each group whose share of correct
+samples is at most ``demos.max_success`` gets one more row at its end: the problem's demonstration
+(``demos.source``: a dataset's solution field, or the task's worked solution from
+``rlvr.data.solutions.SOLVERS``), tokenised after the group's plain prompt, cut to
+``rollout.max_new_tokens``, and scored by the run's rewards as a group of one. The row is marked
+``roll.demo = 1`` and every row of its group ``roll.demo_group = 1``; its ``old_logp`` is the
+policy's own log-prob of each token before the update (one no-grad forward over the demonstration
+rows), since the demonstration's behaviour policy is unknown.
+
+The rows then reach every later stage as part of their groups (groups of G + 1): the reference's,
+teacher's and critic's forwards, the advantage estimator (the demonstration's reward joins its
+group's statistics, LUFFY's mixed group), and the objective, which decides what to do with them (an
+SFT term, importance weights against the current policy, or nothing). The stage draws no random
+numbers and holds no state: a group with no demonstration stays as it was, so a run in which no
+problem has one trains exactly as without the stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from rlvr.data.solutions import solve
+from rlvr.data.tasks import Problem
+from rlvr.rollout import Rollout, sequence_logp
+from rlvr.rollout.sampler import left_pad
+from rlvr.train.batch import Batch, group_rows
+from rlvr.train.config import Config
+from rlvr.train.rounds import Rounds, autocast, prompt_ids
+
+__all__ = ["Demonstrations", "demonstration", "with_rows"]
+
+
+def demonstration(problem: Problem, *, source: str = "auto", field: str = "solution") -> str | None:
+    """The demonstration of ``problem``: its metadata field ``field`` ('field'), its task's worked
+    solution ('solver'), or the field when present else the solver ('auto'); None when it has none."""
+    if source in ("auto", "field"):
+        text = problem.meta.get(field)
+        if isinstance(text, str) and text.strip():
+            return text
+        if source == "field":
+            return None
+    return solve(problem)
+
+
+def with_rows(batch: Batch, extra: Batch, owners: list[int]) -> Batch:
+    """``batch`` with the rows of ``extra`` (one group of one per entry of ``owners``) appended at the
+    end of their owner groups: group ``owners[k]`` gains row k of ``extra``. Prompts are re-padded,
+    groups renumbered; ``extra`` must carry the same optional fields as ``batch`` (the scorer sets
+    the same ones on both)."""
+    n = len(batch.roll)
+    both = Rollout.cat([batch.roll, extra.roll])  # [N + k] rows
+    spans = group_rows(batch.sizes)
+    tail: dict[int, int] = {j: n + k for k, j in enumerate(owners)}
+    order: list[int] = []  # each group's rows, then its new row
+    for j, sl in enumerate(spans):
+        order += [*range(sl.start, sl.stop), *([tail[j]] if j in tail else [])]
+    idx = torch.tensor(order)  # [N + k]
+    roll = both.select(idx)
+    sizes = [s + (1 if j in tail else 0) for j, s in enumerate(batch.sizes)]
+    roll.group = torch.arange(len(sizes), device=roll.group.device).repeat_interleave(
+        torch.tensor(sizes, device=roll.group.device)
+    )  # [N + k] contiguous
+    texts = batch.texts + extra.texts
+    return replace(
+        batch,
+        roll=roll,
+        texts=[texts[i] for i in order],
+        raw=torch.cat([batch.raw, extra.raw.to(batch.raw.device)])[idx.to(batch.raw.device)],
+        correct=torch.cat([batch.correct, extra.correct.to(batch.correct.device)])[
+            idx.to(batch.correct.device)
+        ],
+        sizes=sizes,
+    )
+
+
+class Demonstrations:
+    """The demonstration stage of the collector (see the module docstring); built once per run."""
+
+    def __init__(self, cfg: Config, rounds: Rounds) -> None:
+        self.cfg, self.rounds = cfg, rounds
+
+    def attach(self, batch: Batch) -> tuple[Batch, dict[str, float]]:
+        """The batch with a demonstration row at the end of each eligible group (``roll.demo`` and
+        ``roll.demo_group`` [N] set, zeros where there is none), and the stage's metrics."""
+        d = self.cfg.demos
+        owners, targets = [], []
+        for j, p in enumerate(batch.problems):
+            sl = batch.group(j)
+            rate = float(batch.correct[sl].float().mean())  # the group's share of correct samples
+            if rate > d.max_success:
+                continue
+            text = demonstration(p, source=d.source, field=d.solution_field)
+            if text is not None:
+                owners.append(j)
+                targets.append(text)
+        n = len(batch.roll)
+        dev = batch.roll.mask.device
+        in_group = torch.zeros(n, device=dev)  # [N]
+        for j in owners:
+            in_group[batch.group(j)] = 1.0
+        # a new Rollout: the rounds' own (the replay buffer keeps groups of them) stay unflagged
+        flagged = replace(batch.roll, demo=torch.zeros(n, device=dev), demo_group=in_group)
+        batch = replace(batch, roll=flagged)
+        if not owners:  # nothing to add: the batch as it was, flagged
+            return batch, {"demo_rows": 0.0}
+        extra = self._rows([batch.problems[j] for j in owners], targets)
+        k = len(owners)
+        extra.roll.demo = torch.ones(k, device=extra.roll.mask.device)  # [k]
+        extra.roll.demo_group = torch.ones(k, device=extra.roll.mask.device)  # [k]
+        out = with_rows(batch, extra, owners)
+        metrics = {
+            "demo_rows": float(k),
+            "demo_reward_mean": float(extra.rewards.mean()),
+            "demo_correct_mean": float(extra.correct.float().mean()),
+            "demo_length": float(extra.roll.lengths.float().mean()),
+        }
+        return out, metrics
+
+    def _rows(self, problems: list[Problem], targets: list[str]) -> Batch:
+        """The demonstrations as a scored batch of groups of one: plain prompts, the target's tokens
+        and EOS (cut to ``rollout.max_new_tokens``), behaviour log-probs from the current policy."""
+        rounds, cfg = self.rounds, self.cfg
+        tok, model = rounds.tokenizer, rounds.model
+        dev = next(model.parameters()).device
+        ids, _ = prompt_ids(tok, problems, 1)
+        p_ids, p_mask = left_pad(ids, tok.pad_token_id)  # [k, P]
+        cap = cfg.rollout.max_new_tokens
+        rows = [
+            (tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:cap] for t in targets
+        ]
+        width = max(len(r) for r in rows)
+        comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)  # [k, T]
+        mask = torch.zeros(len(rows), width)  # [k, T]
+        for i, r in enumerate(rows):
+            comp[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1.0
+        lengths = torch.tensor([len(r) for r in rows])  # [k]
+        finish = ["eos" if r[-1] == tok.eos_token_id else "length" for r in rows]
+        p_ids, p_mask, comp, mask = p_ids.to(dev), p_mask.to(dev), comp.to(dev), mask.to(dev)
+        with torch.no_grad(), autocast(cfg, dev):
+            logp, _ = sequence_logp(
+                model, p_ids, p_mask, comp, mask, temperature=cfg.rollout.temperature
+            )  # [k, T]
+        roll = Rollout(
+            prompt_ids=p_ids,
+            prompt_mask=p_mask,
+            completion_ids=comp,
+            mask=mask,
+            old_logp=logp * mask,
+            lengths=lengths.to(dev),
+            finish=finish,
+            group=torch.arange(len(rows), device=dev),
+        )
+        texts = roll.texts(tok)
+        sizes = [1] * len(rows)
+        raw, correct, fails = rounds.scorer.score(problems, roll, texts, sizes, policy=(model, tok))
+        return Batch(problems, roll, texts, raw, correct, sizes, failures=fails)

@@ -1,0 +1,155 @@
+"""The demonstration objectives (rlvr.algos.hybrid): hand values, the reduction to ppo_clip without
+demonstration rows, gradients, a row-by-row loop, and clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlvr.algos import OBJECTIVES
+from rlvr.algos.objectives import ppo_clip
+from rlvr.registry import KnobError
+
+hybrid, rl_plus = OBJECTIVES["hybrid"], OBJECTIVES["rl_plus"]
+
+
+def _batch(seed: int = 0, n: int = 6, t: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    old = -torch.rand(n, t, generator=g) * 2  # [N, T]
+    logp = (old + 0.3 * torch.randn(n, t, generator=g)).clamp(max=-1e-3)  # [N, T]
+    adv = torch.randn(n, generator=g)  # [N]
+    mask = torch.ones(n, t)
+    mask[1, 3:] = 0
+    mask[4, 2:] = 0
+    return logp, old, adv, mask
+
+
+def test_hybrid_hand_values():
+    # row 0: a sample in a group with a demonstration; row 1: a sample in a group without one;
+    # row 2: the demonstration. ratio 1 on the samples: ppo_clip = -A.
+    lp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5], [0.5, 0.8]]))  # [3, 2]
+    adv = torch.tensor([2.0, -1.0, 3.0])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    demo, group = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 1.0])
+    out = hybrid(lp, lp, adv, mask, demo=demo, demo_group=group, rl_coef=0.5, sft_coef=2.0)
+    want = torch.tensor(
+        [
+            [-2.0 * 0.5, -2.0 * 0.5],  # rl_coef * (-A)
+            [1.0, 0.0],  # -A; padding 0
+            [2.0 * math.log(2), 2.0 * -math.log(0.8)],  # sft_coef * (-log p)
+        ]
+    )
+    torch.testing.assert_close(out, want)
+    phi = hybrid(lp, lp, adv, mask, demo=demo, demo_group=group, sft_coef=1.0, sft_weight="chord_phi")
+    # CHORD-phi: p (1 - p) * (-log p) on the demonstration's tokens
+    torch.testing.assert_close(phi[2], torch.tensor([0.25 * math.log(2), 0.8 * 0.2 * -math.log(0.8)]))
+    torch.testing.assert_close(phi[:2], torch.tensor([[-2.0, -2.0], [1.0, 0.0]]))
+
+
+def test_hybrid_without_demonstrations_is_ppo_clip_to_the_bit():
+    logp, old, adv, mask = _batch()
+    zero = torch.zeros(len(adv))
+    for knobs in ({}, {"rl_coef": 0.0, "sft_coef": 3.0}, {"clip_high": 0.28}):
+        a = logp.clone().requires_grad_()
+        b = logp.clone().requires_grad_()
+        got = hybrid(a, old, adv, mask, demo=zero, demo_group=zero, **knobs)
+        ref = ppo_clip(b, old, adv, mask, **{k: v for k, v in knobs.items() if k.startswith("clip")})
+        assert torch.equal(got, ref)
+        got.sum().backward()
+        ref.sum().backward()
+        assert torch.equal(a.grad, b.grad)
+
+
+def test_hybrid_hpt_switch_zeroes_the_rl_gradient_of_a_demonstrated_group():
+    logp, old, adv, mask = _batch()
+    demo = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    group = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    x = logp.clone().requires_grad_()
+    loss = hybrid(x, old, adv, mask, demo=demo, demo_group=group, rl_coef=0.0, sft_coef=1.0)
+    loss.sum().backward()
+    assert torch.equal(x.grad[:2], torch.zeros(2, 4))  # the group's samples: no RL signal
+    torch.testing.assert_close(x.grad[2], -mask[2])  # d(-logp)/dlogp on the demonstration
+    ref = logp.clone().requires_grad_()
+    ppo_clip(ref, old, adv, mask).sum().backward()
+    assert torch.equal(x.grad[3:], ref.grad[3:])  # groups without a demonstration: grpo's RL
+
+
+def test_hybrid_is_row_by_row():
+    logp, old, adv, mask = _batch(seed=3)
+    demo = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    group = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    knobs = {"rl_coef": 0.3, "sft_coef": 0.7, "sft_weight": "chord_phi"}
+    whole = hybrid(logp, old, adv, mask, demo=demo, demo_group=group, **knobs)
+    for i in range(len(adv)):
+        r = slice(i, i + 1)
+        one = hybrid(logp[r], old[r], adv[r], mask[r], demo=demo[r], demo_group=group[r], **knobs)
+        torch.testing.assert_close(whole[r], one)
+
+
+def test_hybrid_errors():
+    logp, old, adv, mask = _batch()
+    zero = torch.zeros(len(adv))
+    with pytest.raises(ValueError, match="needs `demo`"):
+        hybrid(logp, old, adv, mask, demo_group=zero)
+    with pytest.raises(ValueError, match="demo_group must be"):
+        hybrid(logp, old, adv, mask, demo=zero, demo_group=torch.zeros(2))
+    with pytest.raises(ValueError, match="sft_weight"):
+        hybrid(logp, old, adv, mask, demo=zero, demo_group=zero, sft_weight="phi")
+    with pytest.raises(KnobError):
+        OBJECTIVES.check_knobs("hybrid", {"sft_coef": -1.0})
+    with pytest.raises(KnobError):
+        OBJECTIVES.check_knobs("hybrid", {"sft_weight": "phi"})
+
+
+def test_rl_plus_hand_values_and_gradient():
+    # the demonstration (row 1): p = 0.5 now and before, q = 1: r = 0.5 / (0.25 + 0.5) = 2/3,
+    # C = (1 - 0.5)^2 = 1/4, A = 2: L = -2/3 * 2 * 1/4 = -1/3; dL/dlogp = r' = L (r is p / const)
+    lp = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.2]]))
+    old = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.6]]))
+    adv = torch.tensor([-1.0, 2.0])
+    mask = torch.ones(2, 2)
+    demo = torch.tensor([0.0, 1.0])
+    x = lp.clone().requires_grad_()
+    out = rl_plus(x, old, adv, mask, demo=demo, explore_gamma=2.0, demo_prob=1.0)
+    r2 = 0.2 / (0.3 + 0.5)
+    want = torch.tensor([[1.0, 1.0], [-1 / 3, -r2 * 2.0 * 0.8**2]])
+    torch.testing.assert_close(out, want)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad[1], want[1])  # d(-A C p / mix)/dlogp = the loss itself
+    # q = 0.5 and plain MIS (gamma 0): r = 0.5 / (0.25 + 0.25) = 1, L = -A
+    plain = rl_plus(lp, old, adv, mask, demo=demo, explore_gamma=0.0, demo_prob=0.5)
+    torch.testing.assert_close(plain[1, 0], torch.tensor(-2.0))
+
+
+def test_rl_plus_without_demonstrations_is_ppo_clip_to_the_bit():
+    logp, old, adv, mask = _batch(seed=1)
+    zero = torch.zeros(len(adv))
+    a = logp.clone().requires_grad_()
+    b = logp.clone().requires_grad_()
+    got = rl_plus(a, old, adv, mask, demo=zero, clip_low=0.1)
+    ref = ppo_clip(b, old, adv, mask, clip_low=0.1)
+    assert torch.equal(got, ref)
+    got.sum().backward()
+    ref.sum().backward()
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_rl_plus_is_row_by_row_and_ignores_padding():
+    logp, old, adv, mask = _batch(seed=2)
+    demo = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    whole = rl_plus(logp, old, adv, mask, demo=demo)
+    assert torch.equal(whole[mask == 0], torch.zeros(int((mask == 0).sum())))
+    for i in range(len(adv)):
+        r = slice(i, i + 1)
+        torch.testing.assert_close(whole[r], rl_plus(logp[r], old[r], adv[r], mask[r], demo=demo[r]))
+
+
+def test_rl_plus_errors():
+    logp, old, adv, mask = _batch()
+    with pytest.raises(ValueError, match="needs `demo`"):
+        rl_plus(logp, old, adv, mask)
+    for bad in ({"demo_prob": 0.0}, {"demo_prob": 1.5}, {"explore_gamma": -1.0}):
+        with pytest.raises(KnobError):
+            OBJECTIVES.check_knobs("rl_plus", bad)
