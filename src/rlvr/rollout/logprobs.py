@@ -36,9 +36,13 @@ CHUNKABLE_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama", "mistral"})
 decoder's output already through its final norm; no logit scaling or soft-capping), so that the head
 may be applied to chunks of the hidden states."""
 
-LOGIT_BUDGET_BYTES = 256 << 20
+LOGIT_BUDGET_BYTES = 64 << 20
 """Float32 logits larger than this, N * T * V * 4 bytes, are computed in row chunks of at most this
-size each (when the model type allows it)."""
+size each (when the model type allows it). A chunk's backward holds several [rows, T, V] tensors at
+once (the recomputed logits, the softmax, their gradients), so the chunk size sets the head's share of
+the update's peak: 64 MiB instead of 256 MiB took LoRA r=8's peak on the Qwen2-0.5B shape of
+``benchmarks/memory.py`` from about 5.0 to 4.3 GiB, at the same total work (one head matmul per row
+either way)."""
 
 
 def _blocks(inverse: Tensor) -> tuple[Tensor, int] | None:
