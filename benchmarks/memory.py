@@ -251,12 +251,15 @@ def main() -> None:
             f"({best['peak_rss_bytes'] / MIB:.0f} of {full / MIB:.0f} MiB): "
             + ("met." if share <= 40 else "not met.")
             + " Of a LoRA row's peak, the frozen float32 base is 1884 MiB and the adapters with "
-            "their gradients and moments the rest of 'state'; one profile of 'lora r=8, "
-            "checkpointed' (2026-12-07) read 2.3 GiB resident after the model was built and 4.9 GiB "
-            "at the update's peak, and 2.4 GiB again after the update once malloc_trim returned "
-            "the freed pages: the rest of the peak is memory the update allocates and frees (not "
-            "broken down further). A 7 B base in bfloat16 (not measured here) halves the base's "
-            "share.",
+            "their gradients and moments the rest of 'state'. Profiles of 'lora r=8, checkpointed' "
+            "(2026-12-07, resident memory sampled every 2 ms): 2405 MiB after the model is built; "
+            "the update's peak was 5028 MiB while sequence_logp chunked the output head at 256 MiB "
+            "of logits and 4219 MiB at 64 MiB (its default since then: a chunk's backward holds "
+            "several [rows, T, V] tensors at once). Most of the rest is memory freed inside the "
+            "update that glibc keeps in its heap: on a 4-layer cut of the shape the update's peak "
+            "rose 0.5 GiB over the built model with glibc's defaults and 0.2 GiB with "
+            "MALLOC_MMAP_THRESHOLD_=1048576. A 7 B base in bfloat16 (not measured here) halves "
+            "the base's share.",
         ]
     # keep the LoRA-vs-full quality section (benchmarks/lora_quality.py) below the table
     text = args.out.read_text() if args.out.exists() else ""
