@@ -91,6 +91,7 @@ class ReplayStage:
                 entropy=None,
                 sum_pi_sq=None,
                 teacher_logp=None,
+                seq_hidden=None,
             )  # recomputed
             self.buffer.add(
                 replace(
