@@ -153,8 +153,8 @@ class Registry:
     ) -> Callable[[Callable], Callable]:
         """Register a component. ``bounds`` maps a numeric knob to its valid range, e.g.
         ``{"dual_clip": "> 1", "clip_low": "[0, 1)"}``; ``None`` values are not bound-checked.
-        ``group_free`` marks an advantage estimator that never compares a prompt's samples with each
-        other, so a run may sample one completion per prompt (G = 1)."""
+        ``group_free`` marks an advantage estimator (or credit assigner) that never compares a
+        prompt's samples with each other, so a run may sample one completion per prompt (G = 1)."""
 
         def deco(fn: Callable) -> Callable:
             old = self._items.get(name)

@@ -90,6 +90,15 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
     "difficulty_targeted": ("grpo", [*DENSE, "sampling.strategy='difficulty_targeted'", *_POOL]),
     "curriculum": ("grpo", [*DENSE, "sampling.strategy='curriculum'", *_POOL]),
     "sec": ("grpo", [*DENSE, "sampling.strategy='sec'", *_POOL]),
+    "mixture_fit": (
+        "grpo",
+        [
+            *DENSE,
+            "sampling.strategy='mixture_fit'",
+            *_POOL,
+            "task.mixture={chain_sum = {weight = 1.0}, basic_arithmetic = {weight = 1.0}}",
+        ],
+    ),
     "pool_uniform_dynamic": (
         "grpo",
         [*DENSE, *_POOL, "sampling.dynamic_sampling=true", "sampling.max_rounds=2"],

@@ -37,6 +37,9 @@ INPUTS: dict[str, frozenset[str]] = {
             "seq_ref_logp",  # [B, G] log pi_ref(y|x) (loads a reference model)
             "lengths",  # [B, G] completion lengths in tokens
             "greedy_rewards",  # [B, G] reward of the prompt's greedy response (one greedy rollout)
+            # [B, G, D] the policy's last hidden state averaged over each completion's counted tokens
+            # (one extra no-grad forward of the policy before the update)
+            "seq_hidden",
         }
     ),
     # objectives: (logp, old_logp, adv, mask) -> loss [N, T]

@@ -884,3 +884,82 @@ def pf_ppo(
             f"got {pf_strategy!r}"
         )
     return torch.where(keep, a, torch.zeros_like(a))
+
+
+# ---------------------------------------------------------------- representation-based exploration
+
+
+def rep_bonus_of(seq_hidden: Tensor, *, kind: str = "elliptical", ridge: float = 1.0) -> Tensor:
+    """Each sample's novelty within its group from its pooled hidden state, seq_hidden [B, G, D] ->
+    bonus [B, G]. phi_i = h_i / ||h_i|| (unit length), the others of sample i are j != i:
+
+        elliptical:  bonus_i = sqrt(phi_i^T (ridge * I + sum_{j != i} phi_j phi_j^T)^{-1} phi_i)
+        distance:    bonus_i = || phi_i - mean_{j != i} phi_j ||
+
+    The elliptical form is computed in the G x G Gram space (Woodbury: no D x D matrix), with
+    K = Phi Phi^T, q_i = (K_ii - k_io^T (ridge * I + K_oo)^{-1} k_io) / ridge. A group of one
+    sample gets bonus 0.
+    """
+    if seq_hidden.dim() != 3:
+        raise ValueError(f"seq_hidden must have shape [B, G, D], got {tuple(seq_hidden.shape)}")
+    b, g, _ = seq_hidden.shape
+    if g == 1:
+        return seq_hidden.new_zeros((b, g))
+    phi = torch.nn.functional.normalize(seq_hidden.double(), dim=-1)  # [B, G, D]
+    eye = torch.eye(g, dtype=torch.bool, device=phi.device)  # [G, G]
+    others = torch.arange(g, device=phi.device).expand(g, g)[~eye].view(g, g - 1)  # [G, G-1]
+    if kind == "distance":
+        rest = phi[:, others].mean(dim=2)  # [B, G, D] the mean of the others
+        return (phi - rest).norm(dim=-1).float()  # [B, G]
+    if kind != "elliptical":
+        raise ValueError(f"rep_bonus: rep_kind must be 'elliptical' or 'distance', got {kind!r}")
+    k = phi @ phi.transpose(1, 2)  # [B, G, G]
+    k_oo = k[:, others[:, :, None], others[:, None, :]]  # [B, G, G-1, G-1]
+    k_io = k[:, torch.arange(g, device=phi.device)[:, None], others]  # [B, G, G-1]
+    reg = ridge * torch.eye(g - 1, dtype=phi.dtype, device=phi.device)  # [G-1, G-1]
+    inner = torch.linalg.solve(reg + k_oo, k_io.unsqueeze(-1)).squeeze(-1)  # [B, G, G-1]
+    q = (k.diagonal(dim1=1, dim2=2) - (k_io * inner).sum(-1)) / ridge  # [B, G]
+    return q.clamp(min=0).sqrt().float()  # [B, G]
+
+
+@ADVANTAGES.register(
+    "rep_bonus",
+    needs={"seq_hidden"},
+    bounds={"rep_coef": ">= 0", "rep_ridge": "> 0", "eps": ">= 0"},
+)
+def rep_bonus(
+    rewards: Tensor,
+    *,
+    seq_hidden: Tensor | None = None,
+    rep_coef: float = 0.0,
+    rep_kind: Literal["elliptical", "distance"] = "elliptical",
+    rep_ridge: float = 1.0,
+    eps: float = 1e-6,
+    scale: Literal["group", "batch", "none"] = "group",
+) -> Tensor:
+    """GRPO plus a representation-based exploration bonus ("Representation-Based Exploration for
+    Language Models: From Test-Time to Post-Training"):
+
+        A_i = grpo(r)_i + rep_coef * (bonus_i - mean_g(bonus))
+
+    bonus_i is :func:`rep_bonus_of` of the group's pooled hidden states (``seq_hidden`` [B, G, D]:
+    the policy's last hidden state averaged over each completion's tokens, from a no-grad forward
+    before the update): by default the elliptical bonus of sample i against the other samples of its
+    group, large for a sample whose representation the others do not span. The abstract gives no
+    formula; this is the simplest form faithful to it: the bonus is centred in its group (the
+    group's advantages still sum to 0) and added after grpo's normalisation, so a small bonus
+    difference in a constant group is not blown up by a near-zero std. rep_coef = 0 is ``grpo``.
+    """
+    _check(rewards)
+    base = grpo(rewards, eps=eps, scale=scale)  # [B, G]
+    if rep_coef == 0:
+        return base
+    if seq_hidden is None:
+        raise ValueError("rep_bonus needs seq_hidden [B, G, D] (the trainer supplies it)")
+    if seq_hidden.shape[:2] != rewards.shape:
+        raise ValueError(
+            f"rep_bonus: seq_hidden {tuple(seq_hidden.shape)} does not match rewards "
+            f"{tuple(rewards.shape)} (expected [B, G, D])"
+        )
+    bonus = rep_bonus_of(seq_hidden.to(base.device), kind=rep_kind, ridge=rep_ridge)  # [B, G]
+    return base + rep_coef * (bonus - bonus.mean(dim=1, keepdim=True))

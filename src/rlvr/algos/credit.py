@@ -194,7 +194,12 @@ def _out(adv: Tensor, mask: Tensor) -> Tensor:
 # ---------------------------------------------------------------- GAE
 
 
-@CREDIT.register("gae", needs={"values"}, bounds={"gamma": "[0, 1]", "lam": "[0, 1]", "eps": ">= 0"})
+@CREDIT.register(
+    "gae",
+    needs={"values"},
+    bounds={"gamma": "[0, 1]", "lam": "[0, 1]", "eps": ">= 0"},
+    group_free=True,  # the baseline is the critic's values: one sample per prompt is enough
+)
 def gae(
     rewards: Tensor,
     mask: Tensor,

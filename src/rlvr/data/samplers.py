@@ -21,6 +21,7 @@ DAPO's dynamic sampling is not a selection rule but a filter on scored groups; i
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "informative_groups",
     "knapsack_allocation",
     "knapsack_value",
+    "mixture_history",
 ]
 
 SAMPLERS = Registry("sampler")
@@ -294,6 +296,96 @@ def _category_value(stats: PromptStats, category: str, lr: float) -> float:
     for t in sorted(by_step):
         q = (1 - lr) * q + lr * float(np.mean(by_step[t]))
     return q
+
+
+def mixture_history(stats: PromptStats) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The categories, and per pair of consecutive observed steps (t, t') the mixture of step t and
+    the reward gain after it: (cats [C], x [S, C], y [S]) with
+
+        x_t[c] = groups of category c at step t / groups at step t
+        y_t    = mean over the categories c observed at both t and t' of (s_{c,t'} - s_{c,t}),
+                 s_{c,t} = successes / attempts of c's groups at step t
+
+    (pairs with no category in common are left out). Measuring the gain within each category keeps
+    it from reflecting only which categories, easier or harder, the next step drew."""
+    cats = sorted(set(stats.categories))
+    col = {c: k for k, c in enumerate(cats)}
+    groups: dict[int, np.ndarray] = {}
+    succ: dict[int, np.ndarray] = {}
+    att: dict[int, np.ndarray] = {}
+    for i, h in enumerate(stats.history):
+        k = col[stats.categories[i]]
+        for t, s, a, _ in h:
+            for table in (groups, succ, att):
+                table.setdefault(t, np.zeros(len(cats)))
+            groups[t][k] += 1
+            succ[t][k] += s
+            att[t][k] += a
+    steps = sorted(groups)
+    xs, ys = [], []
+    for t, nxt in itertools.pairwise(steps):
+        both = (att[t] > 0) & (att[nxt] > 0)  # [C]
+        if not both.any():
+            continue
+        rate_t, rate_n = succ[t][both] / att[t][both], succ[nxt][both] / att[nxt][both]
+        xs.append(groups[t] / groups[t].sum())
+        ys.append(float(np.mean(rate_n - rate_t)))
+    x = np.array(xs).reshape(-1, len(cats))  # [S, C]
+    return cats, x, np.array(ys)  # [S]
+
+
+@SAMPLERS.register("mixture_fit", bounds={"temperature": "> 0", "ridge": "> 0", "floor": "[0, 1]"})
+def mixture_fit(
+    stats: PromptStats,
+    b: int,
+    step: int,
+    rng: np.random.Generator,
+    *,
+    temperature: float = 0.05,
+    ridge: float = 1.0,
+    floor: float = 0.1,
+) -> np.ndarray:
+    """A task mixture fitted to the reward gain it predicts (after MoDoMoDo, "MoDoMoDo: Multi-Domain
+    Data Mixtures for Multimodal LLM Reinforcement Learning"): a linear predictor of the gain from
+    the mixture weights, fitted online, and the weights moved toward its best.
+
+    From the shared history (:func:`mixture_history`: the mixture x_t [C] of every past step and the
+    reward gain y_t after it), ridge regression gives each category's predicted gain per unit of
+    weight,
+
+        theta = (X^T X + ridge * I)^{-1} X^T y                          [C]
+        w     = floor / C + (1 - floor) * softmax(theta / temperature)   [C]
+
+    and each of the ``b`` picks draws a category from w (renormalised over the categories with
+    prompts left) and a not-yet-picked prompt of it uniformly. The best mixture of a linear
+    predictor is its best category; the softmax moves the weights toward it by how much better it
+    is predicted to be, and ``floor`` keeps every category sampled (so that the fit keeps seeing
+    them). With no history theta = 0 and w is uniform over categories; floor = 1 is always uniform.
+    The abstract names the predict-then-optimise strategy without formulas: this online, linear
+    form is rlvr's (MoDoMoDo fits the outcome of whole training runs, across runs, with a richer
+    model of the domains' interactions).
+    """
+    _check_b(stats, b)
+    cats, x, y = mixture_history(stats)
+    c = len(cats)
+    theta = np.zeros(c)  # [C]
+    if len(y):
+        theta = np.linalg.solve(x.T @ x + ridge * np.eye(c), x.T @ y)
+    z = theta / temperature
+    soft = np.exp(z - z.max())  # [C]
+    w = floor / c + (1.0 - floor) * soft / soft.sum()  # [C]
+    members = [[i for i in range(stats.size) if stats.categories[i] == cat] for cat in cats]
+    picked: list[int] = []
+    taken: set[int] = set()
+    while len(picked) < b:
+        open_cats = [k for k in range(c) if any(i not in taken for i in members[k])]
+        p = w[open_cats] / w[open_cats].sum()  # [C']
+        k = open_cats[rng.choice(len(open_cats), p=p)]
+        free = [i for i in members[k] if i not in taken]
+        i = int(free[rng.integers(len(free))])
+        taken.add(i)
+        picked.append(i)
+    return np.array(picked)
 
 
 def knapsack_value(n: np.ndarray, p: np.ndarray) -> np.ndarray:

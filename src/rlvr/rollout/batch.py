@@ -38,6 +38,9 @@ class Rollout:
     teacher_logp: Tensor | None = None
     """[N, T] the frozen teacher's log-probs of the sampled tokens (``[teacher]``, at the sampling
     temperature), when a credit assigner needs them; computed every step, like ``ref_logp``."""
+    seq_hidden: Tensor | None = None
+    """[N, D] the policy's last hidden state (before this step's update) averaged over each
+    completion's counted tokens, when an advantage estimator needs it; computed every step."""
     attn_mask: Tensor | None = None
     """[N, T] 1 on every real completion-side token the model attends to, when that differs from
     ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""

@@ -22,6 +22,8 @@ __all__ = [
     "LOGIT_BUDGET_BYTES",
     "TOKEN_STATS",
     "chunk_rows",
+    "pooled_hidden",
+    "sequence_hidden",
     "sequence_logp",
     "token_logp",
 ]
@@ -303,3 +305,49 @@ def sequence_logp(
     if temperature != 1.0:
         logits = logits / temperature
     return token_logp(logits, completion_ids, stat=stat)
+
+
+def sequence_hidden(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    completion_mask: Tensor,
+    *,
+    after: bool = False,
+) -> Tensor:
+    """The causal LM's own last hidden state before each completion token.
+
+    prompt [N, P] left-padded, completion [N, T] right-padded -> hidden [N, T, H] (float32): row t is
+    the decoder's output (after its final norm, the input of the output head) at position P - 1 + t,
+    the state that predicts completion token t from the prompt and tokens < t; 0 on masked positions.
+    ``after``: the state at position P + t instead, after reading token t.
+    One plain forward of the decoder (``base_model``; a LoRA policy with its adapters; a sharded one
+    through its root with the head swapped for the identity, :func:`rlvr.models.shard.headless`).
+    """
+    p, t = prompt_ids.shape[1], completion_ids.shape[1]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+T]
+    attn = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)  # [N, P+T]
+    pos = (attn.long().cumsum(-1) - 1).clamp(min=0)  # [N, P+T]
+    kw = {"input_ids": ids, "attention_mask": attn, "position_ids": pos, "use_cache": False}
+    if is_sharded(model):
+        with headless(model):
+            h = model(**kw).logits  # [N, P+T, H]
+    else:
+        h = plain_model(model).base_model(**kw).last_hidden_state  # [N, P+T, H]
+    start = p if after else p - 1
+    return h[:, start : start + t].float() * completion_mask[..., None].to(torch.float32)  # [N, T, H]
+
+
+def pooled_hidden(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    completion_ids: Tensor,
+    completion_mask: Tensor,
+) -> Tensor:
+    """[N, H]: the mean over each completion's counted tokens of the hidden state after reading the
+    token (:func:`sequence_hidden` with ``after``); 0 for an empty completion."""
+    h = sequence_hidden(model, prompt_ids, prompt_mask, completion_ids, completion_mask, after=True)
+    m = completion_mask.to(torch.float32)  # [N, T]
+    return h.sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # [N, H]

@@ -3,10 +3,10 @@
 :class:`Advantages` is built once per run. Each step it runs the reference's forward (when a KL term
 or a component needs ``ref_logp``), the teacher's (when a credit assigner needs ``teacher_logp``), the
 critic's (``values``) and a no-grad forward of the policy before its update (when a credit assigner
-needs ``sum_pi_sq``), each learner rank on its share of the rows, subtracts the KL from the rewards
-when ``algo.kl_in = 'reward'``, and calls the outcome-level estimator (``ADVANTAGES``) or the
-token-level credit assigner (``CREDIT``) with exactly the optional inputs that the component declares
-in ``needs`` (``rlvr.algos.INPUTS``).
+needs ``sum_pi_sq`` or an estimator ``seq_hidden``), each learner rank on its share of the rows,
+subtracts the KL from the rewards when ``algo.kl_in = 'reward'``, and calls the outcome-level
+estimator (``ADVANTAGES``) or the token-level credit assigner (``CREDIT``) with exactly the optional
+inputs that the component declares in ``needs`` (``rlvr.algos.INPUTS``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rlvr.rollout import Rollout, sequence_logp
+from rlvr.rollout.logprobs import pooled_hidden
 from rlvr.train.batch import buckets
 from rlvr.train.components import Components
 from rlvr.train.config import ConfigError
@@ -39,6 +40,7 @@ def advantage_inputs(
         "seq_ref_logp": lambda: (roll.ref_logp * roll.mask).sum(-1).view(b, g),  # [B, G]
         "lengths": lambda: roll.lengths.float().view(b, g),  # [B, G]
         "greedy_rewards": lambda: roll.greedy_rewards.view(b, g),  # type: ignore[union-attr]  # [B, G]
+        "seq_hidden": lambda: _need_field(roll, "seq_hidden").view(b, g, -1),  # [B, G, D]
     }
     return {k: supply[k]() for k in needs}
 
@@ -125,8 +127,8 @@ class Advantages:
     ) -> None:
         self.comps, self.reward_weights = comps, reward_weights  # [K]
         self.ref, self.critic, self.kl_in_reward = ref, critic, kl_in_reward
-        # the policy's own forward runs only for a component that reads its distribution
-        self.policy = policy if "sum_pi_sq" in comps.needs else None
+        # the policy's own forward runs only for a component that reads its distribution or states
+        self.policy = policy if {"sum_pi_sq", "seq_hidden"} & comps.needs else None
         self.teacher = teacher if "teacher_logp" in comps.needs else None
         self.temperature, self.learners = temperature, learners
         self.precision = precision or contextlib.nullcontext  # bfloat16 autocast, or nothing
@@ -134,9 +136,10 @@ class Advantages:
     def forwards(self, roll: Rollout) -> None:
         """Set ``roll.ref_logp`` and ``roll.values`` [N, T] where the run has a reference or a critic,
         ``roll.teacher_logp`` [N, T] (the frozen teacher's log-probs of the sampled tokens) and
-        ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update) where
-        a component needs them, all at the sampling temperature; each learner rank runs its share of
-        the rows."""
+        ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update) and
+        ``roll.seq_hidden`` [N, D] (the policy's pooled last hidden state) where a component needs
+        them, the log-probs at the sampling temperature; each learner rank runs its share of the
+        rows."""
         rows_in = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
         if self.ref is not None:
             roll.ref_logp = self.frozen_logp(self.ref, rows_in)  # [N, T]
@@ -145,7 +148,12 @@ class Advantages:
         if self.critic is not None:
             with torch.no_grad():
                 roll.values = split_rows(self.critic, rows_in, self.learners)  # [N, T]
-        if self.policy is not None:
+        if "seq_hidden" in self.comps.needs:
+            with torch.no_grad(), self.precision():
+                roll.seq_hidden = split_rows(
+                    lambda *x: pooled_hidden(self.policy, *x), rows_in, self.learners
+                )  # [N, D]
+        if "sum_pi_sq" in self.comps.needs:
             with torch.no_grad(), self.precision():
                 roll.sum_pi_sq = split_rows(
                     lambda *x: sequence_logp(

@@ -95,6 +95,7 @@ class ReplayStage:
                 sum_pi_sq=None,
                 teacher_logp=None,
                 greedy_rewards=None,
+                seq_hidden=None,
             )  # recomputed (the baseline stage's greedy rewards too: a later step's weights)
             self.buffer.add(
                 replace(

@@ -342,6 +342,9 @@ class CriticConfig:
     enabled: bool = False
     """Train a value model (the policy's base backbone and a scalar head) beside the policy; it
     supplies `values` to components that need them (e.g. credit = "gae")."""
+    kind: str = "model"
+    """'model': a value model (the policy's base backbone and a scalar head); 'probe': a linear head
+    on the policy's own last hidden state (POISE; `rlvr.models.critic.ProbeValue`), no second model."""
     lr: float = bounded(1e-4, "> 0")
     """The critic's own AdamW learning rate."""
     value_clip: float = bounded(0.2, ">= 0", note="(0 disables)")
@@ -608,6 +611,8 @@ def validate(cfg: Config) -> Config:
             + (" x 'scale.learners'" if cfg.scale.learners > 1 else "")
             + f" = {split} must divide the batch of B*G = {n} sequences"
         )
+    if cfg.critic.kind not in ("model", "probe"):
+        raise ConfigError(f"'critic.kind' = {cfg.critic.kind!r}; expected 'model' or 'probe'")
     if o.schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(
             f"'optim.schedule' = {o.schedule!r}; expected one of 'constant', 'linear', 'cosine'"
@@ -698,8 +703,10 @@ def validate(cfg: Config) -> Config:
                 except KnobError as err:
                     raise ConfigError(f"'algo.{knob}': {err}") from None
     # a group estimator compares a prompt's samples with each other; a group-free one (registered
-    # with group_free=True, e.g. mssr's batch baseline) also takes one sample per prompt
-    group_free = not a.credit and getattr(ADVANTAGES[a.advantage], "group_free", False)
+    # with group_free=True: mssr's batch baseline, gae's critic values) also takes one sample per
+    # prompt
+    estimator = CREDIT[a.credit] if a.credit else ADVANTAGES[a.advantage]
+    group_free = getattr(estimator, "group_free", False)
     if r.samples_per_prompt < 2 and not group_free:
         raise ConfigError(
             f"'rollout.samples_per_prompt' = {r.samples_per_prompt}: the group estimator "

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rlvr.algos import SHAPING
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem, ReasoningGymTask, mixture_kwargs
-from rlvr.models.critic import ValueModel
+from rlvr.models.critic import build_critic
 from rlvr.models.hf import check_model_dir, load_model, load_tokenizer, tokenizer_difference
 from rlvr.models.lora import (
     AdapterOffReference,
@@ -432,8 +432,14 @@ def setup_run(
         fused=fused,
     )
     state.optimizer = FullOptimizerState(model, opt) if is_sharded(model) else opt
-    if cfg.critic.enabled:  # a value model beside the policy, with its own optimizer
-        state.critic = ValueModel(base, device=device)
+    if cfg.critic.enabled:  # a value model (or a probe on the policy) with its own optimizer
+        state.critic = build_critic(
+            cfg.critic.kind,
+            base=base,
+            policy=model,
+            device=device,
+            precision=lambda: autocast(cfg, device),
+        )
         state.critic_optimizer = torch.optim.AdamW(
             state.critic.parameters(),
             lr=cfg.critic.lr,

@@ -18,6 +18,12 @@ padding): the loss is the mean negative log-likelihood of the assistant's tokens
 block-diagonal causal mask [rows, 1, L, L] and positions that restart at 0 for every example, so a
 packed example sees exactly what it would see alone.
 
+**One-Token Rollout** (``loss = 'otr'``, "One-Token Rollout: Guiding Supervised Fine-Tuning of LLMs
+with Policy Gradient"): every target position is a one-step RL problem; ``otr_samples`` tokens are
+drawn from the current policy there, each rewarded 1 when it is the ground-truth token, and the
+policy gradient with a leave-one-out baseline is trained on (:func:`otr_loss`). The logged ``loss``
+stays the NLL of the same forward (``otr_loss`` in ``metrics.jsonl`` is the surrogate).
+
 **Schedule, checkpoints, resume.** Linear warm-up then cosine decay (``rlvr.models.tiny._lr_at``);
 ``checkpoints/step_N`` (HF model + ``trainer_state.pt``: optimizer, data stream, pending example,
 losses) every ``checkpoint_every`` steps; SIGINT / SIGTERM finish the step and checkpoint;
@@ -45,7 +51,7 @@ from rlvr.data.solutions import solve
 from rlvr.data.tasks import Problem
 from rlvr.utils import atomic_dir, atomic_write_text, console, seed_everything
 
-__all__ = ["SFTConfig", "pack", "sft", "sft_config"]
+__all__ = ["SFTConfig", "otr_loss", "otr_surrogate", "pack", "sft", "sft_config"]
 
 
 @dataclass
@@ -101,6 +107,11 @@ class SFTConfig:
     result is the merged model, and each checkpoint also holds the adapters."""
     lora_alpha: float = 32.0
     """The adapters' update is scaled by lora_alpha / lora_rank."""
+    loss: str = "nll"
+    """'nll' (the mean negative log-likelihood of the target tokens) or 'otr' (One-Token Rollout:
+    :func:`otr_loss`, ``otr_samples`` tokens sampled from the policy at every target position)."""
+    otr_samples: int = 8
+    """loss = 'otr': K, the tokens sampled per position (>= 2: each one's baseline is the others')."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,6 +141,13 @@ def sft_config(overrides: list[str] | None = None, base: dict[str, Any] | None =
         raise ValueError(f"sft setting 'source': 'task', 'file' or 'samples', got {cfg.source!r}")
     if cfg.source != "task" and not cfg.path:
         raise ValueError(f"source = {cfg.source!r} needs 'path'")
+    if cfg.loss not in ("nll", "otr"):
+        raise ValueError(f"sft setting 'loss': 'nll' or 'otr', got {cfg.loss!r}")
+    if cfg.otr_samples < 2:
+        raise ValueError(
+            f"sft setting 'otr_samples': expected >= 2 (each sample's baseline is the mean reward of "
+            f"the others), got {cfg.otr_samples}"
+        )
     return cfg
 
 
@@ -306,8 +324,8 @@ def pack(
     return batch, examples[i:]
 
 
-def packed_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean NLL of the labelled tokens of a packed batch, and their count."""
+def _logits_and_targets(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of a packed batch and the token each position predicts (-100: not counted)."""
     logits = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -316,12 +334,57 @@ def packed_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     target = batch["labels"][:, 1:]  # [R, L-1], token t+1 predicted at t
     # a label right after an example's start belongs to the previous example only within a segment
     same = batch["segment"][:, 1:] == batch["segment"][:, :-1]  # [R, L-1]
-    target = target.masked_fill(~same, -100)
+    return logits, target.masked_fill(~same, -100)
+
+
+def packed_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean NLL of the labelled tokens of a packed batch, and their count."""
+    logits, target = _logits_and_targets(model, batch)
     nll = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="sum"
     )
     count = int((target != -100).sum())
     return nll / max(count, 1), count
+
+
+def otr_surrogate(logp: torch.Tensor, target: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """One-Token Rollout's policy-gradient surrogate for given samples ("One-Token Rollout: Guiding
+    Supervised Fine-Tuning of LLMs with Policy Gradient").
+
+    logp [M, V] (log-softmax at M target positions), target [M] (the ground-truth tokens y*), samples
+    [M, K] (tokens y_k drawn from pi = exp(logp), no gradient) -> the scalar
+
+        r_k = 1[y_k = y*],   b_k = (sum_j r_j - r_k) / (K - 1),
+        L = -(1 / M) sum_m (1 / K) sum_k (r_k - b_k) log pi(y_k)
+
+    Each position is a one-step episode whose reward is 1 for the ground-truth token; b_k, the mean
+    reward of the other K - 1 samples, does not depend on y_k, so E[-grad L] = (1/M) sum_m grad p(y*_m),
+    the exact policy gradient of E_pi[r] = p(y*) (the abstract gives no formula for the baseline;
+    this leave-one-out mean is ours). A position where no sample hits y* (or all do) gives 0.
+    """
+    k = samples.shape[1]
+    r = (samples == target[:, None]).to(logp.dtype)  # [M, K]
+    b = (r.sum(1, keepdim=True) - r) / (k - 1)  # [M, K]
+    lp = logp.gather(1, samples)  # [M, K]
+    return -((r - b) * lp).mean()
+
+
+def otr_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-Token Rollout on the counted positions: logits [..., V], target [...] (-100: not counted)
+    -> (the surrogate of :func:`otr_surrogate` with K = ``k`` tokens sampled from softmax(logits) at
+    every counted position, the mean NLL of those positions, detached)."""
+    keep = target != -100  # [...]
+    lg = logits[keep].float()  # [M, V]
+    y = target[keep]  # [M]
+    logp = torch.log_softmax(lg, dim=-1)  # [M, V]
+    with torch.no_grad():
+        samples = torch.multinomial(logp.exp(), k, replacement=True, generator=generator)  # [M, K]
+        nll = -logp.gather(1, y[:, None]).mean() if len(y) else logp.new_zeros(())
+    if not len(y):
+        return logp.sum() * 0.0, nll
+    return otr_surrogate(logp, y, samples), nll
 
 
 def _steps_batches(
@@ -398,9 +461,15 @@ def sft(
     stream = Examples(cfg, build_task(rl, tokenizer))
     verifier = build_verifier(rl, log=lambda s: None)
     opt = torch.optim.AdamW(trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # OTR's token samples: a generator of their own on the model's device, checkpointed
+    otr_gen = None
+    if cfg.loss == "otr":
+        otr_gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     step, losses, pending, before = 0, [], [], None
     if ck is not None:
         st = load_trainer_state(ck)
+        if otr_gen is not None:
+            otr_gen.set_state(st["otr_rng"])
         opt.load_state_dict(st["optimizer"])
         stream.load_state_dict(st["data"])
         step, losses, pending, before = st["step"], st["losses"], st["pending"], st["before"]
@@ -425,6 +494,8 @@ def sft(
             "before": before,
             "torch_rng": torch.get_rng_state(),
         }
+        if otr_gen is not None:
+            state["otr_rng"] = otr_gen.get_state()
         save_checkpoint(run_dir, step, model, tokenizer, state, keep=cfg.keep_checkpoints)
 
     stop: list[int] = []
@@ -441,17 +512,24 @@ def sft(
             batch, pending = _steps_batches(stream, tokenizer, cfg, pending)
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, total=cfg.steps, warmup=cfg.warmup, peak=cfg.lr)
-            loss, _ = packed_loss(model, batch)
+            line: dict[str, float] = {}
+            if otr_gen is None:
+                loss, _ = packed_loss(model, batch)
+                nll = loss.detach()
+            else:  # the surrogate is trained on; the NLL of the same forward is what is logged
+                logits, target = _logits_and_targets(model, batch)
+                loss, nll = otr_loss(logits[:, :-1], target, k=cfg.otr_samples, generator=otr_gen)
+                line["otr_loss"] = float(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable_parameters(model), 1.0)
             opt.step()
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(float(nll))
             real = float((batch["segment"] >= 0).float().mean())
             bar.update(job, advance=1, loss=losses[-1])
             with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "loss": losses[-1], "fill": real}) + "\n")
+                f.write(json.dumps({"step": step, "loss": losses[-1], "fill": real} | line) + "\n")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                 checkpoint()
             if stop:
