@@ -129,6 +129,7 @@ def test_registered_names_and_needs():
         "optimal_token_baseline",
         "opd",
         "rto",
+        "vps_progress",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}

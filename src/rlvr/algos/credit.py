@@ -60,6 +60,7 @@ __all__ = [
     "tree_td",
     "turn_grpo",
     "value_loss",
+    "vps_progress",
 ]
 
 CREDIT = Registry("credit assigner")
@@ -327,6 +328,51 @@ def pure_min(
         vr = r - (r.sum(1, keepdim=True) - r) / (g - 1)  # [B, G]
         adv = adv + vr_coef * vr.reshape(-1, 1)
     return _out(adv, mask)
+
+
+@CREDIT.register("vps_progress", needs={"process_rewards"}, bounds={"coef": ">= 0", "eps": ">= 0"})
+def vps_progress(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    process_rewards: Tensor | None = None,
+    coef: float = 1.0,
+    eps: float = 1e-6,
+    scale: Literal["group", "none"] = "group",
+) -> Tensor:
+    """GRPO's outcome advantage refined by each segment's progress ("GRPO-VPS: Enhancing Group Relative
+    Policy Optimization with Verifiable Process Supervision for Effective Reasoning").
+
+    ``process_rewards`` [N, T] holds each step's progress on its last token (0 elsewhere; with the
+    ``likelihood_steps`` reward, the gain of the probe log p(correct answer | prefix) over the step),
+    as for ``pure_min``. The abstract gives no formula; this is the simplest rule faithful to it::
+
+        z_{i,k}  = (p_{i,k} - mean_g p) / (std_g p + eps)  over all step ends of the group's G samples
+        A_{i,t}  = A_i^GRPO + coef * z_{i,k(t)},   k(t) = the step that token t belongs to (its first
+                   step end at or after t); 0 progress where no step end is left
+
+    ``A^GRPO`` is grpo's (r - mean_g) / (std_g + eps) (``scale = "none"``: no division), so coef = 0
+    is GRPO exactly. A group with fewer than two step ends, or with equal ones, adds nothing. A step
+    scored exactly 0 cannot be told from a non-step token and joins the next step.
+    """
+    _check_groups(rewards, mask)
+    b, g = rewards.shape
+    p = _need("process_rewards", "vps_progress", process_rewards, mask).double()
+    n, t = mask.shape
+    outcome = _outcome(rewards, scale, eps).double().reshape(-1, 1)  # [N, 1]
+    if coef == 0 or t == 0:
+        return _out(outcome.expand(n, t), mask)
+    step = (p != 0) & mask.bool()  # [N, T]
+    sp, sm = p.reshape(b, g * t), step.reshape(b, g * t).double()  # [B, G*T]
+    cnt = sm.sum(1, keepdim=True)  # [B, 1]
+    mean = (sp * sm).sum(1, keepdim=True) / cnt.clamp(min=1)  # [B, 1]
+    var = (((sp - mean) * sm) ** 2).sum(1, keepdim=True) / (cnt - 1).clamp(min=1)  # [B, 1]
+    z = ((sp - mean) / (var.sqrt() + eps)).masked_fill((cnt < 2) | (var == 0), 0.0)  # [B, G*T]
+    z = torch.where(step, z.reshape(n, t), 0.0)  # [N, T] on step ends
+    pos = torch.arange(t, device=mask.device).expand(n, t)  # [N, T]
+    end = torch.where(step, pos, t).flip(1).cummin(1).values.flip(1)  # [N, T] next step end (t: none)
+    ahead = torch.where(end < t, z.gather(1, end.clamp(max=t - 1)), 0.0)  # [N, T]
+    return _out(outcome + coef * ahead, mask)
 
 
 # ---------------------------------------------------------------- prefix tree of a group

@@ -15,6 +15,7 @@ Registered rewards (knobs in each factory's docstring):
 - ``ensemble``: several reward models combined by mean, min or mean - lam * var.
 - ``prm``: a process reward model applied to every step prefix, shaped by clip or delta, summed.
 - ``likelihood``: log p(reference answer | prompt, reasoning) under a causal LM (default: the policy).
+- ``likelihood_steps``: the same probe after every step, a step reward (its gain or value per step).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EnsembleScorer",
     "LikelihoodReward",
+    "LikelihoodSteps",
     "ProcessReward",
     "RewardModelReward",
     "SequenceScorer",
@@ -40,6 +42,7 @@ __all__ = [
     "combine_scores",
     "make_ensemble",
     "make_likelihood",
+    "make_likelihood_steps",
     "make_prm",
     "make_reward_model",
     "split_steps",
@@ -676,6 +679,196 @@ def make_likelihood(
     (the reward then sets ``needs_policy``)."""
     return LikelihoodReward(
         path,
+        reduce=reduce,
+        template=template,
+        strip_answer=strip_answer,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+    )
+
+
+# ---------------------------------------------------------------- likelihood probes at every step
+
+
+class LikelihoodSteps(LikelihoodReward, StepReward):
+    """``likelihood_steps``: the likelihood probe of :class:`LikelihoodReward` read at every step
+    boundary, a step reward without a trained PRM.
+
+    For a completion with steps 1..K (:func:`split_steps` by ``delimiter``) the probe's value after
+    step k is the likelihood reward of the prefix that ends there::
+
+        v_k = (1/|target|) sum_j log p(target_j | format_prompt(prompt) + reasoning(prefix_k), ...)
+              (the sum over j with reduce = "sum"; exp(v_k) with scale = "prob")
+        v_0 = the same with the prompt alone; prefix_K is the whole completion
+        step score s_k = v_k - v_{k-1}   (score = "gain": the progress step k makes, telescoping to
+                                            v_K - v_0)
+                      or v_k             (score = "value")
+
+    ``reasoning`` drops the prefix's text from its last ``<answer>`` on (``strip_answer``), as the
+    outcome reward does, so v_K is exactly ``likelihood``'s reward on the whole completion. As an
+    outcome reward it scores v_K, whatever ``score`` is. The gain is GRPO-VPS's segment-wise
+    progress ("GRPO-VPS: Enhancing Group Relative Policy Optimization with Verifiable Process
+    Supervision for Effective Reasoning": the probability of the correct answer appended at each
+    segment boundary), the value P2S's per-step probability of the reference ("P2S: Probabilistic
+    Process Supervision for General-Domain Reasoning Question Answering", here of the reference
+    answer, not of a synthesised gold reasoning chain); neither abstract gives a formula, this is the
+    simplest rule faithful to both. Step scores are the ``process_rewards`` of token-level credit
+    (``credit = "pure_min"``); a step whose score is exactly 0 (e.g. one that adds nothing after a
+    stripped ``<answer>``) reads there as no step end and joins the next one.
+
+    Batching: all the prefixes of all the samples go through :func:`answer_logprobs` together, each
+    distinct (context, target) once (the G samples of a prompt share v_0), sorted by length so that a
+    batch pads little; no gradients. The reference answers are those of the outcome call (the trainer
+    scores the outcome first, then asks for the step scores of the same completions), which computes
+    the step scores too and caches them.
+    """
+
+    def __init__(
+        self,
+        path: str = "",
+        *,
+        delimiter: str = "\n",
+        score: str = "gain",
+        scale: str = "log",
+        **kw: Any,
+    ) -> None:
+        super().__init__(path, **kw)
+        if not delimiter:
+            raise ValueError("likelihood_steps: the knob 'delimiter' must not be empty")
+        if score not in ("gain", "value"):
+            raise ValueError(f"likelihood_steps: score must be 'gain' or 'value', got {score!r}")
+        if scale not in ("log", "prob"):
+            raise ValueError(f"likelihood_steps: scale must be 'log' or 'prob', got {scale!r}")
+        self.delimiter, self.score, self.scale = delimiter, score, scale
+        self._answers: dict[str, str] = {}  # prompt -> reference answer, from the outcome calls
+        self._policy: tuple[Any, Any] | None = None
+
+    def prefixes(self, completion: str) -> list[str]:
+        """The texts the probe reads: "" (v_0), the step prefixes, the whole completion last (v_K;
+        with no step, the completion is still read: the outcome)."""
+        steps = split_steps(completion, self.delimiter)
+        return ["", *steps[:-1], completion]
+
+    def values(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        answers: Sequence[str],
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[list[float]]:
+        """[v_0, v_1, ..., v_K] of every completion (``[v_0, outcome]`` for one without a step)."""
+        import math
+
+        if not len(prompts) == len(completions) == len(answers):
+            raise ValueError(
+                f"likelihood_steps: {len(prompts)} prompts, {len(completions)} completions and "
+                f"{len(answers)} answers; expected as many of each"
+            )
+        model, tok = self._model(policy)
+        index: dict[tuple[str, str], int] = {}
+        pairs: list[tuple[str, str]] = []
+        rows: list[list[int]] = []
+        for p, c, a in zip(prompts, completions, answers, strict=True):
+            target = self.template.format(answer=a)
+            keys = []
+            for prefix in self.prefixes(c):
+                key = (self.context(tok, p, prefix), target)
+                if key not in index:
+                    index[key] = len(pairs)
+                    pairs.append(key)
+                keys.append(index[key])
+            rows.append(keys)
+        order = sorted(range(len(pairs)), key=lambda j: len(pairs[j][0]) + len(pairs[j][1]))
+        per_token = answer_logprobs(
+            model,
+            tok,
+            [pairs[j][0] for j in order],
+            [pairs[j][1] for j in order],
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+        )
+        value = [0.0] * len(pairs)
+        for j, lp in zip(order, per_token, strict=True):
+            v = float(sum(lp)) if self.reduce == "sum" else float(sum(lp) / len(lp))
+            value[j] = math.exp(v) if self.scale == "prob" else v
+        return [[value[j] for j in keys] for keys in rows]
+
+    def _steps(self, completions: Sequence[str], values: list[list[float]]) -> tuple[Any, Any]:
+        import torch
+
+        counts = [len(split_steps(c, self.delimiter)) for c in completions]
+        s = max(counts, default=0)
+        scores = torch.zeros((len(completions), s))  # [N, S]
+        mask = torch.zeros((len(completions), s))  # [N, S]
+        for i, (k, v) in enumerate(zip(counts, values, strict=True)):
+            if not k:
+                continue
+            vs = torch.tensor(v, dtype=torch.float64)  # [K + 1]
+            step = vs[1:] - vs[:-1] if self.score == "gain" else vs[1:]  # [K]
+            scores[i, :k] = step.float()
+            mask[i, :k] = 1.0
+        return scores, mask
+
+    def score_steps(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = sorted({p for p in prompts if p not in self._answers})
+        if missing:
+            raise ValueError(
+                f"likelihood_steps: no reference answer for the prompt {missing[0][:200]!r}; the step "
+                "scores read the answers of the outcome call (call the reward with the answers first)"
+            )
+        answers = [self._answers[p] for p in prompts]
+        return self._steps(completions, self.values(prompts, completions, answers, self._policy))
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        self._answers.update(zip(prompts, answers, strict=True))
+        self._policy = policy  # kept: a later step_rewards call on other rows scores with it too
+        values = self.values(prompts, completions, answers, policy)
+        scores, mask = self._steps(completions, values)
+        self._last = ((tuple(prompts), tuple(completions)), scores, mask)  # step_rewards' cache
+        return [v[-1] for v in values]
+
+
+@REWARDS.register("likelihood_steps", bounds={"batch_size": ">= 1", "max_length": ">= 2"})
+def make_likelihood_steps(
+    *,
+    path: str = "",
+    delimiter: str = "\n",
+    score: Literal["gain", "value"] = "gain",
+    scale: Literal["log", "prob"] = "log",
+    reduce: Literal["mean", "sum"] = "mean",
+    template: str = "<answer>{answer}</answer>",
+    strip_answer: bool = True,
+    batch_size: int = 16,
+    max_length: int = 1024,
+    device: str = "auto",
+    dtype: DType = "auto",
+) -> LikelihoodSteps:
+    """Likelihood probes at every step boundary (:class:`LikelihoodSteps`; GRPO-VPS's verifiable
+    process supervision, "GRPO-VPS: Enhancing Group Relative Policy Optimization with Verifiable
+    Process Supervision for Effective Reasoning"): v_k = the ``likelihood`` reward of the prefix
+    ending at step k (steps split by ``delimiter``; v_0 the prompt alone), the step score is the gain
+    v_k - v_{k-1} (``score = "gain"``) or v_k (``"value"``), on the log scale or as a probability
+    (``scale = "prob"``: exp of the mean, or of the sum, log-probability). The outcome is v_K, the
+    ``likelihood`` reward. Under the policy when ``path`` is empty, else the causal LM at ``path``.
+    Give it weight 0 to use it for token-level credit only (``credit = "pure_min"``)."""
+    return LikelihoodSteps(
+        path,
+        delimiter=delimiter,
+        score=score,
+        scale=scale,
         reduce=reduce,
         template=template,
         strip_answer=strip_answer,
