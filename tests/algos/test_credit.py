@@ -131,6 +131,7 @@ def test_registered_names_and_needs():
         "opd",
         "rto",
         "aligndistil",
+        "prime",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -945,6 +946,7 @@ def _call(name, rewards, mask, ids):
         "sum_pi_sq": torch.full((n, t), 0.3),
         "teacher_logp": torch.full((n, t), math.log(0.25)),
         "ref_logp": torch.full((n, t), math.log(0.4)),
+        "implicit_rewards": torch.full((n, t), 0.01),
         "turn": (mask > 0).long(),  # one model turn over the counted tokens
         "turn_rewards": torch.zeros(n, 1),
         "turn_states": torch.ones(n, 1, dtype=torch.long),

@@ -38,6 +38,9 @@ class Rollout:
     teacher_logp: Tensor | None = None
     """[N, T] the frozen teacher's log-probs of the sampled tokens (``[teacher]``, at the sampling
     temperature), when a credit assigner needs them; computed every step, like ``ref_logp``."""
+    implicit_rewards: Tensor | None = None
+    """[N, T] beta (log pi_prm - log pi_ref) of the sampled tokens under the implicit PRM (``[prm]``,
+    before this step's PRM update), when a credit assigner needs them; computed every step."""
     attn_mask: Tensor | None = None
     """[N, T] 1 on every real completion-side token the model attends to, when that differs from
     ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""
