@@ -11,6 +11,7 @@ import torch
 from rlvr.algos.advantages import ADVANTAGES, dr_grpo, grpo
 from rlvr.algos.credit import (
     CREDIT,
+    aligndistil,
     gae,
     gigpo,
     opd,
@@ -130,6 +131,8 @@ def test_registered_names_and_needs():
         "opd",
         "rto",
         "vps_progress",
+        "aligndistil",
+        "prime",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -860,6 +863,76 @@ def test_opd_knob_bounds():
     CREDIT.check_knobs("opd", {"teacher_coef": 0.0, "outcome_coef": 2.0, "gamma": 1.0})
 
 
+# ---------------------------------------------------------------- AlignDistil
+
+
+def test_aligndistil_hand_values():
+    rewards, mask, dpo, old = _opd_batch()
+    ref = torch.tensor([[-2.0, -2.0, 0.0], [-0.2, -1.2, -0.7], [-1.0, 7.0, 0.0], [-3.0, -1.0, 0.0]])
+    # D = dpo - ref on counted tokens: [1, 0 | 0, 1, 0.5 | -2 | 2, 0]; w = 2: log pi* = ref + 2 D
+    # = [0, -2 | -0.2, 0.8, 0.3 | -5 | 1, -1]; minus old: [0.5, -1 | 0.5, 1, 1.5 | -4 | 2, 1]
+    kw = {"old_logp": old, "teacher_logp": dpo, "ref_logp": ref}
+    want = torch.tensor([[0.5, -1.0, 0.0], [0.5, 1.0, 1.5], [-4.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
+    close(aligndistil(rewards, mask, distil_weight=2.0, **kw), want)
+    # shift_cap 1.5: the shifts 2 D = [2, 0 | 0, 2, 1 | -4 | 4, 0] are clipped to +-1.5
+    capped = torch.tensor([[0.0, -1.0, 0.0], [0.5, 0.5, 1.5], [-1.5, 0.0, 0.0], [-0.5, 1.0, 0.0]])
+    close(aligndistil(rewards, mask, distil_weight=2.0, shift_cap=1.5, **kw), capped)
+    # w = 0: distillation to the reference; gamma = 1 sums the rest of the row
+    to_ref = torch.where(mask.bool(), ref - old, 0.0)
+    close(aligndistil(rewards, mask, distil_weight=0.0, **kw), to_ref)
+    togo = torch.tensor([[-0.5, -1.0, 0.0], [3.0, 2.5, 1.5], [-4.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
+    close(aligndistil(rewards, mask, distil_weight=2.0, gamma=1.0, **kw), togo)
+    with pytest.raises(ValueError, match="aligndistil needs 'ref_logp'"):
+        aligndistil(rewards, mask, old_logp=old, teacher_logp=dpo, distil_weight=0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aligndistil_weight_one_is_opd_to_the_bit(seed):
+    gen = _gen(seed)
+    rewards = (torch.rand(3, 4, generator=gen) > 0.5).float()
+    mask = (torch.rand(12, 6, generator=gen) > 0.25).float()
+    old, dpo, ref = (-torch.rand(12, 6, generator=gen) * 3 for _ in range(3))
+    for kw in ({}, {"teacher_coef": 0.7, "outcome_coef": 1.3, "gamma": 0.5, "scale": "none"}):
+        want = opd(rewards, mask, old_logp=old, teacher_logp=dpo, **kw)
+        for r in (ref, None):  # the reference is not read at w = 1
+            got = aligndistil(rewards, mask, old_logp=old, teacher_logp=dpo, ref_logp=r, **kw)
+            assert torch.equal(got, want)
+    # and a general weight equals opd with the combined teacher ref + w (dpo - ref) as its teacher
+    star = ref + 0.6 * (dpo - ref)
+    close(
+        aligndistil(rewards, mask, old_logp=old, teacher_logp=dpo, ref_logp=ref, distil_weight=0.6),
+        opd(rewards, mask, old_logp=old, teacher_logp=star),
+    )
+
+
+def test_aligndistil_adaptive_weight_equals_a_plain_loop():
+    gen = _gen(5)
+    mask = (torch.rand(4, 5, generator=gen) > 0.2).float()
+    old, dpo, ref = (-torch.rand(4, 5, generator=gen) * 4 for _ in range(3))
+    out = aligndistil(
+        torch.zeros(2, 2),
+        mask,
+        old_logp=old,
+        teacher_logp=dpo,
+        ref_logp=ref,
+        distil_weight=1.5,
+        shift_cap=0.8,
+    )
+    for i in range(4):
+        for t in range(5):
+            d = float(dpo[i, t] - ref[i, t])
+            w = 1.5 if d == 0 else min(1.5, 0.8 / abs(d))  # w_t = min(w, cap / |D_t|)
+            want = float(ref[i, t]) + w * d - float(old[i, t]) if mask[i, t] else 0.0
+            assert float(out[i, t]) == pytest.approx(want, abs=1e-5)
+
+
+def test_aligndistil_knob_bounds():
+    for knobs in ({"distil_weight": -0.1}, {"shift_cap": -1.0}, {"gamma": 2.0}, {"teacher_coef": -1}):
+        with pytest.raises(KnobError, match="out of range"):
+            CREDIT.check_knobs("aligndistil", knobs)
+    assert CREDIT.needs("aligndistil") == {"old_logp", "teacher_logp", "ref_logp"}
+
+
 # ---------------------------------------------------------------- all assigners
 
 
@@ -874,6 +947,7 @@ def _call(name, rewards, mask, ids):
         "sum_pi_sq": torch.full((n, t), 0.3),
         "teacher_logp": torch.full((n, t), math.log(0.25)),
         "ref_logp": torch.full((n, t), math.log(0.4)),
+        "implicit_rewards": torch.full((n, t), 0.01),
         "turn": (mask > 0).long(),  # one model turn over the counted tokens
         "turn_rewards": torch.zeros(n, 1),
         "turn_states": torch.ones(n, 1, dtype=torch.long),

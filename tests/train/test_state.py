@@ -36,6 +36,8 @@ KEYS = {
     "reward_weights",
     "critic",
     "critic_optimizer",
+    "prm",
+    "prm_optimizer",
 }
 
 
@@ -72,6 +74,8 @@ def _state(seed: int) -> TrainState:
     torch.manual_seed(seed)
     policy, critic = torch.nn.Linear(3, 2), torch.nn.Linear(3, 1)
     opt, critic_opt = torch.optim.AdamW(policy.parameters()), torch.optim.AdamW(critic.parameters())
+    prm = torch.nn.Linear(3, 4)
+    prm_opt = torch.optim.AdamW(prm.parameters())
     stats = PromptStats(4)
     replay = ReplayBuffer(8, 4, Batch.from_state)
     traces = TraceStore(2)
@@ -82,6 +86,8 @@ def _state(seed: int) -> TrainState:
         opt.step()
         critic(torch.randn(5, 3)).sum().backward()
         critic_opt.step()
+        prm(torch.randn(5, 3)).sum().backward()
+        prm_opt.step()
         stats.update(1, step=3, successes=2.0, attempts=4, abs_adv=0.5)
         problem = Problem("q", "a", meta={"k": 1}, messages=({"role": "user", "content": "q"},))
         replay.add(Batch([problem], _roll(-0.5), ["x", "y"], torch.ones(2), torch.ones(2), [2], step=3))
@@ -110,6 +116,8 @@ def _state(seed: int) -> TrainState:
         reward_weights={"weights": torch.tensor([1.0, 0.1 - 0.3 * seed]), "stage": torch.tensor([seed])},
         critic=critic,
         critic_optimizer=critic_opt,
+        prm=prm,
+        prm_optimizer=prm_opt,
     )
 
 

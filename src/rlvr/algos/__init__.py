@@ -75,6 +75,9 @@ INPUTS: dict[str, frozenset[str]] = {
             # ([teacher]), at the sampling temperature (one no-grad forward of the teacher)
             "teacher_logp",
             "ref_logp",  # [N, T] the reference's log-probs of the sampled tokens (loads a reference)
+            # [N, T] beta (log pi_prm - log pi_ref) of each sampled token under the online implicit
+            # PRM ([prm], PRIME; loads a reference), before this step's PRM update
+            "implicit_rewards",
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

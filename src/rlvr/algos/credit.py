@@ -43,14 +43,17 @@ from rlvr.registry import Registry
 __all__ = [
     "CREDIT",
     "PrefixTree",
+    "aligndistil",
     "gae",
     "gated_turns",
     "gigpo",
     "gigpo_turns",
     "hiper",
+    "implicit_prm_loss",
     "opd",
     "optimal_token_baseline",
     "prefix_tree",
+    "prime",
     "pure_min",
     "reinforce_pp_token",
     "rover",
@@ -932,7 +935,161 @@ def rto(
     return _out(adv, mask)
 
 
+@CREDIT.register(
+    "aligndistil",
+    needs={"old_logp", "teacher_logp", "ref_logp"},
+    bounds={
+        "distil_weight": ">= 0",
+        "shift_cap": ">= 0",
+        "teacher_coef": ">= 0",
+        "outcome_coef": ">= 0",
+        "gamma": "[0, 1]",
+        "eps": ">= 0",
+    },
+)
+def aligndistil(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    teacher_logp: Tensor | None = None,
+    ref_logp: Tensor | None = None,
+    distil_weight: float = 1.0,
+    shift_cap: float = 0.0,
+    teacher_coef: float = 1.0,
+    outcome_coef: float = 0.0,
+    gamma: float = 0.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """AlignDistil's token-level distillation to a teacher combined from a DPO model and the reference
+    ("AlignDistil: Token-Level Language Model Alignment as Adaptive Policy Distillation"): the RLHF
+    objective with DPO's reward is a distillation to pi* with logits z_ref + w (z_dpo - z_ref).
+
+    D_{i,t}   = log pi_dpo(y_t | s_t) - log pi_ref(y_t | s_t)
+    w_{i,t}   = w                                  (shift_cap = 0)
+              = min(w, shift_cap / |D_{i,t}|)      (shift_cap > 0: token-adaptive extrapolation)
+    log pi*_t = log pi_ref(y_t) + w_{i,t} D_{i,t}
+    d_{i,t}   = log pi*_t - log pi_old(y_t | s_t)   (minus the per-token reverse KL to pi*)
+    A_{i,t}   = (outcome_coef * A^grpo_i + teacher_coef * sum_{k >= t} gamma^(k-t) d_{i,k}) m_{i,t}
+
+    w = ``distil_weight``. The DPO model is the run's ``[teacher]`` (``teacher_logp``), the reference
+    the run's reference (``ref_logp``), the student's log-probs ``old_logp``, all [N, T] at the
+    sampling temperature; the rest is :func:`opd` (knobs ``teacher_coef``, ``outcome_coef``,
+    ``gamma``, ``scale``, ``eps``), and w = 1 with shift_cap = 0 is exactly ``opd`` with the DPO model
+    as its teacher (w = 0: distillation to the reference). Only the sampled token's log-probs are
+    known, so log pi* is the combined log-prob without the normaliser log Z(s_t) = log sum_v
+    pi_ref(v)^(1-w) pi_dpo(v)^w (a function of the state, 0 at w = 0 and w = 1). The abstract gives
+    no formula for the token-adaptive logit extrapolation; this is the simplest rule faithful to it:
+    the teacher's shift away from the reference on each token, w_t D_t, is capped at ``shift_cap``
+    in absolute value (w_t = min(w, shift_cap / |D_t|)), so tokens where the DPO model and the
+    reference already differ much are not extrapolated further (over-optimisation) while the others
+    get the full weight w. The paper's contrastive DPO reward (a normal and a reverse DPO model) is
+    not built: the teacher is one DPO model.
+    """
+    _check_groups(rewards, mask)
+    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    if outcome_coef:
+        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
+        adv = adv + outcome_coef * outcome.double()[:, None]
+    if teacher_coef:
+        t = _need("teacher_logp", "aligndistil", teacher_logp, mask).double()
+        o = _need("old_logp", "aligndistil", old_logp, mask).double()
+        if distil_weight == 1.0 and shift_cap == 0:
+            star = t  # [N, T] pi* is the DPO model itself (the reference is not read)
+        else:
+            r = _need("ref_logp", "aligndistil", ref_logp, mask).double()
+            shift = distil_weight * (t - r)  # [N, T] w D_t
+            if shift_cap > 0:
+                shift = shift.clamp(-shift_cap, shift_cap)  # [N, T] w_t D_t, w_t = min(w, cap/|D_t|)
+            star = r + shift  # [N, T] log pi*(y_t), unnormalised
+        d = torch.where(mask.bool(), star - o, 0.0)  # [N, T] log pi* - log pi_old on counted tokens
+        if gamma:
+            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] D_t
+        adv = adv + teacher_coef * d
+    return _out(adv, mask)
+
+
+@CREDIT.register(
+    "prime",
+    needs={"implicit_rewards"},
+    bounds={"prm_coef": ">= 0", "outcome_coef": ">= 0", "gamma": "[0, 1]", "eps": ">= 0"},
+)
+def prime(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    implicit_rewards: Tensor | None = None,
+    prm_coef: float = 1.0,
+    outcome_coef: float = 1.0,
+    gamma: float = 1.0,
+    loo: bool = True,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """PRIME's dense credit from an implicit process reward model ("Process Reinforcement through
+    Implicit Rewards"): the token rewards of an online-updated implicit PRM beside the outcome.
+
+    r_{i,t} = beta * (log pi_prm(y_t | s_t) - log pi_ref(y_t | s_t))     (``implicit_rewards`` [N, T])
+    R_{i,t} = sum_{k >= t} gamma^(k-t) r_{i,k}                          (over counted tokens)
+    b_i     = mean_{j != i in the group} sum_k r_{j,k}                 (loo; 0 without it)
+    A_{i,t} = (outcome_coef * A^grpo_i + prm_coef * (R_{i,t} - b_i)) m_{i,t}
+
+    The implicit PRM is the run's ``[prm]`` model, trained online after each policy update on the
+    step's rollouts and the verifier's outcomes (:func:`implicit_prm_loss`); ``implicit_rewards`` are
+    its rewards before this step's update. The abstract gives no advantage formula ("PRIME combines
+    well with various advantage functions"); this is the paper's leave-one-out (RLOO) baseline on the
+    process rewards: every token's reward-to-go minus the mean total implicit reward of the group's
+    other samples (``loo``; at gamma = 1 the first token's term is R_i - mean_{j != i} R_j), and the
+    outcome through grpo's group-normalised advantage (:func:`rlvr.algos.advantages.grpo`, knobs
+    ``scale`` and ``eps``), as in ``opd`` and ``rto``. prm_coef = 0 is grpo's advantage on every
+    counted token (the implicit rewards are then not read). ``loo`` needs G >= 2.
+    """
+    _check_groups(rewards, mask)
+    b, g = rewards.shape
+    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    if outcome_coef:
+        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
+        adv = adv + outcome_coef * outcome.double()[:, None]
+    if prm_coef:
+        r = torch.where(
+            mask.bool(), _need("implicit_rewards", "prime", implicit_rewards, mask).double(), 0.0
+        )
+        togo = _backward_gae(r, torch.zeros_like(r), mask, gamma, 1.0) if gamma else r  # [N, T] R_t
+        if loo:
+            if g < 2:
+                raise ValueError("prime: the leave-one-out baseline needs G >= 2 samples per prompt")
+            total = r.sum(1).view(b, g)  # [B, G] each sample's total implicit reward
+            base = (total.sum(1, keepdim=True) - total) / (g - 1)  # [B, G] mean of the others
+            togo = togo - base.reshape(-1, 1)
+        adv = adv + prm_coef * togo
+    return _out(adv, mask)
+
+
 # ---------------------------------------------------------------- the critic's loss
+
+
+def implicit_prm_loss(
+    prm_logp: Tensor, ref_logp: Tensor, mask: Tensor, labels: Tensor, *, beta: float = 0.05
+) -> Tensor:
+    """PRIME's online loss of the implicit PRM ("Process Reinforcement through Implicit Rewards"): a
+    cross-entropy between the verifier's outcome and the sigmoid of the sequence's implicit reward,
+
+    s_i = beta * sum_t m_{i,t} (log pi_prm(y_t) - log pi_ref(y_t)),
+    L   = mean_i -[y_i log sigma(s_i) + (1 - y_i) log(1 - sigma(s_i))]
+
+    so that beta * (log pi_prm - log pi_ref) of each token is its process reward (the outcome reward
+    is their sum). ``prm_logp`` [N, T] carries the gradient; ``ref_logp`` [N, T] and the outcomes
+    ``labels`` [N] (in [0, 1]) are constants.
+    """
+    _check_mask(mask)
+    if labels.shape != (mask.shape[0],):
+        raise ValueError(f"labels must have shape [N] = ({mask.shape[0]},), got {tuple(labels.shape)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    s = beta * ((prm_logp - ref_logp.detach()) * mask).sum(-1)  # [N]
+    y = labels.detach().to(s.dtype)  # [N]
+    return torch.nn.functional.binary_cross_entropy_with_logits(s, y)
 
 
 def value_loss(

@@ -41,6 +41,9 @@ class Rollout:
     seq_hidden: Tensor | None = None
     """[N, D] the policy's last hidden state (before this step's update) averaged over each
     completion's counted tokens, when an advantage estimator needs it; computed every step."""
+    implicit_rewards: Tensor | None = None
+    """[N, T] beta (log pi_prm - log pi_ref) of the sampled tokens under the implicit PRM (``[prm]``,
+    before this step's PRM update), when a credit assigner needs them; computed every step."""
     attn_mask: Tensor | None = None
     """[N, T] 1 on every real completion-side token the model attends to, when that differs from
     ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""

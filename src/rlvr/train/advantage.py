@@ -2,11 +2,12 @@
 
 :class:`Advantages` is built once per run. Each step it runs the reference's forward (when a KL term
 or a component needs ``ref_logp``), the teacher's (when a credit assigner needs ``teacher_logp``), the
-critic's (``values``) and a no-grad forward of the policy before its update (when a credit assigner
-needs ``sum_pi_sq`` or an estimator ``seq_hidden``), each learner rank on its share of the rows,
-subtracts the KL from the rewards when ``algo.kl_in = 'reward'``, and calls the outcome-level
-estimator (``ADVANTAGES``) or the token-level credit assigner (``CREDIT``) with exactly the optional
-inputs that the component declares in ``needs`` (``rlvr.algos.INPUTS``).
+critic's (``values``), the implicit PRM's (``implicit_rewards``, PRIME) and a no-grad forward of the
+policy before its update (when a credit assigner needs ``sum_pi_sq`` or an estimator
+``seq_hidden``), each learner rank on its share of the rows, subtracts the KL from the rewards when
+``algo.kl_in = 'reward'``, and calls the outcome-level estimator (``ADVANTAGES``) or the token-level
+credit assigner (``CREDIT``) with exactly the optional inputs that the component declares in
+``needs`` (``rlvr.algos.INPUTS``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def credit_inputs(
         "sum_pi_sq": lambda: _need_field(roll, "sum_pi_sq"),  # [N, T]
         "teacher_logp": lambda: _need_field(roll, "teacher_logp"),  # [N, T]
         "ref_logp": lambda: roll.ref_logp,  # [N, T]
+        "implicit_rewards": lambda: _need_field(roll, "implicit_rewards"),  # [N, T]
     }
     return {k: supply[k]() for k in needs}
 
@@ -119,6 +121,8 @@ class Advantages:
         ref: Any = None,
         teacher: Any = None,
         critic: Any = None,
+        prm: Any = None,
+        prm_beta: float = 0.05,
         policy: Any = None,
         kl_in_reward: bool = False,
         temperature: float = 1.0,
@@ -127,6 +131,7 @@ class Advantages:
     ) -> None:
         self.comps, self.reward_weights = comps, reward_weights  # [K]
         self.ref, self.critic, self.kl_in_reward = ref, critic, kl_in_reward
+        self.prm, self.prm_beta = prm, prm_beta  # the implicit PRM ([prm]) and its coefficient
         # the policy's own forward runs only for a component that reads its distribution or states
         self.policy = policy if {"sum_pi_sq", "seq_hidden"} & comps.needs else None
         self.teacher = teacher if "teacher_logp" in comps.needs else None
@@ -148,6 +153,9 @@ class Advantages:
         if self.critic is not None:
             with torch.no_grad():
                 roll.values = split_rows(self.critic, rows_in, self.learners)  # [N, T]
+        if self.prm is not None:  # PRIME's implicit process rewards, before the PRM's update
+            prm_logp = self.frozen_logp(self.prm, rows_in)  # [N, T]
+            roll.implicit_rewards = self.prm_beta * (prm_logp - roll.ref_logp) * roll.mask  # [N, T]
         if "seq_hidden" in self.comps.needs:
             with torch.no_grad(), self.precision():
                 roll.seq_hidden = split_rows(

@@ -33,7 +33,7 @@ class Components:
 
     @property
     def needs_ref(self) -> bool:
-        return bool({"ref_logp", "seq_ref_logp", "kl"} & self.needs)
+        return bool({"ref_logp", "seq_ref_logp", "kl", "implicit_rewards"} & self.needs)
 
 
 def build_components(cfg: Config) -> Components:

@@ -352,6 +352,19 @@ class CriticConfig:
 
 
 @dataclass
+class PrmConfig:
+    enabled: bool = False
+    """Train an implicit process reward model beside the policy (PRIME): a causal LM initialised from
+    the policy's base, whose token reward is beta * (log pi_prm - log pi_ref), fitted online to the
+    verifier's outcomes; it supplies `implicit_rewards` to components that need them (credit =
+    "prime")."""
+    lr: float = bounded(1e-4, "> 0")
+    """The implicit PRM's own AdamW learning rate."""
+    beta: float = bounded(0.05, "> 0")
+    """The implicit reward's coefficient: r_t = beta * (log pi_prm(y_t) - log pi_ref(y_t))."""
+
+
+@dataclass
 class OptimConfig:
     lr: float = bounded(1e-4, "> 0")
     weight_decay: float = bounded(0.0, ">= 0")
@@ -474,6 +487,8 @@ class Config:
     """Demonstration rows beside the policy's samples, for components that read `demo`."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
+    prm: PrmConfig = field(default_factory=PrmConfig)
+    """An implicit PRM trained online beside the policy, for components that read `implicit_rewards`."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -624,8 +639,19 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(
                 f"'algo.{fld}': unknown {reg.kind} {name!r}; valid names: {', '.join(reg.names())}"
             )
+    reads_prm = any("implicit_rewards" in reg.needs(name) for reg, name in chosen.values())
+    if cfg.prm.enabled and not reads_prm:
+        raise ConfigError(
+            "'prm.enabled' trains an implicit PRM for a component that reads implicit_rewards "
+            "(e.g. algo.credit = 'prime'); none of this run's components does"
+        )
     for fld, (reg, name) in chosen.items():
         missing = reg.needs(name) - INPUTS.get(fld, frozenset())
+        if "implicit_rewards" in reg.needs(name) and not cfg.prm.enabled:
+            raise ConfigError(
+                f"'algo.{fld}': {reg.kind} {name!r} needs implicit_rewards from an implicit PRM; "
+                "set prm.enabled = true"
+            )
         if "values" in reg.needs(name) and not cfg.critic.enabled:
             raise ConfigError(
                 f"'algo.{fld}': {reg.kind} {name!r} needs values from a critic; "

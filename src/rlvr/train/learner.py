@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlvr.algos.credit import value_loss
+from rlvr.algos.credit import implicit_prm_loss, value_loss
 from rlvr.algos.kl import adaptive_kl_coef
 from rlvr.algos.weights import IS_CORRECTIONS
 from rlvr.models.lora import checkpointing
@@ -68,10 +68,13 @@ class Learner:
         learners: Learners = SOLO,
         critic: Any = None,
         critic_optimizer: torch.optim.Optimizer | None = None,
+        prm: Any = None,
+        prm_optimizer: torch.optim.Optimizer | None = None,
         precision: Callable[[], Any] | None = None,
     ) -> None:
         self.model, self.opt, self.comps, self.cfg = model, optimizer, comps, cfg
         self.learners, self.critic, self.critic_opt = learners, critic, critic_optimizer
+        self.prm, self.prm_opt = prm, prm_optimizer  # PRIME's implicit PRM ([prm]), or None
         self.precision = precision or contextlib.nullcontext  # the forward only (bfloat16 autocast)
         self.entropy_coef = cfg.algo.entropy_coef  # [schedule] may change it per step
 
@@ -121,13 +124,24 @@ class Learner:
         return out | stats
 
     def update(
-        self, roll: Rollout, est: Estimate, sizes: list[int], gen: torch.Generator, kl_coef: float
+        self,
+        roll: Rollout,
+        est: Estimate,
+        sizes: list[int],
+        gen: torch.Generator,
+        kl_coef: float,
+        correct: Tensor | None = None,
     ) -> dict[str, float]:
-        """The policy's update (and the critic's) on one batch; returns the averaged metrics with
-        ``kl`` (when measured) and ``kl_coef`` (the coefficient this step used)."""
+        """The policy's update (and the critic's, and the implicit PRM's on the verifier's outcomes
+        ``correct`` [N]) on one batch; returns the averaged metrics with ``kl`` (when measured) and
+        ``kl_coef`` (the coefficient this step used)."""
         learned = self.update_policy(roll, est.adv, gen, sizes, kl_coef=kl_coef)
         if self.critic is not None:
             learned.update(self.update_critic(roll, est.returns))
+        if self.prm is not None:
+            if correct is None:
+                raise ValueError("the implicit PRM's update needs the verifier's outcomes (correct)")
+            learned.update(self.update_prm(roll, correct))
         if est.kl is not None:
             learned["kl"] = est.kl
         learned["kl_coef"] = kl_coef
@@ -292,6 +306,38 @@ class Learner:
                 losses.append(float(loss.detach()))
         counted = roll.mask > 0
         return {"value_loss": float(np.mean(losses)), "value_mean": float(roll.values[counted].mean())}
+
+    def update_prm(self, roll: Rollout, correct: Tensor) -> dict[str, float]:
+        """PRIME's online update of the implicit PRM after the policy's: one pass over the step's
+        rollouts in mini-batches, the cross-entropy of :func:`implicit_prm_loss` against the verifier's
+        outcomes ``correct`` [N] (0/1), at the sampling temperature (as ``ref_logp``)."""
+        a, n, prm, opt = self.cfg.algo, len(roll), self.prm, self.prm_opt
+        labels = correct.to(roll.mask.device).float()  # [N]
+        mb = n // a.minibatches
+        losses, accs = [], []
+        for start in range(0, n, mb):
+            idx = torch.arange(start, start + mb, device=roll.mask.device)
+            sub = roll.select(idx)
+            with self.precision():
+                logp, _ = sequence_logp(
+                    prm,
+                    sub.prompt_ids,
+                    sub.prompt_mask,
+                    sub.completion_ids,
+                    sub.attention,
+                    temperature=self.cfg.rollout.temperature,
+                )  # [m, T]
+            logp = logp.float()
+            loss = implicit_prm_loss(logp, sub.ref_logp, sub.mask, labels[idx], beta=self.cfg.prm.beta)
+            opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            loss.backward()
+            if self.cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(prm.parameters(), self.cfg.optim.grad_clip)
+            opt.step()  # type: ignore[union-attr]
+            losses.append(float(loss.detach()))
+            seq = ((logp.detach() - sub.ref_logp) * sub.mask).sum(-1)  # [m] sign of the implicit reward
+            accs.append(float(((seq > 0).float() == labels[idx]).float().mean()))
+        return {"prm_loss": float(np.mean(losses)), "prm_acc": float(np.mean(accs))}
 
 
 class ReferenceResets:

@@ -447,6 +447,15 @@ def setup_run(
             weight_decay=o.weight_decay,
             fused=fused,
         )
+    if cfg.prm.enabled:  # PRIME's implicit PRM: a causal LM from the base, with its own optimizer
+        state.prm = load_model(base, device=device)[0].train()
+        state.prm_optimizer = torch.optim.AdamW(
+            state.prm.parameters(),
+            lr=cfg.prm.lr,
+            betas=(o.beta1, o.beta2),
+            weight_decay=o.weight_decay,
+            fused=fused,
+        )
     state.generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     state.cpu_generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # mini-batch shuffling
     state.kl_coef = cfg.algo.beta

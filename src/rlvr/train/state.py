@@ -2,7 +2,7 @@
 
 One :class:`TrainState` owns the step, the optimizers, every random generator, the task's position,
 the sampler's tracker, the replay buffer, the solution traces, the KL coefficient and the last
-reference reset, the rollouts generating ahead, and the critic. ``state_dict()`` is what
+reference reset, the rollouts generating ahead, the critic and the implicit PRM. ``state_dict()`` is what
 ``trainer_state.pt`` holds and ``load_state_dict()`` puts it back; a piece of state is added by adding
 a field (and, for a new kind of object, one line of :func:`_save` / :func:`_load`).
 """
@@ -74,6 +74,8 @@ class TrainState:
     """A reward-weight controller's state ([reward_weights]): its ``weights`` [K] for the next step."""
     critic: Any = None  # ValueModel
     critic_optimizer: Any = None
+    prm: Any = None  # the implicit PRM ([prm]): a causal LM trained beside the policy
+    prm_optimizer: Any = None
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's ``trainer_state.pt``: one entry per field that is set. Waits for the

@@ -69,6 +69,8 @@ def train(
         ref=run.ref,
         teacher=run.teacher,
         critic=state.critic,
+        prm=state.prm,
+        prm_beta=cfg.prm.beta,
         policy=run.model,
         kl_in_reward=cfg.algo.kl_in == "reward",
         temperature=cfg.rollout.temperature,
@@ -83,6 +85,8 @@ def train(
         learners=run.learners,
         critic=state.critic,
         critic_optimizer=state.critic_optimizer,
+        prm=state.prm,
+        prm_optimizer=state.prm_optimizer,
         precision=run.precision,
     )
     schedule = bind_schedule(  # [schedule]: step-dependent settings, written each step
@@ -112,7 +116,14 @@ def train(
             est = advantages(roll, sizes, state.kl_coef)  # reference and critic forwards, estimator
             run.collector.observe(got, est.adv, step)  # the pool sampler's tracker
             t_learn = time.perf_counter()
-            learned = learner.update(roll, est, sizes, state.cpu_generator, state.kl_coef)  # type: ignore[arg-type]
+            learned = learner.update(
+                roll,
+                est,
+                sizes,
+                state.cpu_generator,  # type: ignore[arg-type]
+                state.kl_coef,
+                correct=got.batch.correct,  # the verifier's outcomes: the implicit PRM's labels
+            )
             state.kl_coef = learner.next_kl_coef(state.kl_coef, learned, len(roll))
             if reset_reference(step):
                 state.ref_step = step
