@@ -168,6 +168,10 @@ def test_the_trainer_supplies_every_declared_input():
         process_rewards=torch.zeros(n, t),  # a step reward's
         sum_pi_sq=torch.full((n, t), 0.4),  # the policy's own forward (optimal_token_baseline)
         teacher_logp=torch.full((n, t), -2.0),  # the teacher's forward (opd)
+        seq_hidden=torch.zeros(n, 5),  # the policy's pooled hidden states (rep_bonus)
+        implicit_rewards=torch.zeros(n, t),  # the implicit PRM's ([prm], prime)
+        demo=torch.zeros(n),  # the demonstration stage's flags (hybrid, rl_plus)
+        demo_group=torch.zeros(n),
     )
     adv_in = advantage_inputs(roll, INPUTS["advantage"], b, g, torch.tensor([1.0, 0.1]))
     assert set(adv_in) == INPUTS["advantage"]
@@ -175,6 +179,7 @@ def test_the_trainer_supplies_every_declared_input():
     torch.testing.assert_close(adv_in["seq_logp"], torch.full((b, g), -1.0))  # 2 tokens x -0.5
     torch.testing.assert_close(adv_in["seq_ref_logp"], torch.full((b, g), -2.0))
     torch.testing.assert_close(adv_in["lengths"], torch.full((b, g), 2.0))
+    assert adv_in["seq_hidden"].shape == (b, g, 5)
     credit_in = credit_inputs(roll, INPUTS["credit"], KL_ESTIMATORS["k1"])
     assert set(credit_in) == INPUTS["credit"]
     torch.testing.assert_close(credit_in["kl"], torch.tensor([[0.5, 0.5, 0.0, 0.0]] * n))  # k1, masked
