@@ -834,6 +834,24 @@ def optimal_token_baseline(
 # ---------------------------------------------------------------- on-policy distillation
 
 
+def _outcome_term(rewards: Tensor, mask: Tensor, coef: float, scale: str, eps: float) -> Tensor:
+    """[N, T] float64: coef * grpo's advantage of ``rewards`` [B, G] on every token of its row (zeros
+    when coef = 0; the mask is applied by the caller's ``_out``): the outcome term of the credit
+    assigners that add a dense token reward to it (opd, rto, aligndistil, prime)."""
+    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
+    if coef:
+        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
+        adv = adv + coef * outcome.double()[:, None]
+    return adv
+
+
+def _to_go(d: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """[N, T] D_t = sum_{k >= t} gamma^(k-t) d_k over the counted tokens of each row (d itself, zero
+    on padding, at gamma = 0)."""
+    d = torch.where(mask.bool(), d, 0.0)  # [N, T]
+    return _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0) if gamma else d
+
+
 @CREDIT.register(
     "opd",
     needs={"old_logp", "teacher_logp"},
@@ -871,17 +889,11 @@ def opd(
     (its inputs may then be None).
     """
     _check_groups(rewards, mask)
-    m = mask.bool()
-    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
-    if outcome_coef:
-        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
-        adv = adv + outcome_coef * outcome.double()[:, None]
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
     if teacher_coef:
         t = _need("teacher_logp", "opd", teacher_logp, mask).double()
         o = _need("old_logp", "opd", old_logp, mask).double()
-        d = torch.where(m, t - o, 0.0)  # [N, T] log pi_T - log pi_old on counted tokens
-        if gamma:
-            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] D_t
+        d = _to_go(t - o, mask, gamma)  # [N, T] D_t of log pi_T - log pi_old on counted tokens
         adv = adv + teacher_coef * d
     return _out(adv, mask)
 
@@ -921,16 +933,11 @@ def rto(
     log-prob is read).
     """
     _check_groups(rewards, mask)
-    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
-    if outcome_coef:
-        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
-        adv = adv + outcome_coef * outcome.double()[:, None]
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
     if rto_beta:
         t = _need("teacher_logp", "rto", teacher_logp, mask).double()
         r = _need("ref_logp", "rto", ref_logp, mask).double()
-        d = torch.where(mask.bool(), t - r, 0.0)  # [N, T] log pi_dpo - log pi_ref on counted tokens
-        if gamma:
-            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] reward-to-go
+        d = _to_go(t - r, mask, gamma)  # [N, T] reward-to-go of log pi_dpo - log pi_ref
         adv = adv + rto_beta * d
     return _out(adv, mask)
 
@@ -988,10 +995,7 @@ def aligndistil(
     not built: the teacher is one DPO model.
     """
     _check_groups(rewards, mask)
-    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
-    if outcome_coef:
-        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
-        adv = adv + outcome_coef * outcome.double()[:, None]
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
     if teacher_coef:
         t = _need("teacher_logp", "aligndistil", teacher_logp, mask).double()
         o = _need("old_logp", "aligndistil", old_logp, mask).double()
@@ -1003,9 +1007,7 @@ def aligndistil(
             if shift_cap > 0:
                 shift = shift.clamp(-shift_cap, shift_cap)  # [N, T] w_t D_t, w_t = min(w, cap/|D_t|)
             star = r + shift  # [N, T] log pi*(y_t), unnormalised
-        d = torch.where(mask.bool(), star - o, 0.0)  # [N, T] log pi* - log pi_old on counted tokens
-        if gamma:
-            d = _backward_gae(d, torch.zeros_like(d), mask, gamma, 1.0)  # [N, T] D_t
+        d = _to_go(star - o, mask, gamma)  # [N, T] D_t of log pi* - log pi_old on counted tokens
         adv = adv + teacher_coef * d
     return _out(adv, mask)
 
@@ -1047,15 +1049,12 @@ def prime(
     """
     _check_groups(rewards, mask)
     b, g = rewards.shape
-    adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
-    if outcome_coef:
-        outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
-        adv = adv + outcome_coef * outcome.double()[:, None]
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
     if prm_coef:
         r = torch.where(
             mask.bool(), _need("implicit_rewards", "prime", implicit_rewards, mask).double(), 0.0
-        )
-        togo = _backward_gae(r, torch.zeros_like(r), mask, gamma, 1.0) if gamma else r  # [N, T] R_t
+        )  # [N, T] on counted tokens
+        togo = _to_go(r, mask, gamma)  # [N, T] R_t
         if loo:
             if g < 2:
                 raise ValueError("prime: the leave-one-out baseline needs G >= 2 samples per prompt")
