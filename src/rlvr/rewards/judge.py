@@ -624,17 +624,21 @@ class PairwiseJudgeReward(JudgeReward):
         return out
 
 
+JUDGE_BOUNDS = {
+    "samples": ">= 1",
+    "temperature": ">= 0",
+    "top_p": "(0, 1]",
+    "max_new_tokens": ">= 1",
+    "max_prompt_tokens": ">= 2",
+    "batch_size": ">= 1",
+    "max_response_chars": ">= 16",
+}
+"""The bounds of the judge's knobs, shared by ``llm_judge`` and ``judge_steps``."""
+
+
 @REWARDS.register(
     "llm_judge",
-    bounds={
-        "samples": ">= 1",
-        "temperature": ">= 0",
-        "top_p": "(0, 1]",
-        "max_new_tokens": ">= 1",
-        "max_prompt_tokens": ">= 2",
-        "batch_size": ">= 1",
-        "max_response_chars": ">= 16",
-    },
+    bounds=JUDGE_BOUNDS,
 )
 def make_llm_judge(
     *,
@@ -864,15 +868,7 @@ class JudgeSteps(StepReward):
 
 @REWARDS.register(
     "judge_steps",
-    bounds={
-        "samples": ">= 1",
-        "temperature": ">= 0",
-        "top_p": "(0, 1]",
-        "max_new_tokens": ">= 1",
-        "max_prompt_tokens": ">= 2",
-        "batch_size": ">= 1",
-        "max_response_chars": ">= 16",
-    },
+    bounds=JUDGE_BOUNDS,
 )
 def make_judge_steps(
     *,
