@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rlvr.models.hf import check_model_dir, quiet_progress_bars
-from rlvr.rewards.steps import StepReward, split_steps
+from rlvr.rewards.steps import StepReward, split_steps, worst_step
 from rlvr.rewards.verifiers import REWARDS, BatchedReward
 
 if TYPE_CHECKING:
@@ -857,11 +857,8 @@ class JudgeSteps(StepReward):
             for p, a, m in zip(prompts, answers, metas, strict=True)
         }
         self._policy = policy
-        r, m = self.step_rewards(prompts, completions)  # [N, S]
-        out: list[float | None] = []
-        for i in range(len(completions)):
-            row = [float(v) for v, on in zip(r[i].tolist(), m[i].tolist(), strict=True) if on]
-            out.append(None if not self._judged[i] else (min(row) if row else 0.0))
+        worst = worst_step(*self.step_rewards(prompts, completions))  # [N]
+        out: list[float | None] = [w if ok else None for w, ok in zip(worst, self._judged, strict=True)]
         self._policy = None
         return out
 

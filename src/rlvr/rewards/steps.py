@@ -36,7 +36,16 @@ __all__ = [
     "make_arith_steps",
     "split_steps",
     "step_token_rewards",
+    "worst_step",
 ]
+
+
+def worst_step(scores: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    """Each completion's outcome as its worst step: min over the counted steps of scores [N, S]
+    (mask [N, S]), 0 for a completion without steps; the outcome of the step rewards that score a
+    completion by its weakest step (``arith_steps``, ``judge_steps``)."""
+    worst = scores.masked_fill(mask == 0, math.inf).amin(dim=1) if scores.shape[1] else scores.sum(1)
+    return [0.0 if math.isinf(v) else float(v) for v in worst.tolist()]  # [N]
 
 
 def split_steps(completion: str, delimiter: str = "\n\n") -> list[str]:
@@ -243,9 +252,7 @@ class ArithSteps(StepReward):
         group_size: int,
         policy: tuple[Any, Any] | None = None,
     ) -> list[float]:
-        r, m = self.step_rewards(prompts, completions)  # [N, S]
-        worst = r.masked_fill(m == 0, math.inf).amin(dim=1) if r.shape[1] else r.sum(dim=1)  # [N]
-        return [0.0 if math.isinf(v) else float(v) for v in worst.tolist()]
+        return worst_step(*self.step_rewards(prompts, completions))
 
 
 @REWARDS.register("arith_steps")
