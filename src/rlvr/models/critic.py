@@ -18,6 +18,15 @@ from rlvr.models.hf import quiet_progress_bars
 __all__ = ["CRITIC_KINDS", "ProbeValue", "ValueModel", "build_critic"]
 
 
+def _zero_head(hidden: int) -> nn.Linear:
+    """A scalar value head hidden -> 1 with weight and bias 0, so the first values are 0 (GAE then
+    starts as the Monte-Carlo return); the head of both critic kinds."""
+    head = nn.Linear(hidden, 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    return head
+
+
 class ValueModel(nn.Module):
     """V(s_t) for every completion token: the backbone of a Hugging Face causal LM (initialised from
     ``path``, usually the policy's base) and a linear head on its last hidden state.
@@ -29,9 +38,7 @@ class ValueModel(nn.Module):
         super().__init__()
         quiet_progress_bars()
         self.backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
-        self.head = nn.Linear(self.backbone.config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = _zero_head(self.backbone.config.hidden_size)
         self.to(device)
 
     def forward(
@@ -83,9 +90,7 @@ class ProbeValue(nn.Module):
 
         self._policy = [policy]  # a list: read, not registered (no policy weights in state_dict)
         self.precision = precision or contextlib.nullcontext
-        self.head = nn.Linear(plain_model(policy).config.hidden_size, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = _zero_head(plain_model(policy).config.hidden_size)
         self.to(device)
 
     def forward(
