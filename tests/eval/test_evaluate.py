@@ -215,7 +215,31 @@ def test_evaluate_matches_a_recount_of_its_samples(micro_model, monkeypatch, n, 
     assert res.entropy == pytest.approx(num / den) and res.entropy > 0
     lengths = torch.cat([r.lengths for r in rolls]).float()
     assert res.mean_length == pytest.approx(float(lengths.mean()))
+    n_ok = sum(map(sum, ok))
+    split = res.length_correct * n_ok + res.length_wrong * (len(problems) * n - n_ok)
+    assert split == pytest.approx(float(lengths.sum()))  # the two means split the same samples
     assert res.voted == [maj_vote(row) for row in answers]
+
+
+def test_lengths_by_outcome_are_the_means_over_correct_and_wrong_samples():
+    # 2 problems x 3 samples, lengths in the order of ok_rows (prompt-major)
+    res = ev.outcome_result(
+        [2, 0],
+        [[True, False, True], [False, False, False]],
+        [["1", "2", "1"], [None, "3", "3"]],
+        n=3,
+        seed=0,
+        lengths=[4.0, 10.0, 6.0, 7.0, 8.0, 9.0],
+        samples=[],
+        entropy=0.1,
+    )
+    assert res.length_correct == 5.0  # (4 + 6) / 2
+    assert res.length_wrong == 8.5  # (10 + 7 + 8 + 9) / 4
+    assert res.mean_length == pytest.approx(44 / 6)
+    none_right = ev.outcome_result(
+        [0], [[False, False]], [[None, None]], n=2, seed=0, lengths=[3.0, 5.0], samples=[], entropy=0.1
+    )
+    assert math.isnan(none_right.length_correct) and none_right.length_wrong == 4.0
 
 
 def maj_vote(row: list[str | None]) -> str | None:

@@ -88,8 +88,9 @@ class EvalResult:
     pass_at / ci: mean unbiased pass@k with its 95% bootstrap interval; maj_at / maj_ci: the same for
     maj@k; correct: per problem, samples out of n the verifier accepted; distinct: per problem,
     distinct final answers among the n samples; voted: per problem, the majority answer of all n
-    samples (None if no sample had one); mean_length: tokens per completion; entropy: mean token
-    entropy in nats (see the module docstring).
+    samples (None if no sample had one); mean_length: tokens per completion; length_correct /
+    length_wrong: the same over the correct / the other samples (nan when there are none); entropy:
+    mean token entropy in nats (see the module docstring).
     """
 
     n: int
@@ -103,6 +104,8 @@ class EvalResult:
     distinct: list[int] = field(default_factory=list)  # [P]
     voted: list[str | None] = field(default_factory=list)  # [P]
     entropy: float = float("nan")
+    length_correct: float = float("nan")
+    length_wrong: float = float("nan")
 
     @property
     def distinct_answers(self) -> float:
@@ -202,6 +205,7 @@ def evaluate(
             prompts = [format_prompt(tokenizer, p.question, messages=p.messages) for p in chunk]
             ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
             per_prompt: list[list[str]] = [[] for _ in chunk]  # [B][n]
+            per_len: list[list[float]] = [[] for _ in chunk]  # [B][n], tokens of each completion
             for g in splits:
                 roll = generate(
                     model,
@@ -215,13 +219,15 @@ def evaluate(
                     generator=gen,
                 )
                 texts = roll.texts(tokenizer)  # [B * g], prompt i owns rows i*g .. i*g + g - 1
+                row_len = roll.lengths.float().tolist()  # [B * g]
                 for i in range(len(chunk)):
                     per_prompt[i].extend(texts[i * g : (i + 1) * g])
-                lengths.extend(roll.lengths.float().tolist())
+                    per_len[i].extend(row_len[i * g : (i + 1) * g])
                 tok_ent = roll.entropy if roll.entropy is not None else -roll.old_logp  # [N, T]
                 ent_sum += float((tok_ent * roll.mask).sum())
                 ent_tokens += float(roll.mask.sum())
             texts = [t for row in per_prompt for t in row]  # [B * n]
+            lengths.extend(x for row in per_len for x in row)  # prompt-major, as ok_rows
             scores = _score_chunk(reward_fn, chunk, texts, n)  # [B * n]
             for i, p in enumerate(chunk):
                 row = [scores[i * n + j] >= 1.0 for j in range(n)]
@@ -268,8 +274,8 @@ def outcome_result(
 ) -> EvalResult:
     """The :class:`EvalResult` of ``n`` samples per problem from their outcomes: ``correct`` [P]
     (correct samples per problem), ``ok_rows`` [P][n] (each sample's verdict) and ``answers`` [P][n]
-    (each sample's final answer or None). pass@k and maj@k for every power of two k <= n, with
-    bootstrap CIs over problems."""
+    (each sample's final answer or None); ``lengths`` [P * n] in the order of ``ok_rows``. pass@k and
+    maj@k for every power of two k <= n, with bootstrap CIs over problems."""
     ks = [2**i for i in range(int(np.log2(n)) + 1)]
     answer_ids = encode_answers(answers) if answers else np.zeros((0, n), dtype=np.int64)  # [P, n]
     ok = np.array(ok_rows, dtype=bool).reshape(len(correct), n)  # [P, n]
@@ -281,6 +287,13 @@ def outcome_result(
         maj = majority_at_k(answer_ids, ok, k).astype(np.float64)  # [P]
         maj_at[k] = float(np.mean(maj))
         maj_ci[k] = bootstrap_ci(maj, seed=seed)
+    lens = np.asarray(lengths, dtype=np.float64)  # [P * n]
+    flat_ok = ok.reshape(-1)  # [P * n]
+    by_outcome = [float("nan"), float("nan")]  # wrong, correct
+    if lens.size == flat_ok.size:
+        for v in (0, 1):
+            sel = lens[flat_ok == bool(v)]
+            by_outcome[v] = float(sel.mean()) if sel.size else float("nan")
     return EvalResult(
         n=n,
         correct=correct,
@@ -293,4 +306,6 @@ def outcome_result(
         distinct=distinct_answers(answer_ids).tolist(),
         voted=[_majority(row) for row in answers],
         entropy=entropy,
+        length_correct=by_outcome[1],
+        length_wrong=by_outcome[0],
     )

@@ -136,7 +136,14 @@ def by_family(problems: list[Any], correct: list[int], n: int) -> dict[str, dict
 
 def eval_record(res: EvalResult) -> dict[str, Any]:
     """What ``eval_before.json`` / ``eval_after.json`` hold."""
-    return {"summary": res.summary(), "correct": res.correct, "n": res.n, "samples": res.samples}
+    return {
+        "summary": res.summary(),
+        "correct": res.correct,
+        "n": res.n,
+        "length_correct": res.length_correct,
+        "length_wrong": res.length_wrong,
+        "samples": res.samples,
+    }
 
 
 def format_eval(label: str, s: dict[str, float]) -> str:
