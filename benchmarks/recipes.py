@@ -69,7 +69,10 @@ def commit() -> str:
             ["git", "rev-parse", "--short=7", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=ROOT.parent,  # the pathspec is relative to the working directory
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except OSError:
         return "unknown"
