@@ -152,6 +152,23 @@ EMBEDDED: dict[str, TinyRecipe] = {
         sft_lr=4e-3,
         sft_warmup=50,
     ),
+    # the teacher of the reasoner's distillation and hybrid benchmarks (benchmarks/teachers.py): the
+    # reasoner's recipe trained longer (3000 SFT steps instead of 1400), so the same tokenizer (its
+    # corpus fields are the reasoner's) and architecture, and a stronger model
+    "reasoner_teacher": TinyRecipe(
+        demos="solutions",
+        mixture=REASONER_MIXTURE,
+        vocab_size=600,
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=384,
+        max_positions=256,
+        sft_steps=3000,
+        sft_batch=8,
+        sft_lr=4e-3,
+        sft_warmup=50,
+    ),
     # the student of the opd recipes: the default's recipe with 60 SFT steps instead of 300, so the
     # same tokenizer (its fields are the default's) and architecture, but a weaker model that the
     # default can teach (held-out chain_sum pass@1 4.0% against the default's 22.2%, 256 problems x
@@ -493,6 +510,7 @@ REFERENCE_WEIGHTS: dict[str, str] = {
     EMBEDDED["default"].key(): "3a3253ae592c2fe5",
     EMBEDDED["calculator"].key(): "a5666575d0679554",
     EMBEDDED["reasoner"].key(): "6c18141726a5b2d0",
+    EMBEDDED["reasoner_teacher"].key(): "ef735142d0cccd8b",
     EMBEDDED["student"].key(): "dc9b783d92703c66",
 }
 """Recipe key -> the first 16 hex digits of the sha256 of ``model.safetensors`` that a portable build

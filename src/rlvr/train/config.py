@@ -127,7 +127,7 @@ class TeacherConfig:
     a run with another tokenizer is refused."""
     embedded: str = ""
     """An embedded tiny model as the teacher when `path` is empty (a name of `model.embedded`:
-    'default', 'calculator', 'reasoner', 'student'). Both empty: no teacher."""
+    'default', 'calculator', 'reasoner', 'reasoner_teacher', 'student'). Both empty: no teacher."""
 
     @property
     def enabled(self) -> bool:
