@@ -183,8 +183,8 @@ def f_crossover(get) -> dict:
         rows.append("")
         rows.append(
             f"At k = {n} ({js[0]['problems']} problems): problems gained {gained}, lost {lost} "
-            f"(seed 0, whose evaluation holds the base); crossover k (smallest k where the base is at or above the trained "
-            f"model) {cross}."
+            f"(seed 0, whose evaluation holds the base); crossover k (smallest k where the base is "
+            f"at or above the trained model) {cross}."
         )
         up, down = shows(d1), shows(dn)
         if up > 0 and (down < 0 or all(c is not None for c in cross)):

@@ -276,7 +276,13 @@ def report(runs: Path, args: Any) -> str:
         else:
             d = paired(a, b, lambda r: learned(r, before)[0])
         lines.append(f"| {claim} ({arm} − {other}, {what}) | {ci(d, nd=1, sign='+')} | {verdict(d)} |")
-    lines.append("")
+    lines += [
+        "",
+        f"The {len(CLAIMS)} claims are each tested at 95% with no correction for their number: if none "
+        f"held, at least one would still show by chance with probability 1 − 0.95^{len(CLAIMS)} = "
+        f"{100 * (1 - 0.95 ** len(CLAIMS)):.0f}%, so a single borderline verdict is weak evidence.",
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 
