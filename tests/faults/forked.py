@@ -93,3 +93,51 @@ class Forked:
     def communicate(self, timeout: float | None = None) -> tuple[str, None]:
         self.wait(timeout)
         return self.output(), None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_ranks(argv: list[str], ranks: int, log_dir: Path, timeout: float = 600) -> int:
+    """`rlvr <argv>` as ``ranks`` learner ranks forked by the fork server, each given the environment
+    torchrun gives its ranks (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); returns 0 when
+    every rank exited 0, else the first non-zero status (the others are killed, as torchrun does).
+    For tests of what the ranks compute; the launch itself (`rlvr train --learners N` -> torchrun) is
+    tested by tests/train/test_scale_runs.py::test_a_killed_learner_rank_stops_the_run_and_it_resumes.
+    Each rank's output goes to ``log_dir``/rank<R>.out (appended to an assertion error on failure)."""
+    import time
+
+    base = {
+        "WORLD_SIZE": str(ranks),
+        "LOCAL_WORLD_SIZE": str(ranks),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
+    procs = [
+        Forked(argv, Path(log_dir) / f"rank{r}.out", {**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+        for r in range(ranks)
+    ]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.poll() for p in procs if p.poll() not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+    codes = [p.poll() for p in procs]
+    bad = [c for c in codes if c != 0]
+    if bad:
+        for r, p in enumerate(procs):
+            print(f"--- rank {r} (exit {codes[r]}) ---\n{p.output()[-4000:]}")
+    return bad[0] if bad else 0

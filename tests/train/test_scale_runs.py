@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.faults.forked import run_ranks
 from tests.train import golden
 
 from rlvr.cli import main
@@ -58,8 +59,8 @@ def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_se
     one-process run whose rollouts come from a Ray worker sample the same tokens from the same seed
     streams and make the same updates."""
     ov = _overrides(micro_base, tmp_path, "train.steps=3")
-    code = main(["train", "--quiet", "--learners", "2", "--run-dir", str(tmp_path / "ddp"), *ov])
-    assert code == 0
+    run = ["train", "--quiet", "--learners", "2", "--run-dir", str(tmp_path / "ddp")]
+    assert run_ranks([*run, *ov], 2, tmp_path / "logs") == 0
     train(load_config("grpo", [*ov, "scale.workers=1"]), run_dir=tmp_path / "ray", progress=False)
     ddp, one = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "ray")
     golden.check("scale/learners2", tmp_path / "ddp")  # as the loop trained before its redesign
@@ -82,9 +83,9 @@ def test_learner_ranks_with_a_rollout_worker_match_one_process(micro_base, tmp_p
     against it, so that run is not repeated here)."""
     ov = _overrides(micro_base, tmp_path, "train.steps=3")
     both = ["train", "--quiet", "--learners", "2", "--workers", "1", "--run-dir", str(tmp_path / "both")]
-    assert main([*both, *ov]) == 0
+    assert run_ranks([*both, *ov], 2, tmp_path / "logs") == 0
     sharded = [*both[:-1], str(tmp_path / "sharded"), "--shard", "fsdp"]
-    assert main([*sharded, *ov]) == 0
+    assert run_ranks([*sharded, *ov], 2, tmp_path / "logs") == 0
     mixed, fsdp = _metrics(tmp_path / "both"), _metrics(tmp_path / "sharded")
     golden.check("scale/learners2_workers1", tmp_path / "both")
     golden.check("scale/learners2_workers1_fsdp", tmp_path / "sharded")
@@ -109,8 +110,9 @@ def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_pa
         "eval.after=true",
     )
     run = ["train", "--quiet", "--learners", "2"]
-    assert main([*run, "--run-dir", str(tmp_path / "plain"), *ov]) == 0
-    assert main([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov]) == 0
+    logs = tmp_path / "logs"
+    assert run_ranks([*run, "--run-dir", str(tmp_path / "plain"), *ov], 2, logs) == 0
+    assert run_ranks([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov], 2, logs) == 0
     plain, fsdp = _metrics(tmp_path / "plain"), _metrics(tmp_path / "fsdp")
     golden.check("scale/learners2_kl_reset_eval", tmp_path / "plain")
     golden.check("scale/fsdp_kl_reset_eval", tmp_path / "fsdp")
@@ -131,7 +133,7 @@ def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_pa
     shutil.copytree(tmp_path / "fsdp", tmp_path / "again")
     shutil.rmtree(tmp_path / "again" / "checkpoints" / "step_3")
     (tmp_path / "again" / "checkpoints" / "latest").write_text("step_2\n")
-    assert main(["train", "--quiet", "--resume", str(tmp_path / "again")]) == 0
+    assert run_ranks(["train", "--quiet", "--resume", str(tmp_path / "again")], 2, logs) == 0
     for ra, rb in zip(fsdp, _metrics(tmp_path / "again"), strict=True):
         for k in ra:
             if k not in TIMING:
