@@ -16,6 +16,7 @@ from rlvr.train.checkpoint import latest_checkpoint
 from rlvr.train.config import load_config
 from rlvr.train.trainer import NonFiniteError, train
 from tests.conftest import micro_run
+from tests.faults.forked import Forked
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -76,6 +77,18 @@ def _spawn(run_dir, micro_base, *args):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _fork(run_dir, micro_base, *args):
+    """As ``_spawn``, in a child of a fork server that has imported the trainer (tests/faults/
+    forked.py): a real process, killed by a real SIGKILL, without ~10 s of imports per start; its
+    output in the run's parent directory (the run directory must not exist before the first start)."""
+    argv = ["train", "--quiet", "--run-dir", str(run_dir), *args]
+    return Forked(argv, run_dir.parent / f"{run_dir.name}.out", env={"PYTHONPATH": str(SRC)})
+
+
+def _output(proc):
+    return proc.output() if isinstance(proc, Forked) else proc.stdout.read()
+
+
 def _wait_for_steps(run_dir, n, proc, timeout=120):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -83,7 +96,7 @@ def _wait_for_steps(run_dir, n, proc, timeout=120):
         if path.exists() and len(path.read_text().splitlines()) >= n:
             return
         if proc.poll() is not None:
-            raise AssertionError(f"process ended early: {proc.stdout.read()}")
+            raise AssertionError(f"process ended early: {_output(proc)}")
         time.sleep(0.02)
     raise AssertionError("timed out waiting for training steps")
 
@@ -107,13 +120,13 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(micro_base, tmp_path):
     train(load_config("grpo", over), run_dir=tmp_path / "ref", progress=False)
     reference = _metrics(tmp_path / "ref")
     run = tmp_path / "run"
-    proc = _spawn(run, micro_base, *over)
+    proc = _fork(run, micro_base, *over)
     _wait_for_steps(run, 5, proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.wait(timeout=60)
     done = latest_checkpoint(run)
     assert done is not None and int(done.name.split("_")[1]) >= 4
-    resumed = _spawn(run, micro_base, "--resume", str(run))
+    resumed = _fork(run, micro_base, "--resume", str(run))
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     rows = _metrics(run)
@@ -137,7 +150,7 @@ def test_ten_kills_at_random_moments_lose_nothing_saved(micro_base, tmp_path):
 
     def start():
         first = not (run / "config.toml").exists()
-        return _spawn(run, micro_base, *(over if first else ["--resume", str(run)]))
+        return _fork(run, micro_base, *(over if first else ["--resume", str(run)]))
 
     steps_seen = []
     for _ in range(10):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.faults.forked import run_ranks
 from tests.train import golden
 
 from rlvr.cli import main
@@ -43,38 +44,55 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+COMPARED = ("reward_mean", "response_length", "loss", "grad_norm", "adv_std")
+
+
+def _same_steps(rows: list[dict], want: list[dict]) -> None:
+    assert len(rows) == len(want) == 3
+    for a, b in zip(rows, want, strict=True):
+        for key in COMPARED:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+
+
 def test_two_learner_ranks_match_one_rollout_worker(micro_base, tmp_path, ray_session):
-    """`rlvr train --learners 2` (torchrun, gloo; each rank generates half of the prompts), a
-    one-process run whose rollouts come from a Ray worker, and both together sample the same tokens
-    from the same seed streams and make the same updates."""
+    """`rlvr train --learners 2` (torchrun, gloo; each rank generates half of the prompts) and a
+    one-process run whose rollouts come from a Ray worker sample the same tokens from the same seed
+    streams and make the same updates."""
     ov = _overrides(micro_base, tmp_path, "train.steps=3")
-    code = main(["train", "--quiet", "--learners", "2", "--run-dir", str(tmp_path / "ddp"), *ov])
-    assert code == 0
+    run = ["train", "--quiet", "--learners", "2", "--run-dir", str(tmp_path / "ddp")]
+    assert run_ranks([*run, *ov], 2, tmp_path / "logs") == 0
     train(load_config("grpo", [*ov, "scale.workers=1"]), run_dir=tmp_path / "ray", progress=False)
-    # both at once: rank 0 drives a Ray worker and shares its rollouts with rank 1
-    both = ["train", "--quiet", "--learners", "2", "--workers", "1", "--run-dir", str(tmp_path / "both")]
-    assert main([*both, *ov]) == 0
-    # and with the policy sharded: rank 0 sends the weights that every rank helped gather
-    sharded = [*both[:-1], str(tmp_path / "sharded"), "--shard", "fsdp"]
-    assert main([*sharded, *ov]) == 0
-    ddp, one, mixed, fsdp = (_metrics(tmp_path / d) for d in ("ddp", "ray", "both", "sharded"))
+    ddp, one = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "ray")
     golden.check("scale/learners2", tmp_path / "ddp")  # as the loop trained before its redesign
     golden.check("scale/workers1", tmp_path / "ray")
-    golden.check("scale/learners2_workers1", tmp_path / "both")
-    golden.check("scale/learners2_workers1_fsdp", tmp_path / "sharded")
-    assert len(ddp) == len(one) == len(mixed) == len(fsdp) == 3
-    for a, b, c, d in zip(ddp, one, mixed, fsdp, strict=True):
-        for key in ("reward_mean", "response_length", "loss", "grad_norm", "adv_std"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
-            assert c[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (c["step"], key)
-            assert d[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (d["step"], key)
-        assert b["worker_restarts"] == 0 and c["worker_restarts"] == 0 and d["worker_restarts"] == 0
+    _same_steps(ddp, one)
+    assert all(b["worker_restarts"] == 0 for b in one)
     assert ddp[-1]["grad_norm"] > 0  # the updates did something
     # the ranks' checkpoints are rank 0's: one model, equal to the one-process run's
     w_ddp = torch.load(
         tmp_path / "ddp" / "checkpoints" / "step_3" / "trainer_state.pt", weights_only=False
     )
     assert w_ddp["step"] == 3
+
+
+def test_learner_ranks_with_a_rollout_worker_match_one_process(micro_base, tmp_path):
+    """Both at once: rank 0 drives a Ray worker and shares its rollouts with rank 1; and with the
+    policy sharded, rank 0 sends the weights that every rank helped gather. Both make the steps of
+    the one-process run with a Ray worker (its golden record:
+    test_two_learner_ranks_match_one_rollout_worker checks that run
+    against it, so that run is not repeated here)."""
+    ov = _overrides(micro_base, tmp_path, "train.steps=3")
+    both = ["train", "--quiet", "--learners", "2", "--workers", "1", "--run-dir", str(tmp_path / "both")]
+    assert run_ranks([*both, *ov], 2, tmp_path / "logs") == 0
+    sharded = [*both[:-1], str(tmp_path / "sharded"), "--shard", "fsdp"]
+    assert run_ranks([*sharded, *ov], 2, tmp_path / "logs") == 0
+    mixed, fsdp = _metrics(tmp_path / "both"), _metrics(tmp_path / "sharded")
+    golden.check("scale/learners2_workers1", tmp_path / "both")
+    golden.check("scale/learners2_workers1_fsdp", tmp_path / "sharded")
+    one = golden.load_golden()["scale/workers1"]["metrics"]
+    _same_steps(mixed, one)
+    _same_steps(fsdp, one)
+    assert all(r["worker_restarts"] == 0 for r in [*mixed, *fsdp])
 
 
 def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_path):
@@ -92,8 +110,9 @@ def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_pa
         "eval.after=true",
     )
     run = ["train", "--quiet", "--learners", "2"]
-    assert main([*run, "--run-dir", str(tmp_path / "plain"), *ov]) == 0
-    assert main([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov]) == 0
+    logs = tmp_path / "logs"
+    assert run_ranks([*run, "--run-dir", str(tmp_path / "plain"), *ov], 2, logs) == 0
+    assert run_ranks([*run, "--shard", "fsdp", "--run-dir", str(tmp_path / "fsdp"), *ov], 2, logs) == 0
     plain, fsdp = _metrics(tmp_path / "plain"), _metrics(tmp_path / "fsdp")
     golden.check("scale/learners2_kl_reset_eval", tmp_path / "plain")
     golden.check("scale/fsdp_kl_reset_eval", tmp_path / "fsdp")
@@ -114,7 +133,7 @@ def test_sharded_learners_match_plain_ones_and_resume_exactly(micro_base, tmp_pa
     shutil.copytree(tmp_path / "fsdp", tmp_path / "again")
     shutil.rmtree(tmp_path / "again" / "checkpoints" / "step_3")
     (tmp_path / "again" / "checkpoints" / "latest").write_text("step_2\n")
-    assert main(["train", "--quiet", "--resume", str(tmp_path / "again")]) == 0
+    assert run_ranks(["train", "--quiet", "--resume", str(tmp_path / "again")], 2, logs) == 0
     for ra, rb in zip(fsdp, _metrics(tmp_path / "again"), strict=True):
         for k in ra:
             if k not in TIMING:
