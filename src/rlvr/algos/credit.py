@@ -934,13 +934,13 @@ def srpo(
     run on the row's completion after its prompt with the hint appended). The abstract gives no
     formula: the token signal is the sampled-token estimate of the reverse KL to the self-teacher
     (as ``opd``, not SDPO's full logit-level divergence), and the weight is rlvr's simplest rule
-    faithful to it (a softmax-free exp(-beta H), normalised to mean 1 over the routed tokens, so a
-    batch whose teacher is uncertain everywhere keeps its scale while its confident positions count
-    more). route = 1 is SRPO's routing (a routed row carries no GRPO advantage); entropy_scale = 0
-    gives uniform weights (SDPO's signal on failed rows); distill_coef = 0 and route = 0 is exactly
-    grpo's advantage broadcast over the counted tokens (the self-teacher's inputs are then not read).
-    Rows with h_i = 0 (correct rows, failed rows without a solution to condition on) keep grpo's
-    advantage.
+    faithful to it (exp(-entropy_scale H), normalised to mean 1 over the batch's routed tokens: the
+    distillation keeps its overall scale, and its confident positions and rows count more than its
+    uncertain ones). route = 1 is SRPO's routing (a routed row carries no GRPO advantage);
+    entropy_scale = 0 gives uniform weights (SDPO's signal on failed rows); distill_coef = 0 and
+    route = 0 is exactly grpo's advantage broadcast over the counted tokens (the self-teacher's
+    inputs are then not read). Rows with h_i = 0 (correct rows, failed rows without a solution to
+    condition on) keep grpo's advantage.
     """
     _check_groups(rewards, mask)
     adv = _outcome_term(rewards, mask, 1.0, scale, eps)  # [N, T] grpo on every token
