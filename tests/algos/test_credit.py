@@ -133,6 +133,7 @@ def test_registered_names_and_needs():
         "vps_progress",
         "aligndistil",
         "prime",
+        "srpo",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}
@@ -948,6 +949,9 @@ def _call(name, rewards, mask, ids):
         "teacher_logp": torch.full((n, t), math.log(0.25)),
         "ref_logp": torch.full((n, t), math.log(0.4)),
         "implicit_rewards": torch.full((n, t), 0.01),
+        "self_teacher_logp": torch.full((n, t), math.log(0.6)),
+        "self_teacher_entropy": torch.full((n, t), 0.5),
+        "self_teacher_mask": (torch.arange(n) % 2).float(),  # [N] every other row routed
         "turn": (mask > 0).long(),  # one model turn over the counted tokens
         "turn_rewards": torch.zeros(n, 1),
         "turn_states": torch.ones(n, 1, dtype=torch.long),

@@ -170,6 +170,9 @@ def test_the_trainer_supplies_every_declared_input():
         teacher_logp=torch.full((n, t), -2.0),  # the teacher's forward (opd)
         seq_hidden=torch.zeros(n, 5),  # the policy's pooled hidden states (rep_bonus)
         implicit_rewards=torch.zeros(n, t),  # the implicit PRM's ([prm], prime)
+        self_teacher_logp=torch.full((n, t), -0.25),  # the self-teacher's forward (srpo)
+        self_teacher_entropy=torch.zeros(n, t),
+        self_teacher_mask=torch.ones(n),
         demo=torch.zeros(n),  # the demonstration stage's flags (hybrid, rl_plus)
         demo_group=torch.zeros(n),
     )

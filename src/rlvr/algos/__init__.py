@@ -78,6 +78,12 @@ INPUTS: dict[str, frozenset[str]] = {
             # [N, T] beta (log pi_prm - log pi_ref) of each sampled token under the online implicit
             # PRM ([prm], PRIME; loads a reference), before this step's PRM update
             "implicit_rewards",
+            # [N, T] log pi_self(y_t | x + hint, y_<t): the policy before the update, run on the
+            # row's completion after its prompt with a correct solution appended ([self_teacher];
+            # one extra no-grad forward of the policy over the hinted rows); old_logp on other rows
+            "self_teacher_logp",
+            "self_teacher_entropy",  # [N, T] that forward's entropy per position (0 on other rows)
+            "self_teacher_mask",  # [N] 1 on the rows that got a hint (failed, with a solution)
         }
     ),
     # token weights: mask -> weights [N, T] that multiply any objective's per-token loss

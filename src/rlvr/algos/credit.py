@@ -60,6 +60,7 @@ __all__ = [
     "rto",
     "segment_ids",
     "spo_segment",
+    "srpo",
     "tree_td",
     "turn_grpo",
     "value_loss",
@@ -895,6 +896,72 @@ def opd(
         o = _need("old_logp", "opd", old_logp, mask).double()
         d = _to_go(t - o, mask, gamma)  # [N, T] D_t of log pi_T - log pi_old on counted tokens
         adv = adv + teacher_coef * d
+    return _out(adv, mask)
+
+
+@CREDIT.register(
+    "srpo",
+    needs={"old_logp", "self_teacher_logp", "self_teacher_entropy", "self_teacher_mask"},
+    bounds={"distill_coef": ">= 0", "route": "[0, 1]", "entropy_scale": ">= 0", "eps": ">= 0"},
+)
+def srpo(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    self_teacher_logp: Tensor | None = None,
+    self_teacher_entropy: Tensor | None = None,
+    self_teacher_mask: Tensor | None = None,
+    distill_coef: float = 1.0,
+    route: float = 1.0,
+    entropy_scale: float = 1.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """Sample-Routed Policy Optimization ("Unifying Group-Relative and Self-Distillation Policy
+    Optimization via Sample Routing"): correct samples keep GRPO's outcome advantage, failed samples
+    are routed to self-distillation (SDPO), the policy itself conditioned on a correct solution as
+    the teacher, with an entropy-aware weight that suppresses unreliable (high-entropy) teacher
+    positions.
+
+    h_i     = self_teacher_mask_i  (1: a failed row whose prompt got a correct solution as a hint)
+    d_{i,t} = log pi_self(y_t | x + hint_i, y_<t) - log pi_old(y_t | x, y_<t)
+    u_{i,t} = exp(-entropy_scale * H_self_{i,t})        (H_self: the self-teacher's entropy at t)
+    w_{i,t} = u_{i,t} / mean of u over the routed counted tokens of the batch (h_i m_{i,t} = 1)
+    A_{i,t} = ((1 - route * h_i) * A^grpo_i + distill_coef * h_i * w_{i,t} * d_{i,t}) m_{i,t}
+
+    The self-teacher's inputs come from the trainer (``[self_teacher]``: the policy before the update,
+    run on the row's completion after its prompt with the hint appended). The abstract gives no
+    formula: the token signal is the sampled-token estimate of the reverse KL to the self-teacher
+    (as ``opd``, not SDPO's full logit-level divergence), and the weight is rlvr's simplest rule
+    faithful to it (exp(-entropy_scale H), normalised to mean 1 over the batch's routed tokens: the
+    distillation keeps its overall scale, and its confident positions and rows count more than its
+    uncertain ones). route = 1 is SRPO's routing (a routed row carries no GRPO advantage);
+    entropy_scale = 0 gives uniform weights (SDPO's signal on failed rows); distill_coef = 0 and
+    route = 0 is exactly grpo's advantage broadcast over the counted tokens (the self-teacher's
+    inputs are then not read). Rows with h_i = 0 (correct rows, failed rows without a solution to
+    condition on) keep grpo's advantage.
+    """
+    _check_groups(rewards, mask)
+    adv = _outcome_term(rewards, mask, 1.0, scale, eps)  # [N, T] grpo on every token
+    if not (distill_coef or route):
+        return _out(adv, mask)
+    h = self_teacher_mask
+    if h is None or h.shape != mask.shape[:1]:
+        raise ValueError(
+            f"srpo needs 'self_teacher_mask' [N] with N = {mask.shape[0]} rows, got "
+            f"{None if h is None else tuple(h.shape)}"
+        )
+    h = h.detach().double().to(mask.device)[:, None]  # [N, 1]
+    adv = adv * (1.0 - route * h)
+    if distill_coef:
+        t = _need("self_teacher_logp", "srpo", self_teacher_logp, mask).double()
+        o = _need("old_logp", "srpo", old_logp, mask).double()
+        ent = _need("self_teacher_entropy", "srpo", self_teacher_entropy, mask).double()
+        routed = mask.bool() & h.bool()  # [N, T] the distilled tokens
+        u = torch.exp(-entropy_scale * ent).masked_fill(~routed, 0.0)  # [N, T]
+        w = u / (u.sum() / routed.sum()).clamp(min=1e-12) if routed.any() else u  # [N, T] mean 1
+        adv = adv + distill_coef * w * torch.where(routed, t - o, 0.0)
     return _out(adv, mask)
 
 

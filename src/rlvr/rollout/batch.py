@@ -44,6 +44,13 @@ class Rollout:
     implicit_rewards: Tensor | None = None
     """[N, T] beta (log pi_prm - log pi_ref) of the sampled tokens under the implicit PRM (``[prm]``,
     before this step's PRM update), when a credit assigner needs them; computed every step."""
+    self_teacher_logp: Tensor | None = None
+    """[N, T] the policy's log-probs (before this step's update) of each failed row's tokens after its
+    prompt with a correct solution appended (``[self_teacher]``); ``old_logp`` on rows without one."""
+    self_teacher_entropy: Tensor | None = None
+    """[N, T] the entropy of that forward at each position; 0 on rows without a hint."""
+    self_teacher_mask: Tensor | None = None
+    """[N] 1.0 on the rows that got a hinted context, 0.0 elsewhere."""
     attn_mask: Tensor | None = None
     """[N, T] 1 on every real completion-side token the model attends to, when that differs from
     ``mask``: in a multi-turn episode the environment's tokens are attended to but not trained on."""

@@ -22,10 +22,11 @@ from torch import Tensor
 
 from rlvr.rollout import Rollout, sequence_logp
 from rlvr.rollout.logprobs import pooled_hidden
-from rlvr.train.batch import buckets
+from rlvr.train.batch import Batch, buckets
 from rlvr.train.components import Components
 from rlvr.train.config import ConfigError
 from rlvr.train.scale import SOLO, Learners, split_rows
+from rlvr.train.self_teacher import hints, self_teacher_forward
 
 __all__ = ["Advantages", "Estimate", "advantage_inputs", "credit_inputs", "token_inputs"]
 
@@ -63,6 +64,9 @@ def credit_inputs(
         "teacher_logp": lambda: _need_field(roll, "teacher_logp"),  # [N, T]
         "ref_logp": lambda: roll.ref_logp,  # [N, T]
         "implicit_rewards": lambda: _need_field(roll, "implicit_rewards"),  # [N, T]
+        "self_teacher_logp": lambda: _need_field(roll, "self_teacher_logp"),  # [N, T]
+        "self_teacher_entropy": lambda: _need_field(roll, "self_teacher_entropy"),  # [N, T]
+        "self_teacher_mask": lambda: _need_field(roll, "self_teacher_mask"),  # [N]
     }
     return {k: supply[k]() for k in needs}
 
@@ -128,6 +132,8 @@ class Advantages:
         temperature: float = 1.0,
         learners: Learners = SOLO,
         precision: Callable[[], Any] | None = None,
+        tokenizer: Any = None,
+        self_teacher: Any = None,
     ) -> None:
         self.comps, self.reward_weights = comps, reward_weights  # [K]
         self.ref, self.critic, self.kl_in_reward = ref, critic, kl_in_reward
@@ -137,14 +143,20 @@ class Advantages:
         self.teacher = teacher if "teacher_logp" in comps.needs else None
         self.temperature, self.learners = temperature, learners
         self.precision = precision or contextlib.nullcontext  # bfloat16 autocast, or nothing
+        # [self_teacher] (source, template): the policy on hinted prompts, for a component that reads it
+        self.self_teacher = self_teacher if "self_teacher_logp" in comps.needs else None
+        self.tokenizer = tokenizer
+        if self.self_teacher is not None:
+            self.policy = policy
 
-    def forwards(self, roll: Rollout) -> None:
+    def forwards(self, roll: Rollout, batch: Batch | None = None) -> None:
         """Set ``roll.ref_logp`` and ``roll.values`` [N, T] where the run has a reference or a critic,
         ``roll.teacher_logp`` [N, T] (the frozen teacher's log-probs of the sampled tokens) and
         ``roll.sum_pi_sq`` [N, T] (sum_v pi_old(v|s_t)^2, the policy before this step's update) and
         ``roll.seq_hidden`` [N, D] (the policy's pooled last hidden state) where a component needs
         them, the log-probs at the sampling temperature; each learner rank runs its share of the
-        rows."""
+        rows. With ``[self_teacher]``, also the self-teacher's inputs of ``batch`` (whose rollout
+        ``roll`` is): :func:`rlvr.train.self_teacher.self_teacher_forward`."""
         rows_in = (roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.attention)
         if self.ref is not None:
             roll.ref_logp = self.frozen_logp(self.ref, rows_in)  # [N, T]
@@ -161,6 +173,20 @@ class Advantages:
                 roll.seq_hidden = split_rows(
                     lambda *x: pooled_hidden(self.policy, *x), rows_in, self.learners
                 )  # [N, D]
+        if self.self_teacher is not None:
+            if batch is None:
+                raise ValueError("the self-teacher's forward needs the batch (problems, verdicts)")
+            st = self.self_teacher
+            self_teacher_forward(
+                self.policy,
+                self.tokenizer,
+                batch,
+                roll,
+                hints(batch, source=st.source, template=st.template),
+                temperature=self.temperature,
+                learners=self.learners,
+                precision=self.precision,
+            )
         if "sum_pi_sq" in self.comps.needs:
             with torch.no_grad(), self.precision():
                 roll.sum_pi_sq = split_rows(
@@ -181,9 +207,12 @@ class Advantages:
                 self.learners,
             )  # [N, T]
 
-    def __call__(self, roll: Rollout, sizes: list[int], kl_coef: float) -> Estimate:
-        """The advantages of ``roll`` (groups of ``sizes``) after its frozen forwards."""
-        self.forwards(roll)
+    def __call__(
+        self, roll: Rollout, sizes: list[int], kl_coef: float, batch: Batch | None = None
+    ) -> Estimate:
+        """The advantages of ``roll`` (groups of ``sizes``; the rollout of ``batch``, which only the
+        self-teacher's forward reads) after its frozen forwards."""
+        self.forwards(roll, batch)
         scored = roll.rewards  # [N] what the advantage sees
         kl_seen = None
         if self.ref is not None and self.kl_in_reward and kl_coef > 0:

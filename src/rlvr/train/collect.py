@@ -94,6 +94,9 @@ class ReplayStage:
                 entropy=None,
                 sum_pi_sq=None,
                 teacher_logp=None,
+                self_teacher_logp=None,
+                self_teacher_entropy=None,
+                self_teacher_mask=None,
                 greedy_rewards=None,
                 seq_hidden=None,
             )  # recomputed (the baseline stage's greedy rewards too: a later step's weights)

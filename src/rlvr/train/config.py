@@ -257,6 +257,22 @@ class DemosConfig:
 
 
 @dataclass
+class SelfTeacherConfig:
+    """The policy as its own teacher (`[self_teacher]`): when a chosen component reads
+    `self_teacher_logp` (e.g. algo.credit = "srpo"), each failed row whose group has a correct
+    sample (or whose problem has a worked solution) is scored once more by the policy before its
+    update: the same completion tokens after the row's chat prompt with `template` appended to the
+    question. Other rows keep `old_logp` (no signal) and `self_teacher_mask` = 0."""
+
+    source: str = "auto"
+    """The solution a failed row is conditioned on: 'group' (the first correct sample of its group),
+    'solution' (the problem's worked solution: its `solution` field, else the task's solver in
+    `rlvr.data.solutions.SOLVERS`), or 'auto' (the group's correct sample, else the worked solution)."""
+    template: str = "A correct solution, for reference:\n{solution}"
+    """The hint appended to the question (on a new line); `{solution}` is replaced by the solution."""
+
+
+@dataclass
 class ScoringConfig:
     workers: int = bounded(0, ">= 0", note="(0: in the trainer's process)")
     """Processes that run the per-sample reward functions; 0: in the trainer's process."""
@@ -485,6 +501,8 @@ class Config:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     demos: DemosConfig = field(default_factory=DemosConfig)
     """Demonstration rows beside the policy's samples, for components that read `demo`."""
+    self_teacher: SelfTeacherConfig = field(default_factory=SelfTeacherConfig)
+    """The self-teacher's contexts, for components that read `self_teacher_logp` (SRPO)."""
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     prm: PrmConfig = field(default_factory=PrmConfig)
@@ -553,6 +571,43 @@ def _check_bounds(obj: Any, where: str = "") -> None:
                 f"{path!r} = {value!r} is out of range; expected {expected}"
                 + (f" {note}" if note else "")
             )
+
+
+def _validate_self_teacher(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> None:
+    """[self_teacher]: its source and template, a component that reads it, and what it cannot run
+    with (the contexts are the plain chat prompts of the policy's completions, scored in-process)."""
+    st = cfg.self_teacher
+    if st.source not in ("auto", "group", "solution"):
+        raise ConfigError(
+            f"'self_teacher.source' = {st.source!r}; expected 'auto', 'group' or 'solution'"
+        )
+    try:
+        st.template.format(solution="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"'self_teacher.template' = {st.template!r} is not a template with only '{{solution}}' "
+            f"({type(err).__name__}: {err}); write literal braces as '{{{{' and '}}}}'"
+        ) from None
+    if "{solution}" not in st.template:
+        raise ConfigError(
+            f"'self_teacher.template' = {st.template!r} must contain '{{solution}}', where the "
+            "correct solution goes"
+        )
+    readers = [n for reg, n in chosen.values() if "self_teacher_logp" in reg.needs(n)]
+    if not readers:
+        if st != SelfTeacherConfig():
+            raise ConfigError(
+                "[self_teacher] is set but no chosen component reads the self-teacher's log-probs "
+                f"({', '.join(n for _, n in chosen.values())}); choose one that does (e.g. "
+                "algo.credit = 'srpo') or leave [self_teacher] at its defaults"
+            )
+        return
+    if cfg.task.source == "env" or cfg.scale.shard == "fsdp" or cfg.guidance.strategy:
+        raise ConfigError(
+            f"{readers[0]!r} reads the self-teacher's log-probs, a forward of the whole policy on "
+            "the plain chat prompts of the batch: not with multi-turn episodes (task.source = "
+            "'env'), a sharded policy (scale.shard = 'fsdp') or guidance (guidance.strategy)"
+        )
 
 
 def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> None:
@@ -704,6 +759,7 @@ def validate(cfg: Config) -> Config:
                     f"of {rows} sequences splits the groups of G = {r.samples_per_prompt}"
                 )
     _validate_demos(cfg, chosen)
+    _validate_self_teacher(cfg, chosen)
     if cfg.teacher.enabled and not any("teacher_logp" in reg.needs(n) for reg, n in chosen.values()):
         raise ConfigError(
             f"[teacher] is set ({cfg.teacher.describe()}) but no chosen component reads a teacher's "

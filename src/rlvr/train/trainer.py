@@ -76,6 +76,8 @@ def train(
         temperature=cfg.rollout.temperature,
         learners=run.learners,
         precision=run.precision,
+        tokenizer=run.tokenizer,
+        self_teacher=cfg.self_teacher,
     )
     learner = Learner(
         run.model,
@@ -113,7 +115,7 @@ def train(
             reward_weights.observe(got.batch.parts)  # the next step's weights
             roll, sizes = got.batch.roll, got.batch.sizes
             off_policy = learner.correct_stale(roll, step)  # asynchronous rollouts' weights
-            est = advantages(roll, sizes, state.kl_coef)  # reference and critic forwards, estimator
+            est = advantages(roll, sizes, state.kl_coef, got.batch)  # frozen forwards, estimator
             run.collector.observe(got, est.adv, step)  # the pool sampler's tracker
             t_learn = time.perf_counter()
             learned = learner.update(
