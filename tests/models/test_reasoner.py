@@ -97,7 +97,7 @@ def test_cli_base_embedded_flag(monkeypatch, tmp_path, capsys):
     assert f"base model: {tmp_path}" in capsys.readouterr().out
     assert main(["base", "--embedded", "nope"]) == 2
     assert (
-        "--embedded 'nope'; valid names: default, calculator, reasoner, student"
+        "--embedded 'nope'; valid names: default, calculator, reasoner, reasoner_teacher, student"
         in capsys.readouterr().out
     )
 
