@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,22 @@ REASONER_MIXTURE: dict[str, dict[str, Any]] = {
 }
 """The task mixture of the ``reasoner`` base (and of the ``reasoner_grpo`` recipe's ``task.mixture``)."""
 
+_REASONER = TinyRecipe(
+    demos="solutions",
+    mixture=REASONER_MIXTURE,
+    vocab_size=600,
+    hidden_size=128,
+    num_layers=4,
+    num_heads=4,
+    intermediate_size=384,
+    max_positions=256,
+    sft_steps=1400,
+    sft_batch=8,
+    sft_lr=4e-3,
+    sft_warmup=50,
+)
+"""The recipe of the embedded ``reasoner`` base; ``reasoner_teacher`` is the same, trained longer."""
+
 EMBEDDED: dict[str, TinyRecipe] = {
     "default": TinyRecipe(),
     # the tool base of the calculator environment: chain sums of 3 two-digit terms, which the
@@ -138,37 +154,11 @@ EMBEDDED: dict[str, TinyRecipe] = {
     # bigger numbers, more Euclid divisions or prime factors) take more lines
     # (0.9 M parameters, 4 layers of 128; 1400 steps of 8 packed rows of 256 tokens; 480 steps gave
     # 8.2% held-out pass@1, 800 steps 11.9%, 1400 steps 23.8% with pass@16 76.6%)
-    "reasoner": TinyRecipe(
-        demos="solutions",
-        mixture=REASONER_MIXTURE,
-        vocab_size=600,
-        hidden_size=128,
-        num_layers=4,
-        num_heads=4,
-        intermediate_size=384,
-        max_positions=256,
-        sft_steps=1400,
-        sft_batch=8,
-        sft_lr=4e-3,
-        sft_warmup=50,
-    ),
+    "reasoner": _REASONER,
     # the teacher of the reasoner's distillation and hybrid benchmarks (benchmarks/teachers.py): the
     # reasoner's recipe trained longer (3000 SFT steps instead of 1400), so the same tokenizer (its
     # corpus fields are the reasoner's) and architecture, and a stronger model
-    "reasoner_teacher": TinyRecipe(
-        demos="solutions",
-        mixture=REASONER_MIXTURE,
-        vocab_size=600,
-        hidden_size=128,
-        num_layers=4,
-        num_heads=4,
-        intermediate_size=384,
-        max_positions=256,
-        sft_steps=3000,
-        sft_batch=8,
-        sft_lr=4e-3,
-        sft_warmup=50,
-    ),
+    "reasoner_teacher": replace(_REASONER, sft_steps=3000),
     # the student of the opd recipes: the default's recipe with 60 SFT steps instead of 300, so the
     # same tokenizer (its fields are the default's) and architecture, but a weaker model that the
     # default can teach (held-out chain_sum pass@1 4.0% against the default's 22.2%, 256 problems x
