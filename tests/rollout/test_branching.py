@@ -240,3 +240,31 @@ def test_tree_td_finds_the_branching_tree():
     a = [2 / 3, -1 / 3, -1 / 3]
     want = torch.tensor([[x] * 5 + [2 * x] + [x] * 2 for x in a])
     assert torch.allclose(adv.float(), want, atol=1e-6)
+
+
+def test_branch_pos_is_where_each_row_left_its_parent():
+    # depth 2, as above: rows 1 (from row 0 at c = 5), 2 (from row 0 at c = 2), 3 (from row 2 at
+    # c = 5); the 3 further rows are i.i.d. (the branches run out of uncertain tokens)
+    roll = _position_rollout([7], roots=1, width=1, top_k=2, depth=2)
+    assert roll.branch_pos.tolist() == [0, 5, 2, 5, 0, 0, 0]
+    ids = roll.completion_ids.tolist()
+    for k, t in enumerate(roll.branch_pos.tolist()):  # the copied prefix is an earlier row's
+        assert t == 0 or any(ids[j][:t] == ids[k][:t] for j in range(k))
+    assert roll.select(torch.tensor([3, 1])).branch_pos.tolist() == [5, 5]
+
+
+def test_cat_gives_rows_of_an_unbranched_part_branch_pos_zero():
+    tree = _position_rollout([3])  # branch_pos [0, 5, 5]
+    flat = _position_rollout([2], roots=2)  # roots >= G: generate's own rollout, no branch_pos
+    assert flat.branch_pos is None
+    both = type(tree).cat([tree, flat])
+    assert both.branch_pos.tolist() == [0, 5, 5, 0, 0]
+    assert type(tree).cat([flat, flat]).branch_pos is None
+
+
+def test_copied_tokens_metric_counts_the_branches_shared_prefixes():
+    from rlvr.train.metrics import _copied
+
+    roll = _position_rollout([3, 3])  # per group: a root and two branches at position 5
+    assert _copied(roll, lambda t: t) == {"copied_tokens": 20.0}
+    assert _copied(_position_rollout([2], roots=2), lambda t: t) == {}

@@ -68,6 +68,10 @@ class Rollout:
     """[N] 1.0 on every row of a group that has a demonstration row (the demonstration included)."""
     is_weight: Tensor | None = None
     """[N, T] truncated importance weights of rollouts from older weights (asynchronous training)."""
+    branch_pos: Tensor | None = None
+    """[N] long: the position t at which a branched row left the row it grew from (its first t tokens
+    are that row's, copied, not sampled again; ``rlvr.rollout.branching``); 0 on a root or an i.i.d.
+    row. None when nothing branched."""
     policy_version: int = 0
     """Updates the generating weights had received (asynchronous rollouts lag the learner)."""
 
@@ -128,6 +132,12 @@ class Rollout:
             if all(v is None for v in vals):
                 out[f.name] = None
                 continue
+            if f.name == "branch_pos":  # a part that did not branch: every row is a root
+                vals = [
+                    torch.zeros(len(x), dtype=torch.long) if v is None else v
+                    for x, v in zip(rolls, vals, strict=True)
+                ]
+                vals = [v.to(next(u for u in vals if u is not None).device) for v in vals]
             if any(v is None for v in vals):
                 raise ValueError(f"Rollout.cat: {f.name!r} is set in some parts only")
             value = pad_id if f.name in ("prompt_ids", "completion_ids") else 0

@@ -214,4 +214,5 @@ def _assemble(
         lengths=lengths,
         finish=[row.finish for row in rows],
         group=group,
+        branch_pos=torch.tensor([row.first - 1 for row in rows], device=device),  # [N]
     )

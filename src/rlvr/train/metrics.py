@@ -14,6 +14,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
+from rlvr.rollout.batch import Rollout
 from rlvr.train.batch import Batch, buckets, group_rows
 from rlvr.train.config import Config, ConfigError
 from rlvr.utils import append_jsonl, console, fsync_file
@@ -54,7 +55,17 @@ def batch_metrics(batch: Batch, adv: Tensor, names: list[str], shaped: bool) -> 
         "response_length": float(pick(roll.lengths.float()).mean()),
         "truncated_frac": _truncated(roll.finish, own),
         **teacher,
+        **_copied(roll, pick),
     }
+
+
+def _copied(roll: Rollout, pick: Any) -> dict[str, float]:
+    """With branched rollouts, ``copied_tokens``: the tokens of the policy's rows that were copied
+    from the row they branched from rather than sampled (the sampler generated ``response_length``
+    x rows - ``copied_tokens`` tokens); nothing without branching."""
+    if roll.branch_pos is None:
+        return {}
+    return {"copied_tokens": float(pick(roll.branch_pos.to(roll.lengths.device)).sum())}
 
 
 def _truncated(finish: list[str], own: Tensor | slice) -> float:
