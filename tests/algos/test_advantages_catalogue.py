@@ -539,3 +539,73 @@ def test_passk_larger_k_pushes_failures_less():
 def test_passk_k_above_g_raises():
     with pytest.raises(ValueError, match="pass_k must be in"):
         passk(torch.rand(2, 4), pass_k=5)
+
+
+# ---------------------------------------------------------------- oreal
+
+
+def test_oreal_hand_values():
+    oreal = ADVANTAGES["oreal"]
+    # BIN success rates .25, .5, .75: positives 1, negatives -p / (1 - p) = -1/3, -1, -3
+    want = torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3], [1.0, 1.0, -1.0, -1.0], [1.0, 1.0, 1.0, -3.0]])
+    close(oreal(BIN), want)
+    # negative_coef .5 halves the negatives only: -1/6, -.5, -1.5
+    want = torch.tensor([[1.0, -1 / 6, -1 / 6, -1 / 6], [1.0, 1.0, -0.5, -0.5], [1.0, 1.0, 1.0, -1.5]])
+    close(oreal(BIN, negative_coef=0.5), want)
+    # accept_reward .5 on [.6, .2, 1, 0]: positives .6 and 1, p = .5 -> negatives -1
+    r = torch.tensor([[0.6, 0.2, 1.0, 0.0]])
+    close(oreal(r, accept_reward=0.5), torch.tensor([[1.0, -1.0, 1.0, -1.0]]))
+    # no positive: p = 0, all 0; no negative: all 1 (raft's BC)
+    r = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert torch.equal(oreal(r), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("accept", [1.0, 0.5])
+def test_oreal_negative_coef_zero_is_raft_to_the_bit(accept):
+    r = torch.rand(6, 8, generator=torch.Generator().manual_seed(21))
+    r[:3] = (r[:3] > 0.5).float()  # binary groups beside continuous ones
+    got = ADVANTAGES["oreal"](r, accept_reward=accept, negative_coef=0.0)
+    assert torch.equal(got, ADVANTAGES["raft"](r, accept_reward=accept))
+    # and the negatives' reshaping never touches the positives' BC weight
+    got = ADVANTAGES["oreal"](r, accept_reward=accept, negative_coef=2.5)
+    pos = r >= accept
+    assert torch.equal(got[pos], torch.ones(int(pos.sum())))
+
+
+def test_oreal_equals_loop_and_sums_to_zero():
+    r = _rand_binary(7, 6, 22)
+    out = ADVANTAGES["oreal"](r, negative_coef=0.7)
+    for i in range(7):
+        p = sum(float(x) for x in r[i]) / 6
+        for j in range(6):
+            want = 1.0 if r[i, j] >= 1 else -0.7 * p / (1 - p)
+            assert float(out[i, j]) == pytest.approx(want, abs=1e-6)
+    # negative_coef = 1: every group's advantages sum to zero (GRPO's centring, negatives only)
+    close(ADVANTAGES["oreal"](r).sum(1)[(r.sum(1) > 0)], torch.zeros(int((r.sum(1) > 0).sum())))
+
+
+def test_oreal_negatives_gradient_points_the_positives_way():
+    # a categorical policy over 5 answers, answers 0 and 1 correct: the exact expected gradient
+    # E-[A grad log pi] of the objective from the negatives alone is a positive multiple of the
+    # positives' BC gradient E+[grad log pi]: E- = -p/(1-p) E+ and A = -p/(1-p), so (p/(1-p))^2
+    logits = torch.tensor([0.3, -0.2, 0.5, 0.1, -0.4], requires_grad=True)
+    correct = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])
+    pi = torch.softmax(logits, 0).detach()
+    p = float((pi * correct).sum())
+    a_neg = -p / (1 - p)
+
+    def grad(weights):
+        (g,) = torch.autograd.grad(
+            (pi * weights * torch.log_softmax(logits, 0)).sum(), logits, retain_graph=True
+        )
+        return g
+
+    g_pos = grad(correct / p)  # E+[grad log pi]
+    g_neg = grad((1 - correct) * a_neg / (1 - p))  # E-[A grad log pi]
+    close(g_neg, g_pos * (p / (1 - p)) ** 2)
+    assert float(g_pos.norm()) > 0.1
+    assert ADVANTAGES.needs("oreal") == frozenset()
+    from rlvr.registry import KnobError
+
+    with pytest.raises(KnobError):
+        ADVANTAGES.check_knobs("oreal", {"negative_coef": -0.1})

@@ -12,7 +12,7 @@ from rlvr.algos import OBJECTIVES
 from rlvr.algos.objectives import ppo_clip
 from rlvr.registry import KnobError
 
-hybrid, rl_plus = OBJECTIVES["hybrid"], OBJECTIVES["rl_plus"]
+hybrid, rl_plus, calibrl = OBJECTIVES["hybrid"], OBJECTIVES["rl_plus"], OBJECTIVES["calibrl"]
 
 
 def _batch(seed: int = 0, n: int = 6, t: int = 4):
@@ -153,3 +153,146 @@ def test_rl_plus_errors():
     for bad in ({"demo_prob": 0.0}, {"demo_prob": 1.5}, {"explore_gamma": -1.0}):
         with pytest.raises(KnobError):
             OBJECTIVES.check_knobs("rl_plus", bad)
+
+
+# ---------------------------------------------------------------- calibrl (expert-calibrated term)
+
+
+def _calib_batch(seed: int = 4):
+    """Two groups of 3 samples + 1 demonstration (rows 3 and 7), and a group of 2 without one."""
+    logp, old, adv, mask = _batch(seed=seed, n=10, t=4)
+    demo = torch.zeros(10)
+    demo[[3, 7]] = 1.0
+    demo_group = torch.tensor([1.0] * 8 + [0.0] * 2)
+    group = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    mask[7, 2:] = 0  # a short demonstration: its mean stands in past its end
+    return logp, old, adv, mask, demo, demo_group, group
+
+
+def test_calibrl_hand_values_and_gradient():
+    # group 0: rows 0, 1 samples, row 2 its demonstration; row 3 a group without one. ratio 1 on the
+    # samples, so ppo_clip = -A. The demonstration's old log-probs e = log(.5), log(.25).
+    old = torch.log(torch.tensor([[0.25, 0.5], [0.25, 0.5], [0.5, 0.25], [0.5, 0.5]]))
+    lp = old.clone()
+    adv = torch.tensor([2.0, -1.0, 3.0, 0.5])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    demo, dgroup = torch.tensor([0.0, 0.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 0.0])
+    group = torch.tensor([0, 0, 0, 1])
+    x = lp.clone().requires_grad_()
+    out = calibrl(x, old, adv, mask, demo=demo, demo_group=dgroup, group=group)
+    ln2 = math.log(2)
+    # row 0 (A = 2): logp - e = log(.25/.5), log(.5/.25) = -ln2, ln2; z = -(logp - e) = ln2, -ln2
+    #   -> LeakyReLU(., .5) = ln2, -ln2/2 -> 0.1 * 2 * that: .2 ln2, -.1 ln2
+    # row 1 (A = -1): z = +(logp - e) = log .25 - log .5 = -ln2 -> -ln2/2 -> 0.1 * 1 * that
+    # row 2 (the demonstration): 0; row 3 (no demonstration in its group): -A
+    want = torch.tensor(
+        [[-2.0 + 0.2 * ln2, -2.0 - 0.1 * ln2], [1.0 - 0.05 * ln2, 0.0], [0.0, 0.0], [-0.5, -0.5]]
+    )
+    torch.testing.assert_close(out, want)
+    out.sum().backward()
+    # d/dlogp: ppo's -A (ratio 1) plus 0.1 |A| (slope 1 or .5) dz/dlogp, dz/dlogp = -sign(A)
+    grad = torch.tensor([[-2.0 - 0.2, -2.0 - 0.1], [1.0 + 0.05, 0.0], [0.0, 0.0], [-0.5, -0.5]])
+    torch.testing.assert_close(x.grad, grad)
+    # a demonstration that ends after its first token: e past its end is its mean, log .5
+    short = mask.clone()
+    short[2, 1] = 0
+    out = calibrl(lp, old, adv, short, demo=demo, demo_group=dgroup, group=group)
+    # row 0, t = 1 (A = 2): z = -(log .5 - log .5) = 0 -> no calibration term: -2
+    torch.testing.assert_close(out[0], torch.tensor([-2.0 + 0.2 * ln2, -2.0]))
+
+
+def test_calibrl_without_demonstrations_or_with_coef_zero_is_ppo_clip_to_the_bit():
+    logp, old, adv, mask, demo, demo_group, group = _calib_batch()
+    zero = torch.zeros(len(adv))
+    cases = [
+        (zero, zero, {}),
+        (zero, zero, {"guide_slope": 1.0, "clip_high": 0.28}),
+        (demo, demo_group, {"guide_coef": 0.0}),
+        (demo, demo_group, {"guide_coef": 0.0, "clip_low": 0.1}),
+    ]
+    for d, dg, knobs in cases:
+        a = logp.clone().requires_grad_()
+        b = logp.clone().requires_grad_()
+        got = calibrl(a, old, adv, mask, demo=d, demo_group=dg, group=group, **knobs)
+        clip = {k: v for k, v in knobs.items() if k.startswith("clip")}
+        ref = ppo_clip(b, old, adv, mask * (1 - d)[:, None], **clip)  # the samples' tokens
+        assert torch.equal(got, ref)
+        got.sum().backward()
+        ref.sum().backward()
+        assert torch.equal(a.grad, b.grad)
+
+
+def test_calibrl_slope_one_is_a_reinforce_term():
+    # LeakyReLU with slope 1 is the identity: the term is -A (logp - e), gradient -coef * A
+    logp, old, adv, mask, demo, demo_group, group = _calib_batch(seed=5)
+    a = logp.clone().requires_grad_()
+    b = logp.clone().requires_grad_()
+    calibrl(
+        a,
+        old,
+        adv,
+        mask,
+        demo=demo,
+        demo_group=demo_group,
+        group=group,
+        guide_slope=1.0,
+        guide_coef=0.3,
+    ).sum().backward()
+    own = mask * (1 - demo)[:, None]
+    ppo_clip(b, old, adv, own).sum().backward()
+    guided = own * demo_group[:, None]  # [N, T] the samples of the demonstrated groups
+    torch.testing.assert_close(a.grad, b.grad - 0.3 * adv[:, None] * guided)
+
+
+def test_calibrl_equals_group_by_group_loop():
+    logp, old, adv, mask, demo, demo_group, group = _calib_batch(seed=6)
+    knobs = {"guide_coef": 0.4, "guide_slope": 0.2}
+    whole = calibrl(logp, old, adv, mask, demo=demo, demo_group=demo_group, group=group, **knobs)
+    for g in group.unique().tolist():
+        r = group == g
+        one = calibrl(
+            logp[r],
+            old[r],
+            adv[r],
+            mask[r],
+            demo=demo[r],
+            demo_group=demo_group[r],
+            group=group[r],
+            **knobs,
+        )
+        torch.testing.assert_close(whole[r], one)
+    # a plain loop over tokens for the first group
+    e = old[3]
+    for i in range(3):
+        for t in range(4):
+            if mask[i, t] == 0:
+                assert whole[i, t] == 0
+                continue
+            ratio = math.exp(float(logp[i, t] - old[i, t]))
+            a_ = float(adv[i])
+            ppo = -min(ratio * a_, min(max(ratio, 0.8), 1.2) * a_)
+            z = -math.copysign(1.0, a_) * float(logp[i, t] - e[t])
+            leaky = z if z >= 0 else 0.2 * z
+            assert float(whole[i, t]) == pytest.approx(ppo + 0.4 * abs(a_) * leaky, abs=1e-5)
+    assert torch.equal(whole[3], torch.zeros(4)) and torch.equal(whole[7], torch.zeros(4))
+
+
+def test_calibrl_errors():
+    logp, old, adv, mask, demo, demo_group, group = _calib_batch()
+    with pytest.raises(ValueError, match="needs `group`"):
+        calibrl(logp, old, adv, mask, demo=demo, demo_group=demo_group)
+    with pytest.raises(ValueError, match="group must be"):
+        calibrl(logp, old, adv, mask, demo=demo, demo_group=demo_group, group=group[:3])
+    with pytest.raises(ValueError, match="needs `demo_group`"):
+        calibrl(logp, old, adv, mask, demo=demo, group=group)
+    r = slice(0, 3)  # group 0 without its demonstration row (a micro-batch that split the group)
+    with pytest.raises(ValueError, match="without their demonstration row"):
+        calibrl(logp[r], old[r], adv[r], mask[r], demo=demo[r], demo_group=demo_group[r], group=group[r])
+    two = demo.clone()
+    two[2] = 1.0
+    with pytest.raises(ValueError, match="more than one demonstration"):
+        calibrl(logp, old, adv, mask, demo=two, demo_group=demo_group, group=group)
+    for bad in ({"guide_coef": -0.1}, {"guide_slope": 1.5}, {"guide_slope": -0.5}):
+        with pytest.raises(KnobError):
+            OBJECTIVES.check_knobs("calibrl", bad)
+    assert OBJECTIVES.needs("calibrl") == {"demo", "demo_group", "group"}

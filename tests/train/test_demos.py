@@ -153,6 +153,23 @@ def test_without_demonstrations_the_recipe_trains_as_reasoner_grpo(
     assert not golden.differences(runs["reasoner_grpo"], runs[name], rel=0.0, abs_=0.0)
 
 
+def test_calibrl_expert_without_demonstrations_trains_as_its_advantage_alone(
+    micro_base, tmp_path, dense_reward
+):
+    """No problem has a demonstration (source 'field'): the expert term has no baseline, and the
+    run is reasoner_grpo with calibrl's advantage and ppo_clip, number for number."""
+    runs = {}
+    cases = (
+        ("reasoner_grpo", ["algo.advantage='calibrl'"]),
+        ("calibrl_expert", ["demos.source='field'"]),
+    )
+    for recipe, extra in cases:
+        cfg = load_config(recipe, micro_run(micro_base, *golden.RECIPE_RUN, *dense_reward, *extra))
+        train(cfg, run_dir=tmp_path / recipe, progress=False)
+        runs[recipe] = _record(tmp_path / recipe)
+    assert not golden.differences(runs["reasoner_grpo"], runs["calibrl_expert"], rel=0.0, abs_=0.0)
+
+
 def test_demos_config_is_refused_where_it_cannot_work():
     with pytest.raises(ConfigError, match=r"\[demos\] is set but no chosen component reads"):
         load_config("grpo", ["demos.max_success=0.0"])
@@ -167,6 +184,8 @@ def test_demos_config_is_refused_where_it_cannot_work():
     with pytest.raises(ConfigError, match="its size varies"):
         load_config("rl_plus", ["scale.learners=2"])
     load_config("hpt", ["algo.micro_batches=4"])  # micro-batches split the rows of one update
+    with pytest.raises(ConfigError, match=r"'calibrl' compares each sample .* algo\.micro_batches = 1"):
+        load_config("calibrl_expert", ["algo.micro_batches=2"])
     load_config("grpo")  # the defaults with no reader: fine
 
 

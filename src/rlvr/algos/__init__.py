@@ -8,7 +8,7 @@ keyword argument; :data:`INPUTS` lists, per kind, the optional inputs the traine
 from rlvr.algos.advantages import ADVANTAGES
 from rlvr.algos.aggregation import AGGREGATIONS
 from rlvr.algos.credit import CREDIT
-from rlvr.algos.hybrid import hybrid as _hybrid  # noqa: F401  (registers hybrid, rl_plus)
+from rlvr.algos.hybrid import hybrid as _hybrid  # noqa: F401  (registers hybrid, rl_plus, calibrl)
 from rlvr.algos.kl import KL_ESTIMATORS
 from rlvr.algos.objectives import OBJECTIVES
 from rlvr.algos.reward_weights import REWARD_WEIGHTS

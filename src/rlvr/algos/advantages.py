@@ -589,6 +589,39 @@ def raft(rewards: Tensor, *, accept_reward: float = 1.0) -> Tensor:
     return (rewards.float() >= accept_reward).float()
 
 
+@ADVANTAGES.register("oreal", bounds={"negative_coef": ">= 0"})
+def oreal(rewards: Tensor, *, accept_reward: float = 1.0, negative_coef: float = 1.0) -> Tensor:
+    """OREAL's outcome advantage ("Exploring the Limit of Outcome Reward for Learning Mathematical
+    Reasoning", Lyu et al. 2025): behaviour cloning on the group's positives, and the negatives'
+    reward reshaped by the group's success rate so that their gradient points the positives' way.
+
+    c_ij = 1[r_ij >= accept_reward]                (a positive: accepted, as in ``raft``)
+    p_i  = mean_j c_ij                             (the group's success rate)
+    A_ij = 1                                       if c_ij = 1   (BC on the positive)
+    A_ij = -negative_coef * p_i / (1 - p_i)        if c_ij = 0   (the reshaped negative)
+
+    Why this form: Σ_y π(y) ∇log π(y) = 0 splits into p E+[∇log π] + (1 - p) E-[∇log π] = 0, so a
+    negative pushed down with weight w adds w p/(1 - p) E+[∇log π] in expectation: the positives'
+    own direction (gradient consistency), whatever w. w = p/(1 - p) is GRPO's ratio of negative to
+    positive advantage, (r - p) / (1 - p): the mean subtraction applied to the negatives only while
+    the positives keep BC's weight 1, which is how the paper contrasts its shaping with GRPO's;
+    negative_coef = 1 makes each group's advantages sum to zero. The paper's exact reshaping
+    function is not reproduced here (its text was not available to us): the p/(1 - p) form and the
+    ``negative_coef`` knob are rlvr's. ``negative_coef = 0`` is ``raft`` exactly. A group with no
+    positive has p = 0 and zero advantage; one with no negative is all 1 (raft's BC). The paper's
+    token-level importance weights, from a trained token-level reward model, are not part of it.
+    """
+    _check(rewards)
+    pos = rewards.float() >= accept_reward  # [B, G]
+    adv = pos.float()  # [B, G] raft's BC weight on the positives
+    if negative_coef == 0:
+        return adv
+    p = adv.mean(dim=1, keepdim=True)  # [B, 1] success rate
+    # (1 - p) >= 1/G wherever a negative exists; the clamp only guards the groups without one
+    neg = -negative_coef * p / (1.0 - p).clamp(min=1.0 / rewards.shape[1])  # [B, 1]
+    return torch.where(pos, adv, neg.expand_as(adv))  # [B, G]
+
+
 # ---------------------------------------------------------------- exploration: selection and blending
 
 

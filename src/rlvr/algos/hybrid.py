@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rlvr.algos.objectives import OBJECTIVES, _masked_mean, _per_token, ppo_clip
 
-__all__ = ["hybrid", "rl_plus"]
+__all__ = ["calibrl", "hybrid", "rl_plus"]
 
 
 def _flags(demo: Tensor | None, who: str, n: int, name: str = "demo") -> Tensor:
@@ -142,3 +143,106 @@ def rl_plus(
             stats["mis_ratio_mean"] = _masked_mean(ratio, demo_mask).item()
             stats["explore_weight_mean"] = _masked_mean(explore, demo_mask).item()
     return torch.where(is_demo, off, rl)
+
+
+def _demo_baseline(
+    old_logp: Tensor, mask: Tensor, group: Tensor, is_demo: Tensor, rows: Tensor, who: str
+) -> Tensor:
+    """e [N, T]: on each row in ``rows`` [N] (bool), the old log-prob its group's demonstration row
+    gave the token at the same position; past the demonstration's last counted token, that row's
+    mean over its counted tokens. 0 on the other rows."""
+    d = is_demo[:, 0].nonzero().squeeze(1)  # [K] the demonstration rows
+    dg = group[d]  # [K] their groups
+    if dg.unique().numel() != dg.numel():
+        raise ValueError(f"{who}: a group has more than one demonstration row (groups {dg.tolist()})")
+    match = group[:, None] == dg[None, :]  # [N, K]
+    lost = rows & ~match.any(dim=1)  # [N]
+    if bool(lost.any()):
+        raise ValueError(
+            f"{who}: rows of the demonstrated groups {group[lost].unique().tolist()} came without "
+            "their demonstration row: the objective compares each sample with its group's "
+            "demonstration, so a call (a micro-batch) must hold whole groups"
+        )
+    dm = mask[d]  # [K, T]
+    de = old_logp[d].detach()  # [K, T]
+    mean = (de * dm).sum(-1) / dm.sum(-1).clamp(min=1)  # [K]
+    base = torch.where(dm > 0, de, mean[:, None])  # [K, T]
+    which = match.float().argmax(dim=1)  # [N] each row's demonstration (0 where none: masked below)
+    return torch.where(rows[:, None], base[which], torch.zeros_like(old_logp))  # [N, T]
+
+
+@OBJECTIVES.register(
+    "calibrl",
+    needs={"demo", "demo_group", "group"},
+    bounds={
+        "guide_coef": ">= 0",
+        "guide_slope": "[0, 1]",
+        "clip_low": "[0, 1)",
+        "clip_high": ">= 0",
+    },
+)
+def calibrl(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    demo: Tensor | None = None,
+    demo_group: Tensor | None = None,
+    group: Tensor | None = None,
+    guide_coef: float = 0.1,
+    guide_slope: float = 0.5,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """CalibRL's expert-calibrated term ("Controllable Exploration in Hybrid-Policy RLVR for
+    Multi-Modal Reasoning"): the expert's demonstration is a baseline the policy's samples are
+    measured against, not a target to imitate. Per token t of row i,
+
+        sample of the policy:  L_t = ppo_clip_t + guide_coef * |A_i| * LeakyReLU(z_t; guide_slope)
+                               z_t = -sign(A_i) * (log pi_theta(y_t) - e_t)
+                               (the second term only in a group with a demonstration)
+        demonstration:         L_t = 0
+
+    e_t is the policy's log-prob, before the update, of the demonstration's token at the same
+    position t (past the demonstration's end: its mean over its tokens). A sample better than its
+    group (A > 0) is pushed up at slope 1 while the policy is less sure of its token than of the
+    expert's, and at ``guide_slope`` once it is surer (an overconfident update, moderated but kept
+    in its direction); a worse one (A < 0) is pushed down at slope 1 while the policy is surer of it
+    than of the expert's token, at ``guide_slope`` after. LeakyReLU(z; a) = z if z >= 0, else a z.
+
+    Read from the authors' released code (not copied): the position-aligned baseline, |A| as the
+    weight, the demonstration row left out of the loss, slope 0.5 and coefficient 0.1 are theirs.
+    rlvr's own choices: the sign of A_i stands for the sample's correctness (the same for binary
+    rewards in a mixed group; A = 0 leaves the term out), the demonstration's mean past its end,
+    and the demonstration's reward joining its group's advantage statistics (the ``[demos]`` stage;
+    the authors' estimator leaves it out). guide_coef = 0, or a batch without demonstrations, is
+    ppo_clip to the bit on the policy's samples; guide_slope = 1 makes the term linear, -A (log pi -
+    e), whose gradient is REINFORCE's -A grad log pi (the expert then shifts the loss, not its
+    gradient).
+    """
+    n = logp.shape[0]
+    is_demo = _flags(demo, "calibrl", n)  # [N, 1]
+    in_demo_group = _flags(demo_group, "calibrl", n, "demo_group")  # [N, 1]
+    if group is None:
+        raise ValueError("calibrl needs `group` [N] (each row's prompt index)")
+    if group.shape != (n,):
+        raise ValueError(f"calibrl: group must be [N] = [{n}], got {tuple(group.shape)}")
+    own = mask * (~is_demo)  # [N, T] the policy's sampled tokens
+    loss = ppo_clip(logp, old_logp, adv, own, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    guided_rows = (in_demo_group & ~is_demo)[:, 0]  # [N] samples whose group has a demonstration
+    if guide_coef != 0 and bool(guided_rows.any()):
+        e = _demo_baseline(old_logp, mask, group, is_demo, guided_rows, "calibrl")  # [N, T]
+        a = _per_token(adv, logp)  # [N, T]
+        z = -torch.sign(a) * (logp - e)  # [N, T]
+        guided = a.abs() * F.leaky_relu(z, negative_slope=guide_slope)  # [N, T]
+        where = (own > 0) & guided_rows[:, None]  # [N, T]
+        guided = torch.where(where, guided, torch.zeros_like(guided))  # [N, T]
+        loss = loss + guide_coef * guided
+        if stats is not None:
+            with torch.no_grad():
+                counted = where.float()  # [N, T]
+                stats["guide_loss"] = _masked_mean(guided, counted).item()
+                stats["guide_damped_frac"] = _masked_mean((z < 0).float(), counted).item()
+    return torch.where(is_demo, torch.zeros_like(loss), loss)

@@ -630,6 +630,13 @@ def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> Non
             "completions with the whole policy: not with multi-turn episodes (task.source = 'env') "
             "or a sharded policy (scale.shard = 'fsdp')"
         )
+    paired = [n for reg, n in chosen.values() if {"demo", "group"} <= reg.needs(n)]
+    if paired and cfg.algo.micro_batches > 1:
+        raise ConfigError(
+            f"'algo.micro_batches' = {cfg.algo.micro_batches}: {paired[0]!r} compares each sample "
+            "with its group's demonstration row, so a micro-batch must hold whole groups of G + 1 "
+            "rows, which a split of the varying batch does not keep; set algo.micro_batches = 1"
+        )
     if cfg.algo.minibatches > 1 or cfg.scale.learners > 1:
         raise ConfigError(
             f"{readers[0]!r} reads demonstration rows, which make a step's batch B*G plus one row "
