@@ -134,6 +134,7 @@ def test_registered_names_and_needs():
         "aligndistil",
         "prime",
         "srpo",
+        "scope",
     }
     assert CREDIT["gae"] is gae and CREDIT["rover"] is rover
     assert CREDIT.needs("gae") == {"values"}

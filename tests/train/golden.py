@@ -202,6 +202,8 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("algo.accept_reward=0.5")
     if data.get("rollout", {}).get("branching") and data["rollout"].get("branch_roots", 2) >= 4:
         extra.append("rollout.branch_roots=2")  # the micro group has 4 samples: still a tree
+    if "correct_at" in algo:  # SCOPE's correct / wrong routing at the dense reward's midpoint
+        extra.append("algo.correct_at=0.5")
     if "adora_lambda" in algo:  # ADORA's correct / wrong split at the dense reward's midpoint
         extra.append("algo.success_reward=0.5")
     if data.get("rollout", {}).get("samples_per_prompt") == 1:  # one rollout per prompt (mssr)

@@ -58,6 +58,7 @@ __all__ = [
     "reinforce_pp_token",
     "rover",
     "rto",
+    "scope",
     "segment_ids",
     "spo_segment",
     "srpo",
@@ -838,7 +839,7 @@ def optimal_token_baseline(
 def _outcome_term(rewards: Tensor, mask: Tensor, coef: float, scale: str, eps: float) -> Tensor:
     """[N, T] float64: coef * grpo's advantage of ``rewards`` [B, G] on every token of its row (zeros
     when coef = 0; the mask is applied by the caller's ``_out``): the outcome term of the credit
-    assigners that add a dense token reward to it (opd, rto, aligndistil, prime)."""
+    assigners that add a dense token reward to it (opd, rto, aligndistil, prime, scope)."""
     adv = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)  # [N, T]
     if coef:
         outcome = grpo(rewards.detach().float(), eps=eps, scale=scale).reshape(-1)  # [N]
@@ -962,6 +963,99 @@ def srpo(
         u = torch.exp(-entropy_scale * ent).masked_fill(~routed, 0.0)  # [N, T]
         w = u / (u.sum() / routed.sum()).clamp(min=1e-12) if routed.any() else u  # [N, T] mean 1
         adv = adv + distill_coef * w * torch.where(routed, t - o, 0.0)
+    return _out(adv, mask)
+
+
+def _mean_logp(x: Tensor, mask: Tensor) -> Tensor:
+    """[N] float64 mean of ``x`` [N, T] over the counted tokens of each row (0 for a row without
+    any): -log of the row's perplexity when ``x`` holds log-probs."""
+    m = mask.bool()
+    return torch.where(m, x.double(), 0.0).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def _path_weights(score: Tensor, member: Tensor, tau: float) -> Tensor:
+    """[B, G] float64 w_i = n_b * softmax_{j in P_b}(score_j / tau)_i over the members P_b of each
+    group's path (n_b = |P_b| of them, so the weights average 1 over them); 0 off the path."""
+    z = torch.where(member, score / tau, -math.inf)  # [B, G]
+    top = z.amax(dim=1, keepdim=True)  # [B, 1]
+    top = torch.where(torch.isfinite(top), top, 0.0)  # a group with an empty path
+    e = torch.where(member, torch.exp(z - top), 0.0)  # [B, G]
+    n = member.sum(dim=1, keepdim=True).double()  # [B, 1]
+    return _div(n * e, e.sum(dim=1, keepdim=True))
+
+
+@CREDIT.register(
+    "scope",
+    needs={"old_logp", "teacher_logp"},
+    bounds={
+        "teacher_coef": ">= 0",
+        "mle_coef": ">= 0",
+        "outcome_coef": ">= 0",
+        "tau": "> 0",
+        "eps": ">= 0",
+    },
+)
+def scope(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    old_logp: Tensor | None = None,
+    teacher_logp: Tensor | None = None,
+    teacher_coef: float = 1.0,
+    mle_coef: float = 1.0,
+    outcome_coef: float = 0.0,
+    tau: float = 1.0,
+    correct_at: float = 1.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """SCOPE ("SCOPE: Signal-Calibrated On-Policy Distillation Enhancement with Dual-Path Adaptive
+    Weighting", arXiv 2604.10688): on-policy distillation routed by correctness. Wrong samples get
+    the teacher's per-token signal (as ``opd``), weighted by how confident the teacher is on the
+    sequence; correct samples get a maximum-likelihood push, weighted by how unsure the student is
+    on it; each path's weights are normalised within the group.
+
+    c_i     = [r_i >= correct_at]                          (the correct path; the others: teacher)
+    d_{i,t} = log pi_T(y_t | s_t) - log pi_old(y_t | s_t)  (opd's per-token signal)
+    l^T_i   = -mean_t log pi_T(y_t)     = log PPL_T,i      (mean over the row's counted tokens)
+    l^S_i   = -mean_t log pi_old(y_t)   = log PPL_S,i
+    w^T_i   = n^T_b softmax_{j wrong in group b}(-l^T_j / tau)_i    (low teacher PPL: more weight)
+    w^S_i   = n^S_b softmax_{j correct in group b}(+l^S_j / tau)_i  (high student PPL: more weight)
+    A_{i,t} = (outcome_coef A^grpo_i + teacher_coef (1 - c_i) w^T_i d_{i,t}
+               + mle_coef c_i w^S_i) m_{i,t}
+
+    n^T_b, n^S_b are the numbers of wrong and correct rows of group b (rows with a counted token),
+    so each path's weights average 1 over its rows of the group: the normalisation moves weight
+    between the samples of one prompt and never between prompts of different difficulty. The
+    constant advantage mle_coef w^S_i on every counted token of a correct row makes the per-token
+    objective's gradient w^S_i grad log pi(y) of that sequence: its weighted MLE. A^grpo is
+    :func:`rlvr.algos.advantages.grpo` of ``rewards`` [B, G] (knobs ``scale``, ``eps``); SCOPE's
+    two paths replace it, so outcome_coef defaults to 0. ``correct_at`` follows ``advantage:raft``'s
+    ``accept_reward`` (1.0: the answer reward of a correct completion). The abstract gives no weight
+    functions: the softmax of the sequence log-perplexity at temperature ``tau`` (scaled to mean 1
+    per group and path) is rlvr's form, and so is reading "the teacher's corrective capability" as a
+    low teacher perplexity on the student's wrong sequence. tau -> infinity gives uniform weights
+    (``opd`` on the wrong rows, a constant mle_coef on the correct rows); teacher_coef = mle_coef = 0
+    with outcome_coef = 1 is exactly grpo's advantage broadcast over the counted tokens. A path
+    whose coefficient is 0 is not computed (its inputs may then be None).
+    """
+    _check_groups(rewards, mask)
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
+    if not (teacher_coef or mle_coef):
+        return _out(adv, mask)
+    b, g = rewards.shape
+    o = _need("old_logp", "scope", old_logp, mask).double()
+    correct = (rewards.detach().double() >= correct_at).reshape(-1)  # [N]
+    counted = mask.bool().any(dim=1)  # [N]
+    if teacher_coef:
+        t = _need("teacher_logp", "scope", teacher_logp, mask).double()
+        wrong = (~correct & counted).view(b, g)  # [B, G] the teacher path
+        w_t = _path_weights(_mean_logp(t, mask).view(b, g), wrong, tau).reshape(-1)  # [N]
+        adv = adv + teacher_coef * w_t[:, None] * torch.where(mask.bool(), t - o, 0.0)
+    if mle_coef:
+        right = (correct & counted).view(b, g)  # [B, G] the MLE path
+        w_s = _path_weights(-_mean_logp(o, mask).view(b, g), right, tau).reshape(-1)  # [N]
+        adv = adv + mle_coef * w_s[:, None]
     return _out(adv, mask)
 
 
