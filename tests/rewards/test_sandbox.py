@@ -190,7 +190,9 @@ def test_fork_bomb(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_memory_bomb(mode):
-    res = _run("x = []\nwhile True:\n    x.append(bytearray(10 ** 7))", mode, memory_mb=256)
+    # 100 MB a step: the 256 MB cap is hit in three allocations, far inside the timeout even on a
+    # loaded machine (10 MB steps timed out once in CI while another test run shared the cores)
+    res = _run("x = []\nwhile True:\n    x.append(bytearray(10 ** 8))", mode, memory_mb=256)
     assert res.status == "error" and "MemoryError" in res.stderr
 
 
