@@ -33,9 +33,10 @@ import argparse
 import os
 from pathlib import Path
 
+from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
 from recipes import commit, run_jobs, run_one
 
-from rlvr.utils import atomic_write_text, console
+from rlvr.utils import console
 
 ROOT = Path(__file__).resolve().parent
 RECIPE = "reasoner_grpo"
@@ -106,14 +107,7 @@ def tasks_to_run(args: argparse.Namespace, threads: int) -> list[tuple[str, obje
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--arms", nargs="*", default=None, help="default: every arm")
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--heldout", type=int, default=128, help="held-out problems (16 samples each)")
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "branching")
+    ap = arm_parser(__doc__, "branching")
     ap.add_argument(
         "--grpo-runs",
         type=Path,
@@ -121,39 +115,26 @@ def main() -> None:
         default=[ROOT / "runs" / "teachers", ROOT / "runs" / "findings"],
         help="benchmark run folders whose grpo/seed<S> runs are linked as grpo_iid",
     )
-    ap.add_argument("--out", type=Path, default=ROOT / "branching.md")
-    ap.add_argument("--table-only", action="store_true", help="rewrite branching.md from finished runs")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
     ap.add_argument("--seed-major", action="store_true", help="run every arm's seed 0, then seed 1, ...")
-    args = ap.parse_args()
-    if args.jobs < 1:
-        ap.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.steps % EVAL_EVERY:
-        ap.error(f"--steps must be a multiple of {EVAL_EVERY}, got {args.steps}")
-    unknown = sorted(set(args.arms or ()) - set(ARMS))
-    if unknown:
-        ap.error(f"unknown arm(s) {', '.join(unknown)}; arms: {', '.join(ARMS)}")
+    args = parse_arm_args(ap, ARMS, EVAL_EVERY)
+    from branching_report import report
 
-    def write() -> None:
-        from branching_report import report
-
-        atomic_write_text(args.out, report(args.runs, args))
-
-    def write_quietly() -> None:  # after each run: a report error must not stop the runs
-        try:
-            write()
-        except Exception as err:
-            console.print(f"[red]branching.md not written[/red]: {type(err).__name__}: {err}")
-
+    write, write_quietly = writers(args, report)
+    restore_digests(args)
     if args.table_only:
         write()
         return
-    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = run_threads(args.jobs)
     link_grpo(args.runs, args.grpo_runs, args.seeds)
     tasks = tasks_to_run(args, threads)
     console.print(f"branching: {len(tasks)} run(s) to make at {commit()}")
-    failures = run_jobs(args.jobs, tasks, write_quietly)
-    write_quietly()  # the runs are kept; --table-only rewrites the file
+
+    def after_each() -> None:
+        save_digests(args)
+        write_quietly()
+
+    failures = run_jobs(args.jobs, tasks, after_each)
+    after_each()
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed: {', '.join(failures)}")
 

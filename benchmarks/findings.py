@@ -22,16 +22,15 @@ so instead of a verdict.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
 from recipes import commit, run_jobs, run_one
 
-from rlvr.utils import atomic_write_text, console
+from rlvr.utils import console
 
 ROOT = Path(__file__).resolve().parent
 RECIPE = "reasoner_grpo"
@@ -83,36 +82,19 @@ def wide_eval(model: str, base: str | None, out: Path, n: int, problems: int, th
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--arms", nargs="*", default=None, help="default: every arm")
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--heldout", type=int, default=128, help="held-out problems (16 samples each)")
+    ap = arm_parser(__doc__, "findings")
     ap.add_argument("--wide-n", type=int, default=256)
     ap.add_argument("--wide-problems", type=int, default=64)
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "findings")
-    ap.add_argument("--out", type=Path, default=ROOT / "findings.md")
-    ap.add_argument("--table-only", action="store_true", help="rewrite findings.md from finished runs")
     ap.add_argument("--no-wide", action="store_true", help="skip the wide evaluations")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
-    args = ap.parse_args()
-    if args.jobs < 1:
-        ap.error(f"--jobs must be >= 1, got {args.jobs}")
-    unknown = sorted(set(args.arms or ()) - set(ARMS))
-    if unknown:
-        ap.error(f"unknown arm(s) {', '.join(unknown)}; arms: {', '.join(ARMS)}")
+    args = parse_arm_args(ap, ARMS)
+    from findings_report import report  # the analysis: tables, plots and verdicts
 
-    def write() -> None:
-        from findings_report import report  # the analysis: tables, plots and verdicts
-
-        atomic_write_text(args.out, report(args.runs, args))
-
+    write, write_quietly = writers(args, report)
+    restore_digests(args)
     if args.table_only:
         write()
         return
-    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = run_threads(args.jobs)
     extra = (*COMMON, f"task.heldout_size={args.heldout}")
     tasks = [
         (
@@ -125,7 +107,7 @@ def main() -> None:
         if not finished(d := run_dir(args.runs, arm, seed))
     ]
     console.print(f"findings: {len(tasks)} run(s) to make at {commit()}")
-    failures = run_jobs(args.jobs, tasks, lambda: None)
+    failures = run_jobs(args.jobs, tasks, lambda: save_digests(args))
     if not args.no_wide:
         wide = []
         for arm in WIDE_ARMS:
@@ -141,11 +123,9 @@ def main() -> None:
                             (str(d), base, out, args.wide_n, args.wide_problems, threads),
                         )
                     )
-        failures += run_jobs(args.jobs, wide, lambda: None)
-    try:
-        write()
-    except Exception as err:  # the runs are kept; --table-only rewrites the file
-        console.print(f"[red]findings.md not written[/red]: {type(err).__name__}: {err}")
+        failures += run_jobs(args.jobs, wide, lambda: save_digests(args))
+    save_digests(args)
+    write_quietly()
     if failures:
         raise SystemExit(f"{len(failures)} task(s) failed: {', '.join(failures)}")
 

@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
 from recipes import commit, run_jobs, run_one
 
 from rlvr.utils import atomic_write_text, console
@@ -179,36 +180,17 @@ def tasks_to_run(args: argparse.Namespace, threads: int) -> list[tuple[str, obje
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--arms", nargs="*", default=None, help="default: every arm")
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--heldout", type=int, default=128, help="held-out problems (16 samples each)")
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "teachers")
+    ap = arm_parser(__doc__, "teachers")
     ap.add_argument("--findings-runs", type=Path, default=ROOT / "runs" / "findings")
-    ap.add_argument("--out", type=Path, default=ROOT / "teachers.md")
-    ap.add_argument("--table-only", action="store_true", help="rewrite teachers.md from finished runs")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
-    args = ap.parse_args()
-    if args.jobs < 1:
-        ap.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.steps % EVAL_EVERY:
-        ap.error(f"--steps must be a multiple of {EVAL_EVERY}, got {args.steps}")
-    unknown = sorted(set(args.arms or ()) - set(ARMS))
-    if unknown:
-        ap.error(f"unknown arm(s) {', '.join(unknown)}; arms: {', '.join(ARMS)}")
+    args = parse_arm_args(ap, ARMS, EVAL_EVERY)
+    from teachers_report import report
 
-    def write() -> None:
-        from teachers_report import report
-
-        atomic_write_text(args.out, report(args.runs, args))
-
+    write, write_quietly = writers(args, report)
+    restore_digests(args)
     if args.table_only:
         write()
         return
-    threads = 0 if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = run_threads(args.jobs)
     link_findings_grpo(args.runs, args.findings_runs, args.seeds)
     teacher_json = args.runs / "teacher_eval.json"
     tasks = (
@@ -218,11 +200,9 @@ def main() -> None:
     )
     tasks += tasks_to_run(args, threads)
     console.print(f"teachers: {len(tasks)} task(s) to run at {commit()}")
-    failures = run_jobs(args.jobs, tasks, lambda: None)
-    try:
-        write()
-    except Exception as err:  # the runs are kept; --table-only rewrites the file
-        console.print(f"[red]teachers.md not written[/red]: {type(err).__name__}: {err}")
+    failures = run_jobs(args.jobs, tasks, lambda: save_digests(args))
+    save_digests(args)
+    write_quietly()
     if failures:
         raise SystemExit(f"{len(failures)} task(s) failed: {', '.join(failures)}")
 

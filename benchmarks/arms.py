@@ -1,0 +1,103 @@
+"""What the arm benchmarks (``findings.py``, ``teachers.py``, ``branching.py``) share: their command
+line, the check of its values, the threads of a run, the report writers and the committed digests
+(``digest.py``) restored before the runs and saved after them.
+
+Each benchmark is a dictionary of arms (a name -> a recipe and its overrides) run at seeds 0 1 2 for
+``--steps`` optimizer steps into ``benchmarks/runs/<name>/<arm>/seed<S>/``; a finished run is
+skipped, a cut one resumes from its checkpoint, and the report is written from whatever has
+finished. The digests of the finished runs (``benchmarks/<name>/runs/``, committed) come back into
+the runs folder at start, so a fresh clone rewrites the table, or adds an arm or a seed that is
+paired with the others, without rerunning them (``--no-digest``: use only the runs folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from digest import restore, save
+
+from rlvr.utils import atomic_write_text, console
+
+ROOT = Path(__file__).resolve().parent
+
+
+def arm_parser(doc: str | None, name: str, *, heldout: int = 128) -> argparse.ArgumentParser:
+    """The command line every arm benchmark takes; its own flags are added by the caller."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arms", nargs="*", default=None, help="default: every arm")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--heldout", type=int, default=heldout, help="held-out problems (16 samples each)")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / name)
+    ap.add_argument("--out", type=Path, default=ROOT / f"{name}.md")
+    ap.add_argument(
+        "--digest",
+        type=Path,
+        default=ROOT / name / "runs",
+        help="committed digests of finished runs, restored before the runs and saved after them",
+    )
+    ap.add_argument("--no-digest", action="store_true", help="neither restore nor save digests")
+    ap.add_argument("--table-only", action="store_true", help=f"rewrite {name}.md from finished runs")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
+    return ap
+
+
+def parse_arm_args(
+    ap: argparse.ArgumentParser, arms: Iterable[str], every: int | None = None
+) -> argparse.Namespace:
+    """Parse the command line and refuse what the benchmark cannot run: ``--jobs`` < 1, ``--steps``
+    not a multiple of the evaluation interval ``every``, an arm it does not have."""
+    args = ap.parse_args()
+    arms = list(arms)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
+    if every and args.steps % every:
+        ap.error(f"--steps must be a multiple of {every}, got {args.steps}")
+    unknown = sorted(set(args.arms or ()) - set(arms))
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}; arms: {', '.join(arms)}")
+    return args
+
+
+def run_threads(jobs: int) -> int:
+    """``train.threads`` of each run: 0 (torch's default) for one run at a time, else the cores
+    shared out between the ``jobs`` runs (at least one each)."""
+    return 0 if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+
+
+def writers(
+    args: argparse.Namespace, report: Callable[[Path, Any], str]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(write, write_quietly): the report from ``args.runs`` into ``args.out``, atomically; the
+    quiet one prints an error instead of raising (after each run: the runs must go on, and they are
+    kept, so ``--table-only`` rewrites the file)."""
+
+    def write() -> None:
+        atomic_write_text(args.out, report(args.runs, args))
+
+    def write_quietly() -> None:
+        try:
+            write()
+        except Exception as err:
+            console.print(f"[red]{args.out.name} not written[/red]: {type(err).__name__}: {err}")
+
+    return write, write_quietly
+
+
+def restore_digests(args: argparse.Namespace) -> None:
+    """The committed digests of ``args.digest`` into ``args.runs`` where a run is missing."""
+    if args.no_digest:
+        return
+    n = restore(args.digest, args.runs)
+    if n:
+        console.print(f"{n} finished run(s) restored from the digests in {args.digest}")
+
+
+def save_digests(args: argparse.Namespace) -> None:
+    """Every finished run of ``args.runs`` digested into ``args.digest`` (to be committed)."""
+    if not args.no_digest:
+        save(args.runs, args.digest)
