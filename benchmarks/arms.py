@@ -5,7 +5,7 @@ line, the check of its values, the threads of a run, the report writers and the 
 Each benchmark is a dictionary of arms (a name -> a recipe and its overrides) run at seeds 0 1 2 for
 ``--steps`` optimizer steps into ``benchmarks/runs/<name>/<arm>/seed<S>/``; a finished run is
 skipped, a cut one resumes from its checkpoint, and the report is written from whatever has
-finished. The digests of the finished runs (``benchmarks/<name>/runs/``, committed) come back into
+finished. The digests of the finished runs (``benchmarks/<name>/digests/``, committed) come back into
 the runs folder at start, so a fresh clone rewrites the table, or adds an arm or a seed that is
 paired with the others, without rerunning them (``--no-digest``: use only the runs folder).
 """
@@ -37,7 +37,7 @@ def arm_parser(doc: str | None, name: str, *, heldout: int = 128) -> argparse.Ar
     ap.add_argument(
         "--digest",
         type=Path,
-        default=ROOT / name / "runs",
+        default=ROOT / name / "digests",
         help="committed digests of finished runs, restored before the runs and saved after them",
     )
     ap.add_argument("--no-digest", action="store_true", help="neither restore nor save digests")

@@ -1,8 +1,8 @@
 """Committed digests of finished benchmark runs, so that a fresh clone can rewrite a table, add an arm
 or a seed, and pair new runs with the old ones without rerunning them.
 
-    python benchmarks/digest.py save benchmarks/runs/teachers benchmarks/teachers/runs
-    python benchmarks/digest.py restore benchmarks/teachers/runs benchmarks/runs/teachers
+    python benchmarks/digest.py save benchmarks/runs/teachers benchmarks/teachers/digests
+    python benchmarks/digest.py restore benchmarks/teachers/digests benchmarks/runs/teachers
 
 A run directory (``<arm>/seed<S>/`` under a benchmark's ``--runs``) is digested when it has
 finished (``summary.json``): the files its report reads are copied with the same names
