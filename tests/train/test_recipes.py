@@ -52,7 +52,7 @@ def test_recipe_trains_with_lora(name, micro_base, micro_teacher, tmp_path, dens
     extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name, micro_teacher), "model.lora.rank=4"]
     a = load_config(name).algo
     if a.ref_reset_every or a.reincarnate_at:
-        with pytest.raises(ConfigError, match="ref_reset_every|reincarnate_at"):
+        with pytest.raises(ConfigError, match=r"ref_reset_every|reincarnate_at"):
             load_config(name, micro_run(micro_base, *extra))
         return
     cfg = load_config(name, micro_run(micro_base, *extra, "optim.lr=1e-2"))
