@@ -204,6 +204,8 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("rollout.branch_roots=2")  # the micro group has 4 samples: still a tree
     if "correct_at" in algo:  # SCOPE's correct / wrong routing at the dense reward's midpoint
         extra.append("algo.correct_at=0.5")
+    if algo.get("reincarnate_at"):  # ReMix: reincarnated after step 1, on-policy at step 2
+        extra.append("algo.reincarnate_at=1")
     if "adora_lambda" in algo:  # ADORA's correct / wrong split at the dense reward's midpoint
         extra.append("algo.success_reward=0.5")
     if data.get("rollout", {}).get("samples_per_prompt") == 1:  # one rollout per prompt (mssr)

@@ -47,10 +47,12 @@ def test_recipe_trains_two_real_steps(name, micro_base, micro_teacher, tmp_path,
 @pytest.mark.parametrize("name", recipe_names())
 def test_recipe_trains_with_lora(name, micro_base, micro_teacher, tmp_path, dense_reward):
     """The same 2 steps with rank-4 adapters (model.lora): only the adapted projections move, and
-    a recipe that resets its reference is refused (the reference of a LoRA run is the base)."""
+    a recipe that resets its reference (ProRL's resets, ReMix's reincarnation) is refused (the
+    reference of a LoRA run is the base)."""
     extra = [*MICRO_RUN, *dense_reward, *golden.recipe_extra(name, micro_teacher), "model.lora.rank=4"]
-    if load_config(name).algo.ref_reset_every:
-        with pytest.raises(ConfigError, match="ref_reset_every"):
+    a = load_config(name).algo
+    if a.ref_reset_every or a.reincarnate_at:
+        with pytest.raises(ConfigError, match=r"ref_reset_every|reincarnate_at"):
             load_config(name, micro_run(micro_base, *extra))
         return
     cfg = load_config(name, micro_run(micro_base, *extra, "optim.lr=1e-2"))

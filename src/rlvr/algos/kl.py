@@ -10,9 +10,14 @@ fk3 = r log r - (r - 1).
 
 The chi-squared estimators chi2 and chi2_occupancy estimate chi^2(pi || ref) = E_ref[(pi/ref - 1)^2]
 from the same tokens, per action and per prefix (the occupancy measure of the token MDP).
+
+:func:`kl_convex` is not an estimator but a combination of two terms of one chosen estimator: ReMix's
+KL-convex policy constraint, lam * KL(pi || ref) + (1 - lam) * KL(pi || behaviour).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -140,6 +145,39 @@ def chi2_occupancy(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """
     c = (logp - ref_logp).cumsum(dim=-1)  # [N, T] log W_t, the prefix's log occupancy ratio
     return torch.expm1(c) + torch.expm1(-c)  # [N, T]
+
+
+def kl_convex(
+    logp: Tensor,
+    ref_logp: Tensor,
+    old_logp: Tensor,
+    *,
+    estimator: Callable[[Tensor, Tensor], Tensor],
+    lam: float,
+) -> Tensor:
+    """KL-convex policy constraint of ReMix ("Squeeze the Soaked Sponge: Efficient Off-policy
+    Reinforcement Finetuning for Large Language Model"), per token: -> [N, T].
+
+    kl_convex = lam * D(logp, ref_logp) + (1 - lam) * D(logp, old_logp),   lam in [0, 1],
+
+    with D the chosen per-token estimator (``estimator``: k1, k2, k3, ... of this module) and
+    ``old_logp`` the behaviour policy's log-probs, the policy that sampled each token (for a replayed
+    group, the older policy whose log-probs the replay buffer kept). The reference term keeps the
+    policy near its anchor (stability), the behaviour term only near the data it learns from
+    (flexibility: the anchor moves with the sampler). The abstract names the constraint and its
+    trade-off, not a formula: a convex combination of the two estimates with a fixed lam is rlvr's
+    reading. lam = 1 returns the reference estimate itself (the same tensor bit for bit, the
+    behaviour term is not computed); lam = 0 the behaviour term alone.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"kl_convex needs lam in [0, 1], got {lam}")
+    to_ref = estimator(logp, ref_logp)  # [N, T]
+    if lam == 1.0:
+        return to_ref
+    to_behaviour = estimator(logp, old_logp)  # [N, T]
+    if lam == 0.0:
+        return to_behaviour
+    return lam * to_ref + (1.0 - lam) * to_behaviour  # [N, T]
 
 
 def adaptive_kl_coef(coef: float, kl: float, *, target: float, horizon: int, n: int) -> float:

@@ -80,7 +80,10 @@ class ReplayStage:
         return Batch.join(old, device) if old else None
 
     def remember(self, rounds: list[Batch], kept: list[tuple[int, int]], step: int) -> None:
-        """Keep the step's freshly generated, informative training groups (on the CPU)."""
+        """Keep the step's freshly generated, informative training groups (on the CPU); none once
+        the fraction is 0 (after policy reincarnation, ``algo.reincarnate_at``)."""
+        if self.fraction <= 0:
+            return
         for rnd, j in kept:
             x = rounds[rnd]
             rows = x.group(j)

@@ -341,6 +341,18 @@ class AlgoConfig:
     """Horizon (in sequences) of the adaptive coefficient's update."""
     ref_reset_every: int = bounded(0, ">= 0", note="(0: never)")
     """Reset the reference model to the current policy every this many steps (ProRL); 0: never."""
+    kl_lambda: float = bounded(1.0, "[0, 1]")
+    """KL-convex policy constraint (ReMix): the loss's KL term is lambda * KL(pi || ref) +
+    (1 - lambda) * KL(pi || behaviour), both with the `kl` estimator, the behaviour policy being the
+    one that sampled each token (its `old_logp`; for a replayed group the older policy). 1: the
+    reference KL alone (as without it); 0: only the KL to the behaviour policy. Needs beta > 0 and
+    kl_in = 'loss' when below 1."""
+    reincarnate_at: int = bounded(0, ">= 0", note="(0: never)")
+    """Policy reincarnation (ReMix) at this step S: after step S's update the reference becomes the
+    current policy (saved as references/step_S, as a ProRL reset), and steps S+1 on train plainly
+    on-policy: no replayed groups (sampling.replay_fraction -> 0, nothing more is remembered), one
+    epoch per batch (epochs -> 1, the critic's too) and the reference KL alone (kl_lambda -> 1);
+    minibatches and everything else stay. 0: never."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (subtracted from the loss)."""
     epochs: int = bounded(1, ">= 1")
@@ -676,6 +688,18 @@ def validate(cfg: Config) -> Config:
         _validate_lora(cfg)
     if a.kl_in not in ("loss", "reward"):
         raise ConfigError(f"'algo.kl_in' = {a.kl_in!r}; expected 'loss' or 'reward'")
+    if a.kl_lambda < 1.0:
+        if a.kl_in != "loss":
+            raise ConfigError(
+                f"'algo.kl_lambda' = {a.kl_lambda} with 'algo.kl_in' = {a.kl_in!r}: the KL-convex "
+                "constraint weighs the loss's KL term (at the behaviour policy's own tokens its "
+                "behaviour KL is 0); set kl_in = 'loss' or kl_lambda = 1"
+            )
+        if a.beta <= 0 and "algo.beta" not in flatten_schedule(cfg.schedule):
+            raise ConfigError(
+                f"'algo.kl_lambda' = {a.kl_lambda} with 'algo.beta' = 0: the KL-convex constraint "
+                "has no weight; set beta > 0 or kl_lambda = 1"
+            )
     if a.kl_target > 0 and a.beta <= 0:
         raise ConfigError(
             "'algo.kl_target' > 0 adapts the KL coefficient, which starts at 'algo.beta': set beta > 0"
@@ -830,6 +854,13 @@ def _validate_lora(cfg: Config) -> None:
             f"'model.lora.rank' = {cfg.model.lora.rank} with 'algo.ref_reset_every' = "
             f"{cfg.algo.ref_reset_every}: the reference of a LoRA run is the base (the policy with "
             "its adapters off), which a reset cannot move; set algo.ref_reset_every = 0"
+        )
+    if cfg.algo.reincarnate_at:
+        raise ConfigError(
+            f"'model.lora.rank' = {cfg.model.lora.rank} with 'algo.reincarnate_at' = "
+            f"{cfg.algo.reincarnate_at}: policy reincarnation resets the reference, and the "
+            "reference of a LoRA run is the base (the policy with its adapters off), which a reset "
+            "cannot move; set algo.reincarnate_at = 0"
         )
 
 

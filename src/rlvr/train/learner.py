@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from rlvr.algos.credit import implicit_prm_loss, value_loss
-from rlvr.algos.kl import adaptive_kl_coef
+from rlvr.algos.kl import adaptive_kl_coef, kl_convex
 from rlvr.algos.weights import IS_CORRECTIONS
 from rlvr.models.lora import checkpointing
 from rlvr.models.shard import drop_aliases, full_weights, grad_norm, is_sharded
@@ -32,7 +32,7 @@ from rlvr.train.config import Config
 from rlvr.train.scale import SOLO, Learners, allreduce_grads, gather_objects
 from rlvr.utils import atomic_dir
 
-__all__ = ["Learner", "ReferenceResets", "lr_at", "save_reference"]
+__all__ = ["Learner", "ReferenceResets", "Reincarnation", "lr_at", "save_reference"]
 
 
 def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
@@ -77,6 +77,8 @@ class Learner:
         self.prm, self.prm_opt = prm, prm_optimizer  # PRIME's implicit PRM ([prm]), or None
         self.precision = precision or contextlib.nullcontext  # the forward only (bfloat16 autocast)
         self.entropy_coef = cfg.algo.entropy_coef  # [schedule] may change it per step
+        self.epochs = cfg.algo.epochs  # policy reincarnation (algo.reincarnate_at) sets it to 1
+        self.kl_lambda = cfg.algo.kl_lambda  # KL-convex weight of the reference KL (reincarnation: 1)
 
     def set_lr(self, step: int) -> None:
         """The schedule's learning rate for ``step`` on every parameter group."""
@@ -188,7 +190,7 @@ class Learner:
         if sizes is None:  # groups of G
             g = self.cfg.rollout.samples_per_prompt
             sizes = [g] * (n // g)
-        for _epoch in range(a.epochs):
+        for _epoch in range(self.epochs):
             # shuffle whole groups, so that mini-batches keep a prompt's samples together and the
             # shared-prompt forward applies
             b = len(sizes)
@@ -275,9 +277,16 @@ class Learner:
         if sub.is_weight is not None:  # stale rollouts: importance weights (scale.is_mode)
             loss_tok = loss_tok * sub.is_weight
         if kl_coef > 0 and a.kl_in == "loss" and sub.ref_logp is not None:
-            kl = comps.kl(logp, sub.ref_logp)  # [m, T]
-            loss_tok = loss_tok + kl_coef * kl
-            note("kl", float((kl.detach() * sub.mask).sum() / sub.mask.sum().clamp(min=1)))
+            kl = kl_convex(logp, sub.ref_logp, sub.old_logp, estimator=comps.kl, lam=self.kl_lambda)
+            loss_tok = loss_tok + kl_coef * kl  # kl [m, T]; lambda 1: the reference KL itself
+            denom = sub.mask.sum().clamp(min=1)
+            note("kl", float((kl.detach() * sub.mask).sum() / denom))
+            if self.kl_lambda < 1.0:  # the two terms of the KL-convex constraint, apart
+                with torch.no_grad():
+                    to_ref = comps.kl(logp, sub.ref_logp) * sub.mask  # [m, T]
+                    to_old = comps.kl(logp, sub.old_logp) * sub.mask  # [m, T]
+                note("kl_ref", float(to_ref.sum() / denom))
+                note("kl_behaviour", float(to_old.sum() / denom))
         if self.entropy_coef:
             loss_tok = loss_tok - self.entropy_coef * ent
         # aggregations are linear: embedding each micro-batch in a zero [n_mb, T] tensor and summing
@@ -292,7 +301,7 @@ class Learner:
         a, n, critic, opt = self.cfg.algo, len(roll), self.critic, self.critic_opt
         mb = n // a.minibatches
         losses = []
-        for _epoch in range(a.epochs):
+        for _epoch in range(self.epochs):
             for start in range(0, n, mb):
                 idx = torch.arange(start, start + mb, device=returns.device)
                 sub = roll.select(idx)
@@ -341,18 +350,30 @@ class Learner:
 
 
 class ReferenceResets:
-    """ProRL's reference resets: every ``every`` steps the frozen reference becomes the current
-    policy, saved under ``references/step_N`` (rank 0) so that a resumed run uses the same one."""
+    """ProRL's reference resets: every ``every`` steps (and at step ``at``, policy reincarnation's
+    reset; 0: none) the frozen reference becomes the current policy, saved under
+    ``references/step_N`` (rank 0) so that a resumed run uses the same one."""
 
     def __init__(
-        self, ref: Any, model: torch.nn.Module, tokenizer: Any, run_dir: Path, every: int, main: bool
+        self,
+        ref: Any,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        run_dir: Path,
+        every: int,
+        main: bool,
+        at: int = 0,
     ) -> None:
         self.ref, self.model, self.tokenizer, self.run_dir = ref, model, tokenizer, run_dir
-        self.every, self.main = every, main
+        self.every, self.main, self.at = every, main, at
+
+    def due(self, step: int) -> bool:
+        """Whether the reference is reset after ``step``'s update."""
+        return bool(self.every and step % self.every == 0) or bool(self.at and step == self.at)
 
     def __call__(self, step: int) -> bool:
         """Reset at ``step`` if it is due; True when it was."""
-        if self.ref is None or not self.every or step % self.every:
+        if self.ref is None or not self.due(step):
             return False
         sharded = is_sharded(self.model)
         weights = full_weights(self.model, everywhere=True) if sharded else self.model.state_dict()
@@ -361,6 +382,34 @@ class ReferenceResets:
             saved = drop_aliases(self.model, weights) if sharded else None
             save_reference(self.run_dir, step, self.model, self.tokenizer, weights=saved)
         return True
+
+
+class Reincarnation:
+    """ReMix's policy reincarnation ("Squeeze the Soaked Sponge: Efficient Off-policy Reinforcement
+    Finetuning for Large Language Model"): a seamless switch at step S = ``at`` from the efficient
+    off-policy phase (replayed groups, several epochs, the KL-convex constraint) to steady on-policy
+    training. The reference reset after step S's update is :class:`ReferenceResets`' (its ``at``);
+    this sets the on-policy settings of every step after S: one epoch per batch, the reference KL
+    alone (``kl_lambda`` 1) and no replayed groups (the replay stage's fraction 0, so nothing more
+    is drawn or remembered). The abstract names the switch, not its details: which settings go
+    on-policy is rlvr's reading. A pure function of the step, so a run resumed after S is
+    reincarnated with no state of its own (the reset reference is loaded from references/step_S)."""
+
+    def __init__(self, at: int, learner: Learner, replay: Any = None) -> None:
+        self.at, self.learner, self.replay = at, learner, replay
+
+    def __call__(self, step: int) -> dict[str, float]:
+        """Before ``step``: the on-policy settings once ``step`` > S; returns ``{"reincarnated":
+        0 or 1}`` ({} when reincarnation is off, so such a run logs what it always did)."""
+        if not self.at:
+            return {}
+        on_policy = step > self.at
+        if on_policy:
+            self.learner.epochs = 1
+            self.learner.kl_lambda = 1.0
+            if self.replay is not None:
+                self.replay.fraction = 0.0
+        return {"reincarnated": float(on_policy)}
 
 
 def save_reference(

@@ -26,7 +26,7 @@ from rlvr.train.advantage import Advantages
 from rlvr.train.checkpoint import latest_checkpoint, save_checkpoint
 from rlvr.train.config import Config
 from rlvr.train.evaluation import format_eval, run_eval, summarise, write_eval
-from rlvr.train.learner import Learner, ReferenceResets
+from rlvr.train.learner import Learner, ReferenceResets, Reincarnation
 from rlvr.train.metrics import MetricsSink, batch_metrics
 from rlvr.train.scale import broadcast, close_learners
 from rlvr.train.schedule import bind_reward_weights, bind_schedule
@@ -98,8 +98,15 @@ def train(
         cfg, scorer=run.rounds.scorer, advantages=advantages, state=state
     )
     reset_reference = ReferenceResets(
-        run.ref, run.model, run.tokenizer, run.run_dir, cfg.algo.ref_reset_every, run.main
+        run.ref,
+        run.model,
+        run.tokenizer,
+        run.run_dir,
+        cfg.algo.ref_reset_every,
+        run.main,
+        at=cfg.algo.reincarnate_at,  # policy reincarnation resets the reference after step S
     )
+    reincarnate = Reincarnation(cfg.algo.reincarnate_at, learner, run.collector.replay)
     _evaluate_base(run, progress)
     names, shaped = run.runner.names, bool(cfg.shaping)
     sink = MetricsSink(cfg, run.run_dir, names, start=state.step, main=run.main, progress=progress)
@@ -110,6 +117,7 @@ def train(
             t0 = time.perf_counter()
             learner.set_lr(step)
             scheduled = schedule(step)  # [schedule]: this step's values written ({} without one)
+            phase = reincarnate(step)  # after algo.reincarnate_at: on-policy settings ({}: off)
             weighted = reward_weights.apply()  # the controller's weights for this step ({}: none)
             got = run.collector.collect(step)  # generated, scored, filtered, assembled
             reward_weights.observe(got.batch.parts)  # the next step's weights
@@ -138,6 +146,7 @@ def train(
                 "step_time": step_time,
                 "lr": run.optimizer.param_groups[0]["lr"],
                 **scheduled,
+                **phase,
                 **weighted,
                 **off_policy,
                 **run.rounds.source_metrics(),
