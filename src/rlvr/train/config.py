@@ -247,9 +247,24 @@ class DemosConfig:
     source: str = "auto"
     """Where a problem's demonstration comes from: 'field' (the problem's `solution_field`, a
     dataset column), 'solver' (the task's worked-solution writer, `rlvr.data.solutions.SOLVERS`), or
-    'auto' (the field when the problem has it, else the solver). A problem with none gets no row."""
+    'auto' (the field when the problem has it, else the solver). A problem with none gets no row.
+    Two sources build the row from the group's first failed sample and the problem's worked
+    solution ('auto''s) instead: 'intervention' (InT: the sample's steps before its first error,
+    then the worked solution's steps from there, `rlvr.rewards.feedback.intervention`) and
+    'refinement' (Critique-GRPO: the policy's own refinement, sampled after the question with
+    `critique_template` holding the failed answer and a critique of it). A group without a failed
+    sample, or whose failed sample has no step to correct, gets no row."""
     solution_field: str = "solution"
     """The problem's metadata field that holds a demonstration (sources 'field' and 'auto')."""
+    step_delimiter: str = "\n"
+    """Sources 'intervention' and 'refinement': what separates two steps of a solution (as
+    `arith_steps`'s delimiter), for locating a failed sample's first wrong step."""
+    critique_template: str = (
+        "An earlier attempt:\n{answer}\nCritique: {critique}\nWrite a corrected solution."
+    )
+    """Source 'refinement': the text appended to the question to ask for a refinement; `{answer}`
+    is replaced by the failed sample's text, `{critique}` by its critique
+    (`rlvr.rewards.feedback.critique`)."""
     max_success: float = bounded(1.0, "[0, 1]")
     """A group gets its demonstration when the fraction of its samples that are correct is at most
     this: 1 gives every group one (LUFFY, RL-PLUS, CHORD), 0 only the groups that all failed (HPT's
@@ -613,8 +628,32 @@ def _validate_self_teacher(cfg: Config, chosen: dict[str, tuple[Registry, str]])
 def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> None:
     """[demos]: its source, a component that reads the rows, and the settings it cannot run with."""
     d = cfg.demos
-    if d.source not in ("auto", "field", "solver"):
-        raise ConfigError(f"'demos.source' = {d.source!r}; expected 'auto', 'field' or 'solver'")
+    if d.source not in ("auto", "field", "solver", "intervention", "refinement"):
+        raise ConfigError(
+            f"'demos.source' = {d.source!r}; expected 'auto', 'field', 'solver', 'intervention' or "
+            "'refinement'"
+        )
+    if not d.step_delimiter:
+        raise ConfigError("'demos.step_delimiter' = ''; expected a non-empty separator of steps")
+    try:
+        d.critique_template.format(answer="", critique="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"'demos.critique_template' = {d.critique_template!r} is not a template with only "
+            f"'{{answer}}' and '{{critique}}' ({type(err).__name__}: {err}); write literal braces "
+            "as '{{{{' and '}}}}'"
+        ) from None
+    missing = [k for k in ("{answer}", "{critique}") if k not in d.critique_template]
+    if missing:
+        raise ConfigError(
+            f"'demos.critique_template' = {d.critique_template!r} must contain {' and '.join(missing)}"
+            ", where the failed answer and its critique go"
+        )
+    if d.source != "refinement" and d.critique_template != DemosConfig.critique_template:
+        raise ConfigError(
+            f"'demos.critique_template' is set but demos.source = {d.source!r} asks for no "
+            "refinement; set demos.source = 'refinement' or leave the template at its default"
+        )
     readers = [n for reg, n in chosen.values() if {"demo", "demo_group"} & reg.needs(n)]
     if not readers:
         if d != DemosConfig():
