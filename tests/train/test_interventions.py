@@ -219,5 +219,21 @@ def test_the_sources_config_is_refused_where_it_cannot_work():
         load_config("int", ["demos.critique_template='{answer} {critique}'"])
     with pytest.raises(ConfigError, match=r"'demos\.step_delimiter' = ''"):
         load_config("int", ["demos.step_delimiter=''"])
-    with pytest.raises(ConfigError, match="'algo.refine_gamma'"):
+    with pytest.raises(ConfigError, match=r"'algo\.refine_gamma'"):
         load_config("critique_grpo", ["algo.refine_gamma=0.0"])
+
+
+def test_a_resumed_critique_grpo_run_equals_an_uninterrupted_one(micro_base, tmp_path, dense_reward):
+    """The refinements draw from the run's sampling generator, which the checkpoint keeps: a run
+    resumed from its step-2 checkpoint repeats the whole run."""
+    run = [*golden.RECIPE_RUN, *dense_reward, "train.samples_every=1"]
+
+    def cfg(steps: int):
+        return load_config("critique_grpo", micro_run(micro_base, *run, f"train.steps={steps}"))
+
+    train(cfg(3), run_dir=tmp_path / "a", progress=False)
+    train(cfg(2), run_dir=tmp_path / "b", progress=False)
+    train(cfg(3), run_dir=tmp_path / "b", resume=True, progress=False)
+    a, b = golden.record_of(tmp_path / "a"), golden.record_of(tmp_path / "b")
+    assert [r["demo_rows"] for r in a["metrics"]] == [2.0, 2.0, 2.0]
+    assert not golden.differences(a, b, rel=0.0, abs_=0.0)

@@ -253,7 +253,8 @@ class DemosConfig:
     then the worked solution's steps from there, `rlvr.rewards.feedback.intervention`) and
     'refinement' (Critique-GRPO: the policy's own refinement, sampled after the question with
     `critique_template` holding the failed answer and a critique of it). A group without a failed
-    sample, or whose failed sample has no step to correct, gets no row."""
+    sample gets no row from either, nor, from 'intervention', one whose failed samples have no step
+    to correct (blank texts, or a problem without a worked solution)."""
     solution_field: str = "solution"
     """The problem's metadata field that holds a demonstration (sources 'field' and 'auto')."""
     step_delimiter: str = "\n"
