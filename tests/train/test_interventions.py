@@ -13,6 +13,7 @@ from tests.conftest import micro_run
 from tests.train import golden
 
 import rlvr.train.demos as demos_module
+from rlvr.data.guidance import Guide
 from rlvr.data.solutions import solve
 from rlvr.data.tasks import Problem
 from rlvr.rewards.feedback import critique, intervention
@@ -92,19 +93,39 @@ def test_a_refinement_prompt_holds_the_failed_answer_and_its_critique(monkeypatc
     stage, _ = _stage(monkeypatch, "critique_grpo", f"demos.critique_template={json.dumps(template)}")
     asked = {}
 
-    def refine(batch, owners, asks):
-        asked["owners"], asked["asks"] = owners, asks
+    def sample(batch, owners, guides):
+        asked["owners"], asked["guides"] = owners, guides
         return owners, [[7, 8]] * len(owners), 0.0
 
-    monkeypatch.setattr(stage, "_refine", refine)
+    monkeypatch.setattr(stage, "_sample", sample)
     wrong = "4 - 1 = 3\n3 + 7 = 10\n<answer>10</answer>"
     out, metrics = stage.attach(_batch([REF, wrong, REF, REF], [1.0, 0.0, 1.0, 1.0], [2, 2]))
     note = critique(wrong, REF, correct=False)
     assert note == (
         'The final answer 10 is wrong. Step 2, "3 + 7 = 10", gives 10; the correct step there gives -4.'
     )
-    assert asked == {"owners": [0], "asks": [template.format(answer=wrong, critique=note)]}
-    assert out.sizes == [3, 2] and metrics["demo_rows"] == 1.0 and metrics["refine_too_long"] == 0.0
+    ask = Guide(user_extra=template.format(answer=wrong, critique=note))
+    assert asked == {"owners": [0], "guides": [ask]}
+    assert out.sizes == [3, 2] and metrics["demo_rows"] == 1.0 and metrics["demo_too_long"] == 0.0
+
+
+def test_a_self_proposed_intervention_starts_from_the_steps_before_the_error(monkeypatch):
+    stage, _ = _stage(monkeypatch, "int", "demos.intervention_by='policy'")
+    asked = {}
+
+    def sample(batch, owners, guides):
+        asked["owners"], asked["guides"] = owners, guides
+        return owners, [[7, 8]] * len(owners), 0.0
+
+    monkeypatch.setattr(stage, "_sample", sample)
+    texts = ["   ", "4-1 = 3\n3 - 7 = -3\n<answer>-3</answer>", "4 - 1 = 2", REF]
+    stage.attach(_batch(texts, [0.0, 0.0, 0.0, 1.0], [2, 2]))
+    reference = "A reference solution:\n" + REF + "\nCorrect the next step."
+    assert asked["owners"] == [0, 1]
+    assert asked["guides"] == [
+        Guide(user_extra=reference, assistant_prefix="4-1 = 3\n"),  # the error at step 2
+        Guide(user_extra=reference, assistant_prefix=""),  # the error at step 1: nothing kept
+    ]
 
 
 def test_the_collector_appends_interventions_on_the_micro_model(micro_base, tmp_path):
@@ -173,6 +194,36 @@ def test_refinements_are_the_policys_seeded_samples(micro_base, tmp_path, monkey
     assert not torch.equal(a.batch.roll.completion_ids[[4, 9]], c.batch.roll.completion_ids[[4, 9]])
 
 
+def test_self_proposed_interventions_are_the_policys_first_step(micro_base, tmp_path, monkeypatch):
+    calls = []
+
+    def spy(model, prompts, **kw):
+        roll = REAL_GENERATE(model, prompts, **kw)
+        calls.append((prompts, roll))
+        return roll
+
+    monkeypatch.setattr(demos_module, "generate", spy)
+    over = ["eval.before=false", "rollout.max_new_tokens=8", "demos.intervention_by='policy'"]
+    run = setup_run(load_config("int", micro_run(micro_base, *over)), run_dir=tmp_path, progress=False)
+    try:
+        got = run.collector.collect(1)
+    finally:
+        run.collector.rounds.close()
+    tok, roll = run.tokenizer, got.batch.roll
+    assert len(calls) == 1
+    prompts, sampled = calls[0]
+    rows = [i for i in range(len(roll)) if roll.demo[i] == 1]
+    assert rows and len(rows) == got.metrics["demo_rows"]
+    for k, row in enumerate(rows):
+        # the micro model's first step is already wrong: no prefix, the policy's first step alone
+        assert "A reference solution:" in tok.decode(prompts[k])
+        step = next(p.strip() for p in sampled.texts(tok)[k].split("\n") if p.strip())
+        want = tok(step, add_special_tokens=False)["input_ids"][:8]
+        n = int(roll.lengths[row])
+        assert roll.completion_ids[row, :n].tolist() == want  # no EOS: the trace goes on
+        assert tok.eos_token_id not in want
+
+
 def _always_right(monkeypatch):
     from rlvr.rewards import REWARDS
 
@@ -219,6 +270,16 @@ def test_the_sources_config_is_refused_where_it_cannot_work():
         load_config("int", ["demos.critique_template='{answer} {critique}'"])
     with pytest.raises(ConfigError, match=r"'demos\.step_delimiter' = ''"):
         load_config("int", ["demos.step_delimiter=''"])
+    with pytest.raises(ConfigError, match=r"'demos\.intervention_by' = 'model'; expected"):
+        load_config("int", ["demos.intervention_by='model'"])
+    with pytest.raises(ConfigError, match=r"'demos\.intervention_by' is set but demos\.source"):
+        load_config("critique_grpo", ["demos.intervention_by='policy'"])
+    with pytest.raises(ConfigError, match=r"'demos\.intervention_template' = .* must contain"):
+        load_config("int", ["demos.intervention_by='policy'", "demos.intervention_template='Fix.'"])
+    with pytest.raises(ConfigError, match=r"'demos\.intervention_template' .* not a template"):
+        load_config("int", ["demos.intervention_by='policy'", "demos.intervention_template='{x}'"])
+    with pytest.raises(ConfigError, match=r"'demos\.intervention_template' is set but the policy"):
+        load_config("int", ["demos.intervention_template='See {reference}'"])
     with pytest.raises(ConfigError, match=r"'algo\.refine_gamma'"):
         load_config("critique_grpo", ["algo.refine_gamma=0.0"])
 

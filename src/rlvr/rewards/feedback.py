@@ -20,7 +20,15 @@ from typing import Literal
 from rlvr.rewards.steps import _equations, _value, check_equations, split_steps
 from rlvr.rewards.verifiers import extract_answer
 
-__all__ = ["StepError", "critique", "first_error", "intervention", "step_pieces", "step_value"]
+__all__ = [
+    "StepError",
+    "critique",
+    "error_prefix",
+    "first_error",
+    "intervention",
+    "step_pieces",
+    "step_value",
+]
 
 Reason = Literal["false", "differs", "missing", "extra"]
 
@@ -90,6 +98,12 @@ def first_error(completion: str, reference: str, *, delimiter: str = "\n") -> St
     return None
 
 
+def error_prefix(completion: str, err: StepError, *, delimiter: str = "\n") -> str:
+    """The completion's own text up to the end of its last step before ``err`` ('' when the error is
+    at its first step): what InT keeps of a failed trace."""
+    return split_steps(completion, delimiter)[err.index - 1] if err.index > 0 else ""
+
+
 def intervention(completion: str, reference: str, *, delimiter: str = "\n") -> str | None:
     """InT's corrected trace ("InT: Self-Proposed Interventions Enable Credit Assignment in LLM
     Reasoning"): the completion's text up to the end of its last step before the first error, then
@@ -105,7 +119,7 @@ def intervention(completion: str, reference: str, *, delimiter: str = "\n") -> s
     err = first_error(completion, reference, delimiter=delimiter)
     if err is None:
         return None
-    head = split_steps(completion, delimiter)[err.index - 1] if err.index > 0 else ""
+    head = error_prefix(completion, err, delimiter=delimiter)
     tail = delimiter.join(step_pieces(reference, delimiter)[err.index :])
     if not tail:
         return head

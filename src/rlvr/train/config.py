@@ -260,6 +260,15 @@ class DemosConfig:
     step_delimiter: str = "\n"
     """Sources 'intervention' and 'refinement': what separates two steps of a solution (as
     `arith_steps`'s delimiter), for locating a failed sample's first wrong step."""
+    intervention_by: str = "reference"
+    """Source 'intervention': who writes the step at the error: 'reference' (the worked solution's
+    step, then its later steps: the row is a whole solution) or 'policy' (InT's self-proposal: the
+    policy, shown the worked solution through `intervention_template`, continues the sample's steps
+    before the error with one step of its own, sampled at the run's temperature; the row ends with
+    that step, the paper's SFT target, without EOS)."""
+    intervention_template: str = "A reference solution:\n{reference}\nCorrect the next step."
+    """Source 'intervention' with intervention_by = 'policy': the text appended to the question;
+    `{reference}` is replaced by the worked solution."""
     critique_template: str = (
         "An earlier attempt:\n{answer}\nCritique: {critique}\nWrite a corrected solution."
     )
@@ -649,6 +658,35 @@ def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> Non
         raise ConfigError(
             f"'demos.critique_template' = {d.critique_template!r} must contain {' and '.join(missing)}"
             ", where the failed answer and its critique go"
+        )
+    if d.intervention_by not in ("reference", "policy"):
+        raise ConfigError(
+            f"'demos.intervention_by' = {d.intervention_by!r}; expected 'reference' or 'policy'"
+        )
+    try:
+        d.intervention_template.format(reference="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"'demos.intervention_template' = {d.intervention_template!r} is not a template with "
+            f"only '{{reference}}' ({type(err).__name__}: {err}); write literal braces as '{{{{' and "
+            "'}}}}'"
+        ) from None
+    if "{reference}" not in d.intervention_template:
+        raise ConfigError(
+            f"'demos.intervention_template' = {d.intervention_template!r} must contain "
+            "{reference}, where the worked solution goes"
+        )
+    proposes = d.source == "intervention" and d.intervention_by == "policy"
+    if not proposes and d.intervention_template != DemosConfig.intervention_template:
+        raise ConfigError(
+            "'demos.intervention_template' is set but the policy proposes no intervention; set "
+            "demos.source = 'intervention' and demos.intervention_by = 'policy', or leave the "
+            "template at its default"
+        )
+    if d.source != "intervention" and d.intervention_by != DemosConfig.intervention_by:
+        raise ConfigError(
+            f"'demos.intervention_by' is set but demos.source = {d.source!r} writes no "
+            "intervention; set demos.source = 'intervention' or leave it at its default"
         )
     if d.source != "refinement" and d.critique_template != DemosConfig.critique_template:
         raise ConfigError(

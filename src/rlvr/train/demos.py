@@ -15,9 +15,12 @@ problem's worked solution (the field, else the solver): ``intervention`` (InT: t
 before its first error, then the worked solution's from there; ``rlvr.rewards.feedback``) and
 ``refinement`` (Critique-GRPO: the policy samples a refinement once, after the question with
 ``demos.critique_template`` holding the failed sample and a critique of it; the row is that sample,
-trained as an answer to the plain prompt). A refinement draws from the run's sampling generator;
-a prompt that with ``rollout.max_new_tokens`` would exceed the model's context gets no row
-(``refine_too_long``). A group without a failed sample gets no row from either.
+trained as an answer to the plain prompt). With ``demos.intervention_by = 'policy'`` the policy
+proposes the intervention itself (InT's self-proposal): shown the worked solution after the
+question, it continues the sample's steps before the error, and the row is those steps and its
+first new one. A sample of the policy draws from the run's sampling generator; a prompt that with
+``rollout.max_new_tokens`` would exceed the model's context gets no row (``demo_too_long``). A
+group without a failed sample gets no row.
 
 The rows then reach every later stage as part of their groups (groups of G + 1): the reference's,
 teacher's and critic's forwards, the advantage estimator (the demonstration's reward joins its
@@ -36,7 +39,7 @@ import torch
 from rlvr.data.guidance import Guide
 from rlvr.data.solutions import solve
 from rlvr.data.tasks import Problem
-from rlvr.rewards.feedback import critique, intervention
+from rlvr.rewards.feedback import critique, error_prefix, first_error, intervention
 from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.rollout.sampler import left_pad
 from rlvr.train.batch import Batch, group_rows
@@ -100,26 +103,27 @@ class Demonstrations:
         ``roll.demo_group`` [N] set, zeros where there is none), and the stage's metrics."""
         d = self.cfg.demos
         owners: list[int] = []
-        targets: list[str] = []  # the text rows' targets (sources but 'refinement')
-        asks: list[str] = []  # 'refinement': the text appended to each owner's question
+        found: list[str | Guide] = []  # per owner: a text row, or what the policy is asked
         for j, p in enumerate(batch.problems):
             sl = batch.group(j)
             rate = float(batch.correct[sl].float().mean())  # the group's share of correct samples
             if rate > d.max_success:
                 continue
             if d.source in ("intervention", "refinement"):
-                text = self._from_failure(batch, j)
+                item = self._from_failure(batch, j)
             else:
-                text = demonstration(p, source=d.source, field=d.solution_field)
-            if text is not None:
+                item = demonstration(p, source=d.source, field=d.solution_field)
+            if item is not None:
                 owners.append(j)
-                (asks if d.source == "refinement" else targets).append(text)
+                found.append(item)
         metrics: dict[str, float] = {}
         rows: list[list[int]] = []
-        if d.source == "refinement" and owners:
-            owners, rows, metrics["refine_too_long"] = self._refine(batch, owners, asks)
+        if d.source == "refinement" or (d.source == "intervention" and d.intervention_by == "policy"):
+            if owners:
+                guides = [g for g in found if isinstance(g, Guide)]
+                owners, rows, metrics["demo_too_long"] = self._sample(batch, owners, guides)
         else:
-            rows = [self._tokens(t) for t in targets]
+            rows = [self._tokens(t) for t in found if isinstance(t, str)]
         n = len(batch.roll)
         dev = batch.roll.mask.device
         in_group = torch.zeros(n, device=dev)  # [N]
@@ -143,45 +147,61 @@ class Demonstrations:
         }
         return out, metrics
 
-    def _from_failure(self, batch: Batch, j: int) -> str | None:
-        """Sources 'intervention' and 'refinement': from the first failed sample of group ``j`` that
-        gives one, InT's intervention (``rlvr.rewards.feedback.intervention`` against the problem's
-        worked solution), or the text that asks for a refinement (``demos.critique_template`` with
-        the sample and its critique; without a worked solution the critique is the outcome alone).
-        None when no failed sample gives one."""
+    def _from_failure(self, batch: Batch, j: int) -> str | Guide | None:
+        """Sources 'intervention' and 'refinement', from the first failed sample of group ``j`` that
+        gives one: InT's intervention against the problem's worked solution
+        (``rlvr.rewards.feedback.intervention``), or, for the policy to sample, a guide: for a
+        self-proposed intervention, the worked solution after the question
+        (``demos.intervention_template``) and the sample's steps before its error starting the
+        reply; for a refinement, the sample and its critique after the question
+        (``demos.critique_template``; without a worked solution the critique is the outcome
+        alone). None when no failed sample gives one."""
         d = self.cfg.demos
         reference = demonstration(batch.problems[j], source="auto", field=d.solution_field)
+        if d.source == "intervention" and reference is None:
+            return None
         for i in range(*batch.group(j).indices(len(batch.roll))):
             if bool(batch.correct[i]):
                 continue
             text = batch.texts[i]
-            if d.source == "intervention":
-                if reference is None:
-                    return None
+            if d.source == "refinement":
+                note = critique(text, reference, correct=False, delimiter=d.step_delimiter)
+                return Guide(user_extra=d.critique_template.format(answer=text, critique=note))
+            assert reference is not None
+            if d.intervention_by == "reference":
                 fixed = intervention(text, reference, delimiter=d.step_delimiter)
                 if fixed is not None:
                     return fixed
                 continue
-            note = critique(text, reference, correct=False, delimiter=d.step_delimiter)
-            return d.critique_template.format(answer=text, critique=note)
+            err = first_error(text, reference, delimiter=d.step_delimiter)
+            if err is not None:
+                head = error_prefix(text, err, delimiter=d.step_delimiter)
+                return Guide(
+                    user_extra=d.intervention_template.format(reference=reference),
+                    assistant_prefix=f"{head}{d.step_delimiter}" if head else "",
+                )
         return None
 
-    def _refine(
-        self, batch: Batch, owners: list[int], asks: list[str]
+    def _sample(
+        self, batch: Batch, owners: list[int], guides: list[Guide]
     ) -> tuple[list[int], list[list[int]], float]:
-        """Source 'refinement': one sample of the policy per owner group, after the group's question
-        with ``asks[k]`` appended (``rlvr.data.guidance.apply_guide``), at the run's sampling
-        temperature and with its sampling generator -> (the owners whose prompt fits the model's
-        context, their sampled token rows, the number left out because it did not fit)."""
+        """One sample of the policy per owner group after its question with ``guides[k]`` (its
+        ``user_extra`` appended to the question, its ``assistant_prefix`` starting the reply), at
+        the run's sampling temperature and with its sampling generator -> (the owners whose prompt
+        fits the model's context with ``rollout.max_new_tokens`` more, their rows' tokens, the
+        number left out because it did not fit). A refinement's row is the sample as drawn; a
+        self-proposed intervention's is the prefix and the sample's first step (none when it wrote
+        no step), without EOS, cut to ``rollout.max_new_tokens``."""
         rounds, cfg = self.rounds, self.cfg
-        tok, model = rounds.tokenizer, rounds.model
+        tok, model, delim = rounds.tokenizer, rounds.model, cfg.demos.step_delimiter
         problems = [batch.problems[j] for j in owners]
-        ids, _ = prompt_ids(tok, problems, 1, guides=[Guide(user_extra=a) for a in asks])
+        ids, _ = prompt_ids(tok, problems, 1, guides=guides)
         cap = rounds.max_new_tokens
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         fits = [k for k, row in enumerate(ids) if context is None or len(row) + cap <= context]
+        too_long = float(len(owners) - len(fits))
         if not fits:
-            return [], [], float(len(owners))
+            return [], [], too_long
         knobs = gen_knobs(cfg, tok, cap)
         dev = next(model.parameters()).device
         model.eval()
@@ -191,8 +211,18 @@ class Demonstrations:
             )
         model.train()
         comp, lengths = roll.completion_ids.tolist(), roll.lengths.tolist()
-        rows = [comp[i][: int(lengths[i])] for i in range(len(fits))]
-        return [owners[k] for k in fits], rows, float(len(owners) - len(fits))
+        if cfg.demos.source == "refinement":
+            rows = [comp[i][: int(lengths[i])] for i in range(len(fits))]
+            return [owners[k] for k in fits], rows, too_long
+        kept, rows = [], []
+        for i, text in enumerate(roll.texts(tok)):
+            step = next((piece.strip() for piece in text.split(delim) if piece.strip()), None)
+            if step is None:
+                continue
+            whole = guides[fits[i]].assistant_prefix + step
+            kept.append(owners[fits[i]])
+            rows.append(tok(whole, add_special_tokens=False)["input_ids"][: cfg.rollout.max_new_tokens])
+        return kept, rows, too_long
 
     def _tokens(self, text: str) -> list[int]:
         """A text target's tokens and EOS, cut to ``rollout.max_new_tokens``."""
