@@ -296,3 +296,56 @@ def test_calibrl_errors():
         with pytest.raises(KnobError):
             OBJECTIVES.check_knobs("calibrl", bad)
     assert OBJECTIVES.needs("calibrl") == {"demo", "demo_group", "group"}
+
+
+critique_grpo = OBJECTIVES["critique_grpo"]
+
+
+def test_critique_grpo_hand_values_and_gradient():
+    # row 0: an initial response at ratio 1 (ppo_clip = -A); row 1: a refinement, p = 0.4 and 0.1
+    lp = torch.log(torch.tensor([[0.5, 0.25], [0.4, 0.1]]))  # [2, 2]
+    adv = torch.tensor([2.0, -3.0])
+    mask = torch.ones(2, 2)
+    x = lp.clone().requires_grad_()
+    out = critique_grpo(x, lp, adv, mask, demo=torch.tensor([0.0, 1.0]), refine_gamma=0.1)
+    want = torch.tensor([[-2.0, -2.0], [3.0 * 0.4 / 0.5, 3.0 * 0.1 / 0.2]])  # -A p / (p + gamma)
+    torch.testing.assert_close(out, want)
+    out.sum().backward()
+    # d/dlogp of -A p / (p + g) = -A g p / (p + g)^2
+    grad = torch.tensor([[-2.0, -2.0], [3.0 * 0.1 * 0.4 / 0.25, 3.0 * 0.1 * 0.1 / 0.04]])
+    torch.testing.assert_close(x.grad, grad)
+
+
+def test_critique_grpo_without_refinements_is_ppo_clip_to_the_bit():
+    logp, old, adv, mask = _batch(seed=5)
+    zero = torch.zeros(len(adv))
+    for knobs in ({}, {"refine_gamma": 2.0}, {"clip_low": 0.1, "clip_high": 0.28}):
+        a = logp.clone().requires_grad_()
+        b = logp.clone().requires_grad_()
+        got = critique_grpo(a, old, adv, mask, demo=zero, **knobs)
+        ref = ppo_clip(b, old, adv, mask, **{k: v for k, v in knobs.items() if k.startswith("clip")})
+        assert torch.equal(got, ref)
+        got.sum().backward()
+        ref.sum().backward()
+        assert torch.equal(a.grad, b.grad)
+
+
+def test_critique_grpo_is_row_by_row_and_masks_padding():
+    logp, old, adv, mask = _batch(seed=7)
+    demo = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    whole = critique_grpo(logp, old, adv, mask, demo=demo, refine_gamma=0.3)
+    for i in range(len(adv)):
+        one = critique_grpo(
+            logp[i : i + 1],
+            old[i : i + 1],
+            adv[i : i + 1],
+            mask[i : i + 1],
+            demo=demo[i : i + 1],
+            refine_gamma=0.3,
+        )
+        torch.testing.assert_close(whole[i : i + 1], one)
+    assert torch.equal(whole[1, 3:], torch.zeros(1)) and torch.equal(whole[4, 2:], torch.zeros(2))
+    with pytest.raises(ValueError, match=r"critique_grpo needs `demo`"):
+        critique_grpo(logp, old, adv, mask)
+    with pytest.raises(KnobError, match="refine_gamma"):
+        OBJECTIVES.check_knobs("critique_grpo", {"refine_gamma": 0.0})

@@ -78,6 +78,7 @@ def test_a_group_gets_a_demonstration_when_its_success_rate_is_at_most_max_succe
         return extra
 
     monkeypatch.setattr(stage, "_rows", rows)
+    monkeypatch.setattr(stage, "_tokens", lambda text: text)  # the text stands for its tokens
     # groups with 0/2, 1/2 and 2/2 correct: the first two get their demonstration
     batch = _batch([2, 2, 2], [0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     out, metrics = stage.attach(batch)

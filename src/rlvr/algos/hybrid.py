@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rlvr.algos.objectives import OBJECTIVES, _masked_mean, _per_token, ppo_clip
 
-__all__ = ["calibrl", "hybrid", "rl_plus"]
+__all__ = ["calibrl", "critique_grpo", "hybrid", "rl_plus"]
 
 
 def _flags(demo: Tensor | None, who: str, n: int, name: str = "demo") -> Tensor:
@@ -142,6 +142,56 @@ def rl_plus(
         with torch.no_grad():
             stats["mis_ratio_mean"] = _masked_mean(ratio, demo_mask).item()
             stats["explore_weight_mean"] = _masked_mean(explore, demo_mask).item()
+    return torch.where(is_demo, off, rl)
+
+
+@OBJECTIVES.register(
+    "critique_grpo",
+    needs={"demo"},
+    bounds={"refine_gamma": "> 0", "clip_low": "[0, 1)", "clip_high": ">= 0"},
+)
+def critique_grpo(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    demo: Tensor | None = None,
+    refine_gamma: float = 0.1,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    stats: dict | None = None,
+) -> Tensor:
+    """Critique-GRPO ("Critique-GRPO: Advancing LLM Reasoning with Natural Language and Numerical
+    Feedback"): the policy learns from its initial responses and its critique-guided refinements at
+    once. The refinements are the ``[demos]`` rows of source 'refinement' (sampled by the policy
+    after the question, a failed answer and a critique; trained as answers to the plain question),
+    scored by the run's rewards, their rewards in their group's advantage statistics. Per token of
+    row i,
+
+        initial response:  L_t = ppo_clip_t
+        refinement:        L_t = -f(pi_theta(y_t)) * A_i,   f(p) = p / (p + refine_gamma)
+
+    The abstract gives no formula; the shaped refinement term is rlvr's choice, LUFFY's policy
+    shaping of off-policy tokens: no clip (the refinement's behaviour policy saw the critique, so a
+    ratio against it means little), and the gradient -A * refine_gamma * p / (p + refine_gamma)^2 *
+    grad log p weighs up the tokens the plain-prompted policy finds unlikely, relative to the
+    SFT-like p * grad log p. A wrong refinement (A < 0) is pushed down like a wrong sample, not
+    imitated (which sets it apart from ``hybrid``'s SFT term). On a batch without refinement rows
+    it is ``ppo_clip``, bit for bit.
+    """
+    n = logp.shape[0]
+    is_demo = _flags(demo, "critique_grpo", n)  # [N, 1]
+    own = mask * (~is_demo)  # [N, T] the initial responses' tokens
+    rl = ppo_clip(logp, old_logp, adv, own, clip_low=clip_low, clip_high=clip_high, stats=stats)
+    p = logp.exp()  # [N, T] pi_theta(y_t), with gradient
+    shaped = p / (p + refine_gamma)  # [N, T]
+    a = _per_token(adv, logp)  # [N, T]
+    demo_mask = mask * is_demo  # [N, T] the refinements' tokens
+    off = torch.where(demo_mask > 0, -shaped * a, torch.zeros_like(p))  # [N, T]
+    if stats is not None and bool(demo_mask.any()):
+        with torch.no_grad():
+            stats["refine_prob_mean"] = _masked_mean(p, demo_mask).item()
     return torch.where(is_demo, off, rl)
 
 

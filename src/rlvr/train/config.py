@@ -247,9 +247,34 @@ class DemosConfig:
     source: str = "auto"
     """Where a problem's demonstration comes from: 'field' (the problem's `solution_field`, a
     dataset column), 'solver' (the task's worked-solution writer, `rlvr.data.solutions.SOLVERS`), or
-    'auto' (the field when the problem has it, else the solver). A problem with none gets no row."""
+    'auto' (the field when the problem has it, else the solver). A problem with none gets no row.
+    Two sources build the row from the group's first failed sample and the problem's worked
+    solution ('auto''s) instead: 'intervention' (InT: the sample's steps before its first error,
+    then the worked solution's steps from there, `rlvr.rewards.feedback.intervention`) and
+    'refinement' (Critique-GRPO: the policy's own refinement, sampled after the question with
+    `critique_template` holding the failed answer and a critique of it). A group without a failed
+    sample gets no row from either, nor, from 'intervention', one whose failed samples have no step
+    to correct (blank texts, or a problem without a worked solution)."""
     solution_field: str = "solution"
     """The problem's metadata field that holds a demonstration (sources 'field' and 'auto')."""
+    step_delimiter: str = "\n"
+    """Sources 'intervention' and 'refinement': what separates two steps of a solution (as
+    `arith_steps`'s delimiter), for locating a failed sample's first wrong step."""
+    intervention_by: str = "reference"
+    """Source 'intervention': who writes the step at the error: 'reference' (the worked solution's
+    step, then its later steps: the row is a whole solution) or 'policy' (InT's self-proposal: the
+    policy, shown the worked solution through `intervention_template`, continues the sample's steps
+    before the error with one step of its own, sampled at the run's temperature; the row ends with
+    that step, the paper's SFT target, without EOS)."""
+    intervention_template: str = "A reference solution:\n{reference}\nCorrect the next step."
+    """Source 'intervention' with intervention_by = 'policy': the text appended to the question;
+    `{reference}` is replaced by the worked solution."""
+    critique_template: str = (
+        "An earlier attempt:\n{answer}\nCritique: {critique}\nWrite a corrected solution."
+    )
+    """Source 'refinement': the text appended to the question to ask for a refinement; `{answer}`
+    is replaced by the failed sample's text, `{critique}` by its critique
+    (`rlvr.rewards.feedback.critique`)."""
     max_success: float = bounded(1.0, "[0, 1]")
     """A group gets its demonstration when the fraction of its samples that are correct is at most
     this: 1 gives every group one (LUFFY, RL-PLUS, CHORD), 0 only the groups that all failed (HPT's
@@ -625,8 +650,61 @@ def _validate_self_teacher(cfg: Config, chosen: dict[str, tuple[Registry, str]])
 def _validate_demos(cfg: Config, chosen: dict[str, tuple[Registry, str]]) -> None:
     """[demos]: its source, a component that reads the rows, and the settings it cannot run with."""
     d = cfg.demos
-    if d.source not in ("auto", "field", "solver"):
-        raise ConfigError(f"'demos.source' = {d.source!r}; expected 'auto', 'field' or 'solver'")
+    if d.source not in ("auto", "field", "solver", "intervention", "refinement"):
+        raise ConfigError(
+            f"'demos.source' = {d.source!r}; expected 'auto', 'field', 'solver', 'intervention' or "
+            "'refinement'"
+        )
+    if not d.step_delimiter:
+        raise ConfigError("'demos.step_delimiter' = ''; expected a non-empty separator of steps")
+    try:
+        d.critique_template.format(answer="", critique="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"'demos.critique_template' = {d.critique_template!r} is not a template with only "
+            f"'{{answer}}' and '{{critique}}' ({type(err).__name__}: {err}); write literal braces "
+            "as '{{{{' and '}}}}'"
+        ) from None
+    missing = [k for k in ("{answer}", "{critique}") if k not in d.critique_template]
+    if missing:
+        raise ConfigError(
+            f"'demos.critique_template' = {d.critique_template!r} must contain {' and '.join(missing)}"
+            ", where the failed answer and its critique go"
+        )
+    if d.intervention_by not in ("reference", "policy"):
+        raise ConfigError(
+            f"'demos.intervention_by' = {d.intervention_by!r}; expected 'reference' or 'policy'"
+        )
+    try:
+        d.intervention_template.format(reference="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"'demos.intervention_template' = {d.intervention_template!r} is not a template with "
+            f"only '{{reference}}' ({type(err).__name__}: {err}); write literal braces as '{{{{' and "
+            "'}}}}'"
+        ) from None
+    if "{reference}" not in d.intervention_template:
+        raise ConfigError(
+            f"'demos.intervention_template' = {d.intervention_template!r} must contain "
+            "{reference}, where the worked solution goes"
+        )
+    proposes = d.source == "intervention" and d.intervention_by == "policy"
+    if not proposes and d.intervention_template != DemosConfig.intervention_template:
+        raise ConfigError(
+            "'demos.intervention_template' is set but the policy proposes no intervention; set "
+            "demos.source = 'intervention' and demos.intervention_by = 'policy', or leave the "
+            "template at its default"
+        )
+    if d.source != "intervention" and d.intervention_by != DemosConfig.intervention_by:
+        raise ConfigError(
+            f"'demos.intervention_by' is set but demos.source = {d.source!r} writes no "
+            "intervention; set demos.source = 'intervention' or leave it at its default"
+        )
+    if d.source != "refinement" and d.critique_template != DemosConfig.critique_template:
+        raise ConfigError(
+            f"'demos.critique_template' is set but demos.source = {d.source!r} asks for no "
+            "refinement; set demos.source = 'refinement' or leave the template at its default"
+        )
     readers = [n for reg, n in chosen.values() if {"demo", "demo_group"} & reg.needs(n)]
     if not readers:
         if d != DemosConfig():

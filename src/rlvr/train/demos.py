@@ -10,12 +10,24 @@ samples is at most ``demos.max_success`` gets one more row at its end: the probl
 policy's own log-prob of each token before the update (one no-grad forward over the demonstration
 rows), since the demonstration's behaviour policy is unknown.
 
+Two sources write the row from a failed sample of the group (the first whose row exists) and the
+problem's worked solution (the field, else the solver): ``intervention`` (InT: the sample's steps
+before its first error, then the worked solution's from there; ``rlvr.rewards.feedback``) and
+``refinement`` (Critique-GRPO: the policy samples a refinement once, after the question with
+``demos.critique_template`` holding the failed sample and a critique of it; the row is that sample,
+trained as an answer to the plain prompt). With ``demos.intervention_by = 'policy'`` the policy
+proposes the intervention itself (InT's self-proposal): shown the worked solution after the
+question, it continues the sample's steps before the error, and the row is those steps and its
+first new one. A sample of the policy draws from the run's sampling generator; a prompt that with
+``rollout.max_new_tokens`` would exceed the model's context gets no row (``demo_too_long``). A
+group without a failed sample gets no row.
+
 The rows then reach every later stage as part of their groups (groups of G + 1): the reference's,
 teacher's and critic's forwards, the advantage estimator (the demonstration's reward joins its
 group's statistics, LUFFY's mixed group), and the objective, which decides what to do with them (an
 SFT term, importance weights against the current policy, or nothing). The stage draws no random
-numbers and holds no state: a group with no demonstration stays as it was, so a run in which no
-problem has one trains exactly as without the stage.
+numbers (but a refinement's sample) and holds no state: a group with no demonstration stays as it
+was, so a run in which no problem has one trains exactly as without the stage.
 """
 
 from __future__ import annotations
@@ -24,13 +36,15 @@ from dataclasses import replace
 
 import torch
 
+from rlvr.data.guidance import Guide
 from rlvr.data.solutions import solve
 from rlvr.data.tasks import Problem
-from rlvr.rollout import Rollout, sequence_logp
+from rlvr.rewards.feedback import critique, error_prefix, first_error, intervention
+from rlvr.rollout import Rollout, generate, sequence_logp
 from rlvr.rollout.sampler import left_pad
 from rlvr.train.batch import Batch, group_rows
 from rlvr.train.config import Config
-from rlvr.train.rounds import Rounds, autocast, prompt_ids
+from rlvr.train.rounds import Rounds, autocast, gen_knobs, prompt_ids
 
 __all__ = ["Demonstrations", "demonstration", "with_rows"]
 
@@ -88,16 +102,28 @@ class Demonstrations:
         """The batch with a demonstration row at the end of each eligible group (``roll.demo`` and
         ``roll.demo_group`` [N] set, zeros where there is none), and the stage's metrics."""
         d = self.cfg.demos
-        owners, targets = [], []
+        owners: list[int] = []
+        found: list[str | Guide] = []  # per owner: a text row, or what the policy is asked
         for j, p in enumerate(batch.problems):
             sl = batch.group(j)
             rate = float(batch.correct[sl].float().mean())  # the group's share of correct samples
             if rate > d.max_success:
                 continue
-            text = demonstration(p, source=d.source, field=d.solution_field)
-            if text is not None:
+            if d.source in ("intervention", "refinement"):
+                item = self._from_failure(batch, j)
+            else:
+                item = demonstration(p, source=d.source, field=d.solution_field)
+            if item is not None:
                 owners.append(j)
-                targets.append(text)
+                found.append(item)
+        metrics: dict[str, float] = {}
+        rows: list[list[int]] = []
+        if d.source == "refinement" or (d.source == "intervention" and d.intervention_by == "policy"):
+            if owners:
+                guides = [g for g in found if isinstance(g, Guide)]
+                owners, rows, metrics["demo_too_long"] = self._sample(batch, owners, guides)
+        else:
+            rows = [self._tokens(t) for t in found if isinstance(t, str)]
         n = len(batch.roll)
         dev = batch.roll.mask.device
         in_group = torch.zeros(n, device=dev)  # [N]
@@ -107,13 +133,13 @@ class Demonstrations:
         flagged = replace(batch.roll, demo=torch.zeros(n, device=dev), demo_group=in_group)
         batch = replace(batch, roll=flagged)
         if not owners:  # nothing to add: the batch as it was, flagged
-            return batch, {"demo_rows": 0.0}
-        extra = self._rows([batch.problems[j] for j in owners], targets)
+            return batch, {"demo_rows": 0.0} | metrics
+        extra = self._rows([batch.problems[j] for j in owners], rows)
         k = len(owners)
         extra.roll.demo = torch.ones(k, device=extra.roll.mask.device)  # [k]
         extra.roll.demo_group = torch.ones(k, device=extra.roll.mask.device)  # [k]
         out = with_rows(batch, extra, owners)
-        metrics = {
+        metrics |= {
             "demo_rows": float(k),
             "demo_reward_mean": float(extra.rewards.mean()),
             "demo_correct_mean": float(extra.correct.float().mean()),
@@ -121,18 +147,97 @@ class Demonstrations:
         }
         return out, metrics
 
-    def _rows(self, problems: list[Problem], targets: list[str]) -> Batch:
-        """The demonstrations as a scored batch of groups of one: plain prompts, the target's tokens
-        and EOS (cut to ``rollout.max_new_tokens``), behaviour log-probs from the current policy."""
+    def _from_failure(self, batch: Batch, j: int) -> str | Guide | None:
+        """Sources 'intervention' and 'refinement', from the first failed sample of group ``j`` that
+        gives one: InT's intervention against the problem's worked solution
+        (``rlvr.rewards.feedback.intervention``), or, for the policy to sample, a guide: for a
+        self-proposed intervention, the worked solution after the question
+        (``demos.intervention_template``) and the sample's steps before its error starting the
+        reply; for a refinement, the sample and its critique after the question
+        (``demos.critique_template``; without a worked solution the critique is the outcome
+        alone). None when no failed sample gives one."""
+        d = self.cfg.demos
+        reference = demonstration(batch.problems[j], source="auto", field=d.solution_field)
+        if d.source == "intervention" and reference is None:
+            return None
+        for i in range(*batch.group(j).indices(len(batch.roll))):
+            if bool(batch.correct[i]):
+                continue
+            text = batch.texts[i]
+            if d.source == "refinement":
+                note = critique(text, reference, correct=False, delimiter=d.step_delimiter)
+                return Guide(user_extra=d.critique_template.format(answer=text, critique=note))
+            assert reference is not None
+            if d.intervention_by == "reference":
+                fixed = intervention(text, reference, delimiter=d.step_delimiter)
+                if fixed is not None:
+                    return fixed
+                continue
+            err = first_error(text, reference, delimiter=d.step_delimiter)
+            if err is not None:
+                head = error_prefix(text, err, delimiter=d.step_delimiter)
+                return Guide(
+                    user_extra=d.intervention_template.format(reference=reference),
+                    assistant_prefix=f"{head}{d.step_delimiter}" if head else "",
+                )
+        return None
+
+    def _sample(
+        self, batch: Batch, owners: list[int], guides: list[Guide]
+    ) -> tuple[list[int], list[list[int]], float]:
+        """One sample of the policy per owner group after its question with ``guides[k]`` (its
+        ``user_extra`` appended to the question, its ``assistant_prefix`` starting the reply), at
+        the run's sampling temperature and with its sampling generator -> (the owners whose prompt
+        fits the model's context with ``rollout.max_new_tokens`` more, their rows' tokens, the
+        number left out because it did not fit). A refinement's row is the sample as drawn; a
+        self-proposed intervention's is the prefix and the sample's first step (none when it wrote
+        no step), without EOS, cut to ``rollout.max_new_tokens``."""
+        rounds, cfg = self.rounds, self.cfg
+        tok, model, delim = rounds.tokenizer, rounds.model, cfg.demos.step_delimiter
+        problems = [batch.problems[j] for j in owners]
+        ids, _ = prompt_ids(tok, problems, 1, guides=guides)
+        cap = rounds.max_new_tokens
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        fits = [k for k, row in enumerate(ids) if context is None or len(row) + cap <= context]
+        too_long = float(len(owners) - len(fits))
+        if not fits:
+            return [], [], too_long
+        knobs = gen_knobs(cfg, tok, cap)
+        dev = next(model.parameters()).device
+        model.eval()
+        with torch.no_grad(), autocast(cfg, dev):
+            roll = generate(
+                model, [ids[k] for k in fits], num_samples=1, generator=rounds.generator, **knobs
+            )
+        model.train()
+        comp, lengths = roll.completion_ids.tolist(), roll.lengths.tolist()
+        if cfg.demos.source == "refinement":
+            rows = [comp[i][: int(lengths[i])] for i in range(len(fits))]
+            return [owners[k] for k in fits], rows, too_long
+        kept, rows = [], []
+        for i, text in enumerate(roll.texts(tok)):
+            step = next((piece.strip() for piece in text.split(delim) if piece.strip()), None)
+            if step is None:
+                continue
+            whole = guides[fits[i]].assistant_prefix + step
+            kept.append(owners[fits[i]])
+            rows.append(tok(whole, add_special_tokens=False)["input_ids"][: cfg.rollout.max_new_tokens])
+        return kept, rows, too_long
+
+    def _tokens(self, text: str) -> list[int]:
+        """A text target's tokens and EOS, cut to ``rollout.max_new_tokens``."""
+        tok = self.rounds.tokenizer
+        ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return ids[: self.cfg.rollout.max_new_tokens]
+
+    def _rows(self, problems: list[Problem], rows: list[list[int]]) -> Batch:
+        """The demonstrations as a scored batch of groups of one: plain prompts, the rows' tokens
+        (at most ``rollout.max_new_tokens``), behaviour log-probs from the current policy."""
         rounds, cfg = self.rounds, self.cfg
         tok, model = rounds.tokenizer, rounds.model
         dev = next(model.parameters()).device
         ids, _ = prompt_ids(tok, problems, 1)
         p_ids, p_mask = left_pad(ids, tok.pad_token_id)  # [k, P]
-        cap = cfg.rollout.max_new_tokens
-        rows = [
-            (tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:cap] for t in targets
-        ]
         width = max(len(r) for r in rows)
         comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)  # [k, T]
         mask = torch.zeros(len(rows), width)  # [k, T]
