@@ -114,8 +114,22 @@ def test_branching_config_errors(micro_base):
     def load(*extra):
         return load_config("grpo", micro_run(micro_base, *extra))
 
-    with pytest.raises(ConfigError, match=r"'rollout.branching' = 'mcts'; expected '' or 'entropy'"):
+    rules = r"'entropy', 'low_prob', 'step', 'uniform'"
+    with pytest.raises(
+        ConfigError, match=rf"'rollout.branching' = 'mcts'; expected '' .* branch-point rule: {rules}$"
+    ):
         load("rollout.branching='mcts'")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_max_prob' = 0.5 is a knob of .*'low_prob'"):
+        load(*TREE, "rollout.branch_max_prob=0.5")  # a knob of another rule than the chosen one
+    with pytest.raises(ConfigError, match=r"'rollout.branch_threshold' = 0.5 is a knob of .*'entropy'"):
+        load("rollout.branching='uniform'", "rollout.branch_threshold=0.5")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_max_prob' = 0.0 is out of range"):
+        load("rollout.branching='low_prob'", "rollout.branch_max_prob=0")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_delimiter' = ''; expected a non-empty"):
+        load("rollout.branching='step'", "rollout.branch_delimiter=''")
+    assert load("rollout.branching='low_prob'", "rollout.branch_max_prob=0.5").rollout.branching == (
+        "low_prob"
+    )
     with pytest.raises(ConfigError, match=r"branch_roots' = 0 is out of range"):
         load(*TREE, "rollout.branch_roots=0")
     for bad, named in (
@@ -139,9 +153,11 @@ def test_branching_config_errors(micro_base):
     assert rounds.branch_knobs(load(), 1) is None
     assert rounds.branch_knobs(load(*TREE, "rollout.branch_steps=3"), 4) is None
     assert rounds.branch_knobs(load(*TREE), 10**6) == {
+        "points": "entropy",
         "roots": 2,
         "width": 2,
         "top_k": 1,
         "threshold": 0.0,
+        "max_prob": 0.9,
         "depth": 1,
     }

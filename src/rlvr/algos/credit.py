@@ -44,6 +44,7 @@ __all__ = [
     "CREDIT",
     "PrefixTree",
     "aligndistil",
+    "cutpoints",
     "gae",
     "gated_turns",
     "gigpo",
@@ -679,6 +680,13 @@ def rover(
 # ---------------------------------------------------------------- SPO
 
 
+def cutpoints(old_logp: Tensor, mask: Tensor, *, threshold: float = 0.9) -> Tensor:
+    """[N, T] bool: SPO's cutpoints, the counted tokens sampled with probability exp(old_logp) <
+    ``threshold`` (the segment cuts of :func:`segment_ids`, and the branch points of
+    ``rlvr.rollout.branch_points.low_prob``)."""
+    return (old_logp.detach().exp() < threshold) & mask.bool()  # [N, T]
+
+
 def segment_ids(
     old_logp: Tensor, mask: Tensor, *, threshold: float = 0.9, max_segments: int = 8
 ) -> Tensor:
@@ -693,7 +701,7 @@ def segment_ids(
     _check_mask(mask)
     if max_segments < 1:
         raise ValueError("max_segments must be >= 1")
-    cut = (old_logp.detach().exp() < threshold) & mask.bool()  # [N, T]
+    cut = cutpoints(old_logp, mask, threshold=threshold)  # [N, T]
     k = cut.sum(1)  # [N]
     per = ((k + max_segments - 1) // max_segments).clamp(min=1)  # [N] cutpoints per segment
     seen = cut.long().cumsum(1)  # [N, T] cutpoints up to and including t
