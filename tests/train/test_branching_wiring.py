@@ -11,6 +11,8 @@ from tests.conftest import micro_run
 
 from rlvr.algos import CREDIT
 from rlvr.cli import main
+from rlvr.models.hf import load_model
+from rlvr.rollout.branch_points import boundary_ids
 from rlvr.train import rounds
 from rlvr.train.config import ConfigError, load_config
 from rlvr.train.trainer import train
@@ -72,6 +74,28 @@ def test_branch_steps_stops_branching_after_stage_one(micro_base, tmp_path, monk
     train(cfg, run_dir=tmp_path / "run", progress=False)
     assert len(calls) == 2  # steps 1 and 2 branch, step 3 samples i.i.d.
     assert calls[0]["roots"] == 2 and calls[0]["width"] == 2 and calls[0]["depth"] == 1
+
+
+@pytest.mark.parametrize("rule", ["uniform", "step", "low_prob"])
+def test_each_branch_point_rule_runs_in_the_loop(micro_base, tmp_path, monkeypatch, rule):
+    calls = []
+    real = rounds.generate_branched
+
+    def spy(*args, **kw):
+        roll = real(*args, **kw)
+        calls.append((kw, roll))
+        return roll
+
+    monkeypatch.setattr(rounds, "generate_branched", spy)
+    tree = [f"rollout.branching='{rule}'", "rollout.branch_roots=2", "rollout.branch_width=2"]
+    cfg = load_config("grpo", micro_run(micro_base, *QUIET, *tree, "train.steps=1"))
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    ((kw, roll),) = calls
+    assert kw["points"] == rule and kw["max_prob"] == 0.9 and len(roll) == 8
+    # the step boundaries, computed once per run, only for the rule that needs them
+    want = boundary_ids(load_model(micro_base)[1]) if rule == "step" else []
+    assert kw["step_ids"] == want and (rule != "step" or want)
+    assert roll.parent.shape == (8,) and roll.parent.tolist()[:2] == [-1, -1]  # the 2 roots
 
 
 def test_branching_trains_and_resumes_exactly(micro_base, tmp_path, dense_reward):
