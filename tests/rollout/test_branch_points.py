@@ -231,3 +231,16 @@ def test_micro_model_tree_per_rule(micro_model, points):
         for k in (roll.parent >= 0).nonzero().squeeze(1).tolist():
             g0, t = (k // 6) * 6, int(roll.branch_pos[k])
             assert math.exp(roll.old_logp[g0 + int(roll.parent[k]), t]) < 0.9
+
+
+def test_every_input_a_rule_may_need_is_supplied():
+    from rlvr.rollout.branch_points import INPUTS
+    from rlvr.rollout.branching import _inputs, _Row
+
+    rows = [_Row([3, 4], [-0.5, -0.1], [0.9, 0.2], "length", 1), _Row([5], [-1.0], [0.4], "eos", 2)]
+    got = _inputs(INPUTS, rows, 0, [7], None, torch.device("cpu"))
+    assert set(got) == INPUTS and got["step_ids"] == [7] and got["generator"] is None
+    assert got["completion_ids"].tolist() == [[3, 4], [5, 0]]
+    assert torch.allclose(got["logp"], torch.tensor([[-0.5, -0.1], [-1.0, 0.0]]))
+    assert torch.allclose(got["entropy"], torch.tensor([[0.9, 0.2], [0.4, 0.0]]))
+    assert all(BRANCH_POINTS.needs(n) <= INPUTS for n in BRANCH_POINTS)

@@ -154,6 +154,17 @@ def test_branching_config_errors(micro_base):
     assert load("rollout.branching='low_prob'", "rollout.branch_max_prob=0.5").rollout.branching == (
         "low_prob"
     )
+    from rlvr.rollout.branch_points import BRANCH_POINTS
+
+    @BRANCH_POINTS.register("needs_rewards", needs={"rewards"})
+    def needs_rewards(lengths, first, *, rewards=None, top_k: int = 1):
+        return [[] for _ in lengths]
+
+    try:
+        with pytest.raises(ConfigError, match=r"'needs_rewards' needs rewards, which a branching"):
+            load("rollout.branching='needs_rewards'")
+    finally:
+        BRANCH_POINTS._items.pop("needs_rewards")
     with pytest.raises(ConfigError, match=r"branch_roots' = 0 is out of range"):
         load(*TREE, "rollout.branch_roots=0")
     for bad, named in (

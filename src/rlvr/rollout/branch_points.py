@@ -33,6 +33,7 @@ from rlvr.registry import Registry
 
 __all__ = [
     "BRANCH_POINTS",
+    "INPUTS",
     "boundary_ids",
     "critical_positions",
     "entropy",
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 BRANCH_POINTS = Registry("branch-point rule")
+
+INPUTS = frozenset({"entropy", "logp", "completion_ids", "step_ids", "generator"})
+"""The inputs a branch-point rule may declare in ``needs`` (the module's docstring)."""
 
 Points = list[list[tuple[float, int]]]
 

@@ -47,6 +47,7 @@ from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
 from rlvr.rewards.steps import StepReward
 from rlvr.rollout.branch_points import BRANCH_POINTS
+from rlvr.rollout.branch_points import INPUTS as BRANCH_INPUTS
 from rlvr.train.schedule import ScheduleError, flatten_schedule, schedule_fields
 
 __all__ = [
@@ -858,6 +859,12 @@ def _validate_branching(cfg: Config) -> None:
         raise ConfigError("'rollout.branch_delimiter' = ''; expected a non-empty string")
     if not r.branching:
         return
+    unknown = BRANCH_POINTS.needs(r.branching) - BRANCH_INPUTS
+    if unknown:
+        raise ConfigError(
+            f"'rollout.branching' = {r.branching!r} needs {', '.join(sorted(unknown))}, which a "
+            f"branching rollout cannot supply; it supplies {', '.join(sorted(BRANCH_INPUTS))}"
+        )
     defaults = RolloutConfig()
     for name, knob in BRANCH_KNOBS.items():
         if getattr(r, name) != getattr(defaults, name) and knob not in BRANCH_POINTS.knobs(r.branching):
