@@ -17,7 +17,8 @@ group of G completions this way:
    ``width`` rows) and cut at ``max_new_tokens - t`` new tokens, so that every completion has the
    budget of an i.i.d. sample;
 3. step 2 repeats on the new completions, ``depth`` layers at most; a group still short of G (its
-   completions too short to branch, or no entropy above the threshold) is filled with i.i.d. samples.
+   completions too short to branch, or no point that the rule accepts, such as no entropy above the
+   threshold) is filled with i.i.d. samples.
 
 The result is an ordinary group: row i*G + j is the full completion (the shared prefix repeated, with
 the behaviour log-probs it was sampled with; ``branch_pos`` says where it left the row ``parent`` of
@@ -125,7 +126,7 @@ def generate_branched(
     groups = [got[i * r : i * r + min(r, s)] for i, s in enumerate(sizes)]  # the roots
     frontier = [list(g) for g in groups]
     for _ in range(depth):
-        points = []  # (group, row, position, continuations kept)
+        picked = []  # (group, row, position, continuations kept)
         for i, rows in enumerate(frontier):
             need = sizes[i] - len(groups[i])
             if need <= 0 or not rows:
@@ -137,13 +138,13 @@ def generate_branched(
             cands = sorted((-e, k, t) for k, pts in enumerate(found) for e, t in pts)
             cands = cands[: math.ceil(need / width)]
             for j, (_, k, t) in enumerate(cands):
-                points.append((i, rows[k], t, min(width, need - width * j)))
-        if not points:
+                picked.append((i, rows[k], t, min(width, need - width * j)))
+        if not picked:
             break
-        low = min(t for _, _, t, _ in points)
+        low = min(t for _, _, t, _ in picked)
         branch = generate(
             model,
-            [list(prompts[i]) + row.tokens[:t] for i, row, t, _ in points],
+            [list(prompts[i]) + row.tokens[:t] for i, row, t, _ in picked],
             num_samples=width,
             max_new_tokens=m - low,
             generator=generator,
@@ -152,11 +153,11 @@ def generate_branched(
         )
         cont = _rows(
             branch,
-            [m - t for _, _, t, _ in points for _ in range(width)],
-            [t + 1 for _, _, t, _ in points for _ in range(width)],
+            [m - t for _, _, t, _ in picked for _ in range(width)],
+            [t + 1 for _, _, t, _ in picked for _ in range(width)],
         )
         frontier = [[] for _ in sizes]
-        for p, (i, row, t, keep) in enumerate(points):
+        for p, (i, row, t, keep) in enumerate(picked):
             parent = next(j for j, x in enumerate(groups[i]) if x is row)
             for c in cont[p * width : p * width + keep]:
                 full = _Row(
