@@ -312,7 +312,8 @@ class RolloutConfig:
     branch_width: int = bounded(2, ">= 1")
     """Branching: continuations sampled from each branch point."""
     branch_top_k: int = bounded(1, ">= 1")
-    """Branching: branch points per completion, its top_k highest-entropy tokens."""
+    """Branching: branch points per completion at most, the rule's top_k (for 'entropy' its top_k
+    highest-entropy tokens)."""
     branch_threshold: float = bounded(0.0, ">= 0")
     """Branching 'entropy': a branch point's entropy (nats) must exceed this."""
     branch_max_prob: float = bounded(0.9, "(0, 1]")
