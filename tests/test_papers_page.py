@@ -27,6 +27,7 @@ from rlvr.data.samplers import GROUP_FILTERS, SAMPLERS
 from rlvr.data.solutions import SOLVERS
 from rlvr.envs.base import ENVS
 from rlvr.rewards.verifiers import REWARDS
+from rlvr.rollout.branch_points import BRANCH_POINTS
 from rlvr.train.config import Config, recipe_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,7 @@ REGISTRIES = {
     "guide": GUIDES,
     "solver": SOLVERS,
     "env": ENVS,
+    "branch_points": BRANCH_POINTS,
 }
 
 # The registries whose components are techniques: each docstring must name where it comes from.
@@ -69,6 +71,7 @@ IN_SCOPE = (
     "sampler",
     "group_filter",
     "guide",
+    "branch_points",
 )
 
 # A docstring names its origin when it contains one of these (whitespace runs read as one space):

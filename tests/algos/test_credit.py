@@ -968,3 +968,13 @@ def test_every_assigner_is_zero_off_mask_and_finite(name):
     assert out.shape == mask.shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert torch.equal(out * (1 - mask), torch.zeros_like(out))
+
+
+def test_cutpoints_are_the_counted_tokens_below_the_threshold():
+    from rlvr.algos.credit import cutpoints
+
+    old_logp = torch.tensor([[0.5, 0.95, 0.2, 0.8], [0.1, 1.0, 0.89, 0.91]]).log()  # [2, 4]
+    mask = torch.tensor([[1.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])  # [2, 4]
+    got = cutpoints(old_logp, mask, threshold=0.9)
+    assert got.tolist() == [[True, False, False, True], [True, False, True, False]]
+    assert cutpoints(old_logp, mask, threshold=0.15).tolist() == [[False] * 4, [True] + [False] * 3]

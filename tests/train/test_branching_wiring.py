@@ -11,6 +11,8 @@ from tests.conftest import micro_run
 
 from rlvr.algos import CREDIT
 from rlvr.cli import main
+from rlvr.models.hf import load_model
+from rlvr.rollout.branch_points import boundary_ids
 from rlvr.train import rounds
 from rlvr.train.config import ConfigError, load_config
 from rlvr.train.trainer import train
@@ -74,6 +76,28 @@ def test_branch_steps_stops_branching_after_stage_one(micro_base, tmp_path, monk
     assert calls[0]["roots"] == 2 and calls[0]["width"] == 2 and calls[0]["depth"] == 1
 
 
+@pytest.mark.parametrize("rule", ["uniform", "step", "low_prob"])
+def test_each_branch_point_rule_runs_in_the_loop(micro_base, tmp_path, monkeypatch, rule):
+    calls = []
+    real = rounds.generate_branched
+
+    def spy(*args, **kw):
+        roll = real(*args, **kw)
+        calls.append((kw, roll))
+        return roll
+
+    monkeypatch.setattr(rounds, "generate_branched", spy)
+    tree = [f"rollout.branching='{rule}'", "rollout.branch_roots=2", "rollout.branch_width=2"]
+    cfg = load_config("grpo", micro_run(micro_base, *QUIET, *tree, "train.steps=1"))
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    ((kw, roll),) = calls
+    assert kw["points"] == rule and kw["max_prob"] == 0.9 and len(roll) == 8
+    # the step boundaries, computed once per run, only for the rule that needs them
+    want = boundary_ids(load_model(micro_base)[1]) if rule == "step" else []
+    assert kw["step_ids"] == want and (rule != "step" or want)
+    assert roll.parent.shape == (8,) and roll.parent.tolist()[:2] == [-1, -1]  # the 2 roots
+
+
 def test_branching_trains_and_resumes_exactly(micro_base, tmp_path, dense_reward):
     extra = [*QUIET, *TREE, *dense_reward, "rollout.branch_top_k=2", "rollout.branch_depth=2"]
 
@@ -114,8 +138,33 @@ def test_branching_config_errors(micro_base):
     def load(*extra):
         return load_config("grpo", micro_run(micro_base, *extra))
 
-    with pytest.raises(ConfigError, match=r"'rollout.branching' = 'mcts'; expected '' or 'entropy'"):
+    rules = r"'entropy', 'low_prob', 'step', 'uniform'"
+    with pytest.raises(
+        ConfigError, match=rf"'rollout.branching' = 'mcts'; expected '' .* branch-point rule: {rules}$"
+    ):
         load("rollout.branching='mcts'")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_max_prob' = 0.5 is a knob of .*'low_prob'"):
+        load(*TREE, "rollout.branch_max_prob=0.5")  # a knob of another rule than the chosen one
+    with pytest.raises(ConfigError, match=r"'rollout.branch_threshold' = 0.5 is a knob of .*'entropy'"):
+        load("rollout.branching='uniform'", "rollout.branch_threshold=0.5")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_max_prob' = 0.0 is out of range"):
+        load("rollout.branching='low_prob'", "rollout.branch_max_prob=0")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_delimiter' = ''; expected a non-empty"):
+        load("rollout.branching='step'", "rollout.branch_delimiter=''")
+    assert load("rollout.branching='low_prob'", "rollout.branch_max_prob=0.5").rollout.branching == (
+        "low_prob"
+    )
+    from rlvr.rollout.branch_points import BRANCH_POINTS
+
+    @BRANCH_POINTS.register("needs_rewards", needs={"rewards"})
+    def needs_rewards(lengths, first, *, rewards=None, top_k: int = 1):
+        return [[] for _ in lengths]
+
+    try:
+        with pytest.raises(ConfigError, match=r"'needs_rewards' needs rewards, which a branching"):
+            load("rollout.branching='needs_rewards'")
+    finally:
+        BRANCH_POINTS._items.pop("needs_rewards")
     with pytest.raises(ConfigError, match=r"branch_roots' = 0 is out of range"):
         load(*TREE, "rollout.branch_roots=0")
     for bad, named in (
@@ -139,9 +188,11 @@ def test_branching_config_errors(micro_base):
     assert rounds.branch_knobs(load(), 1) is None
     assert rounds.branch_knobs(load(*TREE, "rollout.branch_steps=3"), 4) is None
     assert rounds.branch_knobs(load(*TREE), 10**6) == {
+        "points": "entropy",
         "roots": 2,
         "width": 2,
         "top_k": 1,
         "threshold": 0.0,
+        "max_prob": 0.9,
         "depth": 1,
     }

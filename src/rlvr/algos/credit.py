@@ -44,6 +44,7 @@ __all__ = [
     "CREDIT",
     "PrefixTree",
     "aligndistil",
+    "cutpoints",
     "gae",
     "gated_turns",
     "gigpo",
@@ -656,10 +657,14 @@ def rover(
     completions that share no prefix get R_i - mean_g R on every token (dr_grpo). "parent" is nonzero
     only at branch points. With 0/1 rewards Q^U(s, a) > 0 exactly when a correct completion was
     sampled below (s, a), so acting greedily on Q^U follows a sampled correct completion whenever one
-    exists, the property ROVER builds on. Not done here: the softmax over Q-values for
-    sampling, and the parametrisation Q = rho * (logp - old_logp) trained by regression (an
-    objective, not an advantage); the next state's value over the whole vocabulary is replaced by the
-    sampled tree's.
+    exists, the property ROVER builds on. Not done here: the parametrisation Q = rho * (logp -
+    old_logp) trained by regression (an objective, not an advantage), and with it the paper's
+    sampling from the softmax over Q: under that parametrisation softmax(Q / rho) with prior pi_old is
+    pi_theta itself, so the paper's sampling is ordinary sampling from the trained policy. Here the
+    policy is trained by policy gradient on these advantages, not to be that softmax, and a softmax
+    over this Q^U at a branch point would need rewards in the middle of a rollout (Q^U exists once
+    the group is sampled and scored). The next state's value over the whole vocabulary is replaced
+    by the sampled tree's.
     """
     _check_groups(rewards, mask)
     g = rewards.shape[1]
@@ -679,6 +684,13 @@ def rover(
 # ---------------------------------------------------------------- SPO
 
 
+def cutpoints(old_logp: Tensor, mask: Tensor, *, threshold: float = 0.9) -> Tensor:
+    """[N, T] bool: SPO's cutpoints, the counted tokens sampled with probability exp(old_logp) <
+    ``threshold`` (the segment cuts of :func:`segment_ids`, and the branch points of
+    ``rlvr.rollout.branch_points.low_prob``)."""
+    return (old_logp.detach().exp() < threshold) & mask.bool()  # [N, T]
+
+
 def segment_ids(
     old_logp: Tensor, mask: Tensor, *, threshold: float = 0.9, max_segments: int = 8
 ) -> Tensor:
@@ -693,7 +705,7 @@ def segment_ids(
     _check_mask(mask)
     if max_segments < 1:
         raise ValueError("max_segments must be >= 1")
-    cut = (old_logp.detach().exp() < threshold) & mask.bool()  # [N, T]
+    cut = cutpoints(old_logp, mask, threshold=threshold)  # [N, T]
     k = cut.sum(1)  # [N]
     per = ((k + max_segments - 1) // max_segments).clamp(min=1)  # [N] cutpoints per segment
     seen = cut.long().cumsum(1)  # [N, T] cutpoints up to and including t

@@ -10,6 +10,10 @@ from torch import Tensor
 
 __all__ = ["Rollout"]
 
+# the tree fields of a branching rollout, with their value on a root row (Rollout.cat fills a part
+# that did not branch with it)
+_ROOT = {"branch_pos": 0, "parent": -1}
+
 
 @dataclass
 class Rollout:
@@ -72,6 +76,10 @@ class Rollout:
     """[N] long: the position t at which a branched row left the row it grew from (its first t tokens
     are that row's, copied, not sampled again; ``rlvr.rollout.branching``); 0 on a root or an i.i.d.
     row. None when nothing branched."""
+    parent: Tensor | None = None
+    """[N] long: the index inside its group (0 .. G-1) of the row a branched row grew from, so that
+    its first ``branch_pos`` tokens equal that row's; -1 on a root or an i.i.d. row. Set with
+    ``branch_pos``; None when nothing branched."""
     policy_version: int = 0
     """Updates the generating weights had received (asynchronous rollouts lag the learner)."""
 
@@ -132,9 +140,9 @@ class Rollout:
             if all(v is None for v in vals):
                 out[f.name] = None
                 continue
-            if f.name == "branch_pos":  # a part that did not branch: every row is a root
+            if f.name in _ROOT:  # a part that did not branch: every row is a root
                 vals = [
-                    torch.zeros(len(x), dtype=torch.long) if v is None else v
+                    torch.full((len(x),), _ROOT[f.name], dtype=torch.long) if v is None else v
                     for x, v in zip(rolls, vals, strict=True)
                 ]
                 vals = [v.to(next(u for u in vals if u is not None).device) for v in vals]

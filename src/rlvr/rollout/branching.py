@@ -1,4 +1,4 @@
-"""Branching rollouts: each group grown as a prefix tree from the high-entropy tokens of a few roots.
+"""Branching rollouts: each group grown as a prefix tree from the branch points of a few roots.
 
 CURE ("CURE: Critical-Token-Guided Re-Concatenation for Entropy-Collapse Prevention") re-generates
 from high-entropy critical tokens and trains on the original and the branched trajectories; ARPO
@@ -7,19 +7,22 @@ Diverse Exploration") branch where the policy is uncertain too. :func:`generate_
 group of G completions this way:
 
 1. ``roots`` completions of the prompt, sampled as usual (:func:`~rlvr.rollout.sampler.generate`);
-2. in each completion of the last layer, the branch points are its ``top_k`` positions t of highest
-   entropy H_t > ``threshold`` (:func:`critical_positions`; t >= 1, so a branch shares at least one
-   token, and t after the completion's own branch position, so a branch grows a new subtree);
-   across the group's completions the points go in order of entropy, each getting ``width``
+2. in each completion of the last layer, the branch points are the ``top_k`` positions t that the
+   branch-point rule ``points`` picks (``rlvr.rollout.branch_points``; the default ``entropy``: those of
+   highest entropy H_t > ``threshold``, :func:`critical_positions`; t >= 1, so a branch shares at least
+   one token, and t after the completion's own branch position, so a branch grows a new subtree);
+   across the group's completions the points go in order of the rule's score, each getting ``width``
    continuations, until the group has G completions. A continuation is sampled by the same
    ``generate`` with the prefix y_<t on the prompt side (one prefill per point, copied to its
    ``width`` rows) and cut at ``max_new_tokens - t`` new tokens, so that every completion has the
    budget of an i.i.d. sample;
 3. step 2 repeats on the new completions, ``depth`` layers at most; a group still short of G (its
-   completions too short to branch, or no entropy above the threshold) is filled with i.i.d. samples.
+   completions too short to branch, or no point that the rule accepts, such as no entropy above the
+   threshold) is filled with i.i.d. samples.
 
 The result is an ordinary group: row i*G + j is the full completion (the shared prefix repeated, with
-the behaviour log-probs it was sampled with), so every objective and advantage works on it unchanged,
+the behaviour log-probs it was sampled with; ``branch_pos`` says where it left the row ``parent`` of
+its group), so every objective and advantage works on it unchanged,
 and the prefix-tree credit assigners (``credit:tree_td``, ...) find the tree in ``completion_ids``.
 With ``roots`` >= G no branch is made and the rollout is exactly ``generate``'s. Every random draw
 comes from ``generator`` in a fixed order: the same seed gives the same tree.
@@ -30,32 +33,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from rlvr.rollout.batch import Rollout
+from rlvr.rollout.branch_points import BRANCH_POINTS, critical_positions
 from rlvr.rollout.sampler import generate, left_pad
 
 __all__ = ["critical_positions", "generate_branched"]
-
-
-def critical_positions(
-    entropy: Tensor, lengths: Tensor, first: Tensor, *, top_k: int, threshold: float = 0.0
-) -> list[list[tuple[float, int]]]:
-    """The branch points of each completion: entropy [R, T], lengths [R], first [R] -> per row up to
-    ``top_k`` pairs (H_t, t) with first_r <= t < L_r and H_t > threshold, highest entropy first
-    (ties: the earlier position)."""
-    if top_k < 1:
-        raise ValueError(f"critical_positions: top_k must be >= 1, got {top_k}")
-    pos = torch.arange(entropy.shape[1], device=entropy.device)  # [T]
-    ok = (pos >= first[:, None]) & (pos < lengths[:, None]) & (entropy > threshold)  # [R, T]
-    score = entropy.float().masked_fill(~ok, float("-inf"))  # [R, T]
-    vals, idx = score.sort(dim=1, descending=True, stable=True)  # [R, T]
-    out = []
-    for v, i in zip(vals[:, :top_k].tolist(), idx[:, :top_k].tolist(), strict=True):
-        out.append([(e, t) for e, t in zip(v, i, strict=True) if e > float("-inf")])
-    return out
 
 
 @dataclass
@@ -67,6 +54,7 @@ class _Row:
     entropy: list[float]
     finish: str
     first: int  # the first position a branch may start at (1 for a root, t + 1 for a branch at t)
+    parent: int = -1  # the index in its group of the row it branched from; -1 for a root / i.i.d.
 
 
 def _rows(roll: Rollout, cut: Sequence[int], first: Sequence[int]) -> list[_Row]:
@@ -93,6 +81,9 @@ def generate_branched(
     top_k: int = 1,
     threshold: float = 0.0,
     depth: int = 1,
+    points: str = "entropy",
+    max_prob: float = 0.9,
+    step_ids: Sequence[int] = (),
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
@@ -104,9 +95,15 @@ def generate_branched(
     rows, group-major (the roots of a group first, then each layer's branches, then any i.i.d. fill).
 
     The knobs: ``roots`` (R) samples per prompt first (min(R, G_i)); ``width`` continuations per branch
-    point; ``top_k`` points per completion; ``threshold``: the least entropy of a point (in nats);
-    ``depth``: layers of branching. The sampling knobs are ``generate``'s.
+    point; ``top_k`` points per completion; ``depth``: layers of branching; ``points``: the
+    branch-point rule (a name in :data:`~rlvr.rollout.branch_points.BRANCH_POINTS`), which gets
+    ``top_k`` and those of ``threshold`` (the least entropy of a point, in nats: ``entropy``),
+    ``max_prob`` (the largest probability of a point's token: ``low_prob``) and ``step_ids`` (the
+    tokens that end a step: ``step``) that it takes. The sampling knobs are ``generate``'s.
     """
+    rule = BRANCH_POINTS[points]
+    knobs = {"top_k": top_k, "threshold": threshold, "max_prob": max_prob}
+    knobs = {k: v for k, v in knobs.items() if k in BRANCH_POINTS.knobs(points)}
     for name, v in (("roots", roots), ("width", width), ("top_k", top_k), ("depth", depth)):
         if v < 1:
             raise ValueError(f"generate_branched: {name} must be >= 1, got {v}")
@@ -129,25 +126,25 @@ def generate_branched(
     groups = [got[i * r : i * r + min(r, s)] for i, s in enumerate(sizes)]  # the roots
     frontier = [list(g) for g in groups]
     for _ in range(depth):
-        points = []  # (group, row, position, continuations kept)
+        picked = []  # (group, row, position, continuations kept)
         for i, rows in enumerate(frontier):
             need = sizes[i] - len(groups[i])
             if need <= 0 or not rows:
                 continue
-            ent = _pad([row.entropy for row in rows], 0.0, dev)  # [R_i, T]
             lengths = torch.tensor([len(row.tokens) for row in rows], device=dev)  # [R_i]
             first = torch.tensor([row.first for row in rows], device=dev)  # [R_i]
-            found = critical_positions(ent, lengths, first, top_k=top_k, threshold=threshold)
+            needed = _inputs(rule.needs, rows, pad_id, step_ids, generator, dev)  # type: ignore[attr-defined]
+            found = rule(lengths, first, **needed, **knobs)
             cands = sorted((-e, k, t) for k, pts in enumerate(found) for e, t in pts)
             cands = cands[: math.ceil(need / width)]
             for j, (_, k, t) in enumerate(cands):
-                points.append((i, rows[k], t, min(width, need - width * j)))
-        if not points:
+                picked.append((i, rows[k], t, min(width, need - width * j)))
+        if not picked:
             break
-        low = min(t for _, _, t, _ in points)
+        low = min(t for _, _, t, _ in picked)
         branch = generate(
             model,
-            [list(prompts[i]) + row.tokens[:t] for i, row, t, _ in points],
+            [list(prompts[i]) + row.tokens[:t] for i, row, t, _ in picked],
             num_samples=width,
             max_new_tokens=m - low,
             generator=generator,
@@ -156,11 +153,12 @@ def generate_branched(
         )
         cont = _rows(
             branch,
-            [m - t for _, _, t, _ in points for _ in range(width)],
-            [t + 1 for _, _, t, _ in points for _ in range(width)],
+            [m - t for _, _, t, _ in picked for _ in range(width)],
+            [t + 1 for _, _, t, _ in picked for _ in range(width)],
         )
         frontier = [[] for _ in sizes]
-        for p, (i, row, t, keep) in enumerate(points):
+        for p, (i, row, t, keep) in enumerate(picked):
+            parent = next(j for j, x in enumerate(groups[i]) if x is row)
             for c in cont[p * width : p * width + keep]:
                 full = _Row(
                     row.tokens[:t] + c.tokens,
@@ -168,6 +166,7 @@ def generate_branched(
                     row.entropy[:t] + c.entropy,
                     c.finish,
                     c.first,
+                    parent,
                 )
                 groups[i].append(full)
                 frontier[i].append(full)
@@ -185,6 +184,32 @@ def generate_branched(
         for i, row in zip(short, _rows(fill, [m] * len(short), [1] * len(short)), strict=True):
             groups[i].append(row)
     return _assemble(groups, prompts, pad_id, dev)
+
+
+def _inputs(
+    needs: frozenset[str],
+    rows: list[_Row],
+    pad_id: int,
+    step_ids: Sequence[int],
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The inputs a branch-point rule ``needs``, for the completions ``rows`` of one layer."""
+    out: dict[str, Any] = {}
+    for name in needs:
+        if name == "entropy":
+            out[name] = _pad([row.entropy for row in rows], 0.0, device)  # [R, T]
+        elif name == "logp":
+            out[name] = _pad([row.logp for row in rows], 0.0, device)  # [R, T]
+        elif name == "completion_ids":
+            out[name] = _pad([row.tokens for row in rows], pad_id, device).long()  # [R, T]
+        elif name == "step_ids":
+            out[name] = list(step_ids)
+        elif name == "generator":
+            out[name] = generator
+        else:
+            raise ValueError(f"generate_branched: no input {name!r} for a branch-point rule")
+    return out
 
 
 def _pad(rows: list[list[float]] | list[list[int]], value: float, device: torch.device) -> Tensor:
@@ -215,4 +240,5 @@ def _assemble(
         finish=[row.finish for row in rows],
         group=group,
         branch_pos=torch.tensor([row.first - 1 for row in rows], device=device),  # [N]
+        parent=torch.tensor([row.parent for row in rows], device=device),  # [N]
     )

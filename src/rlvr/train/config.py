@@ -46,6 +46,8 @@ from rlvr.registry import (
 from rlvr.rewards import REWARDS
 from rlvr.rewards.runner import load_function
 from rlvr.rewards.steps import StepReward
+from rlvr.rollout.branch_points import BRANCH_POINTS
+from rlvr.rollout.branch_points import INPUTS as BRANCH_INPUTS
 from rlvr.train.schedule import ScheduleError, flatten_schedule, schedule_fields
 
 __all__ = [
@@ -324,17 +326,27 @@ class RolloutConfig:
     """Multi-turn episodes: tokens after the first prompt (model and environment turns) at most;
     0: up to the model's context length."""
     branching: str = ""
-    """How a group is sampled: '' (G independent samples) or 'entropy' (a tree: `branch_roots`
-    samples, then continuations from the prefixes before their highest-entropy tokens until the group
-    has G; rlvr.rollout.branching, CURE)."""
+    """How a group is sampled: '' (G independent samples) or the name of a branch-point rule
+    (rlvr.rollout.branch_points.BRANCH_POINTS), which grows the group as a tree: `branch_roots`
+    samples, then continuations from the prefixes before their branch points until the group has G
+    (rlvr.rollout.branching). The rules: 'entropy' (the highest-entropy tokens, CURE), 'uniform'
+    (random positions), 'step' (the starts of reasoning steps, after a `branch_delimiter` token),
+    'low_prob' (tokens sampled with probability < `branch_max_prob`, SPO-tree's cuts)."""
     branch_roots: int = bounded(2, ">= 1")
     """Branching: independent samples per prompt that the tree grows from (>= G: no branching)."""
     branch_width: int = bounded(2, ">= 1")
     """Branching: continuations sampled from each branch point."""
     branch_top_k: int = bounded(1, ">= 1")
-    """Branching: branch points per completion, its top_k highest-entropy tokens."""
+    """Branching: branch points per completion at most, the rule's top_k (for 'entropy' its top_k
+    highest-entropy tokens)."""
     branch_threshold: float = bounded(0.0, ">= 0")
-    """Branching: a branch point's entropy (nats) must exceed this."""
+    """Branching 'entropy': a branch point's entropy (nats) must exceed this."""
+    branch_max_prob: float = bounded(0.9, "(0, 1]")
+    """Branching 'low_prob': a branch point's sampled token must have had a probability below this
+    (SPO's cutpoint threshold)."""
+    branch_delimiter: str = "\n"
+    """Branching 'step': a token whose text contains this ends a reasoning step (the worked solutions
+    and `arith_steps` write one step per line); the next position is a branch point."""
     branch_depth: int = bounded(1, ">= 1")
     """Branching: layers of the tree (2: branches branch again)."""
     branch_steps: int = bounded(0, ">= 0", note="(0: every step)")
@@ -942,12 +954,35 @@ def _validate_lora(cfg: Config) -> None:
         )
 
 
+# the rollout fields that are knobs of branch-point rules: field -> the rule's knob
+BRANCH_KNOBS = {"branch_threshold": "threshold", "branch_max_prob": "max_prob"}
+
+
 def _validate_branching(cfg: Config) -> None:
     r, s = cfg.rollout, cfg.scale
-    if r.branching not in ("", "entropy"):
-        raise ConfigError(f"'rollout.branching' = {r.branching!r}; expected '' or 'entropy'")
+    if r.branching and r.branching not in BRANCH_POINTS:
+        raise ConfigError(
+            f"'rollout.branching' = {r.branching!r}; expected '' (i.i.d. groups) or a branch-point "
+            f"rule: {', '.join(repr(n) for n in BRANCH_POINTS.names())}"
+        )
+    if not r.branch_delimiter:
+        raise ConfigError("'rollout.branch_delimiter' = ''; expected a non-empty string")
     if not r.branching:
         return
+    unknown = BRANCH_POINTS.needs(r.branching) - BRANCH_INPUTS
+    if unknown:
+        raise ConfigError(
+            f"'rollout.branching' = {r.branching!r} needs {', '.join(sorted(unknown))}, which a "
+            f"branching rollout cannot supply; it supplies {', '.join(sorted(BRANCH_INPUTS))}"
+        )
+    defaults = RolloutConfig()
+    for name, knob in BRANCH_KNOBS.items():
+        if getattr(r, name) != getattr(defaults, name) and knob not in BRANCH_POINTS.knobs(r.branching):
+            users = [n for n in BRANCH_POINTS.names() if knob in BRANCH_POINTS.knobs(n)]
+            raise ConfigError(
+                f"'rollout.{name}' = {getattr(r, name)!r} is a knob of the branch-point rule(s) "
+                f"{', '.join(repr(n) for n in users)}, not of 'rollout.branching' = {r.branching!r}"
+            )
     _refuse_together(
         f"'rollout.branching' = {r.branching!r}",
         [

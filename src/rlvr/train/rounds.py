@@ -19,6 +19,7 @@ from rlvr.data.guidance import Guide, apply_guide
 from rlvr.data.prompts import format_prompt
 from rlvr.data.tasks import Problem
 from rlvr.rollout import Rollout, generate
+from rlvr.rollout.branch_points import BRANCH_POINTS, boundary_ids
 from rlvr.rollout.branching import generate_branched
 from rlvr.train.batch import Batch
 from rlvr.train.config import Config
@@ -79,10 +80,12 @@ def branch_knobs(cfg: Config, step: int) -> dict[str, Any] | None:
     if not r.branching or (r.branch_steps and step > r.branch_steps):
         return None
     return {
+        "points": r.branching,
         "roots": r.branch_roots,
         "width": r.branch_width,
         "top_k": r.branch_top_k,
         "threshold": r.branch_threshold,
+        "max_prob": r.branch_max_prob,
         "depth": r.branch_depth,
     }
 
@@ -111,6 +114,9 @@ class Rounds:
         self.env = env_knobs(cfg)[0] if cfg.task.source == "env" else None  # the environment's knobs
         self.g = cfg.rollout.samples_per_prompt
         self.max_new_tokens = cfg.rollout.max_new_tokens  # the step's cap ([schedule] may change it)
+        r = cfg.rollout  # the tokens that end a step, for a branch-point rule that needs them
+        needs_steps = bool(r.branching) and "step_ids" in BRANCH_POINTS.needs(r.branching)
+        self.step_ids = boundary_ids(tokenizer, r.branch_delimiter) if needs_steps else []
 
     def source_metrics(self) -> dict[str, float]:
         """The Ray workers' restarts so far (none without workers)."""
@@ -170,7 +176,13 @@ class Rounds:
                     if tree is not None:  # one prompt row per problem, grown into sizes[j] rows
                         ids = ids if counts is None else prompt_ids(tokenizer, problems, g, guides)[0]
                         roll = generate_branched(
-                            model, ids, sizes, generator=self.generator, **tree, **knobs
+                            model,
+                            ids,
+                            sizes,
+                            generator=self.generator,
+                            step_ids=self.step_ids,
+                            **tree,
+                            **knobs,
                         )
                     elif self.source is None:
                         roll = generate(
