@@ -9,7 +9,8 @@ group of G completions this way:
 1. ``roots`` completions of the prompt, sampled as usual (:func:`~rlvr.rollout.sampler.generate`);
 2. in each completion of the last layer, the branch points are the ``top_k`` positions t that the
    branch-point rule ``points`` picks (``rlvr.rollout.branch_points``; the default ``entropy``: those of
-   highest entropy H_t > ``threshold``, :func:`critical_positions`; t >= 1, so a branch shares at least
+   highest entropy H_t > ``threshold``, :func:`critical_positions`; ``value``: the states of highest
+   value, from ``value_fn``, a critic, ReST-MCTS* / DeepSearch; t >= 1, so a branch shares at least
    one token, and t after the completion's own branch position, so a branch grows a new subtree);
    across the group's completions the points go in order of the rule's score, each getting ``width``
    continuations, until the group has G completions. A continuation is sampled by the same
