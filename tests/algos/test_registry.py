@@ -58,7 +58,7 @@ def test_unknown_name_lists_valid_names_sorted():
         (OBJECTIVES, "ppo", ", ".join(OBJECTIVES.names())),
         (AGGREGATIONS, "mean", "constant, seq_mean_token_mean, seq_mean_token_sum, token_mean"),
         (KL_ESTIMATORS, "k4", ", ".join(KL_ESTIMATORS.names())),
-        (BRANCH_POINTS, "mcts", "entropy, low_prob, step, uniform"),
+        (BRANCH_POINTS, "mcts", "entropy, low_prob, step, uniform, value"),
     ],
 )
 def test_real_registries_list_their_names(reg, bad, listed):

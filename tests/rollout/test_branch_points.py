@@ -22,14 +22,16 @@ def _ts(points):
 # each rule on hand-built inputs
 
 
-def test_the_registry_holds_the_four_rules_with_their_needs():
-    assert BRANCH_POINTS.names() == ["entropy", "low_prob", "step", "uniform"]
+def test_the_registry_holds_the_five_rules_with_their_needs():
+    assert BRANCH_POINTS.names() == ["entropy", "low_prob", "step", "uniform", "value"]
     assert BRANCH_POINTS.needs("entropy") == {"entropy"}
     assert BRANCH_POINTS.needs("uniform") == {"generator"}
     assert BRANCH_POINTS.needs("step") == {"completion_ids", "step_ids"}
     assert BRANCH_POINTS.needs("low_prob") == {"logp"}
     assert BRANCH_POINTS.knobs("entropy") == {"top_k": 1, "threshold": 0.0}
     assert BRANCH_POINTS.knobs("low_prob") == {"top_k": 1, "max_prob": 0.9}
+    assert BRANCH_POINTS.needs("value") == {"values", "completion_ids"}
+    assert BRANCH_POINTS.knobs("value") == {"top_k": 1, "explore": 0.0}
 
 
 def test_entropy_rule_is_critical_positions():
@@ -238,9 +240,179 @@ def test_every_input_a_rule_may_need_is_supplied():
     from rlvr.rollout.branching import _inputs, _Row
 
     rows = [_Row([3, 4], [-0.5, -0.1], [0.9, 0.2], "length", 1), _Row([5], [-1.0], [0.4], "eos", 2)]
-    got = _inputs(INPUTS, rows, 0, [7], None, torch.device("cpu"))
+    calls = []
+
+    def value_fn(p_ids, p_mask, ids, mask):  # V(s_t) = 10 * row + t + the prompt's length
+        calls.append((p_ids.tolist(), p_mask.tolist(), ids.tolist(), mask.tolist()))
+        return 10.0 * torch.arange(2.0)[:, None] + torch.arange(2.0)[None, :] + p_mask.sum(1, True)
+
+    got = _inputs(INPUTS, rows, [8, 9], 0, [7], None, torch.device("cpu"), value_fn)
     assert set(got) == INPUTS and got["step_ids"] == [7] and got["generator"] is None
+    assert calls == [([[8, 9], [8, 9]], [[1, 1], [1, 1]], [[3, 4], [5, 0]], [[1, 1], [1, 0]])]
+    assert got["values"].tolist() == [[2.0, 3.0], [12.0, 0.0]]  # 0 on padding
     assert got["completion_ids"].tolist() == [[3, 4], [5, 0]]
     assert torch.allclose(got["logp"], torch.tensor([[-0.5, -0.1], [-1.0, 0.0]]))
     assert torch.allclose(got["entropy"], torch.tensor([[0.9, 0.2], [0.4, 0.0]]))
     assert all(BRANCH_POINTS.needs(n) <= INPUTS for n in BRANCH_POINTS)
+
+
+# --------------------------------------------------------------------------------------------------
+# the value rule: the critic's V(s_t) plus a visit bonus
+
+
+def test_visits_count_the_rows_through_each_prefix_by_hand():
+    ids = torch.tensor([[1, 2, 3, 0], [1, 2, 0, 0], [1, 7, 8, 9]])  # right-padded with 0
+    lengths = torch.tensor([3, 2, 4])
+    from rlvr.rollout.branch_points import visits
+
+    # t = 0: the root (3 rows); t = 1: [1] (3); t = 2: [1, 2] (rows 0, 1), [1, 7] (row 2);
+    # t = 3: [1, 2, 3] (row 0; row 1 ended at 2: past its length nothing); the padding never agrees
+    assert visits(ids, lengths).tolist() == [[3, 3, 2, 1], [3, 3, 2, 0], [3, 3, 1, 1]]
+    assert visits(ids[:1], lengths[:1]).tolist() == [[1, 1, 1, 1]]
+
+
+def test_value_rule_takes_the_highest_values_inside_each_row_ties_earlier():
+    values = torch.tensor(
+        [
+            [0.1, 0.5, 0.9, 0.3, 0.9, 5.0],  # L = 5: 5.0 is padding; t = 0 is before first
+            [0.7, 0.2, 0.2, 0.8, 0.0, 0.0],  # L = 4, first = 2: t = 2, 3 only
+        ]
+    )
+    ids = torch.tensor([[1, 2, 3, 4, 5, 0], [6, 7, 8, 9, 0, 0]])
+    lengths, first = torch.tensor([5, 4]), torch.tensor([1, 2])
+    rule = BRANCH_POINTS["value"]
+    got = rule(lengths, first, values=values, completion_ids=ids, top_k=9)
+    assert _ts(got) == [[2, 4, 1, 3], [3, 2]]  # the tie 0.9 at t = 2 and 4: the earlier first
+    assert [s for s, _ in got[0]] == pytest.approx([0.9, 0.9, 0.5, 0.3])
+    got = rule(lengths, first, values=values, completion_ids=ids, top_k=1)
+    assert got == [[(pytest.approx(0.9), 2)], [(pytest.approx(0.8), 3)]]
+    got = rule(lengths, torch.tensor([5, 4]), values=values, completion_ids=ids, top_k=2)
+    assert got == [[], []]  # first = L: nothing to branch at
+    with pytest.raises(ValueError, match="'value' needs 'values'"):
+        rule(lengths, first, completion_ids=ids, top_k=1)
+    with pytest.raises(ValueError, match=r"values .* and completion_ids .* differ"):
+        rule(lengths, first, values=values, completion_ids=ids[:, :4], top_k=1)
+
+
+def test_value_rule_visit_bonus_by_hand():
+    # three rows through the prefixes [1] (3 rows), [1, 2] (rows 0, 1), then each its own
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, 5, 6], [1, 7, 8, 9]])
+    lengths, first = torch.tensor([4, 4, 4]), torch.tensor([1, 1, 1])
+    flat = torch.tensor([[0.0, 0.5, 0.5, 0.5]]).repeat(3, 1)  # [3, 4] the same value everywhere
+    rule = BRANCH_POINTS["value"]
+    assert _ts(rule(lengths, first, values=flat, completion_ids=ids, top_k=1)) == [[1], [1], [1]]
+    got = rule(lengths, first, values=flat, completion_ids=ids, top_k=3, explore=1.0)
+    b = [math.sqrt(math.log(3) / n) for n in (3, 2, 1)]  # sqrt(ln R / n), R = 3
+    assert got[0] == [
+        (pytest.approx(0.5 + b[2]), 3),  # the state visited once
+        (pytest.approx(0.5 + b[1]), 2),  # [1, 2]: twice
+        (pytest.approx(0.5 + b[0]), 1),  # [1]: by all three
+    ]
+    assert _ts(got)[2] == [2, 3, 1]  # row 2 leaves the others after its first token
+    # a high enough value wins over the bonus: 2.0 + b(3) > 0.5 + b(1)
+    peak = flat.clone()
+    peak[0, 1] = 2.0
+    got = rule(lengths, first, values=peak, completion_ids=ids, top_k=1, explore=1.0)
+    assert got[0] == [(pytest.approx(2.0 + b[0]), 1)]
+    # one row: ln 1 = 0, no bonus whatever explore is
+    one = rule(lengths[:1], first[:1], values=flat[:1], completion_ids=ids[:1], top_k=3, explore=5.0)
+    assert one == [[(0.5, 1), (0.5, 2), (0.5, 3)]]
+
+
+def test_value_rule_explore_zero_is_the_value_order_bit_for_bit():
+    from rlvr.rollout.branch_points import _best, _inside
+
+    g = _seed(4)
+    for _ in range(5):
+        values = torch.randn(5, 7, generator=g)  # [R, T]
+        lengths = torch.randint(1, 8, (5,), generator=g)
+        first = torch.randint(0, 3, (5,), generator=g)
+        for vocab in (2, 50):  # many shared prefixes, or almost none: the visits change, not the points
+            ids = torch.randint(1, vocab, (5, 7), generator=g)
+            got = BRANCH_POINTS["value"](lengths, first, values=values, completion_ids=ids, top_k=3)
+            assert got == _best(values, _inside(lengths, first, 7), 3, "value")
+            for row, v in zip(got, values.tolist(), strict=True):
+                assert all(s == v[t] for s, t in row)  # the scores are the values themselves
+
+
+def _value_position(sizes, value_fn, *, points="value", **kw):
+    knobs = {"roots": 1, "width": 2, "top_k": 1, "depth": 1, "max_new_tokens": 8} | kw
+    return generate_branched(
+        PositionLM(3),
+        [[5, 5, 5]] * len(sizes),
+        sizes,
+        points=points,
+        eos_id=0,
+        pad_id=0,
+        generator=_seed(0),
+        value_fn=value_fn,
+        **knobs,
+    )
+
+
+def test_value_branching_expands_the_state_of_highest_value():
+    calls = []
+
+    def peak_at_3(p_ids, p_mask, ids, mask):  # V(s_t) = -(t - 3)^2: the state y_<3 is the best
+        calls.append((p_ids.shape, ids.shape, mask.sum(1).tolist()))
+        t = torch.arange(ids.shape[1], dtype=torch.float32)  # [T]
+        return (-((t - 3.0) ** 2)).expand(ids.shape[0], -1) * mask  # [R, T]
+
+    roll = _value_position([3, 3], peak_at_3)
+    assert roll.branch_pos.tolist() == [0, 3, 3] * 2 and roll.parent.tolist() == [-1, 0, 0] * 2
+    _consistent(roll, [3, 3])
+    assert calls == [((1, 3), (1, 8), [8])] * 2  # once per group and layer, on its one root
+    calls.clear()  # depth 2: the second layer's rows (first = 4) branch at their best t >= 4
+    roll = _value_position([5], peak_at_3, depth=2, width=2, top_k=1)
+    assert roll.branch_pos.tolist() == [0, 3, 3, 4, 4] and roll.parent.tolist() == [-1, 0, 0, 1, 1]
+    assert calls == [((1, 3), (1, 8), [8]), ((2, 3), (2, 8), [8, 8])]
+    with pytest.raises(ValueError, match="needs 'values'; pass value_fn"):
+        _value_position([3], None)
+
+
+def test_value_fn_is_not_called_for_another_rule():
+    def spy(*args):
+        raise AssertionError("value_fn called for a rule that does not need values")
+
+    for points in ("entropy", "uniform", "low_prob"):
+        roll = _value_position([3], spy, points=points)
+        assert len(roll) == 3 and roll.parent.tolist()[0] == -1
+    assert _value_position([1], spy).parent is None  # roots >= G: no layer, no call
+
+
+def test_micro_model_tree_guided_by_a_critic(micro_model):
+    from rlvr.models.critic import ProbeValue
+
+    model, tok = micro_model
+    critic = ProbeValue(model)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(critic.head.weight)  # a critic with an opinion (a new one says 0)
+    seen = []
+
+    def value_fn(*rows_in):
+        v = critic(*rows_in)  # [R, T]
+        seen.append(v.clone())
+        return v
+
+    roll = generate_branched(
+        model,
+        _ids(tok),
+        [6, 6],
+        roots=2,
+        width=2,
+        top_k=2,
+        points="value",
+        value_fn=value_fn,
+        generator=_seed(0),
+        **_knobs(tok, 12),
+    )
+    assert len(roll) == 12 and len(seen) == 2
+    _consistent(roll, [6, 6])
+    lens = roll.lengths.tolist()
+    for g, v in zip((0, 6), seen, strict=True):
+        # the 2 points of the group: the 2 highest V(s_t), 1 <= t < L, over its 2 roots
+        cands = sorted((-v[k, t].item(), k, t) for k in (0, 1) for t in range(1, lens[g + k]))
+        want = [(k, t) for _, k, t in cands[:2]]
+        got = [(int(roll.parent[g + j]), int(roll.branch_pos[g + j])) for j in (2, 4)]
+        assert got == want
+        assert roll.parent[g + 2 : g + 6].tolist() == [want[0][0]] * 2 + [want[1][0]] * 2

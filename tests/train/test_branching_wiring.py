@@ -11,6 +11,7 @@ from tests.conftest import micro_run
 
 from rlvr.algos import CREDIT
 from rlvr.cli import main
+from rlvr.models.critic import ProbeValue
 from rlvr.models.hf import load_model
 from rlvr.rollout.branch_points import boundary_ids
 from rlvr.train import rounds
@@ -98,6 +99,29 @@ def test_each_branch_point_rule_runs_in_the_loop(micro_base, tmp_path, monkeypat
     assert roll.parent.shape == (8,) and roll.parent.tolist()[:2] == [-1, -1]  # the 2 roots
 
 
+@pytest.mark.parametrize("rule", ["value", "entropy"])
+def test_the_critic_guides_the_value_rule_only(micro_base, tmp_path, monkeypatch, rule):
+    calls = []
+    real = rounds.generate_branched
+
+    def spy(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rounds, "generate_branched", spy)
+    tree = [f"rollout.branching='{rule}'", "rollout.branch_roots=2", "critic.enabled=true"]
+    tree += ["critic.kind='probe'", "algo.credit='tree_td'"]
+    if rule == "value":
+        tree.append("rollout.branch_explore=0.5")
+    cfg = load_config("grpo", micro_run(micro_base, *QUIET, *tree, "train.steps=1"))
+    train(cfg, run_dir=tmp_path / "run", progress=False)
+    (kw,) = calls
+    if rule == "value":  # the run's critic, called on the layer's completions
+        assert isinstance(kw["value_fn"], ProbeValue) and kw["explore"] == 0.5
+    else:  # a rule that reads no values: no critic forward at rollout time
+        assert kw["value_fn"] is None and kw["explore"] == 0.0
+
+
 def test_branching_trains_and_resumes_exactly(micro_base, tmp_path, dense_reward):
     extra = [*QUIET, *TREE, *dense_reward, "rollout.branch_top_k=2", "rollout.branch_depth=2"]
 
@@ -138,7 +162,7 @@ def test_branching_config_errors(micro_base):
     def load(*extra):
         return load_config("grpo", micro_run(micro_base, *extra))
 
-    rules = r"'entropy', 'low_prob', 'step', 'uniform'"
+    rules = r"'entropy', 'low_prob', 'step', 'uniform', 'value'"
     with pytest.raises(
         ConfigError, match=rf"'rollout.branching' = 'mcts'; expected '' .* branch-point rule: {rules}$"
     ):
@@ -149,6 +173,12 @@ def test_branching_config_errors(micro_base):
         load("rollout.branching='uniform'", "rollout.branch_threshold=0.5")
     with pytest.raises(ConfigError, match=r"'rollout.branch_max_prob' = 0.0 is out of range"):
         load("rollout.branching='low_prob'", "rollout.branch_max_prob=0")
+    with pytest.raises(ConfigError, match=r"'rollout.branching' = 'value' needs values from a critic"):
+        load("rollout.branching='value'")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_explore' = 0.5 is a knob of .*'value'"):
+        load(*TREE, "rollout.branch_explore=0.5")
+    with pytest.raises(ConfigError, match=r"'rollout.branch_explore' = -1.0 is out of range"):
+        load("rollout.branching='value'", "critic.enabled=true", "rollout.branch_explore=-1.0")
     with pytest.raises(ConfigError, match=r"'rollout.branch_delimiter' = ''; expected a non-empty"):
         load("rollout.branching='step'", "rollout.branch_delimiter=''")
     assert load("rollout.branching='low_prob'", "rollout.branch_max_prob=0.5").rollout.branching == (
@@ -194,5 +224,6 @@ def test_branching_config_errors(micro_base):
         "top_k": 1,
         "threshold": 0.0,
         "max_prob": 0.9,
+        "explore": 0.0,
         "depth": 1,
     }

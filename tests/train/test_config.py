@@ -166,7 +166,7 @@ def test_every_declared_bound_is_checked_naming_the_field():
         for f in dataclasses.fields(section.default_factory)
         if "bounds" in f.metadata
     }
-    assert len(declared) == 65 and declared["optim.beta2"] == "[0, 1)"
+    assert len(declared) == 66 and declared["optim.beta2"] == "[0, 1)"
     assert declared["scale.is_low"] == "[0, 1]" and declared["rollout.branch_max_prob"] == "(0, 1]"
     for path, bound in declared.items():  # the defaults lie within their bounds (config_from_dict({}))
         bad = next(v for v in (-1, 0) if not in_bounds(v, bound))

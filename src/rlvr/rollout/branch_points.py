@@ -15,6 +15,9 @@ the prefix y_<t of each. The inputs a rule needs are declared in ``needs`` and p
 - ``logp`` [R, T]: the behaviour log-probs of the sampled tokens;
 - ``completion_ids`` [R, T]: the sampled tokens;
 - ``step_ids``: the token ids that end a reasoning step (:func:`boundary_ids`);
+- ``values`` [R, T]: a value estimate V(s_t) of the state before each position (the prompt and
+  y_<t), the run's critic (``[critic]``) called on the layer's completions; computed only for a rule
+  that needs it;
 - ``generator``: the rollout's random generator (a rule that draws must draw from it only).
 
 Rows are right-padded: positions t >= L_r hold padding and are never points.
@@ -22,6 +25,7 @@ Rows are right-padded: positions t >= L_r hold padding and are never points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,11 +44,13 @@ __all__ = [
     "low_prob",
     "step",
     "uniform",
+    "value",
+    "visits",
 ]
 
 BRANCH_POINTS = Registry("branch-point rule")
 
-INPUTS = frozenset({"entropy", "logp", "completion_ids", "step_ids", "generator"})
+INPUTS = frozenset({"entropy", "logp", "completion_ids", "step_ids", "generator", "values"})
 """The inputs a branch-point rule may declare in ``needs`` (the module's docstring)."""
 
 Points = list[list[tuple[float, int]]]
@@ -164,6 +170,59 @@ def low_prob(
     ok = _inside(lengths, first, lp.shape[1])  # [R, T]
     cut = cutpoints(lp, ok.float(), threshold=max_prob)  # [R, T]
     return _best(1.0 - lp.detach().float().exp(), cut, top_k, "low_prob")
+
+
+def visits(completion_ids: Tensor, lengths: Tensor) -> Tensor:
+    """n [R, T]: n_{r,t} = the number of rows r' whose first t tokens are row r's (the completions
+    through the node y_<t of the layer's prefix tree; L_r' >= t): completion_ids [R, T], lengths [R].
+    n_{r,t} >= 1 for t <= L_r (the row itself); n_{r,0} = R (the root); 0 on padding past L_r."""
+    r, t_max = completion_ids.shape
+    pos = torch.arange(t_max, device=completion_ids.device)  # [T]
+    live = pos[None, :] < lengths[:, None]  # [R, T]
+    same = (
+        (completion_ids[:, None, :] == completion_ids[None, :, :]) & live[:, None] & live[None]
+    )  # [R, R, T]
+    through = torch.ones(r, r, t_max, dtype=torch.long, device=completion_ids.device)  # [R, R, T]
+    if t_max > 1:  # the first t tokens agree: the product of same[..., s] over s < t
+        through[:, :, 1:] = same[:, :, :-1].long().cumprod(dim=2)
+    return through.sum(dim=1)  # [R, T]
+
+
+@BRANCH_POINTS.register(
+    "value", needs={"values", "completion_ids"}, bounds={"top_k": ">= 1", "explore": ">= 0"}
+)
+def value(
+    lengths: Tensor,
+    first: Tensor,
+    *,
+    values: Tensor | None = None,
+    completion_ids: Tensor | None = None,
+    top_k: int = 1,
+    explore: float = 0.0,
+) -> Points:
+    """Value-guided expansion, the node selection of the tree searches in training, ReST-MCTS*
+    ("ReST-MCTS*: LLM Self-Training via Process Reward Guided Tree Search": expand the partial
+    solutions of highest value) and DeepSearch ("DeepSearch: Overcome the Bottleneck of Reinforcement
+    Learning with Verifiable Rewards via Monte Carlo Tree Search": a global frontier of promising
+    nodes), as a UCT-like score of each state s_t = y_<t:
+
+        score_{r,t} = V(s_t) + explore * sqrt(ln R / n_{r,t})
+
+    V(s_t) = ``values`` [R, T] (the critic's value of the state before token t), R the layer's
+    completions (the root's visits) and n_{r,t} = :func:`visits`, the completions of the layer that
+    pass through s_t. The ``top_k`` positions of highest score in [first_r, L_r) per row; across the
+    group's rows :func:`~rlvr.rollout.branching.generate_branched` takes them in score order (the
+    global frontier). ``explore`` = 0: the positions of highest value (ReST-MCTS*'s greedy expansion;
+    ties: the earlier position). The form is rlvr's: one value-guided expansion per layer from the
+    sampled completions, the counts those of the layer only (no MCTS rollouts or backups)."""
+    v = _need(values, "values", "value").float()  # [R, T]
+    ids = _need(completion_ids, "completion_ids", "value")  # [R, T]
+    if ids.shape != v.shape:
+        raise ValueError(f"value: values {tuple(v.shape)} and completion_ids {tuple(ids.shape)} differ")
+    ok = _inside(lengths, first, v.shape[1])  # [R, T]
+    n = visits(ids, lengths).clamp(min=1).float()  # [R, T]
+    bonus = math.sqrt(math.log(max(len(lengths), 1))) / n.sqrt()  # [R, T] sqrt(ln R / n)
+    return _best(v + explore * bonus, ok, top_k, "value")
 
 
 def _need(x: Any, name: str, rule: str) -> Any:

@@ -9,7 +9,8 @@ group of G completions this way:
 1. ``roots`` completions of the prompt, sampled as usual (:func:`~rlvr.rollout.sampler.generate`);
 2. in each completion of the last layer, the branch points are the ``top_k`` positions t that the
    branch-point rule ``points`` picks (``rlvr.rollout.branch_points``; the default ``entropy``: those of
-   highest entropy H_t > ``threshold``, :func:`critical_positions`; t >= 1, so a branch shares at least
+   highest entropy H_t > ``threshold``, :func:`critical_positions`; ``value``: the states of highest
+   value, from ``value_fn``, a critic, ReST-MCTS* / DeepSearch; t >= 1, so a branch shares at least
    one token, and t after the completion's own branch position, so a branch grows a new subtree);
    across the group's completions the points go in order of the rule's score, each getting ``width``
    continuations, until the group has G completions. A continuation is sampled by the same
@@ -31,7 +32,7 @@ comes from ``generator`` in a fixed order: the same seed gives the same tree.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,9 @@ def generate_branched(
     depth: int = 1,
     points: str = "entropy",
     max_prob: float = 0.9,
+    explore: float = 0.0,
     step_ids: Sequence[int] = (),
+    value_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None,
     max_new_tokens: int,
     eos_id: int,
     pad_id: int,
@@ -98,11 +101,15 @@ def generate_branched(
     point; ``top_k`` points per completion; ``depth``: layers of branching; ``points``: the
     branch-point rule (a name in :data:`~rlvr.rollout.branch_points.BRANCH_POINTS`), which gets
     ``top_k`` and those of ``threshold`` (the least entropy of a point, in nats: ``entropy``),
-    ``max_prob`` (the largest probability of a point's token: ``low_prob``) and ``step_ids`` (the
-    tokens that end a step: ``step``) that it takes. The sampling knobs are ``generate``'s.
+    ``max_prob`` (the largest probability of a point's token: ``low_prob``), ``explore`` (the
+    weight of the visit bonus: ``value``) and ``step_ids`` (the tokens that end a step: ``step``)
+    that it takes. ``value_fn(prompt_ids [R, P], prompt_mask [R, P], completion_ids [R, T], mask
+    [R, T]) -> values [R, T]`` (a critic's forward) gives the ``values`` of a rule that needs them,
+    called once per group and layer (and never for another rule). The sampling knobs are
+    ``generate``'s.
     """
     rule = BRANCH_POINTS[points]
-    knobs = {"top_k": top_k, "threshold": threshold, "max_prob": max_prob}
+    knobs = {"top_k": top_k, "threshold": threshold, "max_prob": max_prob, "explore": explore}
     knobs = {k: v for k, v in knobs.items() if k in BRANCH_POINTS.knobs(points)}
     for name, v in (("roots", roots), ("width", width), ("top_k", top_k), ("depth", depth)):
         if v < 1:
@@ -133,7 +140,16 @@ def generate_branched(
                 continue
             lengths = torch.tensor([len(row.tokens) for row in rows], device=dev)  # [R_i]
             first = torch.tensor([row.first for row in rows], device=dev)  # [R_i]
-            needed = _inputs(rule.needs, rows, pad_id, step_ids, generator, dev)  # type: ignore[attr-defined]
+            needed = _inputs(
+                rule.needs,  # type: ignore[attr-defined]
+                rows,
+                prompts[i],
+                pad_id,
+                step_ids,
+                generator,
+                dev,
+                value_fn,
+            )
             found = rule(lengths, first, **needed, **knobs)
             cands = sorted((-e, k, t) for k, pts in enumerate(found) for e, t in pts)
             cands = cands[: math.ceil(need / width)]
@@ -189,12 +205,15 @@ def generate_branched(
 def _inputs(
     needs: frozenset[str],
     rows: list[_Row],
+    prompt: Sequence[int],
     pad_id: int,
     step_ids: Sequence[int],
     generator: torch.Generator | None,
     device: torch.device,
+    value_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Any]:
-    """The inputs a branch-point rule ``needs``, for the completions ``rows`` of one layer."""
+    """The inputs a branch-point rule ``needs``, for the completions ``rows`` of one layer (of the
+    group of ``prompt``)."""
     out: dict[str, Any] = {}
     for name in needs:
         if name == "entropy":
@@ -207,9 +226,30 @@ def _inputs(
             out[name] = list(step_ids)
         elif name == "generator":
             out[name] = generator
+        elif name == "values":
+            out[name] = _values(value_fn, rows, prompt, pad_id, device)  # [R, T]
         else:
             raise ValueError(f"generate_branched: no input {name!r} for a branch-point rule")
     return out
+
+
+def _values(
+    value_fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor] | None,
+    rows: list[_Row],
+    prompt: Sequence[int],
+    pad_id: int,
+    device: torch.device,
+) -> Tensor:
+    """values [R, T]: ``value_fn`` on the completions ``rows`` of the prompt, V(s_t) of the state
+    before each token, 0 on padding."""
+    if value_fn is None:
+        raise ValueError("generate_branched: the branch-point rule needs 'values'; pass value_fn")
+    p_ids, p_mask = left_pad([prompt] * len(rows), pad_id)  # [R, P]
+    ids = _pad([row.tokens for row in rows], pad_id, device).long()  # [R, T]
+    lengths = torch.tensor([len(row.tokens) for row in rows], device=device)  # [R]
+    mask = (torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None]).float()  # [R, T]
+    values = value_fn(p_ids.to(device), p_mask.to(device), ids, mask)  # [R, T]
+    return values.float() * mask
 
 
 def _pad(rows: list[list[float]] | list[list[int]], value: float, device: torch.device) -> Tensor:

@@ -331,7 +331,9 @@ class RolloutConfig:
     samples, then continuations from the prefixes before their branch points until the group has G
     (rlvr.rollout.branching). The rules: 'entropy' (the highest-entropy tokens, CURE), 'uniform'
     (random positions), 'step' (the starts of reasoning steps, after a `branch_delimiter` token),
-    'low_prob' (tokens sampled with probability < `branch_max_prob`, SPO-tree's cuts)."""
+    'low_prob' (tokens sampled with probability < `branch_max_prob`, SPO-tree's cuts), 'value' (the
+    states of highest critic value plus a `branch_explore` visit bonus, ReST-MCTS* / DeepSearch;
+    needs `critic.enabled`)."""
     branch_roots: int = bounded(2, ">= 1")
     """Branching: independent samples per prompt that the tree grows from (>= G: no branching)."""
     branch_width: int = bounded(2, ">= 1")
@@ -344,6 +346,9 @@ class RolloutConfig:
     branch_max_prob: float = bounded(0.9, "(0, 1]")
     """Branching 'low_prob': a branch point's sampled token must have had a probability below this
     (SPO's cutpoint threshold)."""
+    branch_explore: float = bounded(0.0, ">= 0")
+    """Branching 'value': the weight c of the visit bonus, score = V(s_t) + c * sqrt(ln R / n_t)
+    (R completions in the layer, n_t of them through the prefix y_<t); 0: the highest values."""
     branch_delimiter: str = "\n"
     """Branching 'step': a token whose text contains this ends a reasoning step (the worked solutions
     and `arith_steps` write one step per line); the next position is a branch point."""
@@ -955,7 +960,11 @@ def _validate_lora(cfg: Config) -> None:
 
 
 # the rollout fields that are knobs of branch-point rules: field -> the rule's knob
-BRANCH_KNOBS = {"branch_threshold": "threshold", "branch_max_prob": "max_prob"}
+BRANCH_KNOBS = {
+    "branch_threshold": "threshold",
+    "branch_max_prob": "max_prob",
+    "branch_explore": "explore",
+}
 
 
 def _validate_branching(cfg: Config) -> None:
@@ -974,6 +983,11 @@ def _validate_branching(cfg: Config) -> None:
         raise ConfigError(
             f"'rollout.branching' = {r.branching!r} needs {', '.join(sorted(unknown))}, which a "
             f"branching rollout cannot supply; it supplies {', '.join(sorted(BRANCH_INPUTS))}"
+        )
+    if "values" in BRANCH_POINTS.needs(r.branching) and not cfg.critic.enabled:
+        raise ConfigError(
+            f"'rollout.branching' = {r.branching!r} needs values from a critic; "
+            "set critic.enabled = true"
         )
     defaults = RolloutConfig()
     for name, knob in BRANCH_KNOBS.items():

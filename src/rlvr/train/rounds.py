@@ -86,6 +86,7 @@ def branch_knobs(cfg: Config, step: int) -> dict[str, Any] | None:
         "top_k": r.branch_top_k,
         "threshold": r.branch_threshold,
         "max_prob": r.branch_max_prob,
+        "explore": r.branch_explore,
         "depth": r.branch_depth,
     }
 
@@ -95,7 +96,8 @@ class Rounds:
 
     Rollouts come from ``generate`` here with the run's sampling generator, from a
     :class:`~rlvr.train.scale.RolloutSource` (Ray workers, or shards over the learner ranks), or, for
-    ``task.source = 'env'``, from multi-turn episodes played here.
+    ``task.source = 'env'``, from multi-turn episodes played here. ``critic``: the run's critic,
+    whose values guide a branch-point rule that needs them (``rollout.branching = 'value'``).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Rounds:
         scorer: Scorer,
         generator: torch.Generator,
         source: RolloutSource | None = None,
+        critic: Any = None,
     ) -> None:
         from rlvr.train.setup import env_knobs
 
@@ -117,6 +120,9 @@ class Rounds:
         r = cfg.rollout  # the tokens that end a step, for a branch-point rule that needs them
         needs_steps = bool(r.branching) and "step_ids" in BRANCH_POINTS.needs(r.branching)
         self.step_ids = boundary_ids(tokenizer, r.branch_delimiter) if needs_steps else []
+        # the critic's forward, for a branch-point rule that reads values (none for another rule)
+        needs_values = bool(r.branching) and "values" in BRANCH_POINTS.needs(r.branching)
+        self.value_fn = critic if needs_values else None
 
     def source_metrics(self) -> dict[str, float]:
         """The Ray workers' restarts so far (none without workers)."""
@@ -181,6 +187,7 @@ class Rounds:
                             sizes,
                             generator=self.generator,
                             step_ids=self.step_ids,
+                            value_fn=self.value_fn,
                             **tree,
                             **knobs,
                         )

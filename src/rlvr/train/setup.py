@@ -473,7 +473,7 @@ def setup_run(
                 device=str(device),
                 address=scale.ray_address or None,
             )
-    rounds = Rounds(cfg, model, tokenizer, scorer, state.generator, source)
+    rounds = Rounds(cfg, model, tokenizer, scorer, state.generator, source, critic=state.critic)
     # the pool, its tracker, replay buffer, traces; the greedy baseline stage when a component needs it
     collector = Collector(cfg, rounds, state, device, needs=comps.needs)
     metrics = path / "metrics.jsonl"
