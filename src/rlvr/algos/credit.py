@@ -1373,8 +1373,9 @@ def oprl_turns(
     scale: Literal["group", "batch", "none"] = "group",
     eps: float = 1e-6,
 ) -> Tensor:
-    """:func:`oprl` on multi-turn episodes (task.source = "env"): step k is the k-th model turn
-    (``turn`` [N, T] = k), the agentic setting of OPRL; the formula is oprl's."""
+    """OPRL's advantage on multi-turn episodes ("Online Process Reward Learning for Agentic
+    Reinforcement Learning"; task.source = "env"): :func:`oprl` with step k the k-th model turn
+    (``turn`` [N, T] = k), the agentic setting of the paper; the formula is oprl's."""
 
     def steps() -> Tensor:
         if turn is None:
