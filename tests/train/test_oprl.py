@@ -230,6 +230,7 @@ def test_the_dpo_prm_learns_the_group_order(micro_base, tmp_path):
         out = learner.update_prm(roll, torch.zeros(8))  # the verifier's labels are not read
         # pairs: (0, 1), (0, 2), (0, 3), (3, 1), (3, 2) in group 0, none in group 1
         assert out["prm_pairs"] == 5.0
+        assert out["prm_acc"] == 0.5  # the PRM is the reference: every pair a tie, half right
         assert out["prm_loss"] == pytest.approx(before, rel=1e-6)
         assert loss_now() < before
     finally:

@@ -55,6 +55,9 @@ def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str, min_r
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+PRM_TIE = 1e-5  # log-ratio sums closer than this are a tie in the DPO PRM's pair accuracy
+
+
 class Learner:
     """Updates the policy (and the critic) from a step's batch and advantages."""
 
@@ -342,7 +345,9 @@ class Learner:
     def _update_prm_dpo(self, roll: Rollout) -> dict[str, float]:
         """OPRL's update: ``algo.minibatches`` chunks of consecutive whole groups (a pair never
         straddles two); ``prm_acc`` is the share of pairs the implicit rewards order as the outcomes
-        (before the update), ``prm_pairs`` the number of pairs."""
+        (before the update; a tie, |log-ratio sums' difference| <= ``PRM_TIE``, counts one half, so
+        that round-off of a PRM equal to the reference does not decide it), ``prm_pairs`` the number
+        of pairs."""
         groups = roll.group.cpu()  # [N] contiguous prompt ids
         starts = [0, *((groups[1:] != groups[:-1]).nonzero().flatten() + 1).tolist()]
         bounds = [*starts, len(groups)]  # group k spans rows bounds[k] .. bounds[k+1]
@@ -358,7 +363,9 @@ class Learner:
             losses.append(float(loss.detach()))
             seq = ((logp.detach() - sub.ref_logp) * sub.mask).sum(-1)  # [m]
             wins = (grp[:, None] == grp[None, :]) & (out[:, None] > out[None, :])  # [m, m]
-            right += float(((seq[:, None] > seq[None, :]) & wins).sum())
+            margin = seq[:, None] - seq[None, :]  # [m, m] log-ratio sums, winner minus loser
+            score = (margin > PRM_TIE).float() + 0.5 * (margin.abs() <= PRM_TIE).float()  # [m, m]
+            right += float((score * wins).sum())
             pairs += int(wins.sum())
         acc = right / pairs if pairs else 0.0
         return {"prm_loss": float(np.mean(losses)), "prm_acc": acc, "prm_pairs": float(pairs)}
