@@ -263,3 +263,22 @@ def test_one_training_step_single_turn_and_env(micro_base, tmp_path, dense_rewar
     for d in ("a", "b"):
         (m,) = [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
         assert math.isfinite(m["loss"]) and math.isfinite(m["prm_loss"]) and "prm_pairs" in m
+
+
+def test_step_coef_zero_trains_as_grpo(micro_base, tmp_path, dense_reward):
+    """The neutral setting in the loop: oprl with step_coef = 0 updates the policy exactly as grpo
+    (the PRM's forwards and DPO update draw no random numbers and leave the policy alone); adv_std
+    is not compared: it is taken over tokens for a credit assigner, over completions for grpo."""
+    extra = ["eval.before=false", "eval.after=false", "train.steps=2", "optim.lr=1e-2"]
+    runs = {
+        "grpo": load_config("grpo", micro_run(micro_base, *dense_reward, *extra)),
+        "oprl": load_config("oprl", micro_run(micro_base, *dense_reward, *extra, "algo.step_coef=0.0")),
+    }
+    out = {}
+    for name, cfg in runs.items():
+        train(cfg, run_dir=tmp_path / name, progress=False)
+        out[name] = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(out["grpo"], out["oprl"], strict=True):
+        for k in ("loss", "grad_norm", "reward_mean", "entropy", "response_length"):
+            assert a[k] == b[k], k
+    assert "prm_loss" in out["oprl"][0] and "prm_loss" not in out["grpo"][0]

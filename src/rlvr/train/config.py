@@ -421,8 +421,8 @@ class PrmConfig:
     enabled: bool = False
     """Train an implicit process reward model beside the policy (PRIME): a causal LM initialised from
     the policy's base, whose token reward is beta * (log pi_prm - log pi_ref), fitted online to the
-    verifier's outcomes; it supplies `implicit_rewards` to components that need them (credit =
-    "prime")."""
+    verifier's outcomes (or their preferences, `loss`); it supplies `implicit_rewards` to components that
+    need them (credit = "prime", "oprl", "oprl_turns")."""
     lr: float = bounded(1e-4, "> 0")
     """The implicit PRM's own AdamW learning rate."""
     beta: float = bounded(0.05, "> 0")
