@@ -133,6 +133,8 @@ def test_registered_names_and_needs():
         "vps_progress",
         "aligndistil",
         "prime",
+        "oprl",
+        "oprl_turns",
         "srpo",
         "scope",
     }

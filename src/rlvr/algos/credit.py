@@ -31,6 +31,7 @@ each model turn as one step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,8 +51,11 @@ __all__ = [
     "gigpo",
     "gigpo_turns",
     "hiper",
+    "implicit_prm_dpo_loss",
     "implicit_prm_loss",
     "opd",
+    "oprl",
+    "oprl_turns",
     "optimal_token_baseline",
     "prefix_tree",
     "prime",
@@ -63,6 +67,7 @@ __all__ = [
     "segment_ids",
     "spo_segment",
     "srpo",
+    "step_ids",
     "tree_td",
     "turn_grpo",
     "value_loss",
@@ -1238,6 +1243,150 @@ def prime(
     return _out(adv, mask)
 
 
+# ---------------------------------------------------------------- OPRL: step advantages, implicit PRM
+
+
+def step_ids(
+    mask: Tensor,
+    *,
+    completion_ids: Tensor | None = None,
+    step_token: int = -1,
+    turn: Tensor | None = None,
+) -> Tensor:
+    """[N, T] long: the step (0, 1, ...) of each counted token, -1 on the others.
+
+    ``turn`` [N, T] given (multi-turn episodes): step k-1 is the k-th model turn (``turn`` = k).
+    Else ``step_token`` >= 0: a step ends at (and includes) each counted token whose id in
+    ``completion_ids`` [N, T] is ``step_token``; the tokens after the last delimiter are one more
+    step. Else (``step_token`` = -1) every counted token is its own step.
+    """
+    _check_mask(mask)
+    m = mask.bool()
+    if turn is not None:
+        if turn.shape != mask.shape:
+            raise ValueError(
+                f"turn must have the shape of mask {tuple(mask.shape)}, got {tuple(turn.shape)}"
+            )
+        t = _integer("step_ids", "turn", turn)
+        return torch.where(m & (t >= 1), t - 1, -1)
+    if step_token >= 0:
+        if completion_ids is None or completion_ids.shape != mask.shape:
+            raise ValueError("step_ids: step_token needs completion_ids of the shape of mask [N, T]")
+        delim = (completion_ids == step_token) & m  # [N, T]
+        before = delim.long().cumsum(1) - delim.long()  # [N, T] delimiters strictly before t
+        return torch.where(m, before, -1)
+    return torch.where(m, m.long().cumsum(1) - 1, -1)
+
+
+def _oprl(
+    fn: str,
+    rewards: Tensor,
+    mask: Tensor,
+    implicit_rewards: Tensor | None,
+    steps: Callable[[], Tensor],
+    step_coef: float,
+    outcome_coef: float,
+    scale: str,
+    eps: float,
+) -> Tensor:
+    _check_groups(rewards, mask)
+    adv = _outcome_term(rewards, mask, outcome_coef, scale, eps)  # [N, T]
+    if step_coef:
+        r = torch.where(mask.bool(), _need("implicit_rewards", fn, implicit_rewards, mask).double(), 0.0)
+        sid = steps()  # [N, T] step of each counted token, -1 elsewhere
+        n_steps = int(sid.max()) + 1 if sid.numel() else 0
+        counted = sid >= 0  # [N, T]
+        idx = sid.clamp(min=0)  # [N, T]
+        per_step = r.new_zeros(mask.shape[0], max(n_steps, 1))  # [N, S] r^step_{i,k}
+        per_step.scatter_add_(1, idx, torch.where(counted, r, 0.0))
+        rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(sid)  # [N, T]
+        exists = torch.zeros_like(per_step, dtype=torch.bool)  # [N, S] the steps that have tokens
+        exists[rows[counted], sid[counted]] = True
+        step_adv = _whiten_tokens(per_step, exists.double(), eps)  # [N, S] across the batch's steps
+        adv = adv + step_coef * torch.where(counted, step_adv.gather(1, idx), 0.0)
+    return _out(adv, mask)
+
+
+@CREDIT.register(
+    "oprl",
+    needs={"implicit_rewards", "completion_ids"},
+    bounds={"step_coef": ">= 0", "outcome_coef": ">= 0", "step_token": ">= -1", "eps": ">= 0"},
+)
+def oprl(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    implicit_rewards: Tensor | None = None,
+    completion_ids: Tensor | None = None,
+    step_coef: float = 1.0,
+    outcome_coef: float = 1.0,
+    step_token: int = -1,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """OPRL's step-level plus episode-level advantage ("Online Process Reward Learning for Agentic
+    Reinforcement Learning"): the step rewards of an implicit PRM learned online by trajectory DPO.
+
+    r_{i,t}  = beta * (log pi_prm(y_t | s_t) - log pi_ref(y_t | s_t))   (``implicit_rewards`` [N, T])
+    r^s_{i,k} = sum_{t in step k of row i} r_{i,t}                      (the step reward)
+    A^s_{i,k} = (r^s_{i,k} - mean(r^s)) / (std(r^s) + eps)              (over every step of the batch)
+    A_{i,t}  = (outcome_coef * A^grpo_i + step_coef * A^s_{i,k(t)}) m_{i,t}
+
+    Steps (:func:`step_ids`): a step ends at each token ``step_token`` (a delimiter id, e.g. the
+    newline's) or, at ``step_token`` = -1, each token is a step. ``oprl_turns`` takes the model turns
+    of multi-turn episodes as steps instead. The PRM is the ``[prm]`` model with ``prm.loss = "dpo"``
+    (:func:`implicit_prm_dpo_loss`: pairs of the group's trajectories with different outcomes);
+    ``implicit_rewards`` are its rewards before this step's update. The episode term is grpo's
+    group-normalised advantage of the outcome ``rewards`` [B, G] (knobs ``scale``, ``eps``).
+
+    The abstract does not give the normalisation or the combination: rlvr's form normalises the step
+    rewards over all steps of the batch (std unbiased; fewer than two steps or all equal give 0), gives
+    every token of a step its step's advantage, and adds the two terms with weights. step_coef = 0 is
+    grpo's advantage on every counted token, bit for bit (the implicit rewards are then not read).
+    """
+    return _oprl(
+        "oprl",
+        rewards,
+        mask,
+        implicit_rewards,
+        lambda: step_ids(mask, completion_ids=completion_ids, step_token=step_token),
+        step_coef,
+        outcome_coef,
+        scale,
+        eps,
+    )
+
+
+@CREDIT.register(
+    "oprl_turns",
+    needs={"implicit_rewards", "turn"},
+    bounds={"step_coef": ">= 0", "outcome_coef": ">= 0", "eps": ">= 0"},
+)
+def oprl_turns(
+    rewards: Tensor,
+    mask: Tensor,
+    *,
+    implicit_rewards: Tensor | None = None,
+    turn: Tensor | None = None,
+    step_coef: float = 1.0,
+    outcome_coef: float = 1.0,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-6,
+) -> Tensor:
+    """OPRL's advantage on multi-turn episodes ("Online Process Reward Learning for Agentic
+    Reinforcement Learning"; task.source = "env"): :func:`oprl` with step k the k-th model turn
+    (``turn`` [N, T] = k), the agentic setting of the paper; the formula is oprl's."""
+
+    def steps() -> Tensor:
+        if turn is None:
+            raise ValueError("oprl_turns needs 'turn' [N, T]")
+        return step_ids(mask, turn=turn)
+
+    return _oprl(
+        "oprl_turns", rewards, mask, implicit_rewards, steps, step_coef, outcome_coef, scale, eps
+    )
+
+
 # ---------------------------------------------------------------- the critic's loss
 
 
@@ -1262,6 +1411,46 @@ def implicit_prm_loss(
     s = beta * ((prm_logp - ref_logp.detach()) * mask).sum(-1)  # [N]
     y = labels.detach().to(s.dtype)  # [N]
     return torch.nn.functional.binary_cross_entropy_with_logits(s, y)
+
+
+def implicit_prm_dpo_loss(
+    prm_logp: Tensor,
+    ref_logp: Tensor,
+    mask: Tensor,
+    outcomes: Tensor,
+    group: Tensor,
+    *,
+    beta: float = 0.05,
+) -> Tensor:
+    """OPRL's online loss of the implicit PRM ("Online Process Reward Learning for Agentic
+    Reinforcement Learning"): trajectory-level DPO on pairs of the group's trajectories,
+
+    s_i = beta * sum_t m_{i,t} (log pi_prm(y_t) - log pi_ref(y_t))      (sum of the step rewards)
+    P   = {(w, l): group_w = group_l, outcome_w > outcome_l}             (winner, loser)
+    L   = mean_{(w, l) in P} -log sigma(s_w - s_l)
+
+    so that the implicit rewards beta * (log pi_prm - log pi_ref) order the trajectories as their
+    outcomes do. Every ordered pair of a group with different outcomes counts once; a group whose
+    outcomes are all equal has no pair and contributes nothing; with no pair at all the loss is 0 (a
+    zero that keeps the graph, so its backward gives zero gradients). ``prm_logp`` [N, T] carries the
+    gradient; ``ref_logp`` [N, T], ``outcomes`` [N] (the trajectories' rewards) and ``group`` [N]
+    (prompt ids) are constants. beta enters once, as in DPO: s_w - s_l = beta (sum of the winner's
+    log-ratios - the loser's).
+    """
+    _check_mask(mask)
+    n = mask.shape[0]
+    for name, x in (("outcomes", outcomes), ("group", group)):
+        if x.shape != (n,):
+            raise ValueError(f"{name} must have shape [N] = ({n},), got {tuple(x.shape)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    s = beta * ((prm_logp - ref_logp.detach()) * mask).sum(-1)  # [N]
+    o, gid = outcomes.detach(), group.detach()
+    wins = (gid[:, None] == gid[None, :]) & (o[:, None] > o[None, :])  # [N, N] row w beats column l
+    if not bool(wins.any()):
+        return s.sum() * 0.0
+    margin = s[:, None] - s[None, :]  # [N, N] s_w - s_l
+    return -torch.nn.functional.logsigmoid(margin[wins]).mean()
 
 
 def value_loss(

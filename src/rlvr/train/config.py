@@ -426,12 +426,16 @@ class PrmConfig:
     enabled: bool = False
     """Train an implicit process reward model beside the policy (PRIME): a causal LM initialised from
     the policy's base, whose token reward is beta * (log pi_prm - log pi_ref), fitted online to the
-    verifier's outcomes; it supplies `implicit_rewards` to components that need them (credit =
-    "prime")."""
+    verifier's outcomes (or their preferences, `loss`); it supplies `implicit_rewards` to components that
+    need them (credit = "prime", "oprl", "oprl_turns")."""
     lr: float = bounded(1e-4, "> 0")
     """The implicit PRM's own AdamW learning rate."""
     beta: float = bounded(0.05, "> 0")
     """The implicit reward's coefficient: r_t = beta * (log pi_prm(y_t) - log pi_ref(y_t))."""
+    loss: str = "ce"
+    """The implicit PRM's update objective: 'ce' (PRIME: cross-entropy of sigmoid(beta * sum_t
+    (log pi_prm - log pi_ref)) against the verifier's outcomes) or 'dpo' (OPRL: trajectory-level DPO
+    on the pairs of a group's trajectories with different rewards, -log sigmoid(s_winner - s_loser))."""
 
 
 @dataclass
@@ -820,6 +824,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(
                 f"'algo.{fld}': unknown {reg.kind} {name!r}; valid names: {', '.join(reg.names())}"
             )
+    if cfg.prm.loss not in ("ce", "dpo"):
+        raise ConfigError(f"'prm.loss' = {cfg.prm.loss!r}; expected 'ce' or 'dpo'")
     reads_prm = any("implicit_rewards" in reg.needs(name) for reg, name in chosen.values())
     if cfg.prm.enabled and not reads_prm:
         raise ConfigError(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlvr.algos.credit import implicit_prm_loss, value_loss
+from rlvr.algos.credit import implicit_prm_dpo_loss, implicit_prm_loss, value_loss
 from rlvr.algos.kl import adaptive_kl_coef, kl_convex
 from rlvr.algos.weights import IS_CORRECTIONS
 from rlvr.models.lora import checkpointing
@@ -53,6 +53,9 @@ def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str, min_r
     if schedule == "cosine":
         return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+PRM_TIE = 1e-5  # log-ratio sums closer than this are a tie in the DPO PRM's pair accuracy
 
 
 class Learner:
@@ -317,36 +320,76 @@ class Learner:
         return {"value_loss": float(np.mean(losses)), "value_mean": float(roll.values[counted].mean())}
 
     def update_prm(self, roll: Rollout, correct: Tensor) -> dict[str, float]:
-        """PRIME's online update of the implicit PRM after the policy's: one pass over the step's
-        rollouts in mini-batches, the cross-entropy of :func:`implicit_prm_loss` against the verifier's
-        outcomes ``correct`` [N] (0/1), at the sampling temperature (as ``ref_logp``)."""
-        a, n, prm, opt = self.cfg.algo, len(roll), self.prm, self.prm_opt
+        """The implicit PRM's online update after the policy's: one pass over the step's rollouts in
+        mini-batches, at the sampling temperature (as ``ref_logp``). ``prm.loss = "ce"`` (PRIME): the
+        cross-entropy of :func:`implicit_prm_loss` against the verifier's outcomes ``correct`` [N]
+        (0/1); ``"dpo"`` (OPRL): :func:`implicit_prm_dpo_loss` on the pairs of each group's
+        trajectories with different rewards (``roll.rewards``), mini-batches of whole groups."""
+        if self.cfg.prm.loss == "dpo":
+            return self._update_prm_dpo(roll)
+        a, n = self.cfg.algo, len(roll)
         labels = correct.to(roll.mask.device).float()  # [N]
         mb = n // a.minibatches
         losses, accs = [], []
         for start in range(0, n, mb):
             idx = torch.arange(start, start + mb, device=roll.mask.device)
             sub = roll.select(idx)
-            with self.precision():
-                logp, _ = sequence_logp(
-                    prm,
-                    sub.prompt_ids,
-                    sub.prompt_mask,
-                    sub.completion_ids,
-                    sub.attention,
-                    temperature=self.cfg.rollout.temperature,
-                )  # [m, T]
-            logp = logp.float()
+            logp = self._prm_logp(sub)  # [m, T]
             loss = implicit_prm_loss(logp, sub.ref_logp, sub.mask, labels[idx], beta=self.cfg.prm.beta)
-            opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-            loss.backward()
-            if self.cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(prm.parameters(), self.cfg.optim.grad_clip)
-            opt.step()  # type: ignore[union-attr]
+            self._prm_step(loss)
             losses.append(float(loss.detach()))
             seq = ((logp.detach() - sub.ref_logp) * sub.mask).sum(-1)  # [m] sign of the implicit reward
             accs.append(float(((seq > 0).float() == labels[idx]).float().mean()))
         return {"prm_loss": float(np.mean(losses)), "prm_acc": float(np.mean(accs))}
+
+    def _update_prm_dpo(self, roll: Rollout) -> dict[str, float]:
+        """OPRL's update: ``algo.minibatches`` chunks of consecutive whole groups (a pair never
+        straddles two); ``prm_acc`` is the share of pairs the implicit rewards order as the outcomes
+        (before the update; a tie, |log-ratio sums' difference| <= ``PRM_TIE``, counts one half, so
+        that round-off of a PRM equal to the reference does not decide it), ``prm_pairs`` the number
+        of pairs."""
+        groups = roll.group.cpu()  # [N] contiguous prompt ids
+        starts = [0, *((groups[1:] != groups[:-1]).nonzero().flatten() + 1).tolist()]
+        bounds = [*starts, len(groups)]  # group k spans rows bounds[k] .. bounds[k+1]
+        chunks = np.array_split(np.arange(len(starts)), min(self.cfg.algo.minibatches, len(starts)))
+        losses, right, pairs = [], 0.0, 0
+        for chunk in chunks:
+            idx = torch.arange(bounds[chunk[0]], bounds[chunk[-1] + 1], device=roll.mask.device)
+            sub = roll.select(idx)
+            logp = self._prm_logp(sub)  # [m, T]
+            out, grp = sub.rewards.float(), sub.group
+            loss = implicit_prm_dpo_loss(logp, sub.ref_logp, sub.mask, out, grp, beta=self.cfg.prm.beta)
+            self._prm_step(loss)
+            losses.append(float(loss.detach()))
+            seq = ((logp.detach() - sub.ref_logp) * sub.mask).sum(-1)  # [m]
+            wins = (grp[:, None] == grp[None, :]) & (out[:, None] > out[None, :])  # [m, m]
+            margin = seq[:, None] - seq[None, :]  # [m, m] log-ratio sums, winner minus loser
+            score = (margin > PRM_TIE).float() + 0.5 * (margin.abs() <= PRM_TIE).float()  # [m, m]
+            right += float((score * wins).sum())
+            pairs += int(wins.sum())
+        acc = right / pairs if pairs else 0.0
+        return {"prm_loss": float(np.mean(losses)), "prm_acc": acc, "prm_pairs": float(pairs)}
+
+    def _prm_logp(self, sub: Rollout) -> Tensor:
+        """[m, T] the implicit PRM's log-probs of ``sub``'s tokens, with gradient."""
+        with self.precision():
+            logp, _ = sequence_logp(
+                self.prm,
+                sub.prompt_ids,
+                sub.prompt_mask,
+                sub.completion_ids,
+                sub.attention,
+                temperature=self.cfg.rollout.temperature,
+            )  # [m, T]
+        return logp.float()
+
+    def _prm_step(self, loss: Tensor) -> None:
+        opt = self.prm_opt
+        opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.prm.parameters(), self.cfg.optim.grad_clip)
+        opt.step()  # type: ignore[union-attr]
 
 
 class ReferenceResets:
