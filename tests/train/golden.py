@@ -206,6 +206,10 @@ def recipe_extra(name: str, teacher: Path | None = None) -> list[str]:
         extra.append("algo.correct_at=0.5")
     if algo.get("reincarnate_at"):  # ReMix: reincarnated after step 1, on-policy at step 2
         extra.append("algo.reincarnate_at=1")
+    if algo.get("credit") == "oprl":  # the first step's implicit rewards are round-off (~1e-8: the
+        # PRM is still the reference), and whitening them with eps 1e-6 made a processor-dependent
+        # advantage (adv_std off by 1e-3 with other kernels); eps 1e-3 keeps the record portable
+        extra.append("algo.eps=0.001")
     if "adora_lambda" in algo:  # ADORA's correct / wrong split at the dense reward's midpoint
         extra.append("algo.success_reward=0.5")
     if data.get("rollout", {}).get("samples_per_prompt") == 1:  # one rollout per prompt (mssr)
