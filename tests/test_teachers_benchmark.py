@@ -103,3 +103,18 @@ def test_report_from_hand_made_runs(rep, tmp_path):
     assert "(hpt − sft, pass@1)" in text and "not run yet (0 of 3" in text
     assert "- opd: 0.60" in text
     assert (tmp_path / "plots" / "pass1.png").exists()
+
+
+def test_report_says_when_the_bases_are_not_the_reference_builds(rep, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    args = SimpleNamespace(steps=50, heldout=4)
+    assert "reference" not in rep.report(runs, args)  # no bases.json: nothing said
+    same = {"reasoner": {"weights": "aa", "reference": "aa"}}
+    (runs / "bases.json").write_text(json.dumps(same))
+    assert "The bases are the reference builds" in rep.report(runs, args)
+    off = {**same, "reasoner_teacher": {"weights": "bb", "reference": "cc"}}
+    (runs / "bases.json").write_text(json.dumps(off))
+    text = rep.report(runs, args)
+    assert "other builds of the bases" in text and "`reasoner_teacher` weights bb (reference cc)" in text
+    assert "`reasoner` weights" not in text
