@@ -155,7 +155,7 @@ def test_registered_as_a_step_reward_with_checked_knobs():
 
 
 def test_step_scores_from_policy_rollouts(policy, monkeypatch):
-    model, tok = policy
+    _, tok = policy
     heads: list[list[int]] = []
     real = sampler_mod.generate
 

@@ -215,7 +215,10 @@ class OmegaSteps(StepReward):
             )
         model, tok = policy
         steps = [split_steps(c, self.delimiter) for c in completions]
-        outcomes = [self.correct(p, c) if s else None for p, c, s in zip(prompts, completions, steps)]
+        outcomes = [
+            self.correct(p, c) if s else None
+            for p, c, s in zip(prompts, completions, steps, strict=True)
+        ]
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(self.seed + self._calls)
         self._calls += 1
