@@ -7,7 +7,7 @@ its keyword knobs; importing this package registers the built-in ones.
 import rlvr.rewards.code  # registers code, weighted_tests
 import rlvr.rewards.judge  # registers llm_judge, judge_steps
 import rlvr.rewards.math  # registers math, exact_match, think_format
-import rlvr.rewards.models  # registers reward_model, ensemble, prm, likelihood
+import rlvr.rewards.models  # registers reward_model, ensemble, prm, likelihood, relevance
 import rlvr.rewards.omega  # registers omega_steps
 import rlvr.rewards.spurious  # registers random
 import rlvr.rewards.steps  # noqa: F401 - registers arith_steps

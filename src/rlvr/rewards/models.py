@@ -16,6 +16,8 @@ Registered rewards (knobs in each factory's docstring):
 - ``prm``: a process reward model applied to every step prefix, shaped by clip or delta, summed.
 - ``likelihood``: log p(reference answer | prompt, reasoning) under a causal LM (default: the policy).
 - ``likelihood_steps``: the same probe after every step, a step reward (its gain or value per step).
+- ``relevance``: R^3's relevance, log p(prompt | response) - log p(prompt) under a causal LM, plus a
+  length incentive and a repetition penalty.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "LikelihoodReward",
     "LikelihoodSteps",
     "ProcessReward",
+    "RelevanceReward",
     "RewardModelReward",
     "SequenceScorer",
     "answer_logprobs",
@@ -44,7 +47,9 @@ __all__ = [
     "make_likelihood",
     "make_likelihood_steps",
     "make_prm",
+    "make_relevance",
     "make_reward_model",
+    "relevance_regularizer",
     "split_steps",
 ]
 
@@ -587,6 +592,8 @@ class LikelihoodReward(BatchedReward):
     the whole completion. R <= 0; it is higher when the reasoning makes the right answer likely.
     """
 
+    name = "likelihood"  # in the messages about the model (a subclass scores something else)
+
     def __init__(
         self,
         path: str = "",
@@ -603,7 +610,7 @@ class LikelihoodReward(BatchedReward):
             raise ValueError(f"likelihood: reduce must be 'mean' or 'sum', got {reduce!r}")
         if "{answer}" not in template:
             raise ValueError(f"likelihood: template must contain '{{answer}}', got {template!r}")
-        self.path = check_model_dir(path, what="likelihood model") if path else None
+        self.path = check_model_dir(path, what=f"{self.name} model") if path else None
         self.needs_policy = self.path is None
         self.reduce, self.template, self.strip_answer = reduce, template, strip_answer
         _device(device), _dtype(dtype)  # a bad value fails when the reward is built
@@ -615,7 +622,7 @@ class LikelihoodReward(BatchedReward):
         if self.path is None:
             if policy is None:
                 raise ValueError(
-                    "likelihood reward with path = '' scores under the policy, but no policy was "
+                    f"{self.name} reward with path = '' scores under the policy, but no policy was "
                     "passed (call it with policy=(model, tokenizer))"
                 )
             return policy
@@ -627,7 +634,7 @@ class LikelihoodReward(BatchedReward):
                 tok = AutoTokenizer.from_pretrained(self.path)
                 model = AutoModelForCausalLM.from_pretrained(self.path, dtype=_dtype(self.dtype_name))
             except Exception as err:
-                raise ValueError(f"likelihood model {self.path}: cannot load it: {err}") from err
+                raise ValueError(f"{self.name} model {self.path}: cannot load it: {err}") from err
             model.to(_device(self.device_name)).eval()
             self._own = (model, tok)
         return self._own
@@ -872,6 +879,232 @@ def make_likelihood_steps(
         reduce=reduce,
         template=template,
         strip_answer=strip_answer,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        dtype=dtype,
+    )
+
+
+# ---------------------------------------------------------------- R^3's regularised relevance
+
+
+def relevance_regularizer(
+    completion: str,
+    *,
+    length_coef: float = 0.0,
+    length_target: int = 100,
+    repeat_coef: float = 0.0,
+    ngram: int = 3,
+) -> float:
+    """The inductive-bias terms that :class:`RelevanceReward` adds to the relevance::
+
+        words  = completion.split()                       (whitespace words, n = |words|)
+        L      = min(n / length_target, 1)                (length incentive, in [0, 1])
+        rep    = 1 - |distinct ngrams| / |ngrams|         (repeated word n-grams, in [0, 1);
+                                                           0 with fewer than ``ngram`` words)
+        reg    = length_coef * L - repeat_coef * rep
+
+    Both are 0 at weight 0, so the reward is then the relevance alone. Example: "a b a b a b" with
+    ngram = 2 has 5 bigrams, 2 distinct (rep = 0.6) and, with length_target = 12, L = 0.5.
+    """
+    words = completion.split()
+    length = min(len(words) / length_target, 1.0)
+    grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+    repeat = 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+    return length_coef * length - repeat_coef * repeat
+
+
+class RelevanceReward(LikelihoodReward):
+    """``relevance``: R^3's regularised relevance reward ("Preference-free Alignment Learning with
+    Regularized Relevance Reward"), in a form computable with a causal LM::
+
+        with    = template.format(response=completion)     # default "{response}\\n\\nQuestion: "
+        without = template.format(response="")             # the same text with no response
+        rel     = (1/|x|) sum_j log p(x_j | with, x_<j)  -  (1/|x|) sum_j log p(x_j | without, x_<j)
+                  (the sums over j with reduce = "sum"), x = the prompt's text
+        R       = rel + length_coef * min(n_words / length_target, 1) - repeat_coef * rep
+                  (:func:`relevance_regularizer`)
+
+    ``rel`` is the pointwise mutual information of prompt and response under the LM: how much the
+    response makes the prompt more likely, i.e. how well it explains it (0 for an empty response).
+    The paper scores relevance with a retriever and mixes it with inductive biases that keep the
+    policy from hacking it (a short reply that restates the question is highly relevant); its
+    abstract names neither the biases nor the mixture. Here, rlvr's form: the LM's log-likelihood
+    ratio takes the retriever's place (the policy when ``path`` is empty, else the causal LM at
+    ``path``), and the regularisers are a capped length incentive and a repeated-n-gram penalty,
+    added with their weights; at weights 0 the reward is ``rel`` bit for bit.
+
+    Batching: the N conditioned texts and one unconditioned text per distinct prompt (the G samples
+    of a prompt share it) go through :func:`answer_logprobs` together, no gradients. The prompt
+    is read as given (its text, not the chat-formatted prompt the policy is sampled from).
+    """
+
+    name = "relevance"
+
+    def __init__(
+        self,
+        path: str = "",
+        *,
+        template: str = "{response}\n\nQuestion: ",
+        reduce: str = "mean",
+        length_coef: float = 0.0,
+        length_target: int = 100,
+        repeat_coef: float = 0.0,
+        ngram: int = 3,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        device: str = "auto",
+        dtype: str = "auto",
+    ) -> None:
+        if reduce not in ("mean", "sum"):
+            raise ValueError(f"relevance: reduce must be 'mean' or 'sum', got {reduce!r}")
+        if "{response}" not in template:
+            raise ValueError(f"relevance: template must contain '{{response}}', got {template!r}")
+        try:
+            bare = template.format(response="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                f"relevance: template must have '{{response}}' as its only field, got {template!r}"
+            ) from err
+        if not bare.strip():
+            raise ValueError(
+                "relevance: template without the response must leave some text to condition the "
+                f"prompt on (e.g. '{{response}}\\n\\nQuestion: '), got {template!r}"
+            )
+        if length_coef < 0 or repeat_coef < 0:
+            raise ValueError(
+                f"relevance: length_coef and repeat_coef must be >= 0, got {length_coef} and "
+                f"{repeat_coef}"
+            )
+        if length_target < 1 or ngram < 1:
+            raise ValueError(
+                f"relevance: length_target and ngram must be >= 1, got {length_target} and {ngram}"
+            )
+        super().__init__(
+            path,
+            reduce=reduce,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+        )
+        self.relevance_template = template
+        self.length_coef, self.length_target = float(length_coef), int(length_target)
+        self.repeat_coef, self.ngram = float(repeat_coef), int(ngram)
+
+    def relevance(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        """``rel`` of every (prompt, completion), without the regularisers."""
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"relevance: {len(prompts)} prompts but {len(completions)} completions; expected as "
+                "many of each"
+            )
+        for i, p in enumerate(prompts):
+            if not p.strip():
+                raise ValueError(f"relevance: prompt {i} is empty (nothing to score the response by)")
+        model, tok = self._model(policy)
+        index: dict[tuple[str, str], int] = {}
+        pairs: list[tuple[str, str]] = []
+
+        def key(context: str, prompt: str) -> int:
+            k = (context, prompt)
+            if k not in index:
+                index[k] = len(pairs)
+                pairs.append(k)
+            return index[k]
+
+        rows = [
+            (
+                key(self.relevance_template.format(response=c), p),
+                key(self.relevance_template.format(response=""), p),
+            )
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        order = sorted(range(len(pairs)), key=lambda j: len(pairs[j][0]) + len(pairs[j][1]))
+        per_token = answer_logprobs(
+            model,
+            tok,
+            [pairs[j][0] for j in order],
+            [pairs[j][1] for j in order],
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+        )
+        value = [0.0] * len(pairs)
+        for j, lp in zip(order, per_token, strict=True):
+            value[j] = float(sum(lp)) if self.reduce == "sum" else float(sum(lp) / len(lp))
+        return [value[w] - value[wo] for w, wo in rows]
+
+    def __call__(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        answers: list[str],
+        metas: list[dict[str, Any]],
+        *,
+        group_size: int,
+        policy: tuple[Any, Any] | None = None,
+    ) -> list[float]:
+        rel = self.relevance(prompts, completions, policy)
+        if self.length_coef == 0 and self.repeat_coef == 0:
+            return rel
+        return [
+            r
+            + relevance_regularizer(
+                c,
+                length_coef=self.length_coef,
+                length_target=self.length_target,
+                repeat_coef=self.repeat_coef,
+                ngram=self.ngram,
+            )
+            for r, c in zip(rel, completions, strict=True)
+        ]
+
+
+@REWARDS.register(
+    "relevance",
+    bounds={
+        "batch_size": ">= 1",
+        "max_length": ">= 2",
+        "length_coef": ">= 0",
+        "length_target": ">= 1",
+        "repeat_coef": ">= 0",
+        "ngram": ">= 1",
+    },
+)
+def make_relevance(
+    *,
+    path: str = "",
+    template: str = "{response}\n\nQuestion: ",
+    reduce: Literal["mean", "sum"] = "mean",
+    length_coef: float = 0.0,
+    length_target: int = 100,
+    repeat_coef: float = 0.0,
+    ngram: int = 3,
+    batch_size: int = 16,
+    max_length: int = 1024,
+    device: str = "auto",
+    dtype: DType = "auto",
+) -> RelevanceReward:
+    """R^3's regularised relevance (:class:`RelevanceReward`, "Preference-free Alignment Learning with
+    Regularized Relevance Reward"): log p(prompt | response) - log p(prompt) (mean, or sum, over the
+    prompt's tokens; the response is put in ``template``) under the policy when ``path`` is empty,
+    else the causal LM at ``path``, plus ``length_coef`` * min(words / ``length_target``, 1) minus
+    ``repeat_coef`` * the fraction of repeated word ``ngram``-grams. rlvr's form: an LM takes the
+    retriever's place and the two regularisers are rlvr's choice (the abstract names neither)."""
+    return RelevanceReward(
+        path,
+        template=template,
+        reduce=reduce,
+        length_coef=length_coef,
+        length_target=length_target,
+        repeat_coef=repeat_coef,
+        ngram=ngram,
         batch_size=batch_size,
         max_length=max_length,
         device=device,
