@@ -36,6 +36,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, Literal
 
 from rlvr.rewards.verifiers import REWARDS, RewardFn, extract_answer
@@ -197,9 +198,7 @@ def _gold(conn: sqlite3.Connection, answer: str, timeout_s: float) -> list[tuple
     return gold.rows
 
 
-def execution_match(
-    pred: list[tuple[Any, ...]], gold: list[tuple[Any, ...]], *, ordered: bool
-) -> bool:
+def execution_match(pred: list[tuple[Any, ...]], gold: list[tuple[Any, ...]], *, ordered: bool) -> bool:
     """Whether two results are the same: as lists when ``ordered``, else as multisets of rows."""
     return pred == gold if ordered else Counter(pred) == Counter(gold)
 
@@ -212,7 +211,7 @@ def sql_tokens(query: str) -> list[str]:
     for tok in _TOKEN.findall(query):
         if tok.startswith("'"):
             out.append(tok)
-        elif tok[0] in "\"`[":
+        elif tok[0] in '"`[':
             out.append(tok[1:-1].casefold())
         else:
             out.append(tok.casefold())
@@ -232,7 +231,7 @@ def bigram_jaccard(pred: str, gold: str) -> float:
     else 0.0.
     """
     p, g = sql_tokens(pred), sql_tokens(gold)
-    pb, gb = set(zip(p, p[1:], strict=False)), set(zip(g, g[1:], strict=False))
+    pb, gb = set(pairwise(p)), set(pairwise(g))
     if not pb and not gb:
         return 1.0 if p == g else 0.0
     return jaccard(pb, gb)
