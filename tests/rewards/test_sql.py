@@ -153,6 +153,8 @@ def test_a_runaway_query_is_stopped_at_the_time_limit():
     res = run_query(open_db(DB), forever, timeout_s=0.1)
     assert not res.ok and res.error == "timed out"
     assert run_query(open_db(DB), "SELECT id FROM emp", max_rows=2).error == "more than 2 rows"
+    big = run_query(open_db(DB), "SELECT length(zeroblob(100000000))")
+    assert not big.ok and "too big" in big.error
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -18,7 +18,7 @@ of its own, so the recipe weighs them (``[rewards.sql_exec] weight = 3.0`` and s
 - ``sql_ngram``: the Jaccard index of the token bigrams of the query and of the gold query.
 
 A query is run with a time limit (a ``sqlite3`` progress handler that aborts it past ``timeout_s``
-seconds), must be one statement, and may only read (an authorizer refuses writes, ``ATTACH``,
+seconds), must be one statement, builds no value over 1 MiB, and may only read (an authorizer refuses writes, ``ATTACH``,
 ``PRAGMA`` and everything else that is not a ``SELECT``); a refused, failing or timed-out query scores
 0.0 on ``sql_exec`` and ``sql_syntax``. A problem whose metadata has no usable database, or whose gold
 query fails, raises a ValueError naming the field (the runner counts it as the component's failure).
@@ -58,6 +58,7 @@ __all__ = [
     "sql_tokens",
 ]
 
+MAX_VALUE_BYTES = 1 << 20  # the longest string or blob a completion's query may build
 ExtractMode = Literal["auto", "sql_block", "answer_tag", "none"]
 
 _FENCE = re.compile(r"```[ \t]*(?:sql|sqlite)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -142,6 +143,7 @@ def open_db(script: str, *, field: str = "db", timeout_s: float = 1.0) -> sqlite
         raise ValueError(f"sql reward: metadata field {field!r}: the script fails: {reason}") from None
     conn.set_authorizer(None)
     conn.set_progress_handler(None, 0)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)  # no query builds a huge value
     return conn
 
 
