@@ -18,10 +18,11 @@ of its own, so the recipe weighs them (``[rewards.sql_exec] weight = 3.0`` and s
 - ``sql_ngram``: the Jaccard index of the token bigrams of the query and of the gold query.
 
 A query is run with a time limit (a ``sqlite3`` progress handler that aborts it past ``timeout_s``
-seconds), must be one statement, builds no value over 1 MiB, and may only read (an authorizer refuses writes, ``ATTACH``,
-``PRAGMA`` and everything else that is not a ``SELECT``); a refused, failing or timed-out query scores
-0.0 on ``sql_exec`` and ``sql_syntax``. A problem whose metadata has no usable database, or whose gold
-query fails, raises a ValueError naming the field (the runner counts it as the component's failure).
+seconds), must be one statement, builds no value over 1 MiB, and may only read (an authorizer
+refuses writes, ``ATTACH``, ``PRAGMA`` and everything else that is not a ``SELECT``); a refused,
+failing or timed-out query scores 0.0 on ``sql_exec`` and ``sql_syntax``. A problem whose metadata
+has no usable database, or whose gold query fails, raises a ValueError naming the field (the runner
+counts it as the component's failure).
 
 What is rlvr's: the abstract names the rewards (execution accuracy, syntax, schema linking, n-gram
 similarity, AI feedback) but gives no formulas. The forms above are rlvr's simple choices; schema
