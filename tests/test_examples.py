@@ -111,6 +111,23 @@ def test_code_recipe_runs_the_sandbox_end_to_end(micro_base, tmp_path, monkeypat
     assert 0.0 <= summary["after"]["pass@1"] <= 1.0
 
 
+def test_sql_recipe_trains_with_the_sql_partial_rewards(micro_base, tmp_path, monkeypatch):
+    """examples/sql.toml: Reasoning-SQL's four partial rewards on a JSONL file (2 steps)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    cfg = load_config(
+        "examples/sql.toml",
+        micro_run(micro_base, "train.steps=2", "eval.samples=2", "task.heldout_size=2"),
+    )
+    summary = train(cfg, run_dir=tmp_path / "run", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for name in ("sql_exec", "sql_syntax", "sql_schema", "sql_ngram"):
+        assert all(f"reward/{name}" in r for r in rows)
+    assert all(r["reward_failures"] == 0 for r in rows)  # every row's database and gold SQL work
+    assert all(r["accuracy"] == r["reward/sql_exec"] for r in rows)  # the verifier
+    assert 0.0 <= summary["after"]["pass@1"] <= 1.0
+
+
 def test_tiny_code_data_is_what_its_generator_writes_and_reference_bodies_pass():
     import subprocess
     import sys

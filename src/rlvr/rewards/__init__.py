@@ -10,6 +10,7 @@ import rlvr.rewards.math  # registers math, exact_match, think_format
 import rlvr.rewards.models  # registers reward_model, ensemble, prm, likelihood, relevance
 import rlvr.rewards.omega  # registers omega_steps
 import rlvr.rewards.spurious  # registers random
+import rlvr.rewards.sql  # registers sql_exec, sql_syntax, sql_schema, sql_ngram
 import rlvr.rewards.steps  # noqa: F401 - registers arith_steps
 from rlvr.rewards.math import extract_math_answer, math_equal
 from rlvr.rewards.verifiers import (
