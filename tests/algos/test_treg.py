@@ -156,3 +156,47 @@ def test_treg_registration_wiring_and_errors():
     kw["ref_logp"] = None
     with pytest.raises(ValueError, match="treg needs `ref_logp`"):
         OBJECTIVES["treg"](logp, old, torch.zeros(3), mask, treg_coef=0.0, **kw)
+
+
+def test_treg_recipe_config_errors_name_the_field():
+    from rlvr.train.config import ConfigError, load_config
+
+    cfg = load_config("treg")
+    assert cfg.algo.objective == "treg" and cfg.algo.knobs["treg_coef"] == 1.0
+    with pytest.raises(ConfigError, match=r"'algo.treg_coef'.*expected >= 0"):
+        load_config("treg", ["algo.treg_coef=-1"])
+    with pytest.raises(ConfigError, match="'treg' reads the self-teacher's log-probs"):
+        load_config("treg", ["guidance.strategy='hints'"])
+
+
+def test_the_learner_gives_treg_the_self_teacher_logp(micro_base, tmp_path, monkeypatch):
+    """A real step on the micro model: the objective receives the [self_teacher] forward's
+    log-probs (the failed rows got a hint, so they differ from old_logp) through the learner."""
+    from tests.conftest import micro_run
+
+    from rlvr.train import setup as setup_mod
+    from rlvr.train.config import load_config
+    from rlvr.train.trainer import train
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real, build = OBJECTIVES["treg"], setup_mod.build_components
+
+    def spy(logp, old_logp, adv, mask, **kw):
+        seen.append((kw["self_teacher_logp"].detach().clone(), old_logp.detach().clone()))
+        return real(logp, old_logp, adv, mask, **kw)
+
+    spy.needs = real.needs  # type: ignore[attr-defined]
+
+    def build_spy(c):
+        out = build(c)
+        out.objective = spy
+        return out
+
+    monkeypatch.setattr(setup_mod, "build_components", build_spy)
+    cfg = load_config(
+        "treg", micro_run(micro_base, "eval.before=false", "eval.after=false", "train.steps=1")
+    )
+    train(cfg, run_dir=tmp_path / "r", progress=False)
+    assert seen
+    st, old = seen[0]
+    assert st.shape == old.shape and not torch.equal(st, old)
