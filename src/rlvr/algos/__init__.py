@@ -54,6 +54,9 @@ INPUTS: dict[str, frozenset[str]] = {
             # its group, not sampled by the policy; its old_logp is the policy's before the update)
             "demo",
             "demo_group",  # [N] 1 on every row of a group that has a demonstration row
+            # [N, T] the policy's log-probs of a hinted row's tokens after its prompt with a correct
+            # solution appended ([self_teacher]; old_logp on the other rows), as for credit
+            "self_teacher_logp",
         }
     ),
     # token-level credit assigners: (rewards [B, G], mask [N, T]) -> advantages [N, T]; they replace the

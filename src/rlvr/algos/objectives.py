@@ -962,10 +962,13 @@ def _best_worst_pair(
     *,
     xpo_alpha: float = 0.0,
     rpo_eta: float = 0.0,
+    treg_coef: float = 0.0,
+    token_rewards: Tensor | None = None,
 ) -> Tensor:
-    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (XPO) and
-    rpo_eta * (-l_w) (RPO), l_i the sample's summed log-prob under the policy; half of the pair's
-    loss on each of the two rows' tokens. [N, T]"""
+    """DPO's sigmoid loss on each group's (best, worst) pair, plus xpo_alpha * l_l (XPO),
+    rpo_eta * (-l_w) (RPO) and treg_coef * (R_w + R_l) (T-REG, ``token_rewards`` u [N, T]), l_i the
+    sample's summed log-prob under the policy; half of the pair's loss on each of the two rows'
+    tokens. [N, T]"""
     if ref_logp is None or rewards is None:
         raise ValueError(f"{who} needs `ref_logp` and `rewards`")
     n = logp.shape[0]
@@ -986,6 +989,15 @@ def _best_worst_pair(
     if rpo_eta:
         nll = -seq_pi[rows, win] * has_pair  # [B] -log pi(y_w | x), the chosen sample's NLL
         pair_loss = pair_loss + rpo_eta * nll
+    if treg_coef:
+        if token_rewards is None:
+            raise ValueError(f"{who} needs token-level rewards for treg_coef != 0")
+        u = _where_mask(token_rewards.detach(), mask)  # [N, T] u_t, no gradient
+        z = dpo_beta * (logp - ref_logp)  # [N, T] per-token implicit rewards
+        agree = _where_mask(F.softplus(-u * z) - math.log(2.0), mask)  # [N, T]
+        reg = (agree.sum(-1) / mask.sum(-1).clamp(min=1)).view(-1, g)  # [B, G] R_i
+        token_reg = (reg[rows, win] + reg[rows, lose]) * has_pair  # [B]
+        pair_loss = pair_loss + treg_coef * token_reg
     per_seq = torch.zeros_like(seq)  # [B, G]
     per_seq = per_seq.index_put((rows, win), pair_loss / 2, accumulate=True)
     per_seq = per_seq.index_put((rows, lose), pair_loss / 2, accumulate=True)
@@ -998,6 +1010,8 @@ def _best_worst_pair(
                 stats["xpo_loss_mean"] = float(explore[kept].mean()) if bool(kept.any()) else 0.0
             if rpo_eta:
                 stats["rpo_nll_mean"] = float(nll[kept].mean()) if bool(kept.any()) else 0.0
+            if treg_coef:
+                stats["treg_reg_mean"] = float(token_reg[kept].mean()) if bool(kept.any()) else 0.0
     return _where_mask(per_seq.reshape(n).unsqueeze(-1).expand_as(logp), mask)
 
 
@@ -1071,6 +1085,69 @@ def rpo(
     """
     return _best_worst_pair(
         logp, mask, ref_logp, rewards, group, dpo_beta, "rpo", stats, rpo_eta=rpo_eta
+    )
+
+
+@OBJECTIVES.register(
+    "treg",
+    needs={"ref_logp", "rewards", "group", "self_teacher_logp"},
+    bounds={"dpo_beta": "> 0", "treg_coef": ">= 0"},
+)
+def treg(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    ref_logp: Tensor | None = None,
+    rewards: Tensor | None = None,
+    group: Tensor | None = None,
+    self_teacher_logp: Tensor | None = None,
+    dpo_beta: float = 0.1,
+    treg_coef: float = 1.0,
+    stats: dict | None = None,
+) -> Tensor:
+    """Token-level reward regularisation of online DPO (T-REG, "T-REG: Preference Optimization with
+    Token-Level Reward Regularization"): the sequence-level DPO loss plus a term that makes the
+    per-token implicit rewards of the pair follow token-level rewards the policy generates itself
+    by contrastive prompting.
+
+    w, l, h_g as in ``online_dpo`` (each group's best and worst sample by the verifier's reward)
+    u_it = sg(self_teacher_logp_it - old_logp_it)     (token reward: the policy before its update,
+           the row's token after a prompt with a correct solution appended, minus after the plain one)
+    z_it = dpo_beta * (logp_it - ref_logp_it)          (the token's implicit reward, as in DPO)
+    R_i  = (1 / n_i) sum_t [softplus(-u_it * z_it) - log 2]     (n_i the row's counted tokens)
+    L_g  = softplus(-h_g) + treg_coef * (R_w + R_l)
+
+    The source of u is rlvr's ``[self_teacher]`` forward (``self_teacher_logp``, SRPO's): the
+    policy scoring its own tokens under two prompts, with and without a correct solution, is the
+    nearest rlvr has to the paper's self-generated contrastive-prompting rewards (no second model,
+    no trained credit model, no annotator); the paper's own prompts (a revision instruction to do
+    better / worse) are not built. A row gets a hint only when it failed and its group has a
+    correct sample (or its problem a worked solution), so u is 0 on the other rows (their
+    self_teacher_logp is old_logp) and the term acts mostly on the rejected sample: tokens the
+    hinted policy finds likelier (u > 0) get their implicit reward raised, those it avoids lowered.
+    The abstract gives no formula; this logistic agreement of sign(z_t) with u_t, weighted by |u_t|
+    and averaged over the row's tokens (so it does not grow with length; DPO's term is about
+    log 2), is rlvr's form: R_i = 0 and its gradient is -u_it dpo_beta / (2 n_i) per token at
+    pi = pi_ref, and it saturates once the implicit reward agrees. A group without a pair gets no
+    term. Placement and aggregation as ``online_dpo``; ``treg_coef = 0`` is ``online_dpo`` bit for
+    bit (the term is not computed).
+    """
+    if self_teacher_logp is None and treg_coef:
+        raise ValueError("treg needs `self_teacher_logp` (the [self_teacher] forward)")
+    u = None if self_teacher_logp is None else self_teacher_logp - old_logp  # [N, T]
+    return _best_worst_pair(
+        logp,
+        mask,
+        ref_logp,
+        rewards,
+        group,
+        dpo_beta,
+        "treg",
+        stats,
+        treg_coef=treg_coef,
+        token_rewards=u,
     )
 
 

@@ -84,6 +84,7 @@ def token_inputs(
         "rewards": lambda: sub.rewards,  # [m]
         "demo": lambda: sub.demo,  # [m] (the collector's demonstration stage sets it)
         "demo_group": lambda: sub.demo_group,  # [m]
+        "self_teacher_logp": lambda: sub.self_teacher_logp,  # [m, T] ([self_teacher]'s forward)
     }
     return {k: supply[k]() for k in needs}
 

@@ -286,10 +286,11 @@ class DemosConfig:
 @dataclass
 class SelfTeacherConfig:
     """The policy as its own teacher (`[self_teacher]`): when a chosen component reads
-    `self_teacher_logp` (e.g. algo.credit = "srpo"), each failed row whose group has a correct
-    sample (or whose problem has a worked solution) is scored once more by the policy before its
-    update: the same completion tokens after the row's chat prompt with `template` appended to the
-    question. Other rows keep `old_logp` (no signal) and `self_teacher_mask` = 0."""
+    `self_teacher_logp` (e.g. algo.credit = "srpo", algo.objective = "treg"), each failed row
+    whose group has a correct sample (or whose problem has a worked solution) is scored once more
+    by the policy before its update: the same completion tokens after the row's chat prompt with
+    `template` appended to the question. Other rows keep `old_logp` (no signal) and
+    `self_teacher_mask` = 0."""
 
     source: str = "auto"
     """The solution a failed row is conditioned on: 'group' (the first correct sample of its group),

@@ -1,7 +1,8 @@
 """The policy as its own teacher: its log-probs of a failed row's tokens after a correct solution.
 
-When a chosen component reads ``self_teacher_logp`` (``rlvr.algos.INPUTS["credit"]``, e.g. SRPO's
-``credit:srpo``), the advantage stage calls :func:`self_teacher_forward` before the estimator. Each
+When a chosen component reads ``self_teacher_logp`` (``rlvr.algos.INPUTS["credit"]`` and
+``INPUTS["objective"]``, e.g. SRPO's ``credit:srpo`` or T-REG's ``objective:treg``), the advantage
+stage calls :func:`self_teacher_forward` before the estimator. Each
 failed row (the verifier's ``correct`` = 0) whose group has a correct sample, or whose problem has
 a worked solution (``[self_teacher] source``), gets a context: its problem's chat prompt with
 ``template.format(solution=...)`` appended to the question (``rlvr.data.guidance.apply_guide``).
