@@ -51,6 +51,8 @@ ARMS: dict[str, tuple[str, ...]] = {
     "nsr": ('algo.advantage="nsr_psr"', "algo.positive_weight=0.0"),
     "nsr_lr3e-5": ('algo.advantage="nsr_psr"', "algo.positive_weight=0.0", "optim.lr=3e-5"),
     "pure": ("rewards.arith_steps.weight=0.0", 'algo.credit="pure_min"', "algo.vr_coef=1.0"),
+    # GRPO-VPS: the policy's own likelihood probes after each line as process credit (no PRM)
+    "vps": ("rewards.likelihood_steps.weight=0.0", 'algo.credit="vps_progress"'),
     "cosine_length": ("shaping.cosine_length.coef=1.0",),
     "random_reward": ("rewards.answer.weight=0.0", "rewards.random.weight=1.0"),
     "inverted_reward": ("rewards.answer.weight=-1.0",),

@@ -497,6 +497,40 @@ def f_pure(get) -> dict:
     return {"table": "\n".join(rows), "plot": img, "verdict": verdict}
 
 
+def f_probe(get) -> dict:
+    """Likelihood-probe process credit (vps) against outcome-only grpo and against min-form credit
+    on the rule-checked step rewards (pure), paired by seed."""
+    data = {a: get(a) for a in ("vps", "grpo", "pure")}
+    if (m := missing({a: data[a] for a in ("vps", "grpo")})) is not None:
+        return {"table": "", "plot": "", "verdict": m}
+    rows = [
+        "| arm | pass@1 after (%) | gain over base (points) | pass@16 after (%) "
+        "| step gain (likelihood_steps, last 25 steps) |",
+        "|---|---|---|---|---|",
+    ]
+    for a, rs in data.items():
+        if rs:
+            rows.append(
+                f"| {a} | {ci([p1(r) for r in rs], 100)} | {ci([gain(r) for r in rs], 100, '+')} "
+                f"| {ci([passk(r, 16) for r in rs], 100)} "
+                f"| {ci([tail(r, 'reward/likelihood_steps', 25) for r in rs])} |"
+            )
+    d = paired(data["vps"], data["grpo"], gain)
+    dp = paired(data["vps"], data["pure"], gain) if data["pure"] else []
+    rows += ["", f"Gain, vps − grpo, paired by seed: {ci(d, 100, '+')} points."]
+    if dp:
+        rows.append(f"Gain, vps − pure (arith_steps), paired by seed: {ci(dp, 100, '+')} points.")
+    s = shows(d)
+    verdict = {1: "**Reproduced**", -1: "**Not reproduced**", 0: "**Inconclusive**"}[s] + (
+        f": the policy's likelihood probes as process credit (GRPO-VPS's `vps_progress` over "
+        f"`likelihood_steps`' step gains, plus the outcome) against outcome-only grpo, gain "
+        f"difference {ci(d, 100, '+')} points"
+        + (f"; against `arith_steps` with `pure_min`, {ci(dp, 100, '+')} points." if dp else ".")
+    )
+    img = plot_curves("probe", {a: rs for a, rs in data.items() if rs}, "accuracy", "training accuracy")
+    return {"table": "\n".join(rows), "plot": img, "verdict": verdict}
+
+
 def f_length_shaping(get) -> dict:
     data = {a: get(a) for a in ("cosine_length", "grpo")}
     if (m := missing(data)) is not None:
@@ -758,6 +792,15 @@ FINDINGS = (
         "Min-form process credit beats outcome-only credit on multi-step problems",
         '"Stop Summation: Min-Form Credit Assignment Is All Process Reward Model Needs for Reasoning"',
         f_pure,
+    ),
+    (
+        "probe",
+        "Likelihood-probe process credit beats outcome-only credit, without a trained PRM",
+        (
+            '"GRPO-VPS: Enhancing Group Relative Policy Optimization with Verifiable Process '
+            'Supervision for Effective Reasoning"'
+        ),
+        f_probe,
     ),
     (
         "length_shaping",

@@ -65,5 +65,6 @@ def test_report_says_which_runs_are_missing(rep, tmp_path):
     args = SimpleNamespace(steps=100, seeds=[0, 1, 2], heldout=128)
     text = rep.report(tmp_path / "no_runs", args)
     verdicts = [line for line in text.splitlines() if line.startswith("| ") and "](#" in line]
-    assert len(verdicts) == 10 and all("Not run yet" in line for line in verdicts)
+    assert len(verdicts) == 11 and all("Not run yet" in line for line in verdicts)
+    assert "Not run yet: vps (0 of 3 seeds)" in text  # the likelihood-probe finding
     assert "Not run yet: grpo_mb4 (0 of 3 seeds)" in text
