@@ -14,7 +14,7 @@ import pytest
 
 import rlvr.numerics as numerics
 from rlvr.models.tiny import build_portable, weights_sha
-from tests.conftest import MICRO
+from tests.conftest import MICRO, skip_where_unportable
 
 FLAGS = "flags\t\t: fpu sse2 avx fma avx2 bmi2\n"
 
@@ -69,6 +69,7 @@ def test_build_threads_restores():
 
 @pytest.mark.skipif(not numerics.cpu_has_avx2(), reason="portable numerics need AVX2")
 def test_portable_build_is_the_same_from_any_parent(tmp_path):
+    skip_where_unportable("a portable build against one with MKL held to AVX")
     env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}
     env.pop("RLVR_NUMERICS", None)
     # in this process (the test suite starts torch with the variables, tests/conftest.py)
@@ -102,3 +103,12 @@ def test_check_reference_reports_a_different_build(micro_base, monkeypatch, caps
     assert "not the reference build's 0000000000000000" in capsys.readouterr().out
     monkeypatch.setitem(tiny.REFERENCE_WEIGHTS, MICRO.key(), weights_sha(micro_base))
     assert tiny.check_reference(MICRO, micro_base) is True
+
+
+def test_cpu_has_amx_reads_the_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor: 0\nflags\t\t: fpu avx2 fma amx_bf16 amx_tile\n")
+    assert numerics.cpu_has_amx(info)
+    info.write_text("processor: 0\nflags\t\t: fpu avx2 fma avx512f\n")
+    assert not numerics.cpu_has_amx(info)
+    assert not numerics.cpu_has_amx(tmp_path / "missing")

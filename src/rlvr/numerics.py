@@ -30,8 +30,14 @@ and its build takes the same time (39 to 42 s). On one with AVX-512 (and AVX512_
 its AVX-512 kernels natively and two of the test suite's golden records (recorded on the first
 machine) came out different in the fourth to third digit; with these variables the default base
 built there has the reference weights (``3a3253ae592c2fe5``, the same 22.2% held-out pass@1) and the
-golden records repeat. The test suite sets the same variables (``tests/conftest.py``). Not yet
-checked on an Intel processor.
+golden records repeat. The test suite sets the same variables (``tests/conftest.py``). On an Intel
+Xeon with AMX (checked 2026-12-08) they are not enough: the embedded bases build with other
+weights (the reasoner 295fa17774c5913d instead of 6c18141726a5b2d0), a portable build differs from
+one made with MKL held to AVX, a bfloat16 run's gradient norms differ in the third digit, and five
+recipes' golden records (fipo, gmpo, gspo, prime, sapo: a tight clip or a round-off tie decides
+their first steps) differ past round-off, while the other 118 cases repeat; adding
+``MKL_ENABLE_INSTRUCTIONS=AVX2`` or ``DNNL_MAX_CPU_ISA=AVX2`` did not change that. The cause is not
+found yet; the test suite skips those known cases on such a processor (:func:`cpu_has_amx`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,21 @@ PORTABLE_ENV: dict[str, str] = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
 }
 BUILD_THREADS = 2  # torch threads of every embedded-base build, whatever the machine has
+
+
+def cpu_has_amx(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the processor has Intel AMX tiles (``amx_tile`` in ``/proc/cpuinfo``; False where
+    that file is missing). On such a processor (an Intel Xeon of 2023 or later, measured 2026-12-08)
+    the portable variables do not give the reference builds: the embedded bases' weights and a few
+    golden records differ from those of the AMD machines they were made on."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return "amx_tile" in line.split(":", 1)[1].split()
+    return False
 
 
 def cpu_has_avx2(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:

@@ -5,7 +5,7 @@ tests/train/test_recipes.py (the same runs), the scale-out runs by scripts/golde
 from __future__ import annotations
 
 import pytest
-from tests.conftest import micro_run
+from tests.conftest import UNPORTABLE_CASES, micro_run, skip_where_unportable
 from tests.train import golden
 
 from rlvr.train.config import load_config
@@ -16,6 +16,8 @@ FEATURES = {k: v for k, v in golden.in_process_cases().items() if k.startswith("
 
 @pytest.mark.parametrize("case", sorted(FEATURES))
 def test_feature_repeats_its_golden_metrics(case, micro_base, tmp_path, dense_reward):
+    if case in UNPORTABLE_CASES:
+        skip_where_unportable(f"{case}'s golden record")
     recipe, extra = FEATURES[case]
     train(load_config(recipe, micro_run(micro_base, *extra)), run_dir=tmp_path / "run", progress=False)
     golden.check(case, tmp_path / "run")
