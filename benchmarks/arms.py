@@ -13,6 +13,7 @@ paired with the others, without rerunning them (``--no-digest``: use only the ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -101,3 +102,42 @@ def save_digests(args: argparse.Namespace) -> None:
     """Every finished run of ``args.runs`` digested into ``args.digest`` (to be committed)."""
     if not args.no_digest:
         save(args.runs, args.digest)
+
+
+def record_bases(out: Path, names: Iterable[str]) -> None:
+    """``bases.json``: the weights hash of each embedded base the arms use (built here when missing)
+    against its reference build's (``REFERENCE_WEIGHTS``), so that the report can say when its
+    numbers come from other builds than the README's."""
+    from rlvr.models.tiny import EMBEDDED, REFERENCE_WEIGHTS, ensure_base, weights_sha
+
+    bases = {}
+    for name in names:
+        recipe = EMBEDDED[name]
+        bases[name] = {
+            "weights": weights_sha(ensure_base(recipe, progress=False)),
+            "reference": REFERENCE_WEIGHTS.get(recipe.key()),
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(bases, indent=2) + "\n")
+
+
+def bases_paragraph(runs: Path) -> list[str]:
+    """A paragraph on the embedded bases the runs used (``bases.json``), when they are not the
+    reference builds: their numbers then differ from tables made on those."""
+    path = runs / "bases.json"
+    if not path.exists():
+        return []
+    bases = json.loads(path.read_text())
+    off = {k: v for k, v in bases.items() if v.get("reference") and v["weights"] != v["reference"]}
+    if not off:
+        return ["The bases are the reference builds (`rlvr.models.tiny.REFERENCE_WEIGHTS`).", ""]
+    names = ", ".join(
+        f"`{k}` weights {v['weights']} (reference {v['reference']})" for k, v in off.items()
+    )
+    return [
+        f"**These runs used other builds of the bases than the reference ones**: {names}. The "
+        "machine that built them did not reproduce the reference weights under rlvr's portable "
+        "numerics (`rlvr.numerics`), so the numbers here are comparable with each other but not "
+        "with tables made on the reference builds.",
+        "",
+    ]

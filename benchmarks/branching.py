@@ -33,7 +33,15 @@ import argparse
 import os
 from pathlib import Path
 
-from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
+from arms import (
+    arm_parser,
+    parse_arm_args,
+    record_bases,
+    restore_digests,
+    run_threads,
+    save_digests,
+    writers,
+)
 from recipes import commit, run_jobs, run_one
 
 from rlvr.utils import console
@@ -125,6 +133,8 @@ def main() -> None:
         write()
         return
     threads = run_threads(args.jobs)
+    if not (args.runs / "bases.json").exists():
+        record_bases(args.runs / "bases.json", ("reasoner",))
     link_grpo(args.runs, args.grpo_runs, args.seeds)
     tasks = tasks_to_run(args, threads)
     console.print(f"branching: {len(tasks)} run(s) to make at {commit()}")

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from arms import bases_paragraph
 from findings_report import ci, load, paired, shows
 from recipes import _settings
 
@@ -158,6 +159,7 @@ def report(runs: Path, args: Any) -> str:
     ]
     if everything:
         lines += [_settings([r["dir"] for r in everything]), ""]
+    lines += bases_paragraph(runs)
     tgt = f"{100 * target:.1f}%" if target is not None else "n/a (no grpo_iid run yet)"
     lines += [
         f"Target for *tokens to target*: held-out pass@1 ≥ {tgt}, the larger of the base's mean and "

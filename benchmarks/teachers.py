@@ -39,7 +39,15 @@ import sys
 import time
 from pathlib import Path
 
-from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
+from arms import (
+    arm_parser,
+    parse_arm_args,
+    record_bases,
+    restore_digests,
+    run_threads,
+    save_digests,
+    writers,
+)
 from recipes import commit, run_jobs, run_one
 
 from rlvr.utils import atomic_write_text, console
@@ -150,23 +158,6 @@ def sft_arm(seed: int, steps: int, out: Path, threads: int, heldout: int) -> Non
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def record_bases(out: Path) -> None:
-    """``bases.json``: the weights hash of each embedded base the arms use (the reasoner and the
-    teacher, built here when missing) against its reference build's (``REFERENCE_WEIGHTS``), so that
-    the report can say when its numbers come from other builds than the README's."""
-    from rlvr.models.tiny import EMBEDDED, REFERENCE_WEIGHTS, ensure_base, weights_sha
-
-    bases = {}
-    for name in ("reasoner", TEACHER):
-        recipe = EMBEDDED[name]
-        bases[name] = {
-            "weights": weights_sha(ensure_base(recipe, progress=False)),
-            "reference": REFERENCE_WEIGHTS.get(recipe.key()),
-        }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(bases, indent=2) + "\n")
-
-
 def link_findings_grpo(runs: Path, findings: Path, seeds: list[int]) -> None:
     """Link the findings benchmark's finished grpo runs (the same recipe, overrides and seeds)."""
     for seed in seeds:
@@ -209,7 +200,7 @@ def main() -> None:
         return
     threads = run_threads(args.jobs)
     if not (args.runs / "bases.json").exists():
-        record_bases(args.runs / "bases.json")
+        record_bases(args.runs / "bases.json", ("reasoner", TEACHER))
     link_findings_grpo(args.runs, args.findings_runs, args.seeds)
     teacher_json = args.runs / "teacher_eval.json"
     tasks = (

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from arms import bases_paragraph
 from findings_report import ci, load, shows
 from recipes import _settings
 
@@ -213,7 +214,7 @@ def report(runs: Path, args: Any) -> str:
     ]
     if rl_dirs:
         lines += [_settings(rl_dirs), ""]
-    lines += _bases(runs)
+    lines += bases_paragraph(runs)
     lines += [
         "| method | seeds | pass@1 after (%) | gain over base (points) | vs grpo (points) "
         "| pass@16 after (%) | base-unsolved problems solved (base re-sampled) | training s / run |",
@@ -285,28 +286,6 @@ def report(runs: Path, args: Any) -> str:
         "",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _bases(runs: Path) -> list[str]:
-    """A paragraph on the embedded bases the runs used (``bases.json``), when they are not the
-    reference builds: their numbers then differ from tables made on those."""
-    path = runs / "bases.json"
-    if not path.exists():
-        return []
-    bases = json.loads(path.read_text())
-    off = {k: v for k, v in bases.items() if v.get("reference") and v["weights"] != v["reference"]}
-    if not off:
-        return ["The bases are the reference builds (`rlvr.models.tiny.REFERENCE_WEIGHTS`).", ""]
-    names = ", ".join(
-        f"`{k}` weights {v['weights']} (reference {v['reference']})" for k, v in off.items()
-    )
-    return [
-        f"**These runs used other builds of the bases than the reference ones**: {names}. The "
-        "machine that built them did not reproduce the reference weights under rlvr's portable "
-        "numerics (`rlvr.numerics`), so the numbers here are comparable with each other but not "
-        "with tables made on the reference builds.",
-        "",
-    ]
 
 
 def _mean(run: dict, key: str, head: bool, n: int = 10) -> float:
