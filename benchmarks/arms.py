@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -89,19 +90,42 @@ def writers(
     return write, write_quietly
 
 
-def restore_digests(args: argparse.Namespace) -> None:
-    """The committed digests of ``args.digest`` into ``args.runs`` where a run is missing."""
+def restore_digests(args: argparse.Namespace, bases: Iterable[str] = ()) -> None:
+    """The committed digests of ``args.digest`` into ``args.runs`` where a run is missing. With
+    ``bases`` (the embedded bases the arms train from), before new runs are made (not for
+    ``--table-only``): the bases here are recorded (``bases.json``, built when missing) and the
+    digests are restored only when they were made on the same builds, so that a new run is never
+    paired with one from other weights (``rlvr.numerics``: some processors build other weights)."""
     if args.no_digest:
         return
+    theirs = args.digest / "bases.json"
+    if bases and not args.table_only and theirs.exists():
+        mine = args.runs / "bases.json"
+        if not mine.exists():
+            record_bases(mine, bases)
+        if json.loads(mine.read_text()) != json.loads(theirs.read_text()):
+            console.print(
+                f"[yellow]the digests in {args.digest} were made on other builds of the bases "
+                f"({theirs} against {mine}): not restored, so every run is made here[/yellow]"
+            )
+            return
     n = restore(args.digest, args.runs)
     if n:
         console.print(f"{n} finished run(s) restored from the digests in {args.digest}")
 
 
 def save_digests(args: argparse.Namespace) -> None:
-    """Every finished run of ``args.runs`` digested into ``args.digest`` (to be committed)."""
-    if not args.no_digest:
-        save(args.runs, args.digest)
+    """Every finished run of ``args.runs`` digested into ``args.digest`` (to be committed). Digests
+    of other builds of the bases (``bases.json`` differs) are removed first, so that one digest
+    folder never mixes runs of two builds (the old ones stay in the repository's history)."""
+    if args.no_digest:
+        return
+    theirs, mine = args.digest / "bases.json", args.runs / "bases.json"
+    other = theirs.exists() and mine.exists()
+    if other and json.loads(theirs.read_text()) != json.loads(mine.read_text()):
+        console.print(f"[yellow]{args.digest}: digests of other bases replaced[/yellow]")
+        shutil.rmtree(args.digest)
+    save(args.runs, args.digest)
 
 
 def record_bases(out: Path, names: Iterable[str]) -> None:

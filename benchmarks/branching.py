@@ -128,7 +128,7 @@ def main() -> None:
     from branching_report import report
 
     write, write_quietly = writers(args, report)
-    restore_digests(args)
+    restore_digests(args, ("reasoner",))
     if args.table_only:
         write()
         return

@@ -27,7 +27,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from arms import arm_parser, parse_arm_args, restore_digests, run_threads, save_digests, writers
+from arms import (
+    arm_parser,
+    parse_arm_args,
+    record_bases,
+    restore_digests,
+    run_threads,
+    save_digests,
+    writers,
+)
 from recipes import commit, run_jobs, run_one
 
 from rlvr.utils import console
@@ -92,11 +100,13 @@ def main() -> None:
     from findings_report import report  # the analysis: tables, plots and verdicts
 
     write, write_quietly = writers(args, report)
-    restore_digests(args)
+    restore_digests(args, ("reasoner",))
     if args.table_only:
         write()
         return
     threads = run_threads(args.jobs)
+    if not (args.runs / "bases.json").exists():
+        record_bases(args.runs / "bases.json", ("reasoner",))
     extra = (*COMMON, f"task.heldout_size={args.heldout}")
     tasks = [
         (

@@ -194,7 +194,7 @@ def main() -> None:
     from teachers_report import report
 
     write, write_quietly = writers(args, report)
-    restore_digests(args)
+    restore_digests(args, ("reasoner", TEACHER))
     if args.table_only:
         write()
         return

@@ -23,7 +23,7 @@ def mods(monkeypatch, tmp_path):
     rep = importlib.import_module("teachers_report")
     monkeypatch.setattr(rep, "PLOTS", tmp_path / "plots")
     yield digest, rep
-    for name in ("digest", "teachers_report", "teachers"):
+    for name in ("digest", "arms", "teachers_report", "teachers"):
         sys.modules.pop(name, None)
 
 
@@ -90,3 +90,33 @@ def test_restore_from_no_digest_is_a_no_op(mods, tmp_path):
     digest, _ = mods
     assert digest.restore(tmp_path / "none", tmp_path / "runs") == 0
     assert not (tmp_path / "runs").exists()
+
+
+def test_digests_of_other_bases_are_neither_restored_nor_mixed(mods, tmp_path, monkeypatch):
+    digest, _ = mods
+    arms = importlib.import_module("arms")
+    old, dig = tmp_path / "old", tmp_path / "digest"
+    _runs(old)
+    (old / "bases.json").write_text(json.dumps({"reasoner": {"weights": "aa", "reference": "aa"}}))
+    digest.save(old, dig)
+    here = tmp_path / "here"
+    recorded = []
+
+    def record(out, names):  # this machine builds other weights
+        recorded.append(tuple(names))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"reasoner": {"weights": "bb", "reference": "aa"}}))
+
+    monkeypatch.setattr(arms, "record_bases", record)
+    args = SimpleNamespace(no_digest=False, table_only=False, digest=dig, runs=here)
+    arms.restore_digests(args, ("reasoner",))
+    assert recorded == [("reasoner",)] and not list(here.glob("*/seed*"))  # nothing restored
+    _rl_run(here / "grpo" / "seed0", 0, [0, 4, 0, 8], [0, 4, 0, 8])
+    arms.save_digests(args)  # the old digests go, the new run's comes in
+    assert sorted(p.parent.name + "/" + p.name for p in dig.glob("*/seed*")) == ["grpo/seed0"]
+    assert json.loads((dig / "bases.json").read_text())["reasoner"]["weights"] == "bb"
+    # the same bases: restored as before; --table-only restores without looking at the bases
+    fresh = tmp_path / "fresh"
+    args2 = SimpleNamespace(no_digest=False, table_only=True, digest=dig, runs=fresh)
+    arms.restore_digests(args2, ("reasoner",))
+    assert (fresh / "grpo" / "seed0" / "summary.json").exists()
