@@ -647,6 +647,24 @@ class LikelihoodReward(BatchedReward):
             reasoning = completion[: completion.rfind("<answer>")]
         return format_prompt(tokenizer, prompt) + reasoning
 
+    def _reduced(self, model: Any, tok: Any, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The ``reduce`` (sum or mean) of log p(target | context) over the target's tokens, for
+        each distinct (context, target) pair in ``pairs``, in their order; scored in order of length
+        (:func:`answer_logprobs` batches neighbours, so like lengths share a batch)."""
+        order = sorted(range(len(pairs)), key=lambda j: len(pairs[j][0]) + len(pairs[j][1]))
+        per_token = answer_logprobs(
+            model,
+            tok,
+            [pairs[j][0] for j in order],
+            [pairs[j][1] for j in order],
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+        )
+        value = [0.0] * len(pairs)
+        for j, lp in zip(order, per_token, strict=True):
+            value[j] = float(sum(lp)) if self.reduce == "sum" else float(sum(lp) / len(lp))
+        return value
+
     def __call__(
         self,
         prompts: list[str],
@@ -787,19 +805,9 @@ class LikelihoodSteps(LikelihoodReward, StepReward):
                     pairs.append(key)
                 keys.append(index[key])
             rows.append(keys)
-        order = sorted(range(len(pairs)), key=lambda j: len(pairs[j][0]) + len(pairs[j][1]))
-        per_token = answer_logprobs(
-            model,
-            tok,
-            [pairs[j][0] for j in order],
-            [pairs[j][1] for j in order],
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-        )
-        value = [0.0] * len(pairs)
-        for j, lp in zip(order, per_token, strict=True):
-            v = float(sum(lp)) if self.reduce == "sum" else float(sum(lp) / len(lp))
-            value[j] = math.exp(v) if self.scale == "prob" else v
+        value = self._reduced(model, tok, pairs)
+        if self.scale == "prob":
+            value = [math.exp(v) for v in value]
         return [[value[j] for j in keys] for keys in rows]
 
     def _steps(self, completions: Sequence[str], values: list[list[float]]) -> tuple[Any, Any]:
@@ -1026,18 +1034,7 @@ class RelevanceReward(LikelihoodReward):
             )
             for p, c in zip(prompts, completions, strict=True)
         ]
-        order = sorted(range(len(pairs)), key=lambda j: len(pairs[j][0]) + len(pairs[j][1]))
-        per_token = answer_logprobs(
-            model,
-            tok,
-            [pairs[j][0] for j in order],
-            [pairs[j][1] for j in order],
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-        )
-        value = [0.0] * len(pairs)
-        for j, lp in zip(order, per_token, strict=True):
-            value[j] = float(sum(lp)) if self.reduce == "sum" else float(sum(lp) / len(lp))
+        value = self._reduced(model, tok, pairs)
         return [value[w] - value[wo] for w, wo in rows]
 
     def __call__(
